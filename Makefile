@@ -1,0 +1,34 @@
+# Two commands for a fresh machine:  make demo  (train the default recipe)  ·  make test  (run the tests)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHARED := $(abspath ../shared/datasets)
+# Datasets by name (mnist/, cifar10-images/, ...) when the shared folder sits beside the repo.
+export DANLU_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
+
+.PHONY: demo test setup lint bench clean
+
+setup: $(STAMP)
+
+# Reinstall only when the pins or the package metadata change.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/danlu train digits-mlp
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check danlu tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/mnist.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,148 @@
+"""The Python API behind every CLI verb: train, resume, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from danlu.recipe import Recipe, load_recipe
+from danlu.runs import atomic_write_text, new_run_dir, read_json, resolve_run, write_json
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    metrics: dict[str, float]  # test metrics
+    wall_s: float
+    report: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"run": str(self.run), "metrics": self.metrics, "wall_s": round(self.wall_s, 3)}
+
+
+def _env_info(device: str) -> dict[str, Any]:
+    import torch
+
+    info = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+            "device": device, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    from danlu import __version__
+
+    info["danlu"] = __version__
+    return info
+
+
+def inference_options(recipe: Recipe) -> dict[str, Any]:
+    """Model options for rebuilding a trained model: no pretrained download, the run's weights follow."""
+    opts = dict(recipe.model.options)
+    if "weights" in opts:
+        opts["weights"] = None
+    return opts
+
+
+def prepare(recipe: Recipe, data_dir: Path | None = None, for_inference: bool = False):
+    """Seed, load the data, build the model: everything that can fail on user input, before any file is written."""
+    import torch
+
+    from danlu import data, models
+
+    torch.manual_seed(recipe.seed)
+    hints = models.input_hints(recipe.model.name, recipe.model.options)
+    splits, schema = data.load(recipe.data, seed=recipe.seed, data_dir=data_dir, hints=hints)
+    torch.manual_seed(recipe.seed)  # model init independent of how much randomness data loading used
+    options = inference_options(recipe) if for_inference else recipe.model.options
+    model = models.build(recipe.model.name, options, schema)
+    return splits, schema, model
+
+
+def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tuple[str, ...] = (), *,
+          runs_dir: Path | None = None, data_dir: Path | None = None, resume: str | Path | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train a recipe (or resume a run) and evaluate the best weights on the test split."""
+    from danlu.checkpoint import load_model_weights
+    from danlu.evaluation import evaluate
+    from danlu.progress import Progress
+    from danlu.training import fit, select_device
+
+    t0 = time.perf_counter()
+    if resume is not None:
+        run_dir = resolve_run(resume, runs_dir)
+        recipe = load_recipe(base=_recipe_dict(run_dir))
+    elif not isinstance(recipe, Recipe):
+        recipe = load_recipe(str(recipe), overrides)
+    elif overrides:
+        recipe = load_recipe(base=recipe.to_dict(), overrides=overrides)
+    splits, schema, model = prepare(recipe, data_dir)
+    say = Progress(0, 0, progress).note
+    for note in splits.notes:
+        say(f"note: {note}")
+    if resume is None:
+        run_dir = new_run_dir(recipe.name, runs_dir)
+        atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+        atomic_write_text(run_dir / "schema.json", schema.to_json())
+        write_json(run_dir / "env.json", _env_info(str(select_device(recipe.train.device))))
+        for name, writer in splits.artifacts.items():
+            writer(run_dir)
+        write_json(run_dir / "status.json", {"status": "training", "epoch": 0, "epochs": recipe.train.epochs})
+    say(f"run: {run_dir}")
+    say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
+    try:
+        result = fit(model, splits, schema, recipe, run_dir, resume=resume is not None, show_progress=progress)
+    except BaseException as e:
+        write_json(run_dir / "status.json", {"status": "failed" if not isinstance(e, KeyboardInterrupt)
+                                             else "interrupted", "error": str(e)[:500]})
+        raise
+    load_model_weights(run_dir / "model.safetensors", model)
+    write_json(run_dir / "status.json", {"status": "done", "epochs": len(result.history),
+                                         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early})
+    report = evaluate(run_dir, recipe, schema, model, splits.test, "test", notes=splits.notes)
+    wall = time.perf_counter() - t0
+    return TrainResult(run_dir, report["metrics"], wall, report)
+
+
+def _recipe_dict(run_dir: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+
+
+def load_run(run: str | Path, runs_dir: Path | None = None):
+    """(run folder, recipe, schema) of a finished run."""
+    from danlu.data.schema import Schema
+
+    run_dir = resolve_run(run, runs_dir)
+    recipe = load_recipe(base=_recipe_dict(run_dir))
+    return run_dir, recipe, Schema.load(run_dir / "schema.json")
+
+
+def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = None,
+             data_dir: Path | None = None) -> dict[str, Any]:
+    """Re-load a run's data split and best weights, and write its report."""
+    from danlu.checkpoint import load_model_weights
+    from danlu.errors import DanluError
+    from danlu.evaluation import evaluate as run_evaluation
+
+    if split not in ("train", "val", "test"):
+        raise DanluError(f"unknown split '{split}'", hint="valid splits: train, val, test")
+    run_dir, recipe, _ = load_run(run, runs_dir)
+    splits, schema, model = prepare(recipe, data_dir, for_inference=True)
+    saved = read_json(run_dir / "schema.json")
+    if saved.get("classes") != schema.classes:
+        raise DanluError(f"the data now has classes {schema.classes}, the run was trained on {saved.get('classes')}",
+                         hint="evaluate on the same data the run was trained on")
+    from danlu.data.schema import Schema
+
+    schema = Schema.from_dict(saved)  # normalization etc. exactly as trained
+    load_model_weights(run_dir / "model.safetensors", model)
+    return run_evaluation(run_dir, recipe, schema, model, getattr(splits, split), split, notes=splits.notes)
+
+
+def metrics_history(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -1,0 +1,73 @@
+"""Training state in one atomically written safetensors file: model, optimizer, RNG, epoch, history.
+
+Everything that is not a tensor goes into the file's metadata as JSON, so one rename makes a
+checkpoint visible whole — a SIGKILL can never leave a model from one epoch beside an optimizer
+from another. last.json is a human-readable copy of that metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from danlu.errors import RunError
+from danlu.runs import save_tensors, write_json
+
+
+def save_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler: Any,
+                        generator: torch.Generator, info: dict[str, Any]) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_tensors, opt_plain = optimizer.state_dict()
+    tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.data"] = generator.get_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    meta = dict(info, optimizer=opt_plain, scheduler=scheduler.state_dict())
+    save_tensors(path, tensors, metadata={"danlu": json.dumps(meta, allow_nan=True)})
+    write_json(path.with_suffix(".json"), {k: v for k, v in info.items()})
+
+
+def load_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler: Any,
+                        generator: torch.Generator) -> dict[str, Any]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise RunError(f"no checkpoint to resume from: {path}",
+                       hint="the run stopped before its first epoch ended; start it again with danlu train")
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["danlu"])
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}, meta.pop("optimizer"))
+    scheduler.load_state_dict(meta.pop("scheduler"))
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.data"])
+    cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+    return meta
+
+
+def save_model(path: Path, model: nn.Module, info: dict[str, Any] | None = None) -> None:
+    """The weights alone (what predict/serve/export load)."""
+    meta = {"danlu": json.dumps(info or {})}
+    save_tensors(path, dict(model.state_dict()), metadata=meta)
+
+
+def load_model_weights(path: Path, model: nn.Module) -> None:
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise RunError(f"missing model weights: {path}", hint="the run did not finish an epoch; train it again")
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RunError(f"{path} does not match the model in recipe.yaml "
+                       f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")

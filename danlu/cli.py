@@ -1,0 +1,274 @@
+"""``danlu VERB ...``: one thin function per verb — parse, call the API, print.
+
+Imports only argparse at start-up so ``danlu --help`` and ``danlu runs`` answer fast; each verb
+imports what it needs. User errors exit 2 without a traceback (``--debug`` shows it), bugs exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, ensure_ascii=False, allow_nan=False))
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from danlu.api import train
+
+    if a.recipe is None and a.resume is None:
+        from danlu.errors import DanluError
+
+        raise DanluError("train needs a RECIPE (or --resume RUN)", hint="danlu recipes lists the built-in ones")
+    overrides = list(a.overrides)
+    recipe = a.recipe
+    if a.resume is not None and recipe is not None and "=" in recipe:
+        overrides.insert(0, recipe)
+    result = train(recipe or "digits-mlp", overrides, runs_dir=a.runs_dir, data_dir=a.data_dir, resume=a.resume,
+                   progress=not a.quiet)
+    if a.json:
+        _print_json(result.as_json())
+    else:
+        print((result.run / "report.md").read_text(encoding="utf-8"))
+        print(f"run folder: {result.run}  ({result.wall_s:.1f} s)")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from danlu.api import evaluate
+    from danlu.evaluation import report_name
+
+    report = evaluate(a.run, a.split, runs_dir=a.runs_dir, data_dir=a.data_dir)
+    if a.json:
+        _print_json({"run": report["run"], "split": a.split, "metrics": report["metrics"]})
+    else:
+        print((Path(report["run"]) / f"{report_name(a.split)}.md").read_text(encoding="utf-8"))
+
+
+def _read_lines(stream) -> list[str]:
+    return [line.rstrip("\r\n") for line in stream if line.strip()]
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from danlu.errors import DanluError
+    from danlu.predictor import Predictor, expand_image_inputs
+
+    predictor = Predictor.load(a.run, a.runs_dir)
+    kind = predictor.schema.kind
+    inputs: list = []
+    for item in a.inputs:
+        if item == "-":
+            inputs.extend(_read_lines(sys.stdin))
+        else:
+            inputs.append(item)
+    if a.file:
+        inputs.extend(_read_lines(Path(a.file).open(encoding="utf-8")) if kind == "text" else [a.file])
+    if not inputs:
+        raise DanluError("no inputs", hint="danlu predict RUN image.png | \"some text\" | rows.csv | - (stdin)")
+    labels = None
+    if kind == "image":
+        inputs = expand_image_inputs(inputs)
+    elif kind == "tabular":
+        inputs, labels = _tabular_inputs(inputs, predictor)
+    rows = predictor.predict(inputs, top_k=a.top_k, labels=labels)
+    if a.json:
+        _print_json({"predictions": rows})
+        return
+    for row in rows:
+        label = str(row["input"])
+        if "top" in row:
+            tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"])
+            print(f"{label}\t{tops}")
+        else:
+            print(f"{label}\t" + "  ".join(f"{k}={v:.4g}" for k, v in row["prediction"].items()))
+
+
+def _tabular_inputs(items: list[str], predictor) -> tuple[list, list]:
+    """CSV files (with a header naming the feature columns) or comma-separated rows typed inline."""
+    from danlu.data.tabular import read_csv
+
+    rows, labels = [], []
+    for item in items:
+        p = Path(item)
+        if p.suffix.lower() in (".csv", ".tsv", ".txt") and p.is_file():
+            header, body = read_csv(p)
+            for i, r in enumerate(body):
+                rows.append(dict(zip(header, r, strict=True)))
+                labels.append(f"{p.name}:{i + 1}")
+        else:
+            rows.append([v.strip() for v in item.split(",")])
+            labels.append(item)
+    return rows, labels
+
+
+def cmd_runs(a: argparse.Namespace) -> None:
+    from danlu.runs import list_runs, read_json, resolve_run, run_summary
+
+    if a.action == "show":
+        from danlu.errors import DanluError
+
+        if not a.run:
+            raise DanluError("runs show needs a RUN", hint="danlu runs lists them")
+        run = resolve_run(a.run, a.runs_dir)
+        print(f"run: {run}")
+        print((run / "recipe.yaml").read_text(encoding="utf-8"))
+        for name in ("status.json", "report.json"):
+            if (run / name).exists():
+                data = read_json(run / name)
+                data = data.get("metrics", data) if name == "report.json" else data
+                print(f"{name}: {json.dumps(data, ensure_ascii=False)}")
+        return
+    runs = list_runs(a.runs_dir)
+    if a.json:
+        _print_json([run_summary(r) for r in runs])
+        return
+    if not runs:
+        print(f"no runs in {a.runs_dir or 'runs'}/ — try: danlu train digits-mlp")
+        return
+    for r in runs:
+        s = run_summary(r)
+        m = s.get("metrics", {})
+        key = {k: m[k] for k in ("accuracy", "f1_macro", "r2", "mae") if k in m}
+        print(f"{s['run']:<48} {s.get('status', '?'):<10} " + "  ".join(f"{k} {v:.4f}" for k, v in key.items()))
+
+
+def cmd_models(a: argparse.Namespace) -> None:
+    from danlu.data.schema import Schema
+    from danlu.models import build, count_parameters
+    from danlu.models.specs import MODELS, option_help
+
+    examples = {"image": Schema("image", "classification", [1, 28, 28], classes=[str(i) for i in range(10)]),
+                "tabular": Schema("tabular", "classification", [30], classes=["0", "1"])}
+    for name, (_, kinds, desc) in MODELS.items():
+        params = ""
+        kind = kinds[0]
+        if kind in examples and name in ("mlp", "cnn", "simple_cnn"):
+            total, _ = count_parameters(build(name, {}, examples[kind]))
+            params = f"{total:,} params on {'MNIST' if kind == 'image' else '30 features'}"
+        elif name == "efficientnet_lite0":
+            params = "4.0M params + head"
+        elif name.startswith("resnet"):
+            params = {"resnet18": "11.2M", "resnet34": "21.3M", "resnet50": "23.5M"}[name] + " params + head"
+        elif name == "transformer":
+            params = "22.7M params (MiniLM-L6)"
+        print(f"{name:<20} [{'/'.join(kinds)}] {desc}")
+        if params:
+            print(f"{'':<20} {params}")
+        print(f"{'':<20} options: {option_help(name)}")
+
+
+def cmd_recipes(a: argparse.Namespace) -> None:
+    from danlu.recipe import builtin_recipes, load_recipe
+
+    if a.name:
+        print(load_recipe(a.name, a.overrides).to_yaml())
+        return
+    for name, what in builtin_recipes().items():
+        print(f"{name:<28} {what}")
+
+
+def cmd_data(a: argparse.Namespace) -> None:
+    from danlu.describe import describe
+
+    print(describe(a.recipe, a.overrides, data_dir=a.data_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="danlu", description="danlu (丹炉): data → trained, evaluated, served model.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    from danlu import __version__
+
+    p.add_argument("--version", action="version", version=f"danlu {__version__}")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--runs-dir", type=Path, default=None, help="where runs live (default ./runs)")
+        sp.add_argument("--data-dir", type=Path, default=None, help="folder holding datasets by name")
+
+    t = sub.add_parser("train", help="train a recipe: danlu train RECIPE [key=value ...]")
+    t.add_argument("recipe", nargs="?", help="built-in recipe name or YAML file (danlu recipes)")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 model.hidden=[256,128]")
+    t.add_argument("--resume", metavar="RUN", help="continue a run that was interrupted")
+    t.add_argument("--json", action="store_true", help="print one JSON object (run, metrics, wall_s) last")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    common(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a run on a split → report.json, report.md, plots")
+    e.add_argument("run")
+    e.add_argument("--split", default="test", help="train, val or test")
+    e.add_argument("--json", action="store_true")
+    common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="predict images, texts or CSV rows with a trained run")
+    pr.add_argument("run")
+    pr.add_argument("inputs", nargs="*", help="image files/folders, texts, CSV files or rows; - reads stdin")
+    pr.add_argument("--file", help="read inputs from a file (one text per line)")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--json", action="store_true")
+    common(pr)
+    pr.set_defaults(func=cmd_predict)
+
+    r = sub.add_parser("runs", help="list runs, or: danlu runs show RUN")
+    r.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    r.add_argument("run", nargs="?")
+    r.add_argument("--json", action="store_true")
+    common(r)
+    r.set_defaults(func=cmd_runs)
+
+    m = sub.add_parser("models", help="list models with their options and sizes")
+    m.set_defaults(func=cmd_models)
+
+    rc = sub.add_parser("recipes", help="list built-in recipes, or print one resolved: danlu recipes NAME")
+    rc.add_argument("name", nargs="?")
+    rc.add_argument("overrides", nargs="*")
+    rc.set_defaults(func=cmd_recipes)
+
+    d = sub.add_parser("data", help="inspect data: danlu data describe RECIPE [key=value ...]")
+    d.add_argument("action", choices=["describe"])
+    d.add_argument("recipe")
+    d.add_argument("overrides", nargs="*")
+    common(d)
+    d.set_defaults(func=cmd_data)
+
+    from danlu.cli_serve import add_serving_verbs
+
+    add_serving_verbs(sub, common)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        a.func(a)
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        from danlu.errors import DanluError
+
+        if a.debug or os.environ.get("DANLU_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(e, DanluError):
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
+        print(f"internal error: {type(e).__name__}: {e}\n  (a bug in danlu; rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Data loading: a recipe's data section → Splits (train/val/test) + Schema.
+
+One loader per source family; ``load`` picks it by ``data.name``. Heavy imports happen inside the
+family modules, only for the family in use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from danlu.data.schema import Schema
+from danlu.data.splits import Splits
+from danlu.recipe import DataConfig
+
+IMAGE_SETS = {"digits", "mnist", "fashion-mnist", "cifar10", "imagefolder"}
+TABULAR_SETS = {"iris", "breast_cancer", "diabetes", "wine", "csv"}
+TEXT_SETS = {"text"}
+
+
+def kind_of(name: str) -> str:
+    """The data kind (image, tabular, text) a dataset name yields."""
+    if name in IMAGE_SETS:
+        return "image"
+    if name in TEXT_SETS:
+        return "text"
+    return "tabular"
+
+
+def load(cfg: DataConfig, *, seed: int = 0, data_dir: Path | None = None,
+         hints: dict | None = None) -> tuple[Splits, Schema]:
+    """Load and split the data; ``hints`` carry what the model needs (image size, normalization, tokenizer)."""
+    hints = hints or {}
+    kind = kind_of(cfg.name)
+    if kind == "image":
+        from danlu.data.vision import load_images
+
+        return load_images(cfg, seed, data_dir, hints)
+    if kind == "text":
+        from danlu.data.text import load_text
+
+        return load_text(cfg, seed, hints)
+    from danlu.data.tabular import load_tabular
+
+    return load_tabular(cfg, seed)
+
+
+__all__ = ["Schema", "Splits", "load", "kind_of"]

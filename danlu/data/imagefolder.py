@@ -1,0 +1,321 @@
+"""Folders of class subfolders (ImageFolder layout): scanning them, and THE image decoding function.
+
+decode_image is the single definition of image preprocessing (mode conversion, EXIF orientation,
+resize) shared by training, the slow loader and prediction; changing it changes what models see.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from danlu.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+
+# Folder name (lower case) -> split name. Anything else next to them is reported in `skipped`.
+_SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass
+class ImageFolderLayout:
+    """What scan_image_folder found: classes (from train), samples per split, and what it left out."""
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, list[tuple[Path, int]]]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    hidden: int = 0  # hidden files/folders (.DS_Store, ._x.jpg, .git) ignored without a report
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _list_dir(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"cannot read folder {folder}: {e.strerror or e}") from None
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks, like ImageFolder
+    except OSError:
+        return False
+
+
+class _Scanner:
+    def __init__(self) -> None:
+        self.skipped: list[tuple[Path, str]] = []
+        self.hidden = 0
+
+    def images_under(self, folder: Path) -> list[Path]:
+        """All image files below folder (recursively, sorted); other files go to skipped."""
+        found: list[Path] = []
+        seen: set[str] = set()
+        stack = [folder]
+        while stack:
+            current = stack.pop()
+            real = os.path.realpath(current)
+            if real in seen:  # a symlink loop
+                continue
+            seen.add(real)
+            subdirs = []
+            for entry in _list_dir(current):
+                if _is_hidden(entry.name):
+                    self.hidden += 1
+                elif _is_dir(entry):
+                    subdirs.append(Path(entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    found.append(Path(entry.path))
+                else:
+                    ext = os.path.splitext(entry.name)[1] or "no extension"
+                    self.skipped.append((Path(entry.path), f"not an image file ({ext})"))
+            stack.extend(reversed(subdirs))
+        found.sort()
+        return found
+
+    def class_dirs(self, split_dir: Path) -> dict[str, Path]:
+        """Class name -> folder for the class folders of one split; loose files are reported."""
+        classes: dict[str, Path] = {}
+        for entry in _list_dir(split_dir):
+            if _is_hidden(entry.name):
+                self.hidden += 1
+            elif _is_dir(entry):
+                classes[entry.name] = Path(entry.path)
+            else:
+                self.skipped.append((Path(entry.path), "not inside a class folder"))
+        return classes
+
+
+def scan_image_folder(root: str | os.PathLike) -> ImageFolderLayout:
+    """Scan root/{train,val,test}/<class>/* (or root/<class>/* as a single split 'all').
+
+    Class indices are the sorted class folder names of the train split (ImageFolder's convention).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"image folder {root} does not exist" if not root.exists() else f"{root} is not a folder",
+            hint="point the recipe's data path at a folder with train/<class>/ (and val/ or test/) "
+            "subfolders, or directly at <class>/ subfolders",
+        )
+    scan = _Scanner()
+    split_dirs: dict[str, Path] = {}
+    others: list[os.DirEntry] = []
+    for entry in _list_dir(root):
+        if _is_hidden(entry.name):
+            scan.hidden += 1
+            continue
+        split = _SPLIT_NAMES.get(entry.name.lower()) if _is_dir(entry) else None
+        if split is None:
+            others.append(entry)
+        elif split in split_dirs:
+            raise DataError(
+                f"{root} has two folders for the {split} split: {split_dirs[split].name}/ and {entry.name}/",
+                hint="keep one of them (train, val/valid/validation, test; case does not matter)",
+            )
+        else:
+            split_dirs[split] = Path(entry.path)
+
+    if split_dirs:
+        for entry in others:
+            if _is_dir(entry):
+                reason = "not a split folder (expected train, val or test)"
+            else:
+                reason = "not inside a split folder"
+            scan.skipped.append((Path(entry.path), reason))
+        per_split = {s: scan.class_dirs(split_dirs[s]) for s in _SPLIT_ORDER if s in split_dirs}
+    else:
+        per_split = {"all": scan.class_dirs(root)}
+
+    if "train" in per_split:
+        classes = sorted(per_split["train"])
+        extra = {s: sorted(set(c) - set(classes)) for s, c in per_split.items() if s != "train"}
+        for split, names in extra.items():
+            if names:
+                raise DataError(
+                    f"{split_dirs[split]} has class folders that are not in {split_dirs['train']}: "
+                    f"{', '.join(names)}",
+                    hint="every class must have training images; add them to train/ or remove the folders "
+                    "(check for typos and different capitalization)",
+                )
+    else:
+        classes = sorted({c for cs in per_split.values() for c in cs})
+
+    splits: dict[str, list[tuple[Path, int]]] = {}
+    for split, class_dirs in per_split.items():
+        split_dir = split_dirs.get(split, root)
+        if not class_dirs:
+            raise DataError(
+                f"{split_dir} has no class folders",
+                hint=f"put the images in one folder per class: {split_dir}/<class name>/<image files>",
+            )
+        samples: list[tuple[Path, int]] = []
+        for name in sorted(class_dirs):
+            images = scan.images_under(class_dirs[name])
+            if not images:
+                raise DataError(
+                    f"class folder {class_dirs[name]} contains no images "
+                    f"(extensions read: {' '.join(sorted(IMAGE_EXTENSIONS))})",
+                    hint="add images to it or delete the folder",
+                )
+            label = classes.index(name)
+            samples.extend((p, label) for p in images)
+        splits[split] = samples
+    return ImageFolderLayout(
+        root=root, classes=classes, splits=splits, skipped=scan.skipped, hidden=scan.hidden
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding.
+
+
+_ORIENTATION = 0x0112
+_WHITE = (255, 255, 255, 255)
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16/32-bit and float images -> 'L'. PIL's own convert clips 16-bit values at 255 instead of scaling."""
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        out = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+    else:  # 'I' (int32) or 'F': 8-bit data stored wide stays as is, 16-bit range is scaled down
+        arr = arr.astype(np.float64)
+        hi = float(arr.max()) if arr.size else 0.0
+        if hi > 255:
+            scale = 65535.0 if hi <= 65535 else hi
+            arr = arr * (255.0 / scale)
+        out = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return Image.fromarray(out, mode="L")
+
+
+def _convert(img: Image.Image, channels: int) -> Image.Image:
+    """Any PIL mode -> 'RGB' or 'L'; transparency is composited on white."""
+    target = "RGB" if channels == 3 else "L"
+    mode = img.mode
+    if mode == target:
+        return img
+    if mode.startswith("I") or mode == "F":
+        img = _to_8bit(img)
+        return img if target == "L" else img.convert("RGB")
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")  # also premultiplied modes and palettes with a transparent entry
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
+    elif mode not in ("RGB", "L", "1", "P"):  # CMYK, YCbCr, LAB, HSV
+        img = img.convert("RGB")
+    return img if img.mode == target else img.convert(target)
+
+
+def decode_image(
+    source: str | os.PathLike | bytes, size: tuple[int, int] | None = None, channels: int = 3
+) -> np.ndarray:
+    """Decode one image to uint8 [H, W, C]: first frame, EXIF-upright, RGB or L, resized to size (H, W).
+
+    Resizing is PIL bilinear, antialiased when shrinking. Large JPEGs are decoded at a reduced DCT scale
+    first, but never below twice the target size, so quality is unaffected and the result deterministic.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    with Image.open(fp) as img:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        if size is not None and img.format == "JPEG":
+            side = 2 * max(size)
+            img.draft(None, (side, side))  # orientation-agnostic: both sides stay >= 2x the larger target
+        orientation = img.getexif().get(_ORIENTATION, 1)
+        out = ImageOps.exif_transpose(img) if orientation in (2, 3, 4, 5, 6, 7, 8) else img
+        out = _convert(out, channels)
+        if size is not None and out.size != (size[1], size[0]):
+            out = out.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        arr = np.array(out, dtype=np.uint8)  # np.array forces the decode while the file is still open
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _decode_chunk(
+    paths: Sequence[Path], start: int, stop: int, size: tuple[int, int] | None, channels: int,
+    out: np.ndarray | None, loose: list[np.ndarray | None], errors: list[str | None],
+) -> None:
+    for i in range(start, stop):
+        try:
+            arr = decode_image(paths[i], size, channels)
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file, reported by path
+            errors[i] = f"{type(e).__name__}: {e}"
+            continue
+        if out is not None:
+            out[i] = arr
+        else:
+            loose[i] = arr
+
+
+def decode_images(
+    paths: Sequence[str | os.PathLike],
+    size: tuple[int, int] | None,
+    channels: int = 3,
+    workers: int | None = None,
+) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+    """Decode many images in parallel into one uint8 [N_ok, H, W, C] array.
+
+    Unreadable, corrupt or truncated files do not stop the run: they are left out and returned as
+    (path, reason) failures; ok_indices maps each output row back to its position in paths. With
+    size=None all images must share the first good image's size (others become failures).
+
+    Threads, not processes: PIL releases the GIL while decoding and resizing. On 2 cores with the
+    CIFAR-10 test JPEGs (10k x 32x32): 1 thread ~6,900 img/s, 2 threads ~10,400 img/s, a 2-process pool
+    ~9,100 img/s (pickling results back and worker start-up eat the gain).
+    """
+    paths = [Path(p) for p in paths]
+    n = len(paths)
+    errors: list[str | None] = [None] * n
+    loose: list[np.ndarray | None] = [None] * n if size is None else []
+    out = np.zeros((n, size[0], size[1], channels), dtype=np.uint8) if size is not None else None
+    workers = _default_workers() if workers is None else max(1, workers)
+    chunk = max(1, min(256, -(-n // (workers * 8)))) if n else 1
+    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    if workers == 1 or len(bounds) <= 1:
+        for s, e in bounds:
+            _decode_chunk(paths, s, e, size, channels, out, loose, errors)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="danlu-decode") as pool:
+            args = (size, channels, out, loose, errors)
+            jobs = [pool.submit(_decode_chunk, paths, s, e, *args) for s, e in bounds]
+            for job in jobs:
+                job.result()
+
+    if out is None:  # size=None: stack same-sized images, the first good one sets the size
+        first = next((a for a in loose if a is not None), None)
+        shape = first.shape if first is not None else (0, 0, channels)
+        for i, a in enumerate(loose):
+            if a is not None and a.shape != shape:
+                got, want = f"{a.shape[1]}x{a.shape[0]}", f"{shape[1]}x{shape[0]}"
+                errors[i] = f"size {got} differs from {want} (give a size to resize)"
+        ok = [i for i in range(n) if errors[i] is None]
+        images = np.stack([loose[i] for i in ok]) if ok else np.zeros((0, *shape), dtype=np.uint8)
+    else:
+        ok = [i for i in range(n) if errors[i] is None]
+        images = out if len(ok) == n else out[ok]
+    failures = [(paths[i], errors[i]) for i in range(n) if errors[i] is not None]
+    return images, ok, failures  # type: ignore[return-value]

@@ -1,0 +1,280 @@
+"""Tabular data: CSV files and scikit-learn's bundled sets → standardized float tensors.
+
+Numeric columns are standardized with training statistics; text columns are one-hot encoded with
+categories seen in training; missing numbers become the training mean. The same ``TabularEncoder``
+state lives in schema.json, so prediction encodes new rows exactly as training did.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from danlu.data.schema import Schema
+from danlu.data.splits import Splits, split_off, subsample
+from danlu.errors import DataError
+from danlu.recipe import DataConfig
+
+MISSING = {"", "na", "nan", "null", "none", "?", "n/a"}
+SKLEARN_SETS = {"iris", "breast_cancer", "diabetes", "wine"}
+
+
+def _to_float(v: Any) -> float | None:
+    if v is None:
+        return math.nan
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    s = str(v).strip()
+    if s.lower() in MISSING:
+        return math.nan
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV/TSV file (delimiter sniffed among , ; tab |)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}", hint="set data.path to an existing CSV file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text (line {line})",
+                        hint=f"re-encode it, e.g. iconv -f gbk -t utf-8 {path} > fixed.csv") from None
+    if not text.strip():
+        raise DataError(f"{path} is empty", hint="a CSV needs a header row and at least one data row")
+    if path.suffix.lower() in (".tsv", ".tab"):
+        delim = "\t"
+    else:
+        try:
+            delim = csv.Sniffer().sniff(text[:20000], delimiters=",;\t|").delimiter
+        except csv.Error:
+            delim = ","
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delim) if any(c.strip() for c in r)]
+    header = [h.strip() for h in rows[0]]
+    body = rows[1:]
+    if not body:
+        raise DataError(f"{path} has a header but no data rows")
+    for i, r in enumerate(body):
+        if len(r) != len(header):
+            raise DataError(f"{path}, data row {i + 1}: {len(r)} fields, the header has {len(header)}",
+                            hint="check the delimiter and quoting of that row")
+    return header, body
+
+
+class TabularEncoder:
+    """Turns rows (lists in column order or dicts by name) into the model's float feature vectors."""
+
+    def __init__(self, features: list[str], categories: dict[str, list[str]], mean: list[float],
+                 std: list[float]):
+        self.features, self.categories = features, categories
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+    @classmethod
+    def fit(cls, columns: dict[str, list[Any]], train_idx: np.ndarray) -> TabularEncoder:
+        features = list(columns)
+        categories = {}
+        for name, values in columns.items():
+            floats = [_to_float(values[i]) for i in train_idx]
+            if any(f is None for f in floats):
+                cats = sorted({str(values[i]).strip() for i in train_idx})
+                categories[name] = cats
+        enc = cls(features, categories, [], [])
+        x = enc._encode_raw(columns)
+        train = x[train_idx]
+        mean = np.nanmean(train, 0) if len(train) else np.zeros(x.shape[1])
+        std = np.nanstd(train, 0) if len(train) else np.ones(x.shape[1])
+        mean = np.where(np.isnan(mean), 0.0, mean)
+        std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)
+        # one-hot columns stay 0/1
+        for j in enc._onehot_columns():
+            mean[j], std[j] = 0.0, 1.0
+        enc.mean, enc.std = mean.astype(np.float32), std.astype(np.float32)
+        return enc
+
+    def _onehot_columns(self) -> list[int]:
+        out, j = [], 0
+        for name in self.features:
+            width = len(self.categories.get(name, ())) or 1
+            if name in self.categories:
+                out.extend(range(j, j + width))
+            j += width
+        return out
+
+    @property
+    def width(self) -> int:
+        return sum(len(self.categories.get(n, ())) or 1 for n in self.features)
+
+    def _encode_raw(self, columns: dict[str, list[Any]]) -> np.ndarray:
+        n = len(next(iter(columns.values()))) if columns else 0
+        out = np.zeros((n, self.width), np.float32)
+        j = 0
+        for name in self.features:
+            values = columns[name]
+            if name in self.categories:
+                cats = self.categories[name]
+                lookup = {c: k for k, c in enumerate(cats)}
+                for i, v in enumerate(values):
+                    k = lookup.get(str(v).strip())
+                    if k is not None:  # unseen category → all zeros
+                        out[i, j + k] = 1.0
+                j += len(cats)
+            else:
+                for i, v in enumerate(values):
+                    f = _to_float(v)
+                    if f is None:
+                        raise DataError(f"column '{name}', row {i + 1}: '{v}' is not a number",
+                                        hint="numeric columns must hold numbers; missing values may be empty")
+                    out[i, j] = f
+                j += 1
+        return out
+
+    def transform(self, columns: dict[str, list[Any]]) -> np.ndarray:
+        x = self._encode_raw(columns)
+        x = (x - self.mean) / self.std
+        return np.nan_to_num(x, nan=0.0)  # missing → the training mean
+
+    def rows_to_columns(self, rows: list[Any], where: str = "input") -> dict[str, list[Any]]:
+        """Rows as lists (schema order) or dicts (by column name) → columns by name."""
+        cols: dict[str, list[Any]] = {n: [] for n in self.features}
+        for i, row in enumerate(rows):
+            if isinstance(row, dict):
+                missing = [n for n in self.features if n not in row]
+                if missing:
+                    raise DataError(f"{where} {i}: missing column(s) {', '.join(missing)}",
+                                    hint=f"expected columns: {', '.join(self.features)}")
+                for n in self.features:
+                    cols[n].append(row[n])
+            else:
+                row = list(row)
+                if len(row) != len(self.features):
+                    raise DataError(f"{where} {i}: {len(row)} values, the model expects {len(self.features)}",
+                                    hint=f"columns in order: {', '.join(self.features)}")
+                for n, v in zip(self.features, row, strict=True):
+                    cols[n].append(v)
+        return cols
+
+    def schema_fields(self) -> dict[str, Any]:
+        return {"features": self.features, "categories": self.categories,
+                "mean": self.mean.tolist(), "std": self.std.tolist(), "input_shape": [self.width]}
+
+    @classmethod
+    def from_schema(cls, schema: Schema) -> TabularEncoder:
+        return cls(schema.features or [], schema.categories, schema.mean or [], schema.std or [])
+
+
+def _sklearn_columns(name: str) -> tuple[dict[str, list[Any]], np.ndarray, list[str] | None, str]:
+    from sklearn import datasets
+
+    loader = {"iris": datasets.load_iris, "breast_cancer": datasets.load_breast_cancer,
+              "diabetes": datasets.load_diabetes, "wine": datasets.load_wine}[name]
+    bunch = loader()
+    names = [str(f) for f in bunch.feature_names]
+    columns = {n: bunch.data[:, j].tolist() for j, n in enumerate(names)}
+    classes = [str(c) for c in bunch.target_names] if hasattr(bunch, "target_names") else None
+    task = "regression" if name == "diabetes" else "classification"
+    return columns, np.asarray(bunch.target), classes, task
+
+
+def _csv_columns(cfg: DataConfig) -> tuple[dict[str, list[Any]], list[str], str, str]:
+    if cfg.path is None:
+        raise DataError("data.name=csv needs data.path", hint="e.g. danlu train my.yaml data.path=houses.csv")
+    header, rows = read_csv(cfg.path)
+    target = cfg.target or header[-1]
+    if target not in header:
+        raise DataError(f"target column '{target}' not in {cfg.path}", hint=f"columns: {', '.join(header)}")
+    features = cfg.features or [h for h in header if h != target]
+    unknown = [f for f in features if f not in header]
+    if unknown:
+        raise DataError(f"feature column(s) {', '.join(unknown)} not in {cfg.path}",
+                        hint=f"columns: {', '.join(header)}")
+    if target in features:
+        raise DataError(f"column '{target}' is both the target and a feature", hint="remove it from data.features")
+    pos = {h: k for k, h in enumerate(header)}
+    columns = {f: [r[pos[f]] for r in rows] for f in features}
+    y_raw = [r[pos[target]].strip() for r in rows]
+    return columns, y_raw, target, str(cfg.path)
+
+
+def _infer_task(y_raw: list[str], task: str) -> str:
+    if task != "auto":
+        return task
+    floats = [_to_float(v) for v in y_raw]
+    if any(f is None for f in floats):
+        return "classification"
+    vals = {f for f in floats if not math.isnan(f)}
+    integral = all(float(v).is_integer() for v in vals)
+    return "classification" if integral and len(vals) <= 20 else "regression"
+
+
+def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
+    import torch
+
+    from danlu.data.tensors import TensorSplit
+
+    notes: list[str] = []
+    if cfg.name in SKLEARN_SETS:
+        columns, y_arr, classes, task = _sklearn_columns(cfg.name)
+        target_name, source = "target", f"scikit-learn {cfg.name}"
+        if classes is not None:
+            classes = [str(c) for c in classes]
+        y_raw = y_arr.tolist()
+    else:
+        columns, y_raw, target_name, source = _csv_columns(cfg)
+        task = _infer_task(y_raw, cfg.task)
+        classes = None
+    task = cfg.task if cfg.task != "auto" else task
+    # target → ids or floats, dropping rows with no target
+    keep = [i for i, v in enumerate(y_raw) if str(v).strip().lower() not in MISSING]
+    if len(keep) < len(y_raw):
+        notes.append(f"skipped {len(y_raw) - len(keep)} rows with no target value")
+    if task == "classification":
+        labels = [str(y_raw[i]).strip() for i in keep]
+        if classes is None:
+            classes = sorted(set(labels), key=lambda s: (_to_float(s) is None, _to_float(s) or 0.0, s))
+        else:
+            labels = [classes[int(float(v))] for v in labels]
+        lookup = {c: k for k, c in enumerate(classes)}
+        y = np.array([lookup[v] for v in labels], np.int64)
+        if len(classes) < 2:
+            raise DataError(f"{source}: the target '{target_name}' has only one class ({classes[0]!r})",
+                            hint="classification needs at least two classes; check data.target")
+    else:
+        ys = [_to_float(y_raw[i]) for i in keep]
+        if any(v is None for v in ys):
+            bad = next(str(y_raw[i]) for i, v in zip(keep, ys, strict=True) if v is None)
+            raise DataError(f"{source}: regression target '{target_name}' has a non-number '{bad}'",
+                            hint="set data.task=classification, or clean the column")
+        y = np.array(ys, np.float32).reshape(-1, 1)
+    columns = {k: [v[i] for i in keep] for k, v in columns.items()}
+    strat = task == "classification"
+    rest, test_idx = split_off(y if strat else np.zeros(len(y)), cfg.test_fraction, seed, strat)
+    tr_rel, val_rel = split_off(y[rest] if strat else np.zeros(len(rest)), cfg.val_fraction, seed + 1, strat)
+    train_idx, val_idx = rest[tr_rel], rest[val_rel]
+    if cfg.limit_train:
+        train_idx = train_idx[subsample(y[train_idx] if strat else np.zeros(len(train_idx)), cfg.limit_train, seed, strat)]
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise DataError(f"{source}: too few rows ({len(y)}) to split into train/val/test",
+                        hint="add rows, or lower data.test_fraction / data.val_fraction")
+    enc = TabularEncoder.fit(columns, train_idx)
+    x = enc.transform(columns)
+    schema = Schema(kind="tabular", task=task, source=source, classes=classes, **enc.schema_fields())
+    if task == "regression":
+        tm, ts = float(y[train_idx].mean()), float(y[train_idx].std()) or 1.0
+        schema.targets, schema.target_mean, schema.target_std = [target_name], [tm], [ts]
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y)
+
+    def part(idx: np.ndarray) -> TensorSplit:
+        return TensorSplit(xt[idx], yt[idx], [f"row {i + 1}" for i in idx.tolist()])
+
+    return Splits(part(train_idx), part(val_idx), part(test_idx), notes), schema

@@ -1,0 +1,151 @@
+"""The fast loader: whole splits held as tensors, batched by index permutation.
+
+Images stay uint8 in memory (4× less traffic than float) and are normalized and augmented per batch
+with a few vectorized ops — no per-sample PIL work and no DataLoader workers in the training loop.
+``benchmarks/mnist.py`` measures it against a torchvision DataLoader; ``tests/test_tensors.py`` checks
+it against the slow path in ``streaming.py`` sample for sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from danlu.recipe import AugmentConfig
+
+
+@dataclass
+class TensorSplit:
+    """One split in memory. x: uint8 [N,C,H,W] (image), float32 [N,F] (tabular), int64 [N,L] (text)."""
+
+    x: torch.Tensor
+    y: torch.Tensor  # int64 [N] class ids, or float32 [N, T] regression targets
+    names: list[str] | None = None  # where each sample came from (file paths), for reports
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, idx: torch.Tensor | Sequence[int]) -> TensorSplit:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        names = [self.names[i] for i in idx.tolist()] if self.names is not None else None
+        return TensorSplit(self.x[idx], self.y[idx], names)
+
+
+def index_batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+                  drop_last: bool = False) -> list[torch.Tensor]:
+    """The batches of one epoch as index tensors; the fast and slow loaders share this order."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    batches = list(order.split(batch_size))
+    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                            window: int = 50) -> list[torch.Tensor]:
+    """Shuffled batches of similar length: shuffle, sort within windows of ``window`` batches, shuffle batches.
+
+    Trimming each batch to its longest sequence then wastes little compute on padding.
+    """
+    order = torch.randperm(len(lengths), generator=generator)
+    chunk = batch_size * window
+    batches: list[torch.Tensor] = []
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        part = part[torch.argsort(lengths[part], descending=True, stable=True)]
+        batches.extend(part.split(batch_size))
+    perm = torch.randperm(len(batches), generator=generator)
+    return [batches[i] for i in perm.tolist()]
+
+
+class Normalizer:
+    """uint8 images → float, scaled to [0, 1], minus mean, over std, per channel."""
+
+    def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int):
+        mean = list(mean) if mean else [0.0] * channels
+        std = list(std) if std else [1.0] * channels
+        # (x/255 - m)/s == x * a + b, one fused multiply-add per pixel
+        self.scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, -1, 1, 1)
+        self.shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale.to(x.device), self.shift.to(x.device)
+        return torch.addcmul(shift, x.float(), scale)
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """One random affine per image (flip, rotation, zoom, shift) in a single grid_sample call."""
+    n = x.shape[0]
+    g = generator
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=g)
+
+    angle = uniform(-cfg.rotate, cfg.rotate) * (math.pi / 180.0)
+    scale = uniform(float(cfg.scale[0]), float(cfg.scale[1]))
+    tx = uniform(-cfg.translate, cfg.translate) * 2.0  # grid coordinates span [-1, 1]
+    ty = uniform(-cfg.translate, cfg.translate) * 2.0
+    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([
+        torch.stack([cos * flip, -sin, tx], dim=1),
+        torch.stack([sin * flip, cos, ty], dim=1),
+    ], dim=1).to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class TensorLoader:
+    """Iterates (x, y) batches of a TensorSplit, ready for the model, on ``device``."""
+
+    def __init__(self, split: TensorSplit, batch_size: int, *, kind: str, shuffle: bool = False,
+                 generator: torch.Generator | None = None, normalizer: Normalizer | None = None,
+                 augment: AugmentConfig | None = None, pad_id: int = 0, device: torch.device | str = "cpu",
+                 channels_last: bool = False, drop_last: bool = False):
+        self.split, self.batch_size, self.kind = split, batch_size, kind
+        self.shuffle, self.generator = shuffle, generator
+        self.normalizer = normalizer
+        self.augment = augment if augment is not None and augment.active else None
+        self.pad_id, self.device = pad_id, torch.device(device)
+        self.channels_last, self.drop_last = channels_last, drop_last
+        self._lengths = (split.x != pad_id).sum(1) if kind == "text" else None
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last and n >= self.batch_size else math.ceil(n / self.batch_size)
+
+    def batches(self) -> list[torch.Tensor]:
+        if self.kind == "text" and self.shuffle:
+            return length_bucketed_batches(self._lengths, self.batch_size, self.generator)
+        return index_batches(len(self.split), self.batch_size, self.shuffle, self.generator, self.drop_last)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in self.batches():
+            yield self.prepare(self.split.x[idx], self.split.y[idx])
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move a raw batch to the device and turn it into model input."""
+        nb = self.device.type == "cuda"
+        x, y = x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb)
+        if self.kind == "image":
+            x = self.normalizer(x) if self.normalizer else x.float()
+            if self.augment is not None:
+                x = augment_batch(x, self.augment, self.generator)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        elif self.kind == "text":
+            x = trim_padding(x, self.pad_id)
+        return x, y
+
+
+def trim_padding(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop trailing all-pad columns of a right-padded batch."""
+    if ids.shape[1] == 0:
+        return ids
+    used = (ids != pad_id).any(0)
+    longest = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
+    return ids[:, :longest]

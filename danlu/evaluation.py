@@ -1,0 +1,107 @@
+"""Evaluate a trained model on a split → report.json, report.md and plots in the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from danlu.data.schema import Schema
+from danlu.metrics import headline
+from danlu.recipe import Recipe
+from danlu.runs import atomic_write_text, read_json, write_json
+
+
+def report_name(split: str) -> str:
+    return "report" if split == "test" else f"report-{split}"
+
+
+def build_report(metrics: dict, schema: Schema, split: str, n: int, extra: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] = {"split": split, "samples": n, "task": schema.task, "metrics": headline(metrics)}
+    report["metrics"].pop("loss", None)
+    if schema.task == "classification":
+        classes = schema.classes or []
+        report["classes"] = classes
+        report["per_class"] = {c: {"precision": metrics["per_class_precision"][i],
+                                   "recall": metrics["per_class_recall"][i], "f1": metrics["per_class_f1"][i],
+                                   "support": metrics["support"][i]} for i, c in enumerate(classes)}
+        report["confusion_matrix"] = metrics["confusion_matrix"]
+    report.update(extra)
+    return report
+
+
+def report_markdown(report: dict[str, Any], recipe: Recipe) -> str:
+    lines = [f"# {recipe.name}: {report['split']} report", "",
+             f"{report['samples']} samples, {report['task']}, model `{recipe.model.name}`, data `{recipe.data.name}`.",
+             "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in report["metrics"].items()]
+    if "per_class" in report and len(report["per_class"]) <= 50:
+        lines += ["", "| class | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+                  for c, m in report["per_class"].items()]
+    for note in report.get("notes", []):
+        lines.append(f"\n- {note}")
+    plots = report.get("plots", [])
+    if plots:
+        lines += ["", *[f"![{Path(p).stem}]({p})" for p in plots]]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(run_dir: Path, recipe: Recipe, schema: Schema, model: torch.nn.Module, split_data: Any,
+             split: str = "test", notes: list[str] | None = None, plots: bool = True) -> dict[str, Any]:
+    """Score ``model`` on one split and write the report and figures into ``run_dir``."""
+    from danlu import plots as figures
+    from danlu.training import evaluate_loader, make_loader, predict, select_device
+
+    device = select_device(recipe.train.device)
+    model.to(device)
+    loader = make_loader(split_data, schema, recipe, train=False, generator=None, device=device,
+                         channels_last=False)
+    metrics = evaluate_loader(model, loader, schema)
+    extra: dict[str, Any] = {"run": str(run_dir), "recipe": recipe.name, "model": recipe.model.name}
+    status = run_dir / "status.json"
+    hist_path = run_dir / "metrics.jsonl"
+    history = [__import__("json").loads(line) for line in hist_path.read_text().splitlines() if line.strip()] \
+        if hist_path.exists() else []
+    if history:
+        extra["epochs"] = len(history)
+    if status.exists():
+        extra["best_epoch"] = read_json(status).get("best_epoch")
+    if notes:
+        extra["notes"] = list(notes)
+    plot_files: list[str] = []
+    if plots:
+        pdir = run_dir / "plots"
+        if history:
+            figures.learning_curves(history, pdir / "learning_curves.png")
+            plot_files.append("plots/learning_curves.png")
+        if schema.task == "classification":
+            figures.confusion_matrix(metrics["confusion_matrix"], schema.classes or [], pdir / f"confusion_{split}.png")
+            plot_files.append(f"plots/confusion_{split}.png")
+            if schema.kind == "image" and len(split_data):
+                grid = _grid_images(split_data)
+                _, preds, y = predict(model, make_loader(_first(split_data, len(grid)), schema, recipe, train=False,
+                                                         generator=None, device=device, channels_last=False), schema)
+                classes = schema.classes or []
+                figures.prediction_grid(grid, [classes[int(i)] for i in y], [classes[int(i)] for i in preds.argmax(1)],
+                                        pdir / f"predictions_{split}.png")
+                plot_files.append(f"plots/predictions_{split}.png")
+    extra["plots"] = plot_files
+    report = build_report(metrics, schema, split, len(split_data), extra)
+    write_json(run_dir / f"{report_name(split)}.json", report)
+    atomic_write_text(run_dir / f"{report_name(split)}.md", report_markdown(report, recipe))
+    return report
+
+
+def _first(split_data: Any, n: int) -> Any:
+    return split_data.subset(torch.arange(min(n, len(split_data))))
+
+
+def _grid_images(split_data: Any) -> np.ndarray:
+    """The first 25 samples as uint8 [N, C, H, W] for the figure."""
+    sub = _first(split_data, 25)
+    if hasattr(sub, "raw_images"):
+        return sub.raw_images()
+    return sub.x.numpy()

@@ -1,0 +1,80 @@
+"""MLP and small CNNs whose layer sizes are inferred from the input shape (the articles' models)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+def _dense_stack(in_features: int, hidden: Sequence[int], num_outputs: int, dropout: float,
+                 batch_norm: bool = False, activation: str = "relu") -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        layers.append(nn.Linear(width, h))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(ACTIVATIONS[activation]())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, num_outputs))
+    return layers
+
+
+class MLP(nn.Sequential):
+    """Flatten → [Dense → (BN) → act → (Dropout)]* → Dense. Article 1's model with hidden=[128]."""
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (128,),
+                 dropout: float = 0.2, batch_norm: bool = False, activation: str = "relu"):
+        super().__init__(nn.Flatten(), *_dense_stack(math.prod(input_shape), hidden, num_outputs, dropout,
+                                                     batch_norm, activation))
+
+
+class ConvNet(nn.Module):
+    """[Conv → (BN) → ReLU → MaxPool]* → Flatten → dense layers; article 4's model with the defaults."""
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64),
+                 kernel_size: int = 3, padding: str = "valid", pool: int = 2, hidden: Sequence[int] = (128,),
+                 dropout: float = 0.0, batch_norm: bool = False):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        c_in = input_shape[0]
+        for c in channels:
+            blocks.append(nn.Conv2d(c_in, c, kernel_size, padding=0 if padding == "valid" else kernel_size // 2,
+                                    bias=not batch_norm))
+            if batch_norm:
+                blocks.append(nn.BatchNorm2d(c))
+            blocks.append(nn.ReLU(inplace=True))
+            if pool > 1:
+                blocks.append(nn.MaxPool2d(pool))
+            c_in = c
+        self.features = nn.Sequential(*blocks)
+        flat = _flat_size(self.features, input_shape)
+        self.classifier = nn.Sequential(nn.Flatten(), *_dense_stack(flat, hidden, num_outputs, dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class SimpleCNN(ConvNet):
+    """Article 2's CNN; the article hard-codes 3 input channels and the flatten size, we infer both."""
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, channels: int = 64, hidden: int = 128,
+                 dropout: float = 0.0):
+        super().__init__(input_shape, num_outputs, channels=[channels], kernel_size=3, padding="same", pool=2,
+                         hidden=[hidden], dropout=dropout)
+
+
+def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
+    """Run one dummy sample through the conv stack to learn the flatten size."""
+    with torch.no_grad():
+        out = features(torch.zeros(1, *input_shape))
+    if out.numel() == 0:
+        raise ValueError(f"input {list(input_shape)} is too small for these conv layers")
+    return int(out.numel())

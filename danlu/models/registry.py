@@ -1,0 +1,130 @@
+"""The one place that maps a model name to the code that builds it from a schema.
+
+To add a model: write its options in ``specs.py`` and a builder here. Builders import their family
+module lazily, so listing models or validating recipes never pays for torchvision or transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from danlu.data.schema import Schema
+from danlu.errors import DanluError, unknown_name
+from danlu.models.specs import MODELS, validate_options
+
+# Input geometry a pretrained backbone expects; data loading uses it unless the recipe overrides it.
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+PRETRAINED_INPUT: dict[str, dict[str, Any]] = {
+    "resnet18": {"image_size": 224, "channels": 3, "normalization": IMAGENET_MEAN_STD},
+    "resnet34": {"image_size": 224, "channels": 3, "normalization": IMAGENET_MEAN_STD},
+    "resnet50": {"image_size": 224, "channels": 3, "normalization": IMAGENET_MEAN_STD},
+}
+
+
+def _efficientnet_input() -> dict[str, Any]:
+    from danlu.models.efficientnet import DEFAULT_IMAGE_SIZE, IMAGENET_NORMALIZATION
+
+    return {"image_size": DEFAULT_IMAGE_SIZE, "channels": 3, "normalization": IMAGENET_NORMALIZATION}
+
+
+def input_hints(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What the data loader should produce for this model (image size, channels, normalization)."""
+    hints: dict[str, Any] = {}
+    if name == "efficientnet_lite0":
+        info = _efficientnet_input()
+    else:
+        info = PRETRAINED_INPUT.get(name)
+    if info:
+        hints["image_size"], hints["channels"] = info["image_size"], info["channels"]
+        if options.get("weights") not in (None, "none"):
+            mean, std = info["normalization"]
+            hints["mean"], hints["std"] = list(mean), list(std)
+    if name == "transformer":
+        hints["tokenizer"] = "pretrained"
+        hints["pretrained"] = options.get("pretrained", "minilm")
+    return hints
+
+
+def _mlp(o: dict, s: Schema) -> nn.Module:
+    from danlu.models.basic import MLP
+
+    return MLP(s.input_shape, s.num_outputs, **o)
+
+
+def _cnn(o: dict, s: Schema) -> nn.Module:
+    from danlu.models.basic import ConvNet
+
+    return ConvNet(s.input_shape, s.num_outputs, **o)
+
+
+def _simple_cnn(o: dict, s: Schema) -> nn.Module:
+    from danlu.models.basic import SimpleCNN
+
+    return SimpleCNN(s.input_shape, s.num_outputs, **o)
+
+
+def _efficientnet(o: dict, s: Schema) -> nn.Module:
+    from danlu.models.efficientnet import build_efficientnet_lite0
+
+    return build_efficientnet_lite0(s.num_outputs, weights=o["weights"], freeze_backbone=o["freeze_backbone"],
+                                    dropout=o["dropout"], in_channels=s.input_shape[0])
+
+
+def _resnet(depth: int) -> Callable[[dict, Schema], nn.Module]:
+    def build_it(o: dict, s: Schema) -> nn.Module:
+        from danlu.models.resnet import build_resnet
+
+        return build_resnet(depth, s.num_outputs, weights=o["weights"], freeze_backbone=o["freeze_backbone"],
+                            in_channels=s.input_shape[0])
+
+    return build_it
+
+
+def _text(cls_name: str) -> Callable[[dict, Schema], nn.Module]:
+    def build_it(o: dict, s: Schema) -> nn.Module:
+        from danlu.models import text
+
+        t = s.text
+        if cls_name == "TransformerClassifier":
+            return text.TransformerClassifier(t["pretrained_path"], s.num_outputs, **o)
+        return getattr(text, cls_name)(t["vocab_size"], s.num_outputs, pad_id=t.get("pad_id", 0), **o)
+
+    return build_it
+
+
+BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
+    "mlp": _mlp,
+    "cnn": _cnn,
+    "simple_cnn": _simple_cnn,
+    "efficientnet_lite0": _efficientnet,
+    "resnet18": _resnet(18),
+    "resnet34": _resnet(34),
+    "resnet50": _resnet(50),
+    "lstm": _text("RNNClassifier"),
+    "article_lstm": _text("ArticleLSTM"),
+    "textcnn": _text("TextCNN"),
+    "transformer": _text("TransformerClassifier"),
+}
+assert set(BUILDERS) == set(MODELS), "specs.MODELS and registry.BUILDERS must list the same models"
+
+
+def build(name: str, options: dict[str, Any], schema: Schema) -> nn.Module:
+    """Build a model for this data; a model that cannot take this kind of data says which can."""
+    if name not in MODELS:
+        raise unknown_name("model", name, MODELS)
+    kinds = MODELS[name][1]
+    if schema.kind not in kinds:
+        fits = sorted(n for n, (_, k, _) in MODELS.items() if schema.kind in k)
+        raise DanluError(f"model '{name}' takes {'/'.join(kinds)} data, but this dataset is {schema.kind}",
+                         hint=f"models for {schema.kind} data: {', '.join(fits)}")
+    return BUILDERS[name](validate_options(name, options), schema)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, trainable parameters)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

@@ -1,0 +1,122 @@
+"""Model options, one pydantic class per model family, and the name → family table.
+
+Kept free of torch so that recipes validate (and ``danlu --help`` answers) without importing it.
+The builders live in the family modules and are looked up in ``danlu.models.registry``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from danlu.errors import RecipeError, unknown_name
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class MLPOptions(_Options):
+    """Dense layers on flattened input: images or tabular rows."""
+
+    hidden: list[int] = [128]
+    dropout: float = Field(0.2, ge=0, lt=1)
+    batch_norm: bool = False
+    activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
+
+
+class CNNOptions(_Options):
+    """Conv blocks (conv → [BN] → ReLU → max-pool), then dense layers; every shape is inferred."""
+
+    channels: list[int] = [32, 64]
+    kernel_size: int = Field(3, ge=1)
+    padding: Literal["valid", "same"] = "valid"
+    pool: int = Field(2, ge=1)
+    hidden: list[int] = [128]
+    dropout: float = Field(0.0, ge=0, lt=1)
+    batch_norm: bool = False
+
+
+class SimpleCNNOptions(_Options):
+    """Article 2's CNN: one conv (3×3, pad 1) → ReLU → max-pool 2 → FC → ReLU → FC."""
+
+    channels: int = Field(64, ge=1)
+    hidden: int = Field(128, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class PretrainedOptions(_Options):
+    """A pretrained backbone with a new head (transfer learning)."""
+
+    weights: str | None = "imagenet"  # imagenet | none | /path/to/file
+    freeze_backbone: bool = False
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class RNNOptions(_Options):
+    embed_dim: int = Field(128, ge=1)
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    cell: Literal["lstm", "gru"] = "lstm"
+    dropout: float = Field(0.3, ge=0, lt=1)
+    pooling: Literal["max", "last", "mean"] = "max"
+
+
+class ArticleLSTMOptions(_Options):
+    embed_dim: int = Field(16, ge=1)
+    hidden: int = Field(32, ge=1)
+
+
+class TextCNNOptions(_Options):
+    embed_dim: int = Field(128, ge=1)
+    channels: int = Field(100, ge=1)
+    kernel_sizes: list[int] = [3, 4, 5]
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+
+class TransformerOptions(_Options):
+    pretrained: str = "minilm"  # minilm, a local folder, or a hub name (online only)
+    pooling: Literal["mean", "cls"] = "mean"
+    freeze_layers: int = Field(0, ge=-1)  # freeze embeddings + first N layers; -1 = the whole encoder
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+# name → (options class, data kinds it accepts, one-line description)
+MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
+    "mlp": (MLPOptions, ("image", "tabular"), "multi-layer perceptron on flattened input (article 1)"),
+    "cnn": (CNNOptions, ("image",), "configurable conv net, shapes inferred (article 4)"),
+    "simple_cnn": (SimpleCNNOptions, ("image",), "one conv block + two dense layers (article 2)"),
+    "efficientnet_lite0": (PretrainedOptions, ("image",), "EfficientNet-Lite0, ImageNet weights offline (article 5)"),
+    "resnet18": (PretrainedOptions, ("image",), "torchvision ResNet-18, ImageNet weights from a file or online"),
+    "resnet34": (PretrainedOptions, ("image",), "torchvision ResNet-34"),
+    "resnet50": (PretrainedOptions, ("image",), "torchvision ResNet-50"),
+    "lstm": (RNNOptions, ("text",), "embedding → (bi)LSTM/GRU with packed sequences"),
+    "article_lstm": (ArticleLSTMOptions, ("text",), "article 3's Embedding(16) → LSTM(32) → Dense, done right"),
+    "textcnn": (TextCNNOptions, ("text",), "embedding → parallel convolutions → masked max-pool"),
+    "transformer": (TransformerOptions, ("text",), "fine-tune a pretrained encoder (MiniLM offline)"),
+}
+
+
+def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Check a model's options against its spec; return them with defaults filled in."""
+    if name not in MODELS:
+        raise unknown_name("model", name, MODELS)
+    spec = MODELS[name][0]
+    try:
+        return spec.model_validate(options).model_dump(mode="json")
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"])
+            if err["type"] == "extra_forbidden":
+                msgs.append(f"model.{key}: unknown option for model '{name}'")
+            else:
+                msgs.append(f"model.{key}: {err['msg']} (got {err.get('input')!r})")
+        raise RecipeError("; ".join(msgs), hint=f"options of '{name}': {option_help(name)}") from None
+
+
+def option_help(name: str) -> str:
+    spec = MODELS[name][0]
+    return ", ".join(f"{k}={f.default!r}" for k, f in spec.model_fields.items())

@@ -1,0 +1,90 @@
+"""PNG figures for a run: learning curves, confusion matrix, and a grid of test predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    from danlu.runs import atomic_write_bytes
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def learning_curves(history: list[dict], path: Path) -> None:
+    """Loss and the main metric per epoch, train beside validation."""
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    metric = next((m for m in ("accuracy", "r2", "mae") if f"val_{m}" in history[0]), None) if history else None
+    fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(10 if metric else 5, 3.6), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    if "val_loss" in history[0]:
+        ax.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax.legend()
+    if metric:
+        ax = axes[0][1]
+        if f"train_{metric}" in history[0]:
+            ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train")
+        ax.plot(epochs, [h[f"val_{metric}"] for h in history], "o-", label="validation")
+        ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        ax.legend()
+    for a in axes[0]:
+        a.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def confusion_matrix(cm: list[list[int]], classes: list[str], path: Path) -> None:
+    plt = _plt()
+    cm_a = np.asarray(cm)
+    n = len(classes)
+    size = min(12, 2.5 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    row = cm_a.sum(1, keepdims=True).clip(min=1)
+    ax.imshow(cm_a / row, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(cm_a[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if cm_a[i, j] / row[i, 0] > 0.5 else "black")
+        ax.set_xticks(range(n), [c[:14] for c in classes], rotation=45, ha="right")
+        ax.set_yticks(range(n), [c[:14] for c in classes])
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (counts; colour = row share)")
+    _save(fig, path)
+
+
+def prediction_grid(images: np.ndarray, true: list[str], pred: list[str], path: Path) -> None:
+    """Article 1's figure: 5×5 test images titled predicted/true, mistakes in red."""
+    plt = _plt()
+    n = min(25, len(images))
+    fig, axes = plt.subplots(5, 5, figsize=(7.5, 8.2))
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        img = images[k]  # [C, H, W] uint8
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(np.transpose(img, (1, 2, 0)))
+        wrong = true[k] != pred[k]
+        ax.set_title(f"{pred[k][:10]} / {true[k][:10]}", fontsize=8, color="red" if wrong else "black",
+                     fontweight="bold" if wrong else "normal")
+    fig.suptitle("predicted / true (mistakes in red)")
+    _save(fig, path)

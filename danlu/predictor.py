@@ -1,0 +1,155 @@
+"""Load a run folder and predict: preprocessing from schema.json, the model, postprocessing to labels.
+
+Needs only the run folder (recipe.yaml, schema.json, model.safetensors, and vocab.json or tokenizer/
+for text) — no pickles, no user code. ``danlu predict``, ``danlu serve`` and ``danlu export`` use it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from danlu.data.schema import Schema
+from danlu.errors import DanluError, DataError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class Predictor:
+    def __init__(self, run_dir: Path, recipe: Any, schema: Schema, model: torch.nn.Module):
+        self.run_dir, self.recipe, self.schema, self.model = run_dir, recipe, schema, model.eval()
+        self._text_encoder: Any = None
+        self._tabular: Any = None
+
+    @classmethod
+    def load(cls, run: str | Path, runs_dir: Path | None = None) -> Predictor:
+        from danlu.api import inference_options, load_run
+        from danlu.checkpoint import load_model_weights
+        from danlu.models import build
+
+        run_dir, recipe, schema = load_run(run, runs_dir)
+        if schema.kind == "text":
+            from danlu.data.text import attach_run_tokenizer
+
+            attach_run_tokenizer(schema, run_dir)
+        model = build(recipe.model.name, inference_options(recipe), schema)
+        load_model_weights(run_dir / "model.safetensors", model)
+        return cls(run_dir, recipe, schema, model)
+
+    # ---------------------------------------------------------------- preprocessing
+
+    def image_tensor(self, items: list[Any]) -> torch.Tensor:
+        """Paths, raw bytes or uint8 arrays → the normalized float batch the model was trained on."""
+        from danlu.data.imagefolder import decode_image
+        from danlu.data.tensors import Normalizer
+
+        c, h, w = self.schema.input_shape
+        arrays = []
+        for i, item in enumerate(items):
+            try:
+                arr = decode_image(item, (h, w), c)
+            except DataError:
+                raise
+            except Exception as e:  # PIL raises many types for bad bytes
+                where = item if isinstance(item, str | Path) else f"input {i}"
+                raise DataError(f"{where}: not a readable image ({type(e).__name__}: {e})",
+                                hint="send a JPEG, PNG, GIF, BMP or WebP image") from None
+            arrays.append(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))))
+        x = torch.stack(arrays)
+        return Normalizer(self.schema.mean, self.schema.std, c)(x)
+
+    def tabular_tensor(self, rows: list[Any]) -> torch.Tensor:
+        from danlu.data.tabular import TabularEncoder
+
+        if self._tabular is None:
+            self._tabular = TabularEncoder.from_schema(self.schema)
+        for i, row in enumerate(rows):
+            values = row.values() if isinstance(row, dict) else row if isinstance(row, list | tuple) else None
+            if values is None:
+                raise DataError(f"input {i}: a feature row must be a list of values or an object of column: value")
+            for v in values:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise DataError(f"input {i}: contains {v}; features must be finite numbers")
+        cols = self._tabular.rows_to_columns(rows)
+        return torch.from_numpy(self._tabular.transform(cols))
+
+    def text_tensor(self, texts: list[Any]) -> torch.Tensor:
+        from danlu.data.text import encode_for_schema
+
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise DataError(f"input {i}: empty or non-string text", hint="send non-empty strings")
+        return encode_for_schema(self.schema, texts)
+
+    def to_tensor(self, inputs: list[Any]) -> torch.Tensor:
+        kind = self.schema.kind
+        if kind == "image":
+            return self.image_tensor(inputs)
+        if kind == "text":
+            return self.text_tensor(inputs)
+        return self.tabular_tensor(inputs)
+
+    # ---------------------------------------------------------------- prediction
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities [N, C] or regression values [N, T]."""
+        from danlu.tasks import to_predictions
+
+        return to_predictions(self.model(x), self.schema)
+
+    def format(self, outputs: torch.Tensor, labels: list[Any], top_k: int = 5) -> list[dict[str, Any]]:
+        """Rows of the JSON response (the same shape for ``danlu predict --json`` and the server)."""
+        rows = []
+        if self.schema.task == "classification":
+            classes = self.schema.classes or []
+            k = max(1, min(top_k, len(classes)))
+            probs, idx = outputs.topk(k, dim=1)
+            for label, p, i in zip(labels, probs.tolist(), idx.tolist(), strict=True):
+                rows.append({"input": label, "top": [{"label": classes[j], "probability": round(float(q), 6)}
+                                                     for q, j in zip(p, i, strict=True)]})
+        else:
+            names = self.schema.targets or ["value"]
+            for label, vals in zip(labels, outputs.tolist(), strict=True):
+                rows.append({"input": label, "prediction": {n: float(v) for n, v in zip(names, vals, strict=True)}})
+        return rows
+
+    def predict(self, inputs: list[Any], top_k: int = 5, labels: list[Any] | None = None) -> list[dict[str, Any]]:
+        if not inputs:
+            raise DanluError("nothing to predict", hint="give at least one input")
+        x = self.to_tensor(inputs)
+        return self.format(self.forward(x), labels if labels is not None else _labels(inputs), top_k)
+
+
+def _labels(inputs: list[Any]) -> list[Any]:
+    out = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str | Path):
+            out.append(str(item))
+        elif isinstance(item, bytes | bytearray | np.ndarray):
+            out.append(f"input {i}")
+        else:
+            out.append(item)
+    return out
+
+
+def expand_image_inputs(items: list[str]) -> list[str]:
+    """Files stay; folders become their image files (sorted); missing paths are an error."""
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in f.parts))
+            if not found:
+                raise DataError(f"no image files in folder {p}")
+            out.extend(found)
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise DataError(f"no such file or folder: {p}")
+    return out

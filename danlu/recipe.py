@@ -1,0 +1,326 @@
+"""The recipe: one validated, immutable description of a training job.
+
+A recipe is a YAML file (or a built-in name) plus dotted ``key=value`` overrides. It is validated
+once here, with errors that give the file, line and key path, and saved fully resolved in the run.
+Nothing in this module imports torch, so ``danlu --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from danlu.errors import RecipeError, unknown_name
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+DATASETS = (
+    "digits", "iris", "breast_cancer", "diabetes", "wine",
+    "mnist", "fashion-mnist", "cifar10", "imagefolder", "csv", "text",
+)
+DATASET_ALIASES = {"breast-cancer": "breast_cancer", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
+                   "cifar-10": "cifar10", "image_folder": "imagefolder", "images": "imagefolder", "tabular": "csv"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class AugmentConfig(_Strict):
+    """Random geometric augmentation, applied to whole batches on the training split only."""
+
+    flip: bool = False  # random horizontal flip
+    rotate: float = Field(0.0, ge=0, le=180)  # max rotation in degrees, either way
+    translate: float = Field(0.0, ge=0, le=0.5)  # max shift as a fraction of the image size
+    scale: tuple[float, float] = (1.0, 1.0)  # zoom range; (0.8, 1.0) crops up to 20 % away
+
+    @property
+    def active(self) -> bool:
+        return self.flip or self.rotate > 0 or self.translate > 0 or tuple(self.scale) != (1.0, 1.0)
+
+
+class DataConfig(_Strict):
+    name: str = "digits"
+    root: Path | None = None  # the dataset's own folder
+    path: Path | None = None  # a single data file (CSV, TSV, JSONL)
+    train: Path | None = None  # separate split files (text and tabular)
+    val: Path | None = None
+    test: Path | None = None
+    download: bool = False  # fetch missing public datasets (needs internet)
+    image_size: int | None = Field(None, ge=8, le=1024)  # square side; None = the dataset's native size
+    channels: Literal[1, 3] | None = None  # None = what the data has (image folders: 3)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # used only when the data has no test split
+    augment: AugmentConfig = AugmentConfig()
+    loader: Literal["auto", "memory", "stream"] = "auto"  # memory = decoded uint8 tensors; stream = DataLoader
+    max_memory_mb: int = Field(4096, ge=1)  # above this, auto uses the streaming loader
+    limit_train: int | None = Field(None, ge=1)  # cap on training samples (quick experiments)
+    # tabular
+    features: list[str] | None = None  # feature columns; None = every column but the target
+    target: str | None = None  # target column; None = the last column
+    task: Literal["auto", "classification", "regression"] = "auto"
+    # text
+    text_column: str | int = "auto"
+    label_column: str | int = "auto"
+    tokenizer: str = "auto"  # char | word | jieba | pretrained | auto
+    max_len: int | None = Field(None, ge=1)  # None = a length percentile of the training texts
+    min_freq: int = Field(1, ge=1)
+    max_vocab: int | None = Field(None, ge=10)
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        v = DATASET_ALIASES.get(v.lower(), v.lower())
+        if v not in DATASETS:
+            raise unknown_name("dataset", v, DATASETS)
+        return v
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 0.95:
+            raise ValueError("val_fraction + test_fraction must leave some data for training (< 0.95)")
+        return self
+
+
+class EarlyStopConfig(_Strict):
+    metric: str = "auto"  # val_loss, val_accuracy, val_f1_macro, val_r2, ... ; auto = the monitor
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: str = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd and rmsprop
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: str = "none"
+    warmup_epochs: float = Field(0.0, ge=0)  # linear warmup at the start of step/cosine schedules
+    step_epochs: int = Field(10, ge=1)  # step schedule: decay every N epochs
+    gamma: float = Field(0.1, gt=0, le=1)  # step schedule: decay factor
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine: final lr as a fraction of lr
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)  # max global gradient norm
+    monitor: str = "auto"  # metric that picks the best checkpoint; auto = val_accuracy or val_loss
+    early_stop: EarlyStopConfig | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = True  # mixed precision, on CUDA only
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
+    channels_last: bool = True  # memory format for conv nets (faster on CPU and GPU)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        if v.lower() not in OPTIMIZERS:
+            raise unknown_name("optimizer", v, OPTIMIZERS)
+        return v.lower()
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        if v.lower() not in SCHEDULES:
+            raise unknown_name("schedule", v, SCHEDULES)
+        return v.lower()
+
+
+class ModelConfig(_Strict):
+    """A model name plus that model's own options (validated by its registry entry)."""
+
+    name: str = "mlp"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_options(cls, raw: Any) -> Any:
+        # YAML writes options flat beside the name: {name: mlp, hidden: [128]}.
+        if isinstance(raw, dict) and "options" not in raw:
+            raw = dict(raw)
+            name = raw.pop("name", "mlp")
+            return {"name": name, "options": raw}
+        return raw
+
+    @model_validator(mode="after")
+    def _validate_options(self) -> ModelConfig:
+        from danlu.models.specs import validate_options
+
+        object.__setattr__(self, "options", validate_options(self.name, self.options))
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
+class Recipe(_Strict):
+    name: str = "custom"
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json")
+        d["model"] = self.model.flat()
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def builtin_recipes() -> dict[str, str]:
+    """Built-in recipe name → its first comment line (what it reproduces)."""
+    out = {}
+    for entry in sorted(resources.files("danlu.recipes").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            first = entry.read_text(encoding="utf-8").splitlines()[0]
+            out[entry.name[:-5]] = first.lstrip("# ").strip()
+    return out
+
+
+def _recipe_source(name_or_path: str) -> tuple[str, str]:
+    """Return (yaml text, where it came from) for a built-in name or a file path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise RecipeError(f"recipe file not found: {p}", hint="give a built-in recipe name (danlu recipes) or a YAML path")
+        try:
+            return p.read_text(encoding="utf-8"), str(p)
+        except UnicodeDecodeError as e:
+            raise RecipeError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    names = builtin_recipes()
+    if name_or_path not in names:
+        raise unknown_name("recipe", name_or_path, names)
+    text = resources.files("danlu.recipes").joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
+    return text, f"built-in recipe {name_or_path}"
+
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number, for error messages."""
+    index: dict[tuple, int] = {}
+
+    def walk(node: Any, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*path, k.value)
+                index[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                index[(*path, i)] = v.start_mark.line + 1
+                walk(v, (*path, i))
+
+    try:
+        walk(yaml.compose(text), ())
+    except yaml.YAMLError:
+        pass
+    return index
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``train.epochs=3`` → (['train', 'epochs'], 3); the value is read as YAML (lists, numbers, null)."""
+    if "=" not in item:
+        raise RecipeError(f"override '{item}' is not key=value", hint="e.g. train.epochs=3 or model.hidden=[256,128]")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override '{item}' has an empty key", hint="e.g. train.lr=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # an unparseable value stays a string; validation says if that is wrong
+    return key.split("."), value
+
+
+def _set_path(d: dict, keys: list[str], value: Any, item: str) -> None:
+    for k in keys[:-1]:
+        nxt = d.get(k)
+        if nxt is None:
+            nxt = d[k] = {}
+        if not isinstance(nxt, dict):
+            raise RecipeError(f"override '{item}': '{k}' is a value, not a section")
+        d = nxt
+    d[keys[-1]] = value
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Valid keys of the recipe section at ``loc`` (for 'unknown key' errors)."""
+    model: Any = Recipe
+    for part in loc:
+        if part == "options":
+            return []
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     None)
+        if model is None or model is ModelConfig:
+            return []
+    return list(model.model_fields) if model else []
+
+
+def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -> RecipeError:
+    msgs = []
+    hint = None
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if x != "options")
+        dotted = ".".join(str(x) for x in loc) or "(top level)"
+        line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+        where = f"{source}, line {line}" if line else source
+        ctx_err = (e.get("ctx") or {}).get("error")
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            msg = f"{where}: unknown key '{dotted}'"
+            if close:
+                msg += f" (did you mean '{close[0]}'?)"
+            if valid:
+                hint = f"valid keys under '{'.'.join(map(str, loc[:-1])) or 'top level'}': {', '.join(valid)}"
+        elif isinstance(ctx_err, RecipeError | Exception) and hasattr(ctx_err, "hint"):
+            msg = f"{where}: {dotted}: {ctx_err.message}"
+            hint = ctx_err.hint
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            msg = f"{where}: {dotted}: {e['msg']}{got_s}"
+        msgs.append(msg)
+    return RecipeError("invalid recipe\n  " + "\n  ".join(msgs), hint=hint)
+
+
+def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | tuple[str, ...] = (),
+                base: dict | None = None) -> Recipe:
+    """Load a built-in name or a YAML file, apply dotted overrides, and validate the result."""
+    if base is not None:
+        text, source, raw = "", "recipe", dict(base)
+    else:
+        text, source = _recipe_source(str(name_or_path))
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
+            raise RecipeError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{source}: a recipe must be a mapping of sections (data, model, train)")
+        if "name" not in raw:
+            raw["name"] = Path(str(name_or_path)).stem
+    lines = _line_index(text)
+    for item in overrides:
+        keys, value = parse_override(item)
+        _set_path(raw, keys, value, item)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        src = source if not overrides else f"{source} (with overrides {' '.join(overrides)})"
+        raise _format_errors(e, src, lines) from None

@@ -1,0 +1,111 @@
+"""The run folder: atomic writes, naming, finding and listing runs.
+
+A run folder alone (recipe.yaml, schema.json, model.safetensors) is enough to predict, serve and export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from danlu.errors import RunError
+
+RUNS_DIR = Path("runs")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors, atomically; tensors are made contiguous CPU copies first."""
+    from safetensors.torch import save
+
+    clean = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}  # clone: no shared storage
+    atomic_write_bytes(path, save(clean, metadata=metadata))
+
+
+def new_run_dir(recipe_name: str, root: Path | None = None) -> Path:
+    root = Path(root or RUNS_DIR)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in recipe_name)[:60] or "run"
+    for k in range(1000):
+        path = root / (f"{stamp}-{safe}" if k == 0 else f"{stamp}-{safe}-{k}")
+        try:
+            path.mkdir(parents=True)
+            return path.resolve()
+        except FileExistsError:
+            continue
+    raise RunError(f"could not create a run folder under {root}")
+
+
+def resolve_run(arg: str | Path, root: Path | None = None) -> Path:
+    """A run folder path, or a folder name (or unique prefix) under ./runs."""
+    root = Path(root or RUNS_DIR)
+    p = Path(arg)
+    candidates = [p, root / p]
+    for c in candidates:
+        if c.is_dir() and (c / "recipe.yaml").exists():
+            return c.resolve()
+    if root.is_dir():
+        matches = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith(str(arg)))
+        if len(matches) == 1:
+            return matches[0].resolve()
+        if str(arg) == "latest" and matches == [] and list_runs(root):
+            return list_runs(root)[-1]
+    recent = [d.name for d in list_runs(root)[-5:]]
+    raise RunError(f"no run folder '{arg}'",
+                   hint=("recent runs: " + ", ".join(recent)) if recent else "train one first: danlu train digits-mlp")
+
+
+def list_runs(root: Path | None = None) -> list[Path]:
+    root = Path(root or RUNS_DIR)
+    if not root.is_dir():
+        return []
+    return sorted((d.resolve() for d in root.iterdir() if (d / "recipe.yaml").exists()), key=lambda d: d.name)
+
+
+def run_summary(run: Path) -> dict[str, Any]:
+    """Recipe name, status, and test metrics of a run, for ``danlu runs``."""
+    out: dict[str, Any] = {"run": run.name, "status": "?", "metrics": {}}
+    status = run / "status.json"
+    if status.exists():
+        try:
+            out.update(read_json(status))
+        except (OSError, ValueError):
+            pass
+    report = run / "report.json"
+    if report.exists():
+        try:
+            out["metrics"] = read_json(report).get("metrics", {})
+        except (OSError, ValueError):
+            pass
+    return out

@@ -1,0 +1,342 @@
+"""Read a text column (and a label column) from CSV, TSV or JSON-lines files, optionally gzipped.
+
+Real corpora are messy: ChnSentiCorp has unbalanced ``"`` that make quote-aware readers merge
+hundreds of rows, SST-2 ships a CRLF file, and Windows tools add a BOM. This reader never quotes
+TSV, falls back from quoted to plain CSV when only that parses, and turns every problem into a
+DataError that names the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from danlu.errors import DataError
+
+TEXT_NAMES = ("text", "sentence", "text_a", "review", "content", "comment")
+LABEL_NAMES = ("label", "labels", "target", "class", "sentiment", "y")
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+# One parsed record: (1-based line number, fields); fields is None for a blank line and holds None
+# where a JSON object lacks a key.
+_Row = tuple[int, "list[str | None] | None"]
+
+
+@dataclass
+class TextTable:
+    """Texts and raw label strings of one file, plus what was skipped and why."""
+
+    texts: list[str]
+    labels: list[str] | None  # stripped raw strings; None for an unlabelled file
+    columns: list[str]  # every column name in the header
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    lines: list[int] = field(default_factory=list)  # line number of each kept row
+    text_column: str = ""
+    label_column: str | None = None
+    notes: list[str] = field(default_factory=list)  # how the file was read, when that was unusual
+    path: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_text_table(
+    path: str | Path,
+    text_column: str | int = "auto",
+    label_column: str | int | None = "auto",
+) -> TextTable:
+    """Read one text file; columns by header name or 0-based index, ``label_column=None`` for no labels.
+
+    Texts are stripped of surrounding whitespace; rows whose text is empty or missing are skipped and
+    listed in ``skipped`` rather than silently dropped.
+    """
+    p = Path(path).expanduser()
+    fmt = _format_of(p)
+    content = _decode(_read_bytes(p), p)
+    if not content.strip():
+        raise DataError(f"{p} is empty", hint="the file has no header and no rows")
+    notes: list[str] = []
+    if fmt == "jsonl":
+        header, rows = _parse_json(content, p, notes)
+    else:
+        lines = [line.rstrip("\r") for line in content.split("\n")]
+        if lines and lines[-1] == "":
+            lines.pop()  # the newline after the last row
+        if fmt == "tsv":
+            rows = [(i + 1, line.split("\t") if line.strip() else None) for i, line in enumerate(lines)]
+        else:
+            rows = _parse_csv(lines, p, notes)
+        header, rows = _take_header(rows, p)
+    label_idx = None if label_column is None else _pick_column(header, label_column, "label", LABEL_NAMES, p)
+    text_idx = _pick_column(header, text_column, "text", TEXT_NAMES, p, exclude=label_idx)
+    if text_idx == label_idx:
+        raise DataError(f"{p}: the text and label columns are the same column '{header[text_idx]}'")
+    table = TextTable(
+        texts=[],
+        labels=None if label_idx is None else [],
+        columns=header,
+        text_column=header[text_idx],
+        label_column=None if label_idx is None else header[label_idx],
+        notes=notes,
+        path=str(p),
+    )
+    _fill(table, rows, text_idx, label_idx, fmt, p)
+    if not table.texts:
+        reasons = sorted({r for _, r in table.skipped})
+        raise DataError(
+            f"{p} has no rows with text in column '{table.text_column}'",
+            hint=f"skipped {len(table.skipped)} row(s): {', '.join(reasons) or 'none'}; check text_column",
+        )
+    return table
+
+
+def _format_of(p: Path) -> str:
+    suffixes = [s.lower() for s in p.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    ext = suffixes[-1] if suffixes else ""
+    if ext not in FORMATS:
+        raise DataError(
+            f"{p}: unsupported text file type '{ext or '(none)'}'",
+            hint=f"use one of {', '.join(sorted(FORMATS))}, optionally gzipped (.gz)",
+        )
+    return FORMATS[ext]
+
+
+def _read_bytes(p: Path) -> bytes:
+    if not p.exists():
+        raise DataError(f"file not found: {p}", hint=f"paths are relative to {Path.cwd()}")
+    if p.is_dir():
+        raise DataError(f"{p} is a folder, not a text file")
+    try:
+        raw = p.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the name says
+            raw = gzip.decompress(raw)
+    except PermissionError:
+        raise DataError(f"cannot read {p}: permission denied") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataError(f"{p} is not a valid gzip file ({e})", hint="the download may be truncated") from None
+    return raw
+
+
+def _decode(raw: bytes, p: Path) -> str:
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(
+            f"{p} is UTF-16 text; danlu reads UTF-8",
+            hint=f"re-encode it, e.g. iconv -f utf-16 -t utf-8 {p.name} > utf8.{p.name}",
+        )
+    try:
+        return raw.decode("utf-8-sig")  # also drops a BOM
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        bad = raw[e.start : e.start + 4].hex(" ")
+        guess = "gbk"
+        try:
+            raw.decode("gb18030")
+            what = "it looks like GBK/GB18030 (Chinese Windows) text"
+        except UnicodeDecodeError:
+            guess, what = "latin1", "the encoding is unknown"
+        unzip = f"zcat {p.name} | " if p.suffix.lower() == ".gz" else f"cat {p.name} | "
+        raise DataError(
+            f"{p}, line {line}: not UTF-8 (bytes {bad}); {what}",
+            hint=f"re-encode the file to UTF-8, e.g. {unzip}iconv -f {guess} -t utf-8 > fixed{_stem_ext(p)}",
+        ) from None
+
+
+def _stem_ext(p: Path) -> str:
+    return "".join(s for s in p.suffixes if s.lower() != ".gz")
+
+
+def _take_header(rows: list[_Row], p: Path) -> tuple[list[str], list[_Row]]:
+    for k, (_, fields) in enumerate(rows):
+        if fields is not None:
+            header = [str(f).strip().strip('"').strip() for f in fields]
+            return header, rows[k + 1 :]
+    raise DataError(f"{p} is empty", hint="the file has only blank lines")
+
+
+def _parse_csv(lines: list[str], p: Path, notes: list[str]) -> list[_Row]:
+    """RFC-4180 quoting, unless the file only parses with quotes off (stray quotes merged rows)."""
+    quoted: list[_Row] = []
+    error: str | None = None
+    reader = csv.reader(line + "\n" for line in lines)
+    start = 1
+    try:
+        for fields in reader:
+            quoted.append((start, fields if fields else None))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        error = f"line {start}: {e}"
+    counts = [len(f) for _, f in quoted if f is not None]
+    width = counts[0] if counts else 0
+    uneven = sum(c != width for c in counts)
+    merged = len(lines) - sum(1 for line in lines if not line.strip()) - len(counts)
+    if error or uneven or merged:
+        plain: list[_Row] = [
+            (i + 1, line.split(",") if line.strip() else None) for i, line in enumerate(lines)
+        ]
+        plain_counts = [len(f) for _, f in plain if f is not None]
+        if plain_counts and all(c == plain_counts[0] for c in plain_counts) and plain_counts[0] > 1:
+            why = error or (
+                f"{merged} line(s) merged into quoted fields" if merged else f"{uneven} uneven row(s)"
+            )
+            notes.append(
+                f"read with quote processing off: quoted parsing failed ({why}); every line has "
+                f"{plain_counts[0]} comma-separated fields without it"
+            )
+            return plain
+    if error:
+        raise DataError(
+            f"{p}: CSV parse error at {error}",
+            hint="check the quotes on that line; a tab-separated file (.tsv) avoids quoting problems",
+        )
+    if merged:
+        notes.append(f"{merged} line break(s) are inside quoted fields (multi-line texts)")
+    return quoted
+
+
+def _parse_json(content: str, p: Path, notes: list[str]) -> tuple[list[str], list[_Row]]:
+    """JSON lines (one object a line); a whole-file JSON array of objects is accepted too."""
+    objects: list[tuple[int, object]] = []
+    if content.lstrip().startswith("["):
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}, line {e.lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(data, list):
+            raise DataError(f"{p}: expected a JSON array of objects or one object per line")
+        objects = [(i + 1, obj) for i, obj in enumerate(data)]
+        notes.append("a JSON array: 'line' numbers are record numbers (1-based)")
+    else:
+        for i, line in enumerate(content.split("\n")):
+            if not line.strip():
+                continue
+            try:
+                objects.append((i + 1, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"{p}, line {i + 1}: invalid JSON ({e.msg})",
+                    hint="a .jsonl/.json file needs one JSON object per line",
+                ) from None
+    header: dict[str, None] = {}
+    for line_no, obj in objects:
+        if not isinstance(obj, dict):
+            raise DataError(f"{p}, line {line_no}: expected a JSON object, got {type(obj).__name__}")
+        header.update(dict.fromkeys(str(k) for k in obj))
+    if not header:
+        raise DataError(f"{p} is empty", hint="no JSON objects with keys found")
+    names = list(header)
+    rows: list[_Row] = [
+        (line_no, [_json_value(obj.get(k)) for k in names])  # type: ignore[union-attr]
+        for line_no, obj in objects
+    ]
+    return names, rows
+
+
+def _json_value(v: object) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (bool, int, float)):
+        return str(v)
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _pick_column(
+    header: list[str],
+    column: str | int,
+    role: str,
+    common: tuple[str, ...],
+    p: Path,
+    exclude: int | None = None,
+) -> int:
+    """Resolve a column name, a 0-based index or "auto" to an index into the header."""
+    listing = ", ".join(f"{i}:{h!r}" for i, h in enumerate(header))
+    if isinstance(column, int) and not isinstance(column, bool):
+        if -len(header) <= column < len(header):
+            return column % len(header)
+        raise DataError(
+            f"{p}: {role} column index {column} is out of range", hint=f"columns found: {listing}"
+        )
+    name = str(column).strip()
+    if name.lower() == "auto":
+        lowered = [h.lower() for h in header]
+        for cand in common:
+            if cand in lowered and lowered.index(cand) != exclude:
+                return lowered.index(cand)
+        others = [i for i in range(len(header)) if i != exclude]
+        if role == "text" and len(others) == 1:
+            return others[0]
+        extra = ", or None for an unlabelled file" if role == "label" else ""
+        raise DataError(
+            f"{p}: no {role} column found (looked for {', '.join(common)})",
+            hint=f"columns found: {listing}; set {role}_column to a name or 0-based index{extra}",
+        )
+    if name in header:
+        return header.index(name)
+    matches = [i for i, h in enumerate(header) if h.lower() == name.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if name.isdigit():
+        return _pick_column(header, int(name), role, common, p, exclude)
+    raise DataError(f"{p}: no column named '{name}' for the {role}", hint=f"columns found: {listing}")
+
+
+def _fill(
+    table: TextTable, rows: list[_Row], text_idx: int, label_idx: int | None, fmt: str, p: Path
+) -> None:
+    width = len(table.columns)
+    joined = 0
+    for line_no, fields in rows:
+        if fields is None:
+            table.skipped.append((line_no, "blank line"))
+            continue
+        if len(fields) < width:
+            raise DataError(
+                f"{p}, line {line_no}: {len(fields)} field(s) but the header has {width} "
+                f"({', '.join(table.columns)})",
+                hint="a separator is missing on that line"
+                if fmt != "csv"
+                else "check commas and quotes there",
+            )
+        if len(fields) > width:
+            if text_idx != width - 1 or fmt == "jsonl":
+                sep = "tab" if fmt == "tsv" else "comma"
+                raise DataError(
+                    f"{p}, line {line_no}: {len(fields)} field(s) but the header has {width}",
+                    hint=f"the text probably contains a {sep}; put the text column last or quote it",
+                )
+            fields = fields[: width - 1] + [("\t" if fmt == "tsv" else ",").join(fields[width - 1 :])]  # type: ignore
+            joined += 1
+        text = fields[text_idx]
+        if text is None:
+            table.skipped.append((line_no, "missing text"))
+            continue
+        text = text.strip()
+        if not text:
+            table.skipped.append((line_no, "empty text"))
+            continue
+        if label_idx is not None:
+            label = fields[label_idx]
+            label = "" if label is None else label.strip().strip('"').strip()
+            if not label:
+                table.skipped.append((line_no, "missing label"))
+                continue
+            table.labels.append(label)  # type: ignore[union-attr]
+        table.texts.append(text)
+        table.lines.append(line_no)
+    if joined:
+        sep = "tabs" if fmt == "tsv" else "commas"
+        table.notes.append(
+            f"{joined} row(s) had {sep} inside the text; the extra fields were joined into the text"
+        )
