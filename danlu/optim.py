@@ -73,7 +73,7 @@ class Optimizer:
         self.state = {}
         for name, t in tensors.items():
             k, _, field = name.partition(".")
-            self.state.setdefault(int(k), {})[field] = t.to(by_key[int(k)].device)
+            self.state.setdefault(int(k), {})[field] = t.to(by_key[int(k)].device, copy=True)
 
 
 class SGD(Optimizer):

@@ -541,6 +541,17 @@ def test_decode_image_details(zoo):
     with pytest.raises(ValueError):
         decode_image(cat / "a_rgb.png", None, channels=2)
 
+    # in-memory inputs (what a predictor receives) go through the same conversion and resize
+    arr = decode_image(cat / "f_rgba.png", None)
+    with Image.open(cat / "f_rgba.png") as im:
+        assert np.array_equal(decode_image(im, None), arr)
+        rgba = np.asarray(im)
+    assert np.array_equal(decode_image(rgba, None), arr)  # alpha composited on white here too
+    assert decode_image(np.zeros((5, 7), np.uint8), (3, 3)).shape == (3, 3, 3)
+    assert decode_image(np.zeros((5, 7, 1), np.uint8), None, channels=1).shape == (5, 7, 1)
+    with pytest.raises(DataError, match="uint8"):
+        decode_image(np.zeros((5, 7, 3), np.float32), None)
+
 
 def test_decode_large_jpeg_draft_is_close(tmp_path):
     """The reduced-scale JPEG decode used for big images stays close to a full decode + resize."""

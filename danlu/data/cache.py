@@ -48,10 +48,13 @@ def fingerprint(files: Iterable[str | os.PathLike], **params: object) -> str:
     """
     h = hashlib.blake2b(digest_size=10)
     h.update(f"danlu-cache-v{FORMAT_VERSION}\n".encode())
-    h.update(json.dumps(params, sort_keys=True, default=str).encode())
-    count = 0
+    h.update(json.dumps(params, sort_keys=True, default=str).encode() + b"\n")
+    cwd = os.getcwd()
+    lines = []
     for f in files:
-        path = os.path.abspath(os.fspath(f))
+        path = os.fspath(f)
+        if not os.path.isabs(path):  # cheaper than abspath; an unnormalized path only costs a cache miss
+            path = os.path.join(cwd, path)
         try:
             st = os.stat(path)
         except OSError as e:
@@ -59,9 +62,9 @@ def fingerprint(files: Iterable[str | os.PathLike], **params: object) -> str:
                 f"cannot read data file {path}: {e.strerror or e}",
                 hint="the data folder changed while it was being read; run again",
             ) from None
-        h.update(f"\n{path}\0{st.st_size}\0{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
-        count += 1
-    h.update(f"\n{count}".encode())
+        lines.append(f"{path}\0{st.st_size}\0{st.st_mtime_ns}")
+    lines.append(str(len(lines)))
+    h.update("\n".join(lines).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 

@@ -1,0 +1,159 @@
+"""The slow, obvious path: a torch DataLoader that decodes each image file when it is needed.
+
+Used for image folders too big for memory (``data.loader: stream`` or auto past ``data.max_memory_mb``)
+and as the reference the fast loader is tested against. Per sample it does what torchvision users
+write by hand — decode, ToTensor, Normalize — and it shares the fast path's batch order and its
+batched augmentation, so both paths train on the same samples in the same order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from danlu.data.schema import Schema
+from danlu.data.splits import Splits, split_off, subsample
+from danlu.data.tensors import augment_batch, index_batches
+from danlu.errors import DataError
+from danlu.recipe import DataConfig
+
+
+class ImageFileDataset(torch.utils.data.Dataset):
+    """(normalized float image [C,H,W], label) per file, via torchvision's ToTensor + Normalize."""
+
+    def __init__(self, paths: list[str], labels: list[int], size: int, channels: int,
+                 mean: list[float] | None = None, std: list[float] | None = None):
+        self.paths, self.labels, self.size, self.channels = paths, labels, size, channels
+        self.mean, self.std = mean, std
+        self._transform = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def raw(self, i: int) -> np.ndarray:
+        from danlu.data.imagefolder import decode_image
+
+        return decode_image(self.paths[i], (self.size, self.size), self.channels)
+
+    def __getitem__(self, i: int):
+        if self._transform is None:
+            from torchvision import transforms
+
+            steps = [transforms.ToTensor()]
+            if self.mean is not None:
+                steps.append(transforms.Normalize(self.mean, self.std))
+            self._transform = transforms.Compose(steps)
+        try:
+            img = self.raw(i)
+        except Exception:  # a file that went bad after the scan: skipped by the collate function
+            return None
+        return self._transform(img), self.labels[i]
+
+
+def _collate(items):
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+class StreamLoader:
+    """Same interface as TensorLoader: iterate (x, y) batches on the device."""
+
+    def __init__(self, dataset: ImageFileDataset, batch_size: int, *, shuffle: bool, generator, augment, device,
+                 channels_last: bool, workers: int = 2):
+        self.dataset, self.batch_size, self.shuffle, self.generator = dataset, batch_size, shuffle, generator
+        self.augment = augment if augment is not None and augment.active else None
+        self.device, self.channels_last, self.workers = torch.device(device), channels_last, workers
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        batches = [b.tolist() for b in index_batches(len(self.dataset), self.batch_size, self.shuffle,
+                                                     self.generator)]
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
+                                             collate_fn=_collate, persistent_workers=False)
+        for batch in loader:
+            if batch is None:
+                continue
+            x, y = batch[0].to(self.device), batch[1].to(self.device)
+            if self.augment is not None:
+                x = augment_batch(x, self.augment, self.generator)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+
+class StreamSplit:
+    """A split of image files decoded on demand."""
+
+    def __init__(self, paths: list[str], labels: list[int], size: int, channels: int, schema_ref: dict):
+        self.paths, self.labels, self.size, self.channels = paths, labels, size, channels
+        self._schema_ref = schema_ref  # filled with mean/std once known
+        self.names = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, idx) -> StreamSplit:
+        idx = [int(i) for i in idx]
+        return StreamSplit([self.paths[i] for i in idx], [self.labels[i] for i in idx], self.size, self.channels,
+                           self._schema_ref)
+
+    def dataset(self) -> ImageFileDataset:
+        return ImageFileDataset(self.paths, self.labels, self.size, self.channels, self._schema_ref.get("mean"),
+                                self._schema_ref.get("std"))
+
+    def raw_images(self) -> np.ndarray:
+        ds = self.dataset()
+        return np.stack([ds.raw(i).transpose(2, 0, 1) for i in range(len(ds))])
+
+    def stream_loader(self, batch_size: int, *, shuffle: bool, generator, augment, device, channels_last, **_):
+        return StreamLoader(self.dataset(), batch_size, shuffle=shuffle, generator=generator, augment=augment,
+                            device=device, channels_last=channels_last)
+
+
+def load_stream(folder: Path, cfg: DataConfig, seed: int, size: int, channels: int, hints: dict,
+                notes: list[str]) -> tuple[Splits, Schema]:
+    """Image-folder splits that stay on disk; normalization stats from a sample of training images."""
+    from danlu.data.imagefolder import scan_image_folder
+
+    layout = scan_image_folder(folder)
+    if layout.skipped:
+        notes.append(f"skipped {len(layout.skipped)} non-image file(s), e.g. {layout.skipped[0][0]}")
+    parts = {k: ([str(p) for p, _ in v], np.array([c for _, c in v], np.int64)) for k, v in layout.splits.items()}
+    if "train" not in parts:
+        parts["train"] = parts.pop("all")
+    if "test" not in parts:
+        if "val" in parts:
+            parts["test"] = parts.pop("val")
+        else:
+            p, y = parts["train"]
+            keep, take = split_off(y, cfg.test_fraction, seed, True)
+            parts["train"], parts["test"] = ([p[i] for i in keep], y[keep]), ([p[i] for i in take], y[take])
+    if "val" not in parts:
+        p, y = parts["train"]
+        keep, take = split_off(y, cfg.val_fraction, seed + 1, True)
+        parts["train"], parts["val"] = ([p[i] for i in keep], y[keep]), ([p[i] for i in take], y[take])
+    if cfg.limit_train:
+        p, y = parts["train"]
+        keep = subsample(y, cfg.limit_train, seed, True)
+        parts["train"] = ([p[i] for i in keep], y[keep])
+    ref: dict = {}
+    splits = {k: StreamSplit(p, y.tolist(), size, channels, ref) for k, (p, y) in parts.items()}
+    if len(splits["train"]) == 0:
+        raise DataError(f"no training images in {folder}")
+    if hints.get("mean") is not None:
+        ref["mean"], ref["std"] = list(hints["mean"]), list(hints["std"])
+    else:
+        from danlu.data.vision import channel_stats
+
+        sample = splits["train"].subset(range(min(500, len(splits["train"])))).raw_images()
+        ref["mean"], ref["std"] = channel_stats(torch.from_numpy(sample))
+    notes.append(f"streaming {sum(len(s) for s in splits.values())} images from disk (data.loader=stream)")
+    schema = Schema(kind="image", task="classification", input_shape=[channels, size, size], classes=layout.classes,
+                    mean=ref["mean"], std=ref["std"], source=f"imagefolder:{folder}")
+    return Splits(splits["train"], splits["val"], splits["test"], notes), schema

@@ -1,0 +1,62 @@
+import pytest
+
+from danlu.errors import DanluError, RecipeError
+from danlu.recipe import builtin_recipes, load_recipe, parse_override
+
+
+def test_every_builtin_recipe_loads_and_says_what_it_reproduces():
+    names = builtin_recipes()
+    for required in ("digits-mlp", "mnist-mlp", "mnist-cnn", "cifar10-cnn", "imagefolder-cnn",
+                     "imagefolder-efficientnet", "breast-cancer-mlp", "diabetes-mlp"):
+        assert required in names
+        assert names[required], f"{required} needs a first-line comment"
+    for name in names:
+        load_recipe(name)
+
+
+def test_overrides_are_typed_and_validated():
+    r = load_recipe("digits-mlp", ["train.epochs=3", "model.hidden=[256,128]", "data.root=/x", "train.lr=1e-2"])
+    assert r.train.epochs == 3 and r.model.options["hidden"] == [256, 128]
+    assert str(r.data.root) == "/x" and r.train.lr == 0.01
+    assert parse_override("a.b=null") == (["a", "b"], None)
+
+
+def test_resolved_recipe_round_trips_through_yaml(tmp_path):
+    r = load_recipe("mnist-cnn", ["train.epochs=1"])
+    path = tmp_path / "r.yaml"
+    path.write_text(r.to_yaml())
+    assert load_recipe(str(path)).to_dict() == r.to_dict() | {"name": "mnist-cnn"}
+
+
+@pytest.mark.parametrize("override, needle, hint_needle", [
+    ("train.optimizer=adm", "unknown optimizer 'adm'", "adam"),
+    ("train.schedule=cos", "unknown schedule", "cosine"),
+    ("data.name=mnsit", "unknown dataset", "mnist"),
+    ("model.name=resnet", "unknown model", "resnet18"),
+    ("train.epochs=many", "train.epochs", None),
+    ("data.imagesize=3", "unknown key 'data.imagesize'", "image_size"),
+    ("model.hiden=[3]", "unknown option", "hidden"),
+])
+def test_bad_overrides_say_what_and_how(override, needle, hint_needle):
+    with pytest.raises(DanluError) as e:
+        load_recipe("digits-mlp", [override])
+    text = str(e.value)
+    assert needle in text
+    if hint_needle:
+        assert hint_needle in text
+
+
+def test_yaml_errors_give_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  name: digits\ntrain:\n  epochs: [oops\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml, line \d+"):
+        load_recipe(str(bad))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("data:\n  name: digits\ntrain:\n  epochs: 2\n  batchsize: 3\n")
+    with pytest.raises(RecipeError, match=r"typo.yaml, line 5: unknown key 'train.batchsize'"):
+        load_recipe(str(typo))
+
+
+def test_unknown_recipe_lists_choices():
+    with pytest.raises(DanluError, match="digits-mlp"):
+        load_recipe("digit-mlp")
