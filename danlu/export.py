@@ -1,0 +1,221 @@
+"""``danlu export RUN --format onnx``: the run's model as ONNX, with its preprocessing metadata and a parity check.
+
+The exported graph includes the postprocessing (softmax for classification, the target's units for
+regression), so ONNX outputs equal ``Predictor.forward`` and any runtime needs only ``model.onnx.json``
+to preprocess. The graph is checked against PyTorch on the run's test split *before* anything is written:
+a failed check leaves the run folder as it was.
+
+Exporter: the legacy TorchScript one (``dynamo=False``). For digits-mlp on this 2-core CPU it took 0.29 s
+against 9.9 s for ``dynamo=True`` (same graph, same parity), and export runs on every ``serve --backend onnx``
+start with a stale model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from danlu.errors import DanluError
+from danlu.runs import atomic_write_bytes, read_json, write_json
+
+ONNX_NAME = "model.onnx"
+META_NAME = "model.onnx.json"
+FORMAT = "danlu-onnx/1"
+OPSET = 17
+MIN_AGREEMENT = 0.999  # argmax agreement with PyTorch on the test split below this fails the export
+REGRESSION_RTOL, REGRESSION_ATOL = 1e-3, 1e-4  # a regression value "agrees" within these (relative to scale)
+
+
+@dataclass
+class Parity:
+    """How closely ONNX Runtime reproduces PyTorch on the test split."""
+
+    samples: int
+    max_abs_diff: float
+    agreement: float  # classification: same argmax; regression: values within tolerance
+    measure: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"samples": self.samples, "max_abs_diff": self.max_abs_diff, "agreement": self.agreement,
+                "measure": self.measure}
+
+
+@dataclass
+class ExportResult:
+    run: Path
+    onnx_path: Path
+    meta_path: Path
+    parity: Parity
+    export_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"run": str(self.run), "onnx": str(self.onnx_path), "metadata": str(self.meta_path),
+                "parity": self.parity.as_json(), "export_s": round(self.export_s, 3)}
+
+
+def weights_digest(run_dir: Path) -> str:
+    """sha256 of model.safetensors: model.onnx.json records it so a stale export is noticed."""
+    h = hashlib.sha256()
+    with (run_dir / "model.safetensors").open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def onnx_is_current(run_dir: Path) -> bool:
+    """True when model.onnx exists and was exported from the run's present weights."""
+    onnx_path, meta_path = run_dir / ONNX_NAME, run_dir / META_NAME
+    if not (onnx_path.is_file() and meta_path.is_file() and (run_dir / "model.safetensors").is_file()):
+        return False
+    try:
+        meta = read_json(meta_path)
+    except (OSError, ValueError):
+        return False
+    return meta.get("format") == FORMAT and meta.get("weights_sha256") == weights_digest(run_dir)
+
+
+def export_onnx(run: str | Path, *, runs_dir: Path | None = None, data_dir: Path | None = None,
+                say: Any = print) -> ExportResult:
+    """Export, check parity on the test split, then write model.onnx and model.onnx.json atomically."""
+    import torch
+
+    from danlu.predictor import Predictor
+
+    t0 = time.perf_counter()
+    predictor = Predictor.load(run, runs_dir)
+    run_dir, schema = predictor.run_dir, predictor.schema
+    batches = _test_batches(predictor, data_dir)
+    example = batches[0][:2]
+    wrapped = _with_postprocessing(predictor)
+    dynamic = {0: "batch", 1: "sequence"} if schema.kind == "text" else {0: "batch"}
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice is not the user's concern
+            torch.onnx.export(wrapped, (example,), buf, dynamo=False, opset_version=OPSET,
+                              input_names=["input"], output_names=[_output_name(schema)],
+                              dynamic_axes={"input": dynamic, _output_name(schema): {0: "batch"}})
+    except Exception as e:  # the exporter raises many types for unsupported ops
+        raise DanluError(f"could not export the {schema.kind} model '{predictor.recipe.model.name}' to ONNX "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                         hint="serve it with the PyTorch backend instead: danlu serve RUN --backend torch") from None
+    data = buf.getvalue()
+    parity = check_parity(predictor, data, batches)
+    say(f"parity on the test split ({parity.samples} samples): max abs difference {parity.max_abs_diff:.3g}, "
+        f"{parity.measure} agreement {parity.agreement:.4%}")
+    if parity.agreement < MIN_AGREEMENT:
+        raise DanluError(f"the ONNX model disagrees with PyTorch on {1 - parity.agreement:.2%} of the test split "
+                         f"(needs agreement of at least {MIN_AGREEMENT:.1%}); nothing was written",
+                         hint="serve it with the PyTorch backend instead: danlu serve RUN --backend torch")
+    onnx_path, meta_path = run_dir / ONNX_NAME, run_dir / META_NAME
+    atomic_write_bytes(onnx_path, data)
+    write_json(meta_path, metadata(predictor, parity))  # written last: its digest marks the export complete
+    return ExportResult(run_dir, onnx_path, meta_path, parity, time.perf_counter() - t0)
+
+
+def _with_postprocessing(predictor: Any) -> Any:
+    """Model + ``to_predictions`` as one module, so the graph outputs what ``Predictor.forward`` returns."""
+    import torch
+
+    from danlu.tasks import to_predictions
+
+    class WithPostprocessing(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = predictor.model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return to_predictions(self.model(x), predictor.schema)
+
+    return WithPostprocessing().eval()
+
+
+def _output_name(schema: Any) -> str:
+    return "probabilities" if schema.task == "classification" else "values"
+
+
+def _test_batches(predictor: Any, data_dir: Path | None) -> list[Any]:
+    """The run's test split as model-ready CPU batches, preprocessed exactly as in evaluation."""
+    import torch
+
+    from danlu.api import prepare
+    from danlu.training import make_loader
+
+    splits, data_schema, _ = prepare(predictor.recipe, data_dir, for_inference=True)
+    if data_schema.classes != predictor.schema.classes:
+        raise DanluError(f"the data now has classes {data_schema.classes}, the run was trained on "
+                         f"{predictor.schema.classes}", hint="export with the data the run was trained on")
+    if len(splits.test) == 0:
+        raise DanluError("the run's test split is empty, so the export cannot be checked",
+                         hint="train with data.test_fraction > 0")
+    loader = make_loader(splits.test, predictor.schema, predictor.recipe, train=False, generator=None,
+                         device=torch.device("cpu"), channels_last=False)
+    return [x.contiguous() for x, _ in loader]
+
+
+def check_parity(predictor: Any, onnx_bytes: bytes, batches: list[Any]) -> Parity:
+    """Run every test batch through PyTorch and ONNX Runtime and compare the outputs."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    classification = predictor.schema.task == "classification"
+    samples, agree, max_diff = 0, 0, 0.0
+    for x in batches:
+        ref = predictor.forward(x).numpy()
+        got = session.run(None, {name: x.numpy()})[0]
+        if got.shape != ref.shape:
+            raise DanluError(f"the ONNX model returned shape {list(got.shape)}, PyTorch {list(ref.shape)}",
+                             hint="serve it with the PyTorch backend instead: danlu serve RUN --backend torch")
+        diff = np.abs(got.astype(np.float64) - ref)
+        max_diff = max(max_diff, float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0)))
+        if classification:
+            agree += int((got.argmax(1) == ref.argmax(1)).sum())
+        else:
+            scale = np.abs(ref).max(axis=0, keepdims=True) + 1.0
+            agree += int(np.all(diff <= REGRESSION_ATOL * scale + REGRESSION_RTOL * np.abs(ref), axis=1).sum())
+        samples += len(x)
+    return Parity(samples, max_diff, agree / samples, "argmax" if classification else "value")
+
+
+def metadata(predictor: Any, parity: Parity) -> dict[str, Any]:
+    """What a runtime needs beside model.onnx: the input contract, preprocessing steps, labels, provenance."""
+    import onnxruntime
+    import torch
+
+    schema = predictor.schema
+    steps = {
+        "image": f"decode, convert to {'grayscale (L)' if schema.input_shape[0] == 1 else 'RGB'}, resize to "
+                 f"{schema.input_shape[1]}x{schema.input_shape[2]} (H x W, bilinear), channels first, "
+                 "x / 255, then (x - mean) / std per channel; float32 [batch, C, H, W]",
+        "tabular": "features in the order of 'features' (categorical columns one-hot over 'categories'), "
+                   "then (x - mean) / std per column, missing values become 0 after that; float32 [batch, F]",
+        "text": "tokenize with the run's tokenizer (see 'text'), right-pad with text.pad_id; int64 [batch, sequence]",
+    }[schema.kind]
+    return {
+        "format": FORMAT,
+        "run": predictor.run_dir.name,
+        "recipe": predictor.recipe.name,
+        "model": predictor.recipe.model.name,
+        "kind": schema.kind,
+        "task": schema.task,
+        "input": {"name": "input", "dtype": "int64" if schema.kind == "text" else "float32",
+                  "shape": ["batch", "sequence"] if schema.kind == "text" else ["batch", *schema.input_shape]},
+        "output": {"name": _output_name(schema),
+                   "meaning": "class probabilities (softmax applied)" if schema.task == "classification"
+                   else "regression values in the target's own units"},
+        "preprocess": steps,
+        "schema": asdict(schema),
+        "parity": parity.as_json(),
+        "weights_sha256": weights_digest(predictor.run_dir),
+        "opset": OPSET,
+        "exporter": f"torch {torch.__version__} (TorchScript, dynamo=False)",
+        "checked_with": f"onnxruntime {onnxruntime.__version__}",
+    }
