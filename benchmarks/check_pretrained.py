@@ -24,7 +24,7 @@ from torchvision.transforms import functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from danlu.models.efficientnet import (  # noqa: E402
+from danlu.models.efficientnet import (
     EfficientNetLite0,
     imagenet_state_dict,
     lite0_package_file,
@@ -46,7 +46,7 @@ def default_root() -> Path:
 
 
 def load_images(root: Path, limit: int | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """uint8 batches for both preprocessings (resize 256 + center crop 224; resize to 224x224), and targets."""
+    """uint8 batches for both preprocessings (resize 256 + center crop 224; resize to 224x224), targets."""
     crops, squashed, targets = [], [], []
     for split in ("train", "val"):
         for cls, target in (("ants", ANT), ("bees", BEE)):

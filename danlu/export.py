@@ -185,20 +185,24 @@ def check_parity(predictor: Any, onnx_bytes: bytes, batches: list[Any]) -> Parit
     return Parity(samples, max_diff, agree / samples, "argmax" if classification else "value")
 
 
+def _preprocess_steps(schema: Any) -> str:
+    """The preprocessing in words, for runtimes outside danlu."""
+    if schema.kind == "image":
+        c, h, w = schema.input_shape
+        return (f"decode, convert to {'grayscale (L)' if c == 1 else 'RGB'}, resize to {h}x{w} (H x W, bilinear), "
+                "channels first, x / 255, then (x - mean) / std per channel; float32 [batch, C, H, W]")
+    if schema.kind == "tabular":
+        return ("features in the order of 'features' (categorical columns one-hot over 'categories'), then "
+                "(x - mean) / std per column; a missing value becomes 0 after that; float32 [batch, F]")
+    return "tokenize with the run's tokenizer (see 'text'), right-pad with text.pad_id; int64 [batch, sequence]"
+
+
 def metadata(predictor: Any, parity: Parity) -> dict[str, Any]:
     """What a runtime needs beside model.onnx: the input contract, preprocessing steps, labels, provenance."""
     import onnxruntime
     import torch
 
     schema = predictor.schema
-    steps = {
-        "image": f"decode, convert to {'grayscale (L)' if schema.input_shape[0] == 1 else 'RGB'}, resize to "
-                 f"{schema.input_shape[1]}x{schema.input_shape[2]} (H x W, bilinear), channels first, "
-                 "x / 255, then (x - mean) / std per channel; float32 [batch, C, H, W]",
-        "tabular": "features in the order of 'features' (categorical columns one-hot over 'categories'), "
-                   "then (x - mean) / std per column, missing values become 0 after that; float32 [batch, F]",
-        "text": "tokenize with the run's tokenizer (see 'text'), right-pad with text.pad_id; int64 [batch, sequence]",
-    }[schema.kind]
     return {
         "format": FORMAT,
         "run": predictor.run_dir.name,
@@ -211,7 +215,7 @@ def metadata(predictor: Any, parity: Parity) -> dict[str, Any]:
         "output": {"name": _output_name(schema),
                    "meaning": "class probabilities (softmax applied)" if schema.task == "classification"
                    else "regression values in the target's own units"},
-        "preprocess": steps,
+        "preprocess": _preprocess_steps(schema),
         "schema": asdict(schema),
         "parity": parity.as_json(),
         "weights_sha256": weights_digest(predictor.run_dir),

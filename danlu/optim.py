@@ -175,6 +175,8 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
         if name == "step":
             return cfg.gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if name == "linear":
+            return floor + (1 - floor) * (1 - progress)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))  # cosine and onecycle's tail
 
     return factor

@@ -32,13 +32,14 @@ class Predictor:
         from danlu.models import build
 
         run_dir, recipe, schema = load_run(run, runs_dir)
-        if schema.kind == "text":
-            from danlu.data.text import attach_run_tokenizer
-
-            attach_run_tokenizer(schema, run_dir)
         model = build(recipe.model.name, inference_options(recipe), schema)
         load_model_weights(run_dir / "model.safetensors", model)
-        return cls(run_dir, recipe, schema, model)
+        predictor = cls(run_dir, recipe, schema, model)
+        if schema.kind == "text":
+            from danlu.data.text import TextEncoder
+
+            predictor._text_encoder = TextEncoder.from_run(run_dir, schema)
+        return predictor
 
     # ---------------------------------------------------------------- preprocessing
 
@@ -78,12 +79,10 @@ class Predictor:
         return torch.from_numpy(self._tabular.transform(cols))
 
     def text_tensor(self, texts: list[Any]) -> torch.Tensor:
-        from danlu.data.text import encode_for_schema
-
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
                 raise DataError(f"input {i}: empty or non-string text", hint="send non-empty strings")
-        return encode_for_schema(self.schema, texts)
+        return self._text_encoder.tensor([t.strip() for t in texts])
 
     def to_tensor(self, inputs: list[Any]) -> torch.Tensor:
         kind = self.schema.kind

@@ -18,13 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from danlu.errors import RecipeError, unknown_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("none", "step", "cosine", "onecycle")
+SCHEDULES = ("none", "step", "cosine", "linear", "onecycle")
 DATASETS = (
     "digits", "iris", "breast_cancer", "diabetes", "wine",
-    "mnist", "fashion-mnist", "cifar10", "imagefolder", "csv", "text",
+    "mnist", "fashion-mnist", "cifar10", "imagefolder", "csv", "text", "chnsenticorp", "sst2",
 )
 DATASET_ALIASES = {"breast-cancer": "breast_cancer", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
-                   "cifar-10": "cifar10", "image_folder": "imagefolder", "images": "imagefolder", "tabular": "csv"}
+                   "cifar-10": "cifar10", "sst-2": "sst2", "image_folder": "imagefolder", "images": "imagefolder", "tabular": "csv"}
 
 
 class _Strict(BaseModel):

@@ -522,9 +522,25 @@ def test_decode_zoo(zoo):
     assert tuple(by_name["i_16bit.png"][4, 4]) == (255, 255, 255)
     assert tuple(by_name["k_bilevel.bmp"][4, 4]) == (255, 255, 255)
 
-    # serial decoding gives exactly the same bytes as the thread pool
-    serial, ok1, _ = decode_images(paths, (8, 8), channels=3, workers=1)
-    assert ok1 == ok and np.array_equal(serial, images)
+    # serial, thread-pool and forked-process decoding give exactly the same bytes and failures
+    serial, ok1, fail1 = decode_images(paths, (8, 8), channels=3, workers=1)
+    assert ok1 == ok and np.array_equal(serial, images) and fail1 == failures
+    if sys.platform == "linux":
+        forked, ok2, fail2 = decode_images(paths, (8, 8), channels=3, workers=2, processes=True)
+        assert ok2 == ok and np.array_equal(forked, images) and fail2 == failures
+
+
+def test_decode_process_failure_falls_back_to_threads(zoo, monkeypatch):
+    from danlu.data import imagefolder
+
+    def broken(*args, **kwargs):
+        raise OSError("fork failed")
+
+    monkeypatch.setattr(imagefolder, "_decode_forked", broken)
+    paths = [p for p, _ in scan_image_folder(zoo).splits["train"]]
+    with pytest.warns(UserWarning, match="using threads"):
+        images, ok, failures = decode_images(paths, (8, 8), workers=2, processes=True)
+    assert len(ok) == len(paths) - 2 and len(failures) == 2
 
 
 def test_decode_image_details(zoo):

@@ -98,7 +98,12 @@ def test_csv_text_last_with_unquoted_commas_is_joined(tmp_path):
 
 
 def test_jsonl_gz_missing_text_and_numeric_labels(tmp_path):
-    rows = [{"text": "好", "label": 1}, {"label": 0}, {"text": "差", "label": 0, "id": 7}, {"text": None, "label": 1}]
+    rows = [
+        {"text": "好", "label": 1},
+        {"label": 0},
+        {"text": "差", "label": 0, "id": 7},
+        {"text": None, "label": 1},
+    ]
     path = write(tmp_path / "a.jsonl.gz", "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
     table = read_text_table(path)
     assert table.texts == ["好", "差"]
@@ -285,6 +290,17 @@ def test_trim_to_longest():
     assert trim_to_longest(torch.zeros(2, 4, dtype=torch.long), 0).shape == (2, 1)
 
 
+def with_long_neighbours(row: list[int], width: int = 40) -> torch.Tensor:
+    """``row`` padded to ``width`` in a batch whose other rows are full-length, short and empty.
+
+    A lone padded row would be trimmed back to its own length by the models, so the neighbours are what
+    make the padding real.
+    """
+    return torch.cat(
+        [padded(row, width), padded([3] * width, width), padded([], width), padded([5, 6], width)]
+    )
+
+
 @pytest.mark.parametrize(("cell", "pooling"), [("lstm", "max"), ("lstm", "last"), ("gru", "mean")])
 def test_rnn_output_ignores_padding(cell, pooling):
     from danlu.models.text import RNNClassifier
@@ -292,13 +308,16 @@ def test_rnn_output_ignores_padding(cell, pooling):
     torch.manual_seed(0)
     model = RNNClassifier(50, 3, embed_dim=16, hidden=8, layers=2, cell=cell, pooling=pooling).eval()
     sentence = [4, 9, 13, 2, 7, 21]
+    results = {}
     with torch.no_grad():
-        short, long = model(padded(sentence, 10)), model(padded(sentence, 40))
-        batch = model(torch.cat([padded(sentence, 40), padded([3] * 40, 40), padded([], 40)]))
-    assert short.shape == (1, 3)
-    assert torch.allclose(short, long, atol=1e-6, rtol=0)
-    assert torch.allclose(short[0], batch[0], atol=1e-5, rtol=0)  # batch mates and all-pad rows change nothing
-    assert torch.isfinite(batch).all()
+        for packed in (True, False):  # pack_padded_sequence vs padded calls with per-text reversal
+            model.packed = packed
+            short = model(padded(sentence, 10))
+            results[packed] = model(with_long_neighbours(sentence, 40))
+            assert short.shape == (1, 3)
+            assert torch.allclose(short[0], results[packed][0], atol=1e-6, rtol=0)
+    assert torch.isfinite(results[True]).all()  # the all-pad row included
+    assert torch.allclose(results[True], results[False], atol=1e-5, rtol=0)
 
 
 def test_article_lstm_and_textcnn_ignore_padding():
@@ -306,13 +325,18 @@ def test_article_lstm_and_textcnn_ignore_padding():
 
     torch.manual_seed(0)
     sentence = [4, 9, 13, 2, 7, 21, 8]
-    for model in (ArticleLSTM(50, 1), TextCNN(50, 2, embed_dim=16, channels=8)):
+    for model in (
+        ArticleLSTM(50, 1),
+        ArticleLSTM(50, 1, packed=True),
+        TextCNN(50, 2, embed_dim=16, channels=8),
+    ):
         model.eval()
         with torch.no_grad():
-            short, long = model(padded(sentence, 10)), model(padded(sentence, 40))
+            short = model(padded(sentence, 10))
+            batch = model(with_long_neighbours(sentence, 40))
             tiny = model(torch.cat([padded([5], 40), padded([], 40)]))  # shorter than every kernel
-        assert torch.allclose(short, long, atol=1e-5, rtol=0)
-        assert torch.isfinite(tiny).all()
+        assert torch.allclose(short[0], batch[0], atol=1e-5, rtol=0)
+        assert torch.isfinite(batch).all() and torch.isfinite(tiny).all()
 
 
 def test_rnn_overfits_twenty_chinese_sentences():

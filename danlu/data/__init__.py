@@ -14,7 +14,7 @@ from danlu.recipe import DataConfig
 
 IMAGE_SETS = {"digits", "mnist", "fashion-mnist", "cifar10", "imagefolder"}
 TABULAR_SETS = {"iris", "breast_cancer", "diabetes", "wine", "csv"}
-TEXT_SETS = {"text"}
+TEXT_SETS = {"text", "chnsenticorp", "sst2"}
 
 
 def kind_of(name: str) -> str:
@@ -38,7 +38,7 @@ def load(cfg: DataConfig, *, seed: int = 0, data_dir: Path | None = None,
     if kind == "text":
         from danlu.data.text import load_text
 
-        return load_text(cfg, seed, hints)
+        return load_text(cfg, seed, hints, data_dir)
     from danlu.data.tabular import load_tabular
 
     return load_tabular(cfg, seed)

@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,10 @@ def _looks_like_image_folder(root: Path) -> bool:
     train, test = _child_ci(root, "train"), _child_ci(root, "test")
     if train is None or test is None:
         return False
-    return any(p.is_dir() and not p.name.startswith(".") for p in train.iterdir())
+    try:
+        return any(p.is_dir() and not p.name.startswith(".") for p in train.iterdir())
+    except OSError:
+        return False
 
 
 def find_cifar10(root: str | os.PathLike) -> Cifar10Source:
@@ -334,6 +336,8 @@ def load_cifar10_batches(source: Cifar10Source) -> dict[str, tuple[np.ndarray, n
 
 def _safe_extract(archive: Path, dest: Path) -> None:
     """Extract a tar into dest, refusing members that are links, devices or paths escaping dest."""
+    import tarfile
+
     dest_resolved = dest.resolve()
     try:
         with tarfile.open(archive, "r:*") as tar:

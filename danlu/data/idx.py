@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import os
 import tempfile
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -217,6 +216,8 @@ def load_idx_dataset(root: str | os.PathLike, variant: str) -> dict[str, tuple[n
 
 def _fetch_url(url: str, out: BinaryIO) -> None:
     """Stream url into out. A module-level function so that tests can replace it (there is no network)."""
+    import urllib.request  # 25 ms of imports (http.client, ssl, email): only when downloading
+
     request = urllib.request.Request(url, headers={"User-Agent": "danlu"})
     with urllib.request.urlopen(request, timeout=60) as response:
         while chunk := response.read(1 << 20):

@@ -18,6 +18,7 @@ class Splits:
     notes: list[str] = field(default_factory=list)  # what was skipped, truncated or carved, for the user
     # files the run folder must carry to preprocess new inputs (vocab.json, tokenizer/): name → writer(run_dir)
     artifacts: dict[str, Callable[[Path], None]] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # loader facts for `danlu data describe`
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}

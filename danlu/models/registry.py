@@ -89,7 +89,8 @@ def _text(cls_name: str) -> Callable[[dict, Schema], nn.Module]:
 
         t = s.text
         if cls_name == "TransformerClassifier":
-            return text.TransformerClassifier(t["pretrained_path"], s.num_outputs, **o)
+            rest = {k: v for k, v in o.items() if k != "pretrained"}
+            return text.TransformerClassifier(t.get("pretrained") or o["pretrained"], s.num_outputs, **rest)
         return getattr(text, cls_name)(t["vocab_size"], s.num_outputs, pad_id=t.get("pad_id", 0), **o)
 
     return build_it

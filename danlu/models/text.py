@@ -40,23 +40,86 @@ def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def _packed_features(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Run ``rnn`` on the real tokens only and pool over time: [B, L, E] -> [B, hidden * directions]."""
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    out, state = rnn(packed)
+def _reverse_index(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """Gather index that reverses each row's first ``length`` positions and leaves the padding in place."""
+    pos = torch.arange(width, device=lengths.device)[None, :]
+    flipped = lengths[:, None] - 1 - pos
+    return torch.where(flipped >= 0, flipped, pos)
+
+
+def _time_gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return x.gather(1, index[..., None].expand(-1, -1, x.size(2)))
+
+
+class _StackedRNN(nn.Module):
+    """(Bi)directional LSTM/GRU layers whose outputs at real positions never depend on the padding.
+
+    Each direction is its own single-layer RNN. The backward one reads every text reversed within its
+    own length, so for both directions the padding comes after the real tokens and cannot reach them.
+    Two ways to run a direction give the same numbers: ``packed`` (``pack_padded_sequence``; the
+    padding is never computed, which suits cuDNN) and plain padded calls, which on CPU hit oneDNN's
+    fused kernels and train about 3x faster than packed sequences (backward through packed RNNs runs
+    a slow per-step loop on CPU). The default picks packed on GPU, padded on CPU.
+    """
+
+    def __init__(
+        self, cell: str, input_size: int, hidden: int, layers: int, bidirectional: bool, dropout: float
+    ):
+        super().__init__()
+        rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
+        sizes = [input_size] + [hidden * (2 if bidirectional else 1)] * (layers - 1)
+        self.fwd = nn.ModuleList(rnn_cls(n, hidden, batch_first=True) for n in sizes)
+        self.bwd = (
+            nn.ModuleList(rnn_cls(n, hidden, batch_first=True) for n in sizes) if bidirectional else None
+        )
+        self.drop = nn.Dropout(dropout)
+        self.out_size = hidden * (2 if bidirectional else 1)
+
+    @staticmethod
+    def _run(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor, packed: bool) -> torch.Tensor:
+        if not packed:
+            return rnn(x)[0]
+        seq = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(rnn(seq)[0], batch_first=True, total_length=x.size(1))[0]
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, packed: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (outputs [B, L, out] with zeros at padding, final states [B, out]); lengths must be >= 1."""
+        if packed is None:
+            packed = x.is_cuda
+        width = x.size(1)
+        mask = (torch.arange(width, device=x.device)[None, :] < lengths[:, None])[..., None]
+        reverse = _reverse_index(lengths, width) if self.bwd is not None else None
+        for i, fwd in enumerate(self.fwd):
+            if i:
+                x = self.drop(x)
+            parts = [self._run(fwd, x, lengths, packed)]
+            if self.bwd is not None:
+                back = self._run(self.bwd[i], _time_gather(x, reverse), lengths, packed)
+                parts.append(_time_gather(back, reverse))
+            x = torch.cat(parts, dim=2).masked_fill(~mask, 0.0)
+        last = x.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, x.size(2)))[:, 0]
+        if self.bwd is not None:  # the backward direction ends on the first token
+            half = x.size(2) // 2
+            last = torch.cat([last[:, :half], x[:, 0, half:]], dim=1)
+        return x, last
+
+
+def _pool(out: torch.Tensor, last: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
     if pooling == "last":
-        h_n = state[0] if isinstance(state, tuple) else state  # [layers * dirs, B, H], in batch order
-        dirs = 2 if rnn.bidirectional else 1
-        return h_n[-dirs:].transpose(0, 1).reshape(x.size(0), -1)
-    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-    mask = torch.arange(x.size(1), device=x.device)[None, :] < lengths.to(x.device)[:, None]
+        return last
     if pooling == "max":
+        mask = torch.arange(out.size(1), device=out.device)[None, :] < lengths[:, None]
         return out.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
-    return out.sum(dim=1) / lengths.to(out)[:, None]  # pad positions are already zero
+    return out.sum(dim=1) / lengths.to(out.dtype)[:, None]  # padding positions are zero
 
 
 class RNNClassifier(nn.Module):
-    """Embedding -> (bi)LSTM/GRU over packed sequences -> max/mean/last pooling -> Linear."""
+    """Embedding -> (bi)LSTM/GRU that never sees padding -> max/mean/last pooling -> Linear.
+
+    ``packed`` = None packs sequences on GPU and uses padded calls on CPU (same outputs, see _StackedRNN).
+    """
 
     def __init__(
         self,
@@ -70,51 +133,52 @@ class RNNClassifier(nn.Module):
         dropout: float = 0.3,
         pad_id: int = 0,
         pooling: str = "max",
+        packed: bool | None = None,
     ):
         super().__init__()
         _check("cell", cell, RNN_CELLS)
         _check("pooling", pooling, RNN_POOLINGS)
-        self.pad_id, self.pooling = pad_id, pooling
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.pad_id, self.pooling, self.packed = pad_id, pooling, packed
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
-        self.rnn = rnn_cls(
-            embed_dim,
-            hidden,
-            num_layers=layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if layers > 1 else 0.0,
-        )
+        self.rnn = _StackedRNN(cell, embed_dim, hidden, layers, bidirectional, dropout)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden * (2 if bidirectional else 1), num_outputs)
+        self.head = nn.Linear(self.rnn.out_size, num_outputs)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = trim_to_longest(ids, self.pad_id)
         lengths = (ids != self.pad_id).sum(dim=1).clamp(min=1)  # an empty text reads one pad token
-        x = self.drop(self.embed(ids))
-        return self.head(self.drop(_packed_features(self.rnn, x, lengths, self.pooling)))
+        out, last = self.rnn(self.drop(self.embed(ids)), lengths, self.packed)
+        return self.head(self.drop(_pool(out, last, lengths, self.pooling)))
 
 
 class ArticleLSTM(nn.Module):
-    """Article 3's Embedding(vocab, 16) -> LSTM(32) -> Dense, with packing so padding is ignored.
+    """Article 3's Embedding(vocab, 16) -> LSTM(32) -> Dense, reading each text's real tokens only.
 
     The article ends in Dense(1, sigmoid); here the head returns logits and the loss applies the sigmoid
     or softmax, which is numerically safer and also covers more than two classes.
     """
 
     def __init__(
-        self, vocab_size: int, num_outputs: int, embed_dim: int = 16, hidden: int = 32, pad_id: int = 0
+        self,
+        vocab_size: int,
+        num_outputs: int,
+        embed_dim: int = 16,
+        hidden: int = 32,
+        pad_id: int = 0,
+        packed: bool | None = None,
     ):
         super().__init__()
-        self.pad_id = pad_id
+        self.pad_id, self.packed = pad_id, packed
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.rnn = nn.LSTM(embed_dim, hidden, batch_first=True)
+        self.rnn = _StackedRNN("lstm", embed_dim, hidden, 1, bidirectional=False, dropout=0.0)
         self.head = nn.Linear(hidden, num_outputs)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = trim_to_longest(ids, self.pad_id)
         lengths = (ids != self.pad_id).sum(dim=1).clamp(min=1)
-        return self.head(_packed_features(self.rnn, self.embed(ids), lengths, "last"))
+        return self.head(self.rnn(self.embed(ids), lengths, self.packed)[1])
 
 
 class TextCNN(nn.Module):
@@ -219,7 +283,10 @@ class TransformerClassifier(nn.Module):
                 p.requires_grad_(False)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Pooled sentence vectors [B, hidden] before the head (MiniLM mean = sentence-transformers, unnormalized)."""
+        """Pooled sentence vectors [B, hidden] before the head.
+
+        For MiniLM with mean pooling this is sentence-transformers' embedding before its L2 normalization.
+        """
         ids = trim_to_longest(ids, self.pad_id)
         mask = ids != self.pad_id
         hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state

@@ -141,12 +141,12 @@ def _decode(raw: bytes, p: Path) -> str:
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         bad = raw[e.start : e.start + 4].hex(" ")
-        guess = "gbk"
+        start, end = raw.rfind(b"\n", 0, e.start) + 1, raw.find(b"\n", e.start)
+        guess, what = "gbk", "it looks like GBK/GB18030 (Chinese Windows) text"
         try:
-            raw.decode("gb18030")
-            what = "it looks like GBK/GB18030 (Chinese Windows) text"
+            raw[start : end if end >= 0 else len(raw)].decode("gb18030")
         except UnicodeDecodeError:
-            guess, what = "latin1", "the encoding is unknown"
+            guess, what = "ENCODING", "its encoding is unknown (big5? latin1?)"
         unzip = f"zcat {p.name} | " if p.suffix.lower() == ".gz" else f"cat {p.name} | "
         raise DataError(
             f"{p}, line {line}: not UTF-8 (bytes {bad}); {what}",

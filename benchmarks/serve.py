@@ -1,0 +1,235 @@
+"""Serving throughput and latency: micro-batching against one forward pass per request, torch against ONNX.
+
+    DANLU_DATA=/work/shared/datasets .venv/bin/python benchmarks/serve.py            # trains mnist-cnn (1 epoch)
+    .venv/bin/python benchmarks/serve.py --run runs/20250101-120000-mnist-cnn        # or use a run you have
+
+For each backend (torch, onnx) and each batching setting (--max-batch-size 64, and 1 as the baseline) it
+starts ``danlu serve`` as a subprocess on 127.0.0.1, then a closed loop of 1, 8 and 32 concurrent clients
+(httpx, async, one process) each sending single-image JSON requests (base64 PNGs of MNIST test digits)
+back to back. Each level is bounded by --requests and --seconds, so the script always stops by itself.
+The load generator shares the CPU with the server: on a 2-core machine that is part of what is measured.
+Targets on 2 cores: with 32 clients, batching >= 2x the baseline's requests/s and p99 < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor() or cpu
+    import fastapi
+    import httpx
+    import onnxruntime
+    import torch
+    import uvicorn
+
+    return (f"machine: {os.cpu_count()} cores, {cpu}, {platform.platform()}\n"
+            f"versions: python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} "
+            f"threads), onnxruntime {onnxruntime.__version__}, fastapi {fastapi.__version__}, "
+            f"uvicorn {uvicorn.__version__}, httpx {httpx.__version__}")
+
+
+def get_run(args: argparse.Namespace) -> Path:
+    if args.run:
+        from danlu.runs import resolve_run
+
+        return resolve_run(args.run)
+    from danlu.api import train
+
+    if not os.environ.get("DANLU_DATA"):
+        shared = ROOT.parent / "shared" / "datasets"
+        if shared.is_dir():
+            os.environ["DANLU_DATA"] = str(shared)
+    print("training mnist-cnn for 1 epoch (pass --run RUN to skip this) ...", flush=True)
+    result = train("mnist-cnn", ["train.epochs=1"], runs_dir=ROOT / "benchmarks" / "out" / "runs", progress=False)
+    print(f"trained {result.run.name}: test accuracy {result.metrics.get('accuracy', float('nan')):.4f}", flush=True)
+    return result.run
+
+
+def payloads(run: Path, n: int = 64) -> list[bytes]:
+    """JSON bodies, one MNIST test image each (PNG, base64)."""
+    import json
+
+    from PIL import Image
+
+    from danlu.api import load_run, prepare
+
+    _, recipe, _ = load_run(run)
+    splits, _, _ = prepare(recipe, for_inference=True)
+    images = splits.test.x[:n].numpy()  # uint8 [n, 1, 28, 28]
+    bodies = []
+    for img in images:
+        buf = io.BytesIO()
+        Image.fromarray(img[0]).save(buf, format="PNG")
+        bodies.append(json.dumps({"inputs": [base64.b64encode(buf.getvalue()).decode()], "top_k": 3}).encode())
+    return bodies
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``danlu serve`` in a subprocess, stopped with SIGTERM (graceful) at the end."""
+
+    def __init__(self, run: Path, backend: str, max_batch_size: int):
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "danlu", "serve", str(run), "--port", str(self.port), "--backend", backend,
+               "--max-batch-size", str(max_batch_size), "--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    """(sum, count) of danlu_batch_size from /metrics."""
+    import httpx
+
+    total = count = 0.0
+    for line in httpx.get(url + "/metrics", timeout=5.0).text.splitlines():
+        if line.startswith("danlu_batch_size_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("danlu_batch_size_count"):
+            count = float(line.split()[-1])
+    return total, count
+
+
+async def closed_loop(url: str, bodies: list[bytes], clients: int, max_requests: int, max_seconds: float
+                      ) -> tuple[list[float], int, float]:
+    """Each client sends a request as soon as its previous one is answered; returns (latencies, failures, wall)."""
+    import httpx
+
+    latencies: list[float] = []
+    failures = 0
+    sent = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
+        for body in bodies[:clients]:  # warm up every connection
+            await client.post("/v1/predict", content=body, headers=headers)
+        t_start = time.perf_counter()
+        stop_at = t_start + max_seconds
+
+        async def worker(k: int) -> None:
+            nonlocal failures, sent
+            i = k
+            while sent < max_requests and time.perf_counter() < stop_at:
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/predict", content=bodies[i % len(bodies)], headers=headers)
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - t0)
+                failures += not ok
+                i += clients
+
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+        wall = time.perf_counter() - t_start
+    return latencies, failures, wall
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", help="a mnist-cnn (or any image) run; default: train mnist-cnn for 1 epoch")
+    p.add_argument("--clients", default="1,8,32", help="concurrency levels")
+    p.add_argument("--backends", default="torch,onnx")
+    p.add_argument("--requests", type=int, default=2000, help="most requests per level")
+    p.add_argument("--seconds", type=float, default=10.0, help="longest a level runs")
+    args = p.parse_args()
+    print(machine(), flush=True)
+    run = get_run(args)
+    bodies = payloads(run)
+    levels = [int(c) for c in args.clients.split(",")]
+    rows = []
+    for backend in args.backends.split(","):
+        for batch in (64, 1):
+            server = Server(run, backend, batch)
+            try:
+                server.wait_ready()
+                for clients in levels:
+                    before = batch_stats(server.url)
+                    lat, failed, wall = asyncio.run(closed_loop(server.url, bodies, clients, args.requests,
+                                                                args.seconds))
+                    after = batch_stats(server.url)
+                    mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                    row = (backend, batch, clients, len(lat), failed, len(lat) / wall, percentile(lat, 50) * 1e3,
+                           percentile(lat, 99) * 1e3, mean_batch)
+                    rows.append(row)
+                    print(f"  {backend:<5} max-batch {batch:<3} clients {clients:<3} {row[5]:8.1f} req/s  "
+                          f"p50 {row[6]:6.1f} ms  p99 {row[7]:6.1f} ms  mean batch {mean_batch:5.1f}  "
+                          f"failed {failed}", flush=True)
+            finally:
+                server.stop()
+
+    print(f"\nrun: {run}\n")
+    print("| backend | max batch | clients | requests | failed | req/s | p50 ms | p99 ms | mean batch |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:.1f} | {r[6]:.1f} | {r[7]:.1f} | {r[8]:.1f} |")
+    print()
+    for backend in args.backends.split(","):
+        top = max(levels)
+        on = next((r for r in rows if r[0] == backend and r[1] == 64 and r[2] == top), None)
+        off = next((r for r in rows if r[0] == backend and r[1] == 1 and r[2] == top), None)
+        if on and off:
+            print(f"{backend}: {top} clients, batching {on[5]:.1f} req/s vs baseline {off[5]:.1f} req/s = "
+                  f"{on[5] / off[5]:.2f}x (target >= 2x); p99 {on[7]:.1f} ms (target < 100 ms)")
+    if any(r[4] for r in rows):
+        print("FAILED REQUESTS: see the table")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""The HTTP server: ``create_app(run, ...)`` builds a FastAPI app around one run.
+
+Routes: POST /v1/predict, GET /v1/model (API key required on both when one is set), GET /healthz,
+GET /metrics (Prometheus), the web page at /, OpenAPI at /docs. Every error is JSON
+``{"error": ..., "detail": ...}``; bad input is a 422 that names the input and what was wrong, never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from danlu.errors import DanluError
+from danlu.runs import read_json
+from danlu.serve.batching import BatcherClosed, MicroBatcher
+from danlu.serve.docs import ERRORS, PREDICT_OPENAPI, PredictResponse
+from danlu.serve.engine import Engine
+from danlu.serve.inputs import PredictRequest, RequestError, parse_json, parse_uploads
+from danlu.serve.metrics import Metrics
+
+STATIC = Path(__file__).parent / "static"
+# The page uses only its own files: no inline script, no CDN; images are previewed from blob: URLs.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+ROUTES = ("/", "/v1/predict", "/v1/model", "/healthz", "/metrics", "/docs", "/openapi.json")
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+
+def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64, max_wait_ms: float = 5,
+               max_body_mb: float = 10, max_inputs: int = 64, api_key: str | None = None, *,
+               runs_dir: Path | None = None, data_dir: Path | None = None) -> FastAPI:
+    """Load the run (exporting ONNX first for backend="onnx" when needed) and build the app."""
+    if max_batch_size < 1 or max_inputs < 1:
+        raise DanluError("--max-batch-size and --max-inputs must be at least 1")
+    if max_wait_ms < 0 or max_body_mb <= 0:
+        raise DanluError("--max-wait-ms must be >= 0 and --max-body-mb > 0")
+    engine = Engine.load(run, backend, runs_dir, data_dir)
+    _warm_up(engine)
+    predictor = engine.predictor
+    metrics = Metrics({"run": predictor.run_dir.name, "recipe": predictor.recipe.name, "backend": backend})
+    batcher = MicroBatcher(engine.run_batch, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                           on_batch=metrics.observe_batch)
+    max_body = int(max_body_mb * 1024 * 1024)
+    card = model_card(engine, dict(max_inputs=max_inputs, max_body_mb=max_body_mb, max_batch_size=max_batch_size,
+                                   max_wait_ms=max_wait_ms), api_key is not None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:  # uvicorn has let in-flight requests finish; answer whatever is still queued, then stop
+            await batcher.close()
+
+    app = FastAPI(title=f"danlu · {predictor.recipe.name}", version=_version(), lifespan=lifespan,
+                  description=f"Predictions from the run {predictor.run_dir.name} ({card['task']}, {card['kind']}).")
+    app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
+    _add_error_handlers(app)
+    app.add_middleware(Gate, metrics=metrics, max_body=max_body)
+    auth = Depends(_key_checker(api_key))
+    schema = engine.schema
+
+    @app.post("/v1/predict", dependencies=[auth], response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI,
+              responses=ERRORS, summary="Predict images, texts or feature rows (JSON or multipart files)")
+    async def predict(request: Request) -> JSONResponse:
+        content_type = request.headers.get("content-type", "").lower()
+        if content_type.startswith("multipart/form-data"):
+            files, top_k = await _read_form(request, max_inputs, max_body)
+            x, req = await run_in_threadpool(_prepare, engine, lambda: parse_uploads(files, top_k, schema.kind,
+                                                                                       max_inputs))
+        else:  # JSON, whatever the client called it (curl -d sends application/x-www-form-urlencoded)
+            body = await request.body()
+            x, req = await run_in_threadpool(_prepare, engine, lambda: parse_json(body, schema, max_inputs))
+        outputs = await batcher.submit(x, len(x))
+        return JSONResponse({"predictions": engine.format(outputs, req.labels, req.top_k)})
+
+    @app.get("/v1/model", dependencies=[auth], responses={401: ERRORS[401]},
+             summary="The model card: task, classes, input spec, test metrics")
+    async def model() -> dict[str, Any]:
+        return card
+
+    @app.get("/healthz", summary="Liveness: 200 while serving, 503 while shutting down")
+    async def healthz() -> JSONResponse:
+        if not batcher.running:
+            return JSONResponse({"status": "shutting down"}, status_code=503)
+        return JSONResponse({"status": "ok", "backend": backend, "queued_inputs": batcher.queued})
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _prepare(engine: Engine, parse: Callable[[], PredictRequest]) -> tuple[Any, PredictRequest]:
+    """Parse and preprocess one request (in a worker thread): bad input fails here, before it joins a batch."""
+    req = parse()
+    return engine.prepare(req.inputs), req
+
+
+async def _read_form(request: Request, max_inputs: int, max_body: int) -> tuple[list[tuple[str, bytes]], Any]:
+    try:
+        form = await request.form(max_files=max_inputs, max_fields=8, max_part_size=max_body)
+    except HTTPException as e:
+        raise RequestError("the multipart form could not be read", e.detail) from None
+    try:
+        files, top_k = [], None
+        for key, value in form.multi_items():
+            if key == "files" and isinstance(value, UploadFile):
+                files.append((value.filename or "", await value.read()))
+            elif key == "top_k" and isinstance(value, str):
+                top_k = value
+            else:
+                raise RequestError(f"unexpected form field '{key}'",
+                                   "upload images in the field 'files' (repeat it for several); optional: top_k")
+        return files, top_k
+    finally:
+        await form.close()
+
+
+def _key_checker(api_key: str | None) -> Callable[[Request], Awaitable[None]]:
+    """A dependency that accepts ``X-API-Key: KEY`` or ``Authorization: Bearer KEY`` when a key is set."""
+    expected = api_key.encode() if api_key else None
+
+    async def check(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("x-api-key")
+        if given is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else None
+        if given is None or not hmac.compare_digest(given.encode(), expected):
+            raise RequestError("missing or wrong API key" if given is None else "wrong API key",
+                               "send it as the header X-API-Key: KEY or Authorization: Bearer KEY", status=401)
+
+    return check
+
+
+def model_card(engine: Engine, limits: dict[str, Any], key_required: bool) -> dict[str, Any]:
+    """What /v1/model and the web page show: task, classes, the input contract, the test metrics."""
+    p, schema = engine.predictor, engine.schema
+    report_path = p.run_dir / "report.json"
+    report = read_json(report_path) if report_path.is_file() else {}
+    if schema.kind == "image":
+        spec: dict[str, Any] = {"shape": schema.input_shape, "accepts": "base64 images or data URLs in 'inputs', "
+                                                                        "or image files in the multipart field 'files'"}
+    elif schema.kind == "tabular":
+        spec = {"features": schema.features, "categories": schema.categories, "defaults": _feature_means(schema),
+                "accepts": "rows as lists in the order of 'features', or objects keyed by feature name; "
+                           "null (or a missing value) means the training average"}
+    else:
+        spec = {"max_length": schema.input_shape[0] if schema.input_shape else None, "accepts": "non-empty strings"}
+    return {"run": p.run_dir.name, "recipe": p.recipe.name, "description": p.recipe.description,
+            "model": p.recipe.model.name, "task": schema.task, "kind": schema.kind, "classes": schema.classes,
+            "targets": schema.targets, "source": schema.source, "input": spec, "metrics": report.get("metrics", {}),
+            "test_samples": report.get("samples"), "backend": engine.backend, "limits": limits,
+            "api_key_required": key_required}
+
+
+def _feature_means(schema: Any) -> dict[str, float]:
+    """Training mean of each numeric feature (in its own units), as placeholders for the web form."""
+    out, j = {}, 0
+    for name in schema.features or []:
+        width = len(schema.categories.get(name, ())) or 1
+        if name not in schema.categories and schema.mean and j < len(schema.mean):
+            out[name] = round(float(schema.mean[j]), 4)
+        j += width
+    return out
+
+
+def _warm_up(engine: Engine) -> None:
+    """One forward pass at start-up, so the first request does not pay for lazy initialization."""
+    import torch
+
+    if engine.kind in ("image", "tabular"):
+        engine.run_batch([torch.zeros(1, *engine.schema.input_shape)])
+
+
+def _version() -> str:
+    from danlu import __version__
+
+    return __version__
+
+
+def _error(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def request_error(request: Request, e: RequestError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return _error(e.status, e.error, e.detail, headers)
+
+    async def user_error(request: Request, e: DanluError) -> JSONResponse:  # DataError from preprocessing
+        return _error(422, e.message, e.hint)
+
+    async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+        return _error(422, "the request does not match the API", e.errors())
+
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        text = e.detail if isinstance(e.detail, str) else "request failed"
+        return _error(e.status_code, f"{text}: {request.url.path}" if e.status_code == 404 else text,
+                      None, dict(e.headers) if e.headers else None)
+
+    async def closed(request: Request, e: BatcherClosed) -> JSONResponse:
+        return _error(503, "the server is shutting down", "retry against another instance")
+
+    async def internal(request: Request, e: Exception) -> JSONResponse:
+        return _error(500, "internal error", type(e).__name__)
+
+    app.add_exception_handler(RequestError, request_error)
+    app.add_exception_handler(DanluError, user_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(BatcherClosed, closed)
+    app.add_exception_handler(Exception, internal)
+
+
+class Gate:
+    """Pure ASGI middleware: the body limit on the raw stream (any content type), and request metrics.
+
+    The body is read here, up to the limit, before any route sees it; over the limit (declared or actual)
+    the answer is 413 and the rest of the stream is never read.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body: int):
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                       send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500  # what the client gets if the app fails before answering
+
+        async def send_and_watch(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight += 1
+        try:
+            body, disconnected = await self._read_body(scope, receive)
+            if body is None:
+                limit = f"{self.max_body / 1024 / 1024:g} MiB"
+                await _send_json(send_and_watch, 413, {"error": f"the request body is larger than {limit}",
+                                                       "detail": "send fewer or smaller inputs per request"})
+                return
+            await self.app(scope, _replay(body, disconnected, receive), send_and_watch)
+        finally:
+            self.metrics.in_flight -= 1
+            route = getattr(scope.get("route"), "path", None) or scope["path"]
+            route = route if route in ROUTES else "/static" if route.startswith("/static/") else "other"
+            self.metrics.observe_request(route, scope["method"], status, time.perf_counter() - t0)
+
+    async def _read_body(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> tuple[bytes | None, bool]:
+        """(body, client disconnected); body is None when over the limit."""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body:
+                        return None, False
+                except ValueError:
+                    pass
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks), True
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_body:
+                return None, False
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), False
+
+
+def _replay(body: bytes, disconnected: bool, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
+    """A receive() that hands the app the buffered body once, then passes through (for http.disconnect)."""
+    sent = False
+
+    async def replayed() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        if disconnected:
+            return {"type": "http.disconnect"}
+        return await receive()
+
+    return replayed
+
+
+async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, payload: dict) -> None:
+    import json
+
+    data = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": data})

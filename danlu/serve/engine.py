@@ -1,0 +1,107 @@
+"""The served model: the run's Predictor for preprocessing and postprocessing, PyTorch or ONNX Runtime in between.
+
+Both backends read only the run folder's safetensors/ONNX and JSON files, never a pickle.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from danlu.errors import DanluError, DataError
+from danlu.predictor import Predictor
+from danlu.training import has_conv
+
+BACKENDS = ("torch", "onnx")
+
+
+class Engine:
+    """prepare (per request) → run_batch (merged requests) → format (per request)."""
+
+    def __init__(self, predictor: Predictor, backend: str = "torch", session: Any = None):
+        self.predictor, self.backend, self.session = predictor, backend, session
+        self.schema = predictor.schema
+        self.pad_id = int(self.schema.text.get("pad_id", 0)) if self.schema.kind == "text" else 0
+        # convolutions run ~2x faster channels-last on CPU (mnist-cnn: 0.58 vs 1.5 ms at batch 1), as in training
+        self.channels_last = session is None and self.kind == "image" and has_conv(predictor.model)
+        if self.channels_last:
+            predictor.model.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def load(cls, run: str | Path, backend: str = "torch", runs_dir: Path | None = None,
+             data_dir: Path | None = None) -> Engine:
+        if backend not in BACKENDS:
+            raise DanluError(f"unknown backend '{backend}'", hint="use --backend torch or --backend onnx")
+        predictor = Predictor.load(run, runs_dir)
+        if backend == "torch":
+            return cls(predictor, backend)
+        return cls(predictor, backend, _onnx_session(predictor.run_dir, data_dir))
+
+    @property
+    def kind(self) -> str:
+        return self.schema.kind
+
+    def prepare(self, inputs: list[Any]) -> torch.Tensor:
+        """Validated inputs → model input; raises DataError naming the bad input."""
+        x = self.predictor.to_tensor(inputs)
+        if x.is_floating_point():
+            bad = (~torch.isfinite(x.reshape(len(x), -1))).any(1).nonzero()
+            if len(bad):
+                raise DataError(f"input {int(bad[0])}: a value is too large to represent after normalization",
+                                hint="send values in the range the model was trained on")
+        return x
+
+    def collate(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """One batch from several requests; token ids of different lengths are right-padded with pad_id."""
+        if len(parts) == 1:
+            return parts[0]
+        if self.kind == "text":
+            longest = max(p.shape[1] for p in parts)
+            parts = [torch.nn.functional.pad(p, (0, longest - p.shape[1]), value=self.pad_id) for p in parts]
+        return torch.cat(parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities or regression values, as ``Predictor.forward`` returns them."""
+        if self.session is None:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                return self.predictor.forward(x)
+        name = self.session.get_inputs()[0].name
+        return torch.from_numpy(self.session.run(None, {name: x.numpy()})[0])
+
+    def run_batch(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Called in the model thread with every request of one batch."""
+        out = self.forward(self.collate(parts))
+        return list(out.split([len(p) for p in parts]))
+
+    def format(self, outputs: torch.Tensor, labels: list[Any], top_k: int) -> list[dict[str, Any]]:
+        return _finite(self.predictor.format(outputs, labels, top_k))
+
+
+def _onnx_session(run_dir: Path, data_dir: Path | None) -> Any:
+    """ONNX Runtime on the run's model.onnx; exported first when missing or older than the weights."""
+    import onnxruntime as ort
+
+    from danlu.export import ONNX_NAME, export_onnx, onnx_is_current
+
+    if not onnx_is_current(run_dir):
+        export_onnx(run_dir, data_dir=data_dir, say=lambda msg: None)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(os.fspath(run_dir / ONNX_NAME), options, providers=["CPUExecutionProvider"])
+
+
+def _finite(obj: Any) -> Any:
+    """Non-finite numbers become null: a response is always valid JSON."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,45 @@
+"""Run the app under uvicorn: one process, or ``workers`` processes sharing the port.
+
+Several workers need an importable factory, so the settings travel to them in an environment variable.
+Each worker gets cores / workers torch threads so the processes do not fight over the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+CONFIG_ENV = "DANLU_SERVE_CONFIG"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def run_server(settings: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+               log_level: str = "info") -> None:
+    """Serve until SIGINT/SIGTERM; uvicorn then lets in-flight requests finish before the app drains its queue."""
+    import uvicorn
+
+    if host not in LOOPBACK and not settings.get("api_key"):
+        print(f"warning: serving on {host} without an API key; anyone who can reach it can use the model "
+              "(set --api-key or DANLU_API_KEY)", file=sys.stderr)
+    common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=None)
+    if workers <= 1:
+        from danlu.serve.app import create_app
+
+        uvicorn.run(create_app(**settings), **common)
+        return
+    os.environ[CONFIG_ENV] = json.dumps({**settings, "workers": workers})
+    uvicorn.run("danlu.serve.server:app_from_env", factory=True, workers=workers, **common)
+
+
+def app_from_env() -> Any:
+    """The factory each worker process calls."""
+    import torch
+
+    from danlu.serve.app import create_app
+
+    settings = json.loads(os.environ[CONFIG_ENV])
+    workers = settings.pop("workers", 1)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    return create_app(**settings)

@@ -1,0 +1,307 @@
+// danlu's model page: reads the model card, builds the input for the run's kind, shows predictions as bars.
+// Plain browser JavaScript, no build step. Everything the server sent is shown with textContent, never as HTML.
+"use strict";
+
+const KEY_STORE = "danlu-api-key";
+const $ = (id) => document.getElementById(id);
+
+class ApiError extends Error {
+  constructor(message, detail) { super(message); this.detail = detail; }
+}
+
+// ---------------------------------------------------------------- API key and requests
+
+function askForKey(message) {
+  const dialog = $("key-dialog");
+  $("key-message").textContent = message;
+  $("key-input").value = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      const key = $("key-input").value.trim();
+      if (key) sessionStorage.setItem(KEY_STORE, key);
+      resolve();
+    }, { once: true });
+    if (!dialog.open) dialog.showModal();
+    $("key-input").focus();
+  });
+}
+
+async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  const key = sessionStorage.getItem(KEY_STORE);
+  if (key) headers.set("X-API-Key", key);
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    const hadKey = Boolean(key);
+    sessionStorage.removeItem(KEY_STORE);
+    await askForKey(hadKey ? "That key was not accepted. Try again." :
+      "This server asks for an API key. It is kept in this tab only.");
+    return api(path, options);
+  }
+  let body;
+  try { body = await response.json(); } catch { body = { error: `HTTP ${response.status}` }; }
+  if (!response.ok) throw new ApiError(body.error || `HTTP ${response.status}`, body.detail);
+  return body;
+}
+
+// ---------------------------------------------------------------- the model card
+
+function formatMetric(name, value) {
+  if (typeof value !== "number") return String(value);
+  const asPercent = /accuracy|precision|recall|f1|auc/.test(name);
+  return asPercent ? `${(value * 100).toFixed(2)}%` : value.toPrecision(4);
+}
+
+function fact(dl, term, value) {
+  if (value === null || value === undefined || value === "") return;
+  const dt = document.createElement("dt");
+  const dd = document.createElement("dd");
+  dt.textContent = term;
+  dd.textContent = value;
+  dl.append(dt, dd);
+}
+
+function inputSummary(card) {
+  const spec = card.input || {};
+  if (card.kind === "image" && spec.shape) {
+    const [c, h, w] = spec.shape;
+    return `${w}×${h} ${c === 1 ? "grayscale" : "RGB"} image`;
+  }
+  if (card.kind === "tabular") return `${(spec.features || []).length} features`;
+  return spec.max_length ? `text, up to ${spec.max_length} tokens` : "text";
+}
+
+function showCard(card) {
+  document.title = `danlu · ${card.recipe}`;
+  $("model-name").textContent = card.recipe;
+  $("model-description").textContent = card.description || "";
+  $("backend").textContent = card.backend === "onnx" ? "ONNX Runtime" : "PyTorch";
+  $("backend").hidden = false;
+
+  const facts = $("facts");
+  facts.replaceChildren();
+  fact(facts, "Task", card.task);
+  fact(facts, "Input", inputSummary(card));
+  fact(facts, "Model", card.model);
+  fact(facts, "Data", card.source);
+  fact(facts, "Test samples", card.test_samples);
+  fact(facts, "Run", card.run);
+
+  const rows = $("metrics").tBodies[0];
+  rows.replaceChildren();
+  const metrics = Object.entries(card.metrics || {}).filter(([, v]) => typeof v === "number");
+  for (const [name, value] of metrics) {
+    const tr = rows.insertRow();
+    tr.insertCell().textContent = name.replaceAll("_", " ");
+    tr.insertCell().textContent = formatMetric(name, value);
+  }
+  $("no-metrics").hidden = metrics.length > 0;
+
+  const chips = $("classes");
+  chips.replaceChildren();
+  const names = card.classes || card.targets || [];
+  for (const name of names.slice(0, 40)) {
+    const li = document.createElement("li");
+    li.textContent = name;
+    chips.append(li);
+  }
+  if (names.length > 40) {
+    const li = document.createElement("li");
+    li.textContent = `+${names.length - 40} more`;
+    chips.append(li);
+  }
+}
+
+// ---------------------------------------------------------------- results
+
+function showError(error) {
+  const box = $("error");
+  box.replaceChildren(document.createTextNode(error.message));
+  if (error.detail) {
+    const small = document.createElement("small");
+    small.textContent = typeof error.detail === "string" ? error.detail : JSON.stringify(error.detail);
+    box.append(small);
+  }
+  box.hidden = false;
+}
+
+function bars(top) {
+  const list = document.createElement("ol");
+  list.className = "bars";
+  for (const { label, probability } of top) {
+    const li = document.createElement("li");
+    li.className = "bar";
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = label;
+    name.title = label;
+    const track = document.createElement("div");
+    track.className = "track";
+    const fill = document.createElement("div");
+    fill.className = "fill";
+    track.append(fill);
+    const value = document.createElement("span");
+    value.className = "probability";
+    value.textContent = `${(probability * 100).toFixed(1)}%`;
+    li.append(name, track, value);
+    list.append(li);
+    requestAnimationFrame(() => { fill.style.width = `${Math.max(probability * 100, 0.5)}%`; });
+  }
+  return list;
+}
+
+function values(prediction) {
+  const dl = document.createElement("dl");
+  dl.className = "values";
+  for (const [name, value] of Object.entries(prediction)) {
+    const row = document.createElement("div");
+    const dt = document.createElement("dt");
+    dt.textContent = name;
+    const dd = document.createElement("dd");
+    dd.textContent = value === null ? "—" : Number(value).toPrecision(5);
+    row.append(dt, dd);
+    dl.append(row);
+  }
+  return dl;
+}
+
+function showPredictions(predictions, names) {
+  const results = $("results");
+  results.replaceChildren();
+  predictions.forEach((row, i) => {
+    const block = document.createElement("div");
+    block.className = "result";
+    if (predictions.length > 1 || names) {
+      const title = document.createElement("h3");
+      title.textContent = names ? names[i] : `input ${i + 1}`;
+      block.append(title);
+    }
+    block.append(row.top ? bars(row.top) : values(row.prediction || {}));
+    results.append(block);
+  });
+}
+
+async function predict(body, names) {
+  $("error").hidden = true;
+  $("status").hidden = false;
+  $("status").textContent = "Predicting…";
+  document.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = true; });
+  const t0 = performance.now();
+  try {
+    const result = await api("v1/predict", { method: "POST", ...body });
+    $("status").hidden = true;
+    $("timing").textContent = `${Math.round(performance.now() - t0)} ms`;
+    showPredictions(result.predictions, names);
+  } catch (error) {
+    $("status").hidden = true;
+    $("results").replaceChildren();
+    showError(error);
+  } finally {
+    document.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = false; });
+  }
+}
+
+const topK = () => Number($("top-k").value);
+
+function jsonBody(inputs) {
+  return { headers: { "Content-Type": "application/json" }, body: JSON.stringify({ inputs, top_k: topK() }) };
+}
+
+// ---------------------------------------------------------------- inputs per kind
+
+function setUpImage() {
+  $("image-input").hidden = false;
+  const drop = $("drop");
+  let last = null;
+
+  const send = (files) => {
+    if (!files.length) return;
+    last = files;
+    const preview = $("preview");
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.src = URL.createObjectURL(files[0]);
+    preview.onload = () => { preview.classList.toggle("pixelated", preview.naturalWidth < 64); };
+    preview.hidden = false;
+    $("drop-text").hidden = true;
+    $("file-name").textContent = files.length === 1 ? files[0].name : `${files[0].name} and ${files.length - 1} more`;
+    const form = new FormData();
+    for (const file of files) form.append("files", file, file.name);
+    form.append("top_k", String(topK()));
+    predict({ body: form }, files.map((f) => f.name));
+  };
+
+  $("file").addEventListener("change", (e) => send([...e.target.files]));
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    send([...e.dataTransfer.files].filter((f) => f.type.startsWith("image/") || !f.type));
+  });
+  $("top-k").addEventListener("change", () => { if (last) send(last); });
+}
+
+function setUpText() {
+  const form = $("text-input");
+  form.hidden = false;
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("text").value;
+    if (text.trim()) predict(jsonBody([text]));
+  });
+  $("text").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) form.requestSubmit();
+  });
+}
+
+function setUpTabular(spec) {
+  const form = $("tabular-input");
+  form.hidden = false;
+  const box = $("features");
+  const categories = spec.categories || {};
+  const defaults = spec.defaults || {};
+  for (const name of spec.features || []) {
+    const label = document.createElement("label");
+    const caption = document.createElement("span");
+    caption.textContent = name;
+    caption.title = name;
+    let field;
+    if (categories[name]) {
+      field = document.createElement("select");
+      field.append(new Option("(missing)", ""));
+      for (const c of categories[name]) field.append(new Option(c, c));
+    } else {
+      field = document.createElement("input");
+      field.type = "number";
+      field.step = "any";
+      if (name in defaults) field.placeholder = String(defaults[name]);
+    }
+    field.dataset.feature = name;
+    label.append(caption, field);
+    box.append(label);
+  }
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const row = {};
+    for (const field of box.querySelectorAll("[data-feature]")) {
+      const v = field.value.trim();
+      row[field.dataset.feature] = v === "" ? null : (field.tagName === "SELECT" ? v : Number(v));
+    }
+    predict(jsonBody([row]));
+  });
+}
+
+async function main() {
+  try {
+    const card = await api("v1/model");
+    showCard(card);
+    if (card.kind === "image") setUpImage();
+    else if (card.kind === "text") setUpText();
+    else setUpTabular(card.input || {});
+  } catch (error) {
+    $("model-name").textContent = "Model unavailable";
+    showError(error);
+  }
+}
+
+main();
