@@ -78,7 +78,7 @@ def _resnet(depth: int) -> Callable[[dict, Schema], nn.Module]:
         from danlu.models.resnet import build_resnet
 
         return build_resnet(depth, s.num_outputs, weights=o["weights"], freeze_backbone=o["freeze_backbone"],
-                            in_channels=s.input_shape[0])
+                            in_channels=s.input_shape[0], dropout=o["dropout"])
 
     return build_it
 

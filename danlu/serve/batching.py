@@ -4,6 +4,7 @@ One asyncio task takes the first waiting job, then gathers more until the batch 
 inputs or ``max_wait_ms`` have passed, runs the batch in a single model thread (torch and ONNX Runtime
 release the GIL, so the event loop keeps accepting requests meanwhile), and hands each job its slice.
 While one batch runs, the next one queues up, so under load batches fill without waiting at all.
+It waits only while other requests are being parsed (``arriving``): a lone client pays no waiting time.
 A job is never split: one larger than ``max_batch_size`` runs alone. ``max_batch_size=1`` turns
 batching off (every request gets its own forward pass).
 """
@@ -39,6 +40,7 @@ class MicroBatcher:
         self.run_batch, self.max_batch_size, self.max_wait = run_batch, max_batch_size, max_wait_ms / 1000.0
         self.on_batch = on_batch  # (inputs, jobs, seconds) after every forward pass
         self.queued = 0  # inputs waiting, for /healthz
+        self.arriving = 0  # requests being parsed that will submit soon (the app counts them)
         self._queue: asyncio.Queue[_Job | None] | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -91,7 +93,7 @@ class MicroBatcher:
                     job = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if remaining <= 0 or self.arriving == 0:  # nobody else is on the way: do not wait for nothing
                         break
                     try:
                         job = await asyncio.wait_for(queue.get(), remaining)
