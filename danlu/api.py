@@ -87,7 +87,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
         atomic_write_text(run_dir / "schema.json", schema.to_json())
         write_json(run_dir / "env.json", _env_info(str(select_device(recipe.train.device))))
-        for name, writer in splits.artifacts.items():
+        for writer in splits.artifacts.values():
             writer(run_dir)
         write_json(run_dir / "status.json", {"status": "training", "epoch": 0, "epochs": recipe.train.epochs})
     say(f"run: {run_dir}")

@@ -37,7 +37,8 @@ def describe(recipe_name: str, overrides: list[str], data_dir: Path | None = Non
         for s in ("val", "test"):
             if f"oov_rate_{s}" in stats:
                 lines.append(f"out-of-vocabulary rate {s}: {stats[f'oov_rate_{s}']:.2%}")
-        lines.append("truncated: " + "  ".join(f"{s} {stats.get(f'truncated_{s}', 0)}" for s in ("train", "val", "test")))
+        counts = "  ".join(f"{s} {stats.get(f'truncated_{s}', 0)}" for s in ("train", "val", "test"))
+        lines.append(f"truncated: {counts}")
     for note in splits.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ class Optimizer:
     @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
-        for gi, g in enumerate(self.param_groups):
+        for g in self.param_groups:
             items = [(k, p) for k, gg, p in self.params() if gg is g and p.grad is not None]
             if items:
                 self._update(g, [p for _, p in items], [p.grad for _, p in items], [k for k, _ in items])

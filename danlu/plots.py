@@ -17,8 +17,9 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    from danlu.runs import atomic_write_bytes
     import io
+
+    from danlu.runs import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -24,7 +24,8 @@ DATASETS = (
     "mnist", "fashion-mnist", "cifar10", "imagefolder", "csv", "text", "chnsenticorp", "sst2",
 )
 DATASET_ALIASES = {"breast-cancer": "breast_cancer", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
-                   "cifar-10": "cifar10", "sst-2": "sst2", "image_folder": "imagefolder", "images": "imagefolder", "tabular": "csv"}
+                   "cifar-10": "cifar10", "sst-2": "sst2", "image_folder": "imagefolder", "images": "imagefolder",
+                   "tabular": "csv"}
 
 
 class _Strict(BaseModel):
@@ -193,7 +194,8 @@ def _recipe_source(name_or_path: str) -> tuple[str, str]:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
-            raise RecipeError(f"recipe file not found: {p}", hint="give a built-in recipe name (danlu recipes) or a YAML path")
+            raise RecipeError(f"recipe file not found: {p}",
+                              hint="give a built-in recipe name (danlu recipes) or a YAML path")
         try:
             return p.read_text(encoding="utf-8"), str(p)
         except UnicodeDecodeError as e:

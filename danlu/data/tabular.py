@@ -261,7 +261,8 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
     tr_rel, val_rel = split_off(y[rest] if strat else np.zeros(len(rest)), cfg.val_fraction, seed + 1, strat)
     train_idx, val_idx = rest[tr_rel], rest[val_rel]
     if cfg.limit_train:
-        train_idx = train_idx[subsample(y[train_idx] if strat else np.zeros(len(train_idx)), cfg.limit_train, seed, strat)]
+        strata = y[train_idx] if strat else np.zeros(len(train_idx))
+        train_idx = train_idx[subsample(strata, cfg.limit_train, seed, strat)]
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise DataError(f"{source}: too few rows ({len(y)}) to split into train/val/test",
                         hint="add rows, or lower data.test_fraction / data.val_fraction")

@@ -66,7 +66,8 @@ def _split_files(cfg: DataConfig, data_dir: Path | None) -> tuple[dict[str, Path
         files = {split: _find_file(root, (stem,)) for split, stem in stems.items()}
         missing = [f"{stems[s]}" for s, f in files.items() if f is None]
         if missing:
-            raise DataError(f"{root}: missing {', '.join(missing)} file(s)", hint="expected e.g. train.tsv.gz, dev.tsv.gz")
+            raise DataError(f"{root}: missing {', '.join(missing)} file(s)",
+                            hint="expected e.g. train.tsv.gz, dev.tsv.gz")
         text_col = t if text_col == "auto" else text_col
         label_col = lab if label_col == "auto" else label_col
         return files, corpus or name, text_col, label_col  # type: ignore[return-value]
@@ -101,7 +102,8 @@ class TextEncoder:
             self._tok = make_tokenizer(self.tokenizer_name)
         return [self._tok.tokenize(t) for t in texts]
 
-    def encode(self, texts: list[str], token_lists: list[list[str]] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    def encode(self, texts: list[str],
+               token_lists: list[list[str]] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         if self.pretrained is not None:
             return self.pretrained.encode(texts, self.max_len)
         return self.vocab.encode(token_lists if token_lists is not None else self.tokens(texts), self.max_len)
