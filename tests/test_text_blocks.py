@@ -88,6 +88,10 @@ def test_csv_with_stray_quotes_falls_back_to_plain_split(tmp_path):
     assert table.texts == ['"好酒店', "差", '不错"吧', "一般"]
     assert table.labels == ["1", "0", "1", "0"]
     assert any("quote processing off" in n for n in table.notes)
+    # With a comma in the text too, neither reading is consistent: name the line with the open quote.
+    unclosed = write(tmp_path / "b.csv", 'label,text\n0,ok\n1,"unclosed, with comma\n0,fine\n')
+    with pytest.raises(DataError, match="line 3: a quote opened on this line is never closed"):
+        read_text_table(unclosed)
 
 
 def test_csv_text_last_with_unquoted_commas_is_joined(tmp_path):
@@ -155,6 +159,8 @@ def test_empty_missing_and_short_rows(tmp_path):
         read_text_table(write(tmp_path / "b.tsv.gz", "\n\n"))
     with pytest.raises(DataError, match="not found"):
         read_text_table(tmp_path / "nope.tsv")
+    with pytest.raises(DataError, match="but no rows"):
+        read_text_table(write(tmp_path / "h.tsv", "text\tlabel\n"))
     with pytest.raises(DataError, match="line 3"):
         read_text_table(write(tmp_path / "c.tsv", "label\ttext\n1\tok\n0\n"))
     with pytest.raises(DataError, match="unsupported"):
@@ -320,6 +326,19 @@ def test_rnn_output_ignores_padding(cell, pooling):
     assert torch.allclose(results[True], results[False], atol=1e-5, rtol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_rnn_gpu_packed_path_matches_cpu():
+    from danlu.models.text import RNNClassifier
+
+    torch.manual_seed(0)
+    model = RNNClassifier(50, 3, embed_dim=16, hidden=8, layers=2).eval()
+    batch = with_long_neighbours([4, 9, 13, 2, 7, 21], 40)
+    with torch.no_grad():
+        cpu = model(batch)
+        gpu = model.cuda()(batch.cuda()).cpu()  # packed=None packs on GPU
+    assert torch.allclose(cpu, gpu, atol=1e-4, rtol=0)
+
+
 def test_article_lstm_and_textcnn_ignore_padding():
     from danlu.models.text import ArticleLSTM, TextCNN
 
@@ -340,16 +359,22 @@ def test_article_lstm_and_textcnn_ignore_padding():
 
 
 def test_rnn_overfits_twenty_chinese_sentences():
+    """End to end: char tokens -> vocab -> ids -> RNN; "不" flips the label, so word order matters."""
     from danlu.models.text import RNNClassifier
 
     torch.manual_seed(0)
     things = ["酒店", "房间", "早餐", "服务", "电脑"]
-    good, bad = ["很好", "干净", "不错", "满意"], ["太差", "很脏", "失望", "糟糕"]
+    goods, bads = ["干净", "安静", "方便", "满意"], ["脏乱", "吵闹", "麻烦", "失望"]
     texts, labels = [], []
     for i, thing in enumerate(things):
-        for j in range(2):
-            texts += [f"这家{thing}{good[(i + j) % 4]}", f"这家{thing}{bad[(i + j) % 4]}了"]
-            labels += [1, 0]
+        good, bad = goods[i % 4], bads[i % 4]
+        texts += [
+            f"这家{thing}很{good}",
+            f"这家{thing}不{good}",
+            f"这家{thing}很{bad}",
+            f"这家{thing}不{bad}",
+        ]
+        labels += [1, 0, 0, 1]
     tok = CharTokenizer()
     token_lists = [tok.tokenize(t) for t in texts]
     vocab = Vocab.build(token_lists)
@@ -357,16 +382,16 @@ def test_rnn_overfits_twenty_chinese_sentences():
     x, y = torch.from_numpy(ids), torch.tensor(labels)
     model = RNNClassifier(len(vocab), 2, embed_dim=32, hidden=32, dropout=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(300):
+    for _ in range(100):
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
-        if (model(x).argmax(1) == y).all():
-            break
     model.eval()
-    assert len(texts) == 20
-    assert (model(x).argmax(1) == y).float().mean().item() == 1.0
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean().item()
+    assert len(texts) == 20 and len(set(texts)) == 20
+    assert accuracy == 1.0 and loss.item() < 0.01
 
 
 @pytest.fixture(scope="module")

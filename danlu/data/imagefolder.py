@@ -387,12 +387,13 @@ def decode_images(
     (path, reason) failures; ok_indices maps each output row back to its position in paths. With
     size=None all images must share the first good image's size (others become failures).
 
-    Parallelism (processes=None picks): for small images most of PIL's time is Python-level header
-    parsing under the GIL, so threads do not scale, and forked processes do. CIFAR-10 test set
-    (10k JPEGs, 32x32) on 2 cores: 1 thread ~4,000 img/s, 2 threads ~4,000 img/s, 2 forked processes
-    ~7,000 img/s. Hymenoptera (500x375 JPEGs -> 224x224): 1 thread 161, 2 threads 241 img/s (decode
-    releases the GIL), 2 processes about the same. So: forked processes for >= 1000 images on Linux,
-    threads otherwise (and as the fallback if the process pool breaks).
+    Parallelism (processes=None picks): for small images ~85% of PIL's time is Python-level header
+    parsing under the GIL, so threads barely scale, while forked processes do. CIFAR-10 test set (10k
+    JPEGs -> 32x32) on this 2-core box with one other job running: 1 thread ~3,900-4,150 img/s, 2 threads
+    ~3,650-3,750 img/s, 2 processes ~6,950-7,100 img/s; CPU time per image is the same either way (~0.28 ms
+    measured under load), so only processes use the second core. Hymenoptera (500x375 JPEGs -> 224x224):
+    1 thread 161 img/s, 2 threads 241 img/s (decoding releases the GIL). Hence: forked processes writing
+    into shared memory for >= 1000 images on Linux, threads otherwise and as the fallback.
     """
     paths = [Path(p) for p in paths]
     n = len(paths)

@@ -8,7 +8,6 @@ GET /metrics (Prometheus), the web page at /, OpenAPI at /docs. Every error is J
 from __future__ import annotations
 
 import hmac
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -43,7 +42,7 @@ PAGE_HEADERS = {
 }
 # Bodies up to this size are parsed and preprocessed on the event loop: decoding a small image takes less
 # time than handing it to a worker thread and back. Larger ones go to a thread so the loop stays responsive.
-INLINE_BODY = int(os.environ.get("DANLU_INLINE_BODY", 16 * 1024))
+INLINE_BODY = 16 * 1024
 ROUTES = ("/", "/v1/predict", "/v1/model", "/healthz", "/metrics", "/docs", "/openapi.json")
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -53,6 +52,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
                max_body_mb: float = 10, max_inputs: int = 64, api_key: str | None = None, *,
                runs_dir: Path | None = None, data_dir: Path | None = None) -> FastAPI:
     """Load the run (exporting ONNX first for backend="onnx" when needed) and build the app."""
+    api_key = api_key or None  # an empty key (e.g. DANLU_API_KEY="") means no key
     if max_batch_size < 1 or max_inputs < 1:
         raise DanluError("--max-batch-size and --max-inputs must be at least 1")
     if max_wait_ms < 0 or max_body_mb <= 0:
@@ -80,10 +80,10 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
     _add_error_handlers(app)
     app.add_middleware(Gate, metrics=metrics, max_body=max_body)
-    auth = Depends(_key_checker(api_key))
+    guarded = [Depends(_key_checker(api_key))] if api_key else []  # no key: no per-request dependency work
     schema = engine.schema
 
-    @app.post("/v1/predict", dependencies=[auth], response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI,
+    @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI,
               responses=ERRORS, summary="Predict images, texts or feature rows (JSON or multipart files)")
     async def predict(request: Request) -> JSONResponse:
         content_type = request.headers.get("content-type", "").lower()
@@ -106,7 +106,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
         outputs = await batcher.submit(x, len(x))
         return JSONResponse({"predictions": engine.format(outputs, req.labels, req.top_k)})
 
-    @app.get("/v1/model", dependencies=[auth], responses={401: ERRORS[401]},
+    @app.get("/v1/model", dependencies=guarded, responses={401: ERRORS[401]},
              summary="The model card: task, classes, input spec, test metrics")
     async def model() -> dict[str, Any]:
         return card
@@ -130,7 +130,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
 
 
 def _prepare(engine: Engine, parse: Callable[[], PredictRequest]) -> tuple[Any, PredictRequest]:
-    """Parse and preprocess one request (in a worker thread): bad input fails here, before it joins a batch."""
+    """Parse and preprocess one request: bad input fails here, alone, before it joins a batch."""
     req = parse()
     return engine.prepare(req.inputs), req
 
@@ -155,13 +155,11 @@ async def _read_form(request: Request, max_inputs: int, max_body: int) -> tuple[
         await form.close()
 
 
-def _key_checker(api_key: str | None) -> Callable[[Request], Awaitable[None]]:
-    """A dependency that accepts ``X-API-Key: KEY`` or ``Authorization: Bearer KEY`` when a key is set."""
-    expected = api_key.encode() if api_key else None
+def _key_checker(api_key: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency that accepts ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``, compared in constant time."""
+    expected = (api_key or "").encode()
 
     async def check(request: Request) -> None:
-        if expected is None:
-            return
         given = request.headers.get("x-api-key")
         if given is None:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")

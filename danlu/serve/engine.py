@@ -47,7 +47,7 @@ class Engine:
     def prepare(self, inputs: list[Any]) -> torch.Tensor:
         """Validated inputs → model input; raises DataError naming the bad input."""
         x = self.predictor.to_tensor(inputs)
-        if x.is_floating_point():
+        if self.kind == "tabular":  # normalized images are finite by construction
             bad = (~torch.isfinite(x.reshape(len(x), -1))).any(1).nonzero()
             if len(bad):
                 raise DataError(f"input {int(bad[0])}: a value is too large to represent after normalization",

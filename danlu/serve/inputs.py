@@ -147,8 +147,8 @@ def check_row(row: Any, i: int, features: list[str], categories: dict[str, list[
         unknown = [k for k in row if k not in features]
         missing = [f for f in features if f not in row]
         if unknown or missing:
-            parts = ([f"unknown column(s) {', '.join(map(repr, unknown))}"] if unknown else []) + \
-                    ([f"missing column(s) {', '.join(map(repr, missing))}"] if missing else [])
+            parts = ([f"unknown column(s) {_names(unknown)}"] if unknown else []) + \
+                    ([f"missing column(s) {_names(missing)} (send null for a missing value)"] if missing else [])
             raise RequestError(f"input {i}: {'; '.join(parts)}", {"expected_columns": features})
         values = list(row.values())
     elif isinstance(row, list):
@@ -200,6 +200,11 @@ def _check_count(n: int, max_inputs: int) -> None:
 
 def _reject_constant(name: str) -> Any:
     raise RequestError(f"the body contains {name}, which is not a number", "send finite numbers (or null if missing)")
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    text = ", ".join(map(repr, names[:shown]))
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _describe(v: Any) -> str:

@@ -53,3 +53,45 @@ def set_threads(workers: int) -> None:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(max(1, cores // workers - 1))
+
+
+class BackgroundServer:
+    """A uvicorn server on its own thread (tests, notebooks); ``stop()`` shuts it down gracefully."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+        import threading
+
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=None)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="danlu-serve", daemon=True)
+        self.host = host
+        self.port = port
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]  # port=0 picks a free one
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Like SIGTERM: stop accepting, let in-flight requests finish, drain the batch queue, return."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -78,6 +78,8 @@ def read_text_table(
         else:
             rows = _parse_csv(lines, p, notes)
         header, rows = _take_header(rows, p)
+    if not any(fields is not None for _, fields in rows):
+        raise DataError(f"{p} has a header ({', '.join(header)}) but no rows")
     label_idx = None if label_column is None else _pick_column(header, label_column, "label", LABEL_NAMES, p)
     text_idx = _pick_column(header, text_column, "text", TEXT_NAMES, p, exclude=label_idx)
     if text_idx == label_idx:
@@ -202,8 +204,25 @@ def _parse_csv(lines: list[str], p: Path, notes: list[str]) -> list[_Row]:
             hint="check the quotes on that line; a tab-separated file (.tsv) avoids quoting problems",
         )
     if merged:
+        last = quoted[-1][0]
+        if _unclosed_quote(lines[last - 1 :]):
+            raise DataError(
+                f"{p}, line {last}: a quote opened on this line is never closed, so the "
+                f"{len(lines) - last} line(s) after it were read as one field",
+                hint='close or remove that quote (write a literal quote as ""), or save the file as .tsv',
+            )
         notes.append(f"{merged} line break(s) are inside quoted fields (multi-line texts)")
     return quoted
+
+
+def _unclosed_quote(lines: list[str]) -> bool:
+    """True when the first record of ``lines`` opens a quote that runs to the end of the file."""
+    try:
+        for _ in csv.reader((line + "\n" for line in lines), strict=True):
+            pass
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
 
 
 def _parse_json(content: str, p: Path, notes: list[str]) -> tuple[list[str], list[_Row]]:

@@ -97,6 +97,10 @@ function showCard(card) {
   }
   $("no-metrics").hidden = metrics.length > 0;
 
+  const regression = card.task === "regression";
+  $("classes-heading").textContent = regression ? "Targets" : "Classes";
+  $("top-k-label").hidden = regression;
+
   const chips = $("classes");
   chips.replaceChildren();
   const names = card.classes || card.targets || [];
@@ -150,6 +154,18 @@ function bars(top) {
   return list;
 }
 
+function verdict({ label, probability }) {
+  const p = document.createElement("p");
+  p.className = "verdict";
+  const name = document.createElement("strong");
+  name.textContent = label;
+  const confidence = document.createElement("span");
+  confidence.className = "muted";
+  confidence.textContent = `${(probability * 100).toFixed(1)}% probability`;
+  p.append(name, confidence);
+  return p;
+}
+
 function values(prediction) {
   const dl = document.createElement("dl");
   dl.className = "values";
@@ -176,7 +192,8 @@ function showPredictions(predictions, names) {
       title.textContent = names ? names[i] : `input ${i + 1}`;
       block.append(title);
     }
-    block.append(row.top ? bars(row.top) : values(row.prediction || {}));
+    if (row.top && row.top.length) block.append(verdict(row.top[0]), bars(row.top));
+    else block.append(values(row.prediction || {}));
     results.append(block);
   });
 }

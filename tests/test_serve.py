@@ -1,0 +1,373 @@
+"""danlu serve: the HTTP API (TestClient), the micro-batcher, and a real uvicorn for concurrency and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import re
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from danlu.cli import main
+from danlu.data.schema import Schema
+from danlu.serve.app import create_app
+from danlu.serve.batching import MicroBatcher
+from danlu.serve.engine import Engine
+from danlu.serve.server import BackgroundServer
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One image run (8x8 digits) and one tabular run (30 features), shared by the module."""
+    from danlu.api import train
+
+    root = tmp_path_factory.mktemp("serve-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DANLU_CACHE", str(tmp_path_factory.mktemp("cache")))
+        image = train("digits-mlp", ["train.epochs=1"], runs_dir=root, progress=False).run
+        tabular = train("breast-cancer-mlp", ["train.epochs=1"], runs_dir=root, progress=False).run
+    return SimpleNamespace(image=image, tabular=tabular, root=root)
+
+
+@pytest.fixture(scope="module")
+def digit_png() -> bytes:
+    from sklearn.datasets import load_digits
+
+    img = (load_digits().images[0] * 15.9).astype(np.uint8)  # 0..16 → 0..255
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(runs):
+    with TestClient(create_app(runs.image, max_inputs=8, max_body_mb=1)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tabular(runs):
+    with TestClient(create_app(runs.tabular)) as c:
+        yield c
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def assert_error(r: httpx.Response, status: int, needle: str) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"error", "detail"} and needle in body["error"], body
+    return body
+
+
+# ---------------------------------------------------------------- predictions
+
+
+def test_json_multipart_and_cli_give_the_same_predictions(client, runs, digit_png, tmp_path, capsys):
+    png = tmp_path / "digit.png"
+    png.write_bytes(digit_png)
+    assert main(["predict", str(runs.image), str(png), "--json", "--top-k", "3"]) == 0
+    expected = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"][0]["top"]
+
+    r = client.post("/v1/predict", json={"inputs": [b64(digit_png), "data:image/png;base64," + b64(digit_png)]})
+    assert r.status_code == 200
+    rows = r.json()["predictions"]
+    assert [row["input"] for row in rows] == ["input 0", "input 1"]
+    assert rows[0]["top"] == rows[1]["top"] == expected
+
+    r = client.post("/v1/predict", files=[("files", ("a.png", digit_png, "image/png")),
+                                          ("files", ("b.png", digit_png, "image/png"))], data={"top_k": "2"})
+    assert r.status_code == 200
+    rows = r.json()["predictions"]
+    assert [row["input"] for row in rows] == ["a.png", "b.png"]
+    assert rows[0]["top"] == expected[:2]
+
+
+def test_top_k_and_probabilities(client, digit_png):
+    top = client.post("/v1/predict", json={"inputs": [b64(digit_png)], "top_k": 10}).json()["predictions"][0]["top"]
+    assert len(top) == 10 and abs(sum(t["probability"] for t in top) - 1) < 1e-4
+    assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
+
+
+def test_tabular_rows_as_lists_and_objects(tabular):
+    card = tabular.get("/v1/model").json()
+    features, defaults = card["input"]["features"], card["input"]["defaults"]
+    row = [defaults[f] for f in features]
+    r = tabular.post("/v1/predict", json={"inputs": [row, dict(zip(features, row, strict=True)),
+                                                     {f: None for f in features}], "top_k": 1})
+    assert r.status_code == 200
+    rows = r.json()["predictions"]
+    assert rows[0]["top"] == rows[1]["top"] and rows[0]["input"] == row
+    assert {t["label"] for t in rows[2]["top"]} <= set(card["classes"])
+
+
+# ---------------------------------------------------------------- bad input: always a JSON 422, never a 500
+
+
+@pytest.mark.parametrize("body, needle", [
+    (b'{"inputs": ["aGVsbG8gd29ybGQ="]}', "not a readable image"),
+    (b'{"inputs": ["%%%"]}', "not valid base64"),
+    (b'{"inputs": [12]}', "base64 string or a data URL"),
+    (b'{"inputs": ["data:image/png,abc"]}', "not base64-encoded"),
+    (b'{"input": ["x"]}', "unknown field(s) 'input'"),
+    (b'{"top_k": 3}', 'missing field "inputs"'),
+    (b'{"inputs": "x"}', '"inputs" must be a list'),
+    (b'{"inputs": []}', "no inputs"),
+    (b'{"inputs": [' + b",".join([b'"x"'] * 9) + b"]}", "9 inputs in one request; at most 8"),
+    (b'{"inputs": ["x"], "top_k": 0}', '"top_k" must be a positive integer'),
+    (b'{"inputs": [NaN]}', "NaN"),
+    (b"not json", "not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b"\xff\xfe", "not valid JSON"),
+])
+def test_bad_json_is_a_422_that_says_what(client, body, needle):
+    assert_error(client.post("/v1/predict", content=body, headers={"content-type": "application/json"}), 422, needle)
+
+
+def test_bad_uploads_are_422(client, tabular, digit_png):
+    assert_error(client.post("/v1/predict", files={"file": ("a.png", digit_png, "image/png")}), 422,
+                 "unexpected form field 'file'")
+    assert_error(client.post("/v1/predict", files={"files": ("a.txt", b"hello", "text/plain")}), 422,
+                 "not a readable image")
+    truncated = digit_png[: len(digit_png) // 2]
+    assert_error(client.post("/v1/predict", files={"files": ("t.png", truncated, "image/png")}), 422, "input 0")
+    assert_error(tabular.post("/v1/predict", files={"files": ("a.png", digit_png, "image/png")}), 422,
+                 "file uploads are for image models")
+
+
+def test_oversized_image_dimensions_are_refused_before_decoding(client):
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buf, format="PNG")  # tiny file, 48 megapixels
+    assert_error(client.post("/v1/predict", json={"inputs": [b64(buf.getvalue())]}), 422, "8000x6000 pixels")
+
+
+def test_bad_feature_rows_are_422(tabular):
+    features = tabular.get("/v1/model").json()["input"]["features"]
+    row = [1.0] * len(features)
+    cases = [
+        ([row[:-1]], f"{len(features) - 1} values, the model expects {len(features)}"),
+        ([dict(zip(features, row, strict=True)) | {"colour": 1}], "unknown column(s) 'colour'"),
+        ([{features[0]: 1.0}], "missing column(s)"),
+        ([["abc", *row[1:]]], "'abc' is not a number"),
+        ([[True, *row[1:]]], "expected a number"),
+        ([[[1.0], *row[1:]]], "expected a number"),
+        ([[1e300, *row[1:]]], "too large"),
+        (["just text"], "a feature row must be a list"),
+    ]
+    for inputs, needle in cases:
+        body = assert_error(tabular.post("/v1/predict", json={"inputs": inputs}), 422, needle)
+        assert body["detail"] is not None
+    overflow = json.dumps({"inputs": [row]}).replace("1.0", "1e999", 1)  # parses to inf
+    assert_error(tabular.post("/v1/predict", content=overflow), 422, "not a finite number")
+    assert_error(tabular.post("/v1/predict", content=json.dumps({"inputs": [row]}).replace("1.0", "Infinity", 1)),
+                 422, "Infinity")
+
+
+def test_body_limit_on_declared_and_streamed_bodies(client):
+    big = b"x" * (1024 * 1024 + 1)
+    assert_error(client.post("/v1/predict", content=big, headers={"content-type": "application/json"}), 413,
+                 "larger than 1 MiB")
+
+    def chunks():  # no Content-Length: the limit must hold on the raw stream
+        for _ in range(20):
+            yield b"y" * 65536
+
+    assert_error(client.post("/v1/predict", content=chunks()), 413, "larger than 1 MiB")
+    assert_error(client.post("/v1/predict", files={"files": ("big.png", big, "image/png")}), 413, "larger than")
+    assert client.get("/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------- the other routes
+
+
+def test_model_card_health_docs_and_page(client, runs):
+    card = client.get("/v1/model").json()
+    report = json.loads((runs.image / "report.json").read_text())
+    assert card["task"] == "classification" and card["kind"] == "image" and card["recipe"] == "digits-mlp"
+    assert card["classes"] == [str(i) for i in range(10)] and card["input"]["shape"] == [1, 8, 8]
+    assert card["metrics"] == report["metrics"] and card["api_key_required"] is False
+    assert client.get("/healthz").json()["status"] == "ok"
+    spec = client.get("/openapi.json").json()
+    content = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(content)
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    assert 'id="file"' in page.text and client.get("/static/app.js").status_code == 200
+    assert_error(client.get("/nope"), 404, "/nope")
+
+
+def test_metrics_are_prometheus_text(client, digit_png):
+    client.post("/v1/predict", json={"inputs": [b64(digit_png)]})
+    client.post("/v1/predict", json={"inputs": []})
+    text = client.get("/metrics").text
+    assert re.search(r'^danlu_requests_total\{route="/v1/predict",method="POST",status="200"\} \d+$', text, re.M)
+    assert re.search(r'^danlu_errors_total\{route="/v1/predict",kind="bad_input"\} \d+$', text, re.M)
+    assert re.search(r'^danlu_request_duration_seconds_bucket\{route="/v1/predict",le="\+Inf"\} \d+$', text, re.M)
+    assert "# TYPE danlu_batch_size histogram" in text and re.search(r"^danlu_batch_size_count \d+$", text, re.M)
+    for line in text.splitlines():  # every sample line is NAME{labels} NUMBER
+        assert line.startswith("#") or re.fullmatch(r'[a-z_]+(\{[^}]*\})? [0-9.e+-]+', line), line
+
+
+def test_api_key_guards_v1_routes(runs, digit_png):
+    with TestClient(create_app(runs.image, api_key="s3cret")) as c:
+        body = {"inputs": [b64(digit_png)]}
+        r = c.post("/v1/predict", json=body)
+        assert_error(r, 401, "missing or wrong API key")
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert_error(c.post("/v1/predict", json=body, headers={"X-API-Key": "nope"}), 401, "wrong API key")
+        assert_error(c.get("/v1/model"), 401, "API key")
+        assert c.post("/v1/predict", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.post("/v1/predict", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/v1/model", headers={"X-API-Key": "s3cret"}).json()["api_key_required"] is True
+        assert c.get("/healthz").status_code == 200 and c.get("/").status_code == 200
+
+
+def test_onnx_backend_exports_when_missing_and_agrees_with_torch(runs, client, digit_png, tmp_path):
+    run = shutil.copytree(runs.image, tmp_path / runs.image.name)
+    assert not (run / "model.onnx").exists()
+    with TestClient(create_app(run, backend="onnx")) as c:
+        assert (run / "model.onnx").exists() and c.get("/v1/model").json()["backend"] == "onnx"
+        body = {"inputs": [b64(digit_png)], "top_k": 10}
+        got = c.post("/v1/predict", json=body).json()["predictions"][0]["top"]
+    want = client.post("/v1/predict", json=body).json()["predictions"][0]["top"]
+    assert [t["label"] for t in got] == [t["label"] for t in want]
+    assert np.allclose([t["probability"] for t in got], [t["probability"] for t in want], atol=1e-5)
+
+
+# ---------------------------------------------------------------- the micro-batcher and the engine
+
+
+def test_batcher_merges_concurrent_jobs_and_isolates_failures():
+    calls: list[list[int]] = []
+
+    def run_batch(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        if -1 in items:
+            raise ValueError("boom")
+        time.sleep(0.01)
+        return [i * 10 for i in items]
+
+    async def scenario(max_batch_size: int) -> list:
+        b = MicroBatcher(run_batch, max_batch_size=max_batch_size, max_wait_ms=20)
+        await b.start()
+        results = await asyncio.gather(*(b.submit(i, 1) for i in range(10)), return_exceptions=True)
+        failed = await asyncio.gather(b.submit(-1, 1), return_exceptions=True)
+        pending = [asyncio.ensure_future(b.submit(i, 1)) for i in range(3)]
+        await asyncio.sleep(0)
+        await b.close()  # drains what is queued
+        return [results, failed, [p.result() for p in pending]]
+
+    results, failed, drained = asyncio.run(scenario(4))
+    assert results == [i * 10 for i in range(10)] and drained == [0, 10, 20]
+    assert isinstance(failed[0], ValueError)
+    assert all(len(c) <= 4 for c in calls) and len(calls) <= 3 + 1 + 1 + 2
+    calls.clear()
+    results, _, _ = asyncio.run(scenario(1))
+    assert results == [i * 10 for i in range(10)] and all(len(c) == 1 for c in calls)
+
+
+def test_text_batches_are_right_padded_per_request():
+    schema = Schema("text", "classification", [16], classes=["neg", "pos"], text={"pad_id": 0})
+    engine = Engine(SimpleNamespace(schema=schema, model=torch.nn.Identity()))
+    x = engine.collate([torch.tensor([[5, 6, 7]]), torch.tensor([[8, 9], [4, 0]])])
+    assert x.tolist() == [[5, 6, 7], [8, 9, 0], [4, 0, 0]]
+
+
+# ---------------------------------------------------------------- a real server: concurrency and shutdown
+
+
+def slow_batches(app, seconds: float) -> None:
+    """Make each forward pass take a while, so concurrent requests must queue behind it."""
+    batcher = app.state.batcher
+    real = batcher.run_batch
+
+    def slow(items):
+        time.sleep(seconds)
+        return real(items)
+
+    batcher.run_batch = slow
+
+
+def batch_counts(url: str) -> tuple[float, float]:
+    text = httpx.get(url + "/metrics").text
+    total = float(re.search(r"^danlu_batch_size_sum (\S+)$", text, re.M).group(1))
+    count = float(re.search(r"^danlu_batch_size_count (\S+)$", text, re.M).group(1))
+    return total, count
+
+
+@pytest.mark.parametrize("max_batch_size", [64, 1])
+def test_concurrent_requests_share_forward_passes(runs, digit_png, max_batch_size):
+    app = create_app(runs.image, max_batch_size=max_batch_size, max_wait_ms=20)
+    slow_batches(app, 0.15)
+    body = {"inputs": [b64(digit_png)]}
+    with BackgroundServer(app) as server:
+        assert server.host == "127.0.0.1"
+        before = batch_counts(server.url)
+        with httpx.Client(base_url=server.url, timeout=30) as http, ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(lambda _: http.post("/v1/predict", json=body), range(16)))
+        after = batch_counts(server.url)
+    assert [r.status_code for r in responses] == [200] * 16
+    assert len({json.dumps(r.json()) for r in responses}) == 1
+    inputs, passes = after[0] - before[0], after[1] - before[1]
+    assert inputs == 16
+    if max_batch_size == 1:
+        assert passes == 16
+    else:
+        assert passes < 16 / 2, f"16 concurrent requests took {passes} forward passes"
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(runs, digit_png):
+    app = create_app(runs.image)
+    slow_batches(app, 0.5)
+    server = BackgroundServer(app).start()
+    result: dict = {}
+
+    def request() -> None:
+        result["response"] = httpx.post(server.url + "/v1/predict", json={"inputs": [b64(digit_png)]}, timeout=30)
+
+    t = threading.Thread(target=request)
+    t.start()
+    deadline = time.monotonic() + 10
+    while app.state.metrics.in_flight == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    server.stop()  # what SIGTERM does: stop accepting, finish in-flight requests, drain the queue
+    t.join(10)
+    assert result["response"].status_code == 200 and result["response"].json()["predictions"]
+    assert not server.thread.is_alive()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + "/healthz", timeout=2)
+
+
+# ---------------------------------------------------------------- the CLI verb
+
+
+def test_serve_cli_binds_loopback_and_reads_the_key_from_the_environment(runs, monkeypatch, capsys):
+    import danlu.serve.server as server_module
+
+    seen: dict = {}
+    monkeypatch.setattr(server_module, "run_server", lambda settings, host, port, workers, log_level: seen.update(
+        settings=settings, host=host, port=port, workers=workers))
+    monkeypatch.setenv("DANLU_API_KEY", "from-env")
+    assert main(["serve", str(runs.image), "--port", "8123", "--max-batch-size", "1"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123 and seen["workers"] == 1
+    assert seen["settings"]["api_key"] == "from-env" and seen["settings"]["max_batch_size"] == 1
+    assert "API key required" in capsys.readouterr().err
+    assert main(["serve", str(runs.image), "--port", "70000"]) == 2
+    assert main(["serve", str(runs.root / "no-such-run")]) == 2
