@@ -284,6 +284,15 @@ def test_pretrained_tokenizer_encode_truncate_and_save(tmp_path):
 # ---------------------------------------------------------------- models
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP overhead, which dominates on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def padded(row: list[int], width: int) -> torch.Tensor:
     return torch.tensor([row + [0] * (width - len(row))])
 
@@ -308,7 +317,7 @@ def with_long_neighbours(row: list[int], width: int = 40) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("cell", "pooling"), [("lstm", "max"), ("lstm", "last"), ("gru", "mean")])
-def test_rnn_output_ignores_padding(cell, pooling):
+def test_rnn_output_ignores_padding(cell, pooling, one_thread):
     from danlu.models.text import RNNClassifier
 
     torch.manual_seed(0)
@@ -339,7 +348,7 @@ def test_rnn_gpu_packed_path_matches_cpu():
     assert torch.allclose(cpu, gpu, atol=1e-4, rtol=0)
 
 
-def test_article_lstm_and_textcnn_ignore_padding():
+def test_article_lstm_and_textcnn_ignore_padding(one_thread):
     from danlu.models.text import ArticleLSTM, TextCNN
 
     torch.manual_seed(0)
@@ -358,7 +367,7 @@ def test_article_lstm_and_textcnn_ignore_padding():
         assert torch.isfinite(batch).all() and torch.isfinite(tiny).all()
 
 
-def test_rnn_overfits_twenty_chinese_sentences():
+def test_rnn_overfits_twenty_chinese_sentences(one_thread):
     """End to end: char tokens -> vocab -> ids -> RNN; "不" flips the label, so word order matters."""
     from danlu.models.text import RNNClassifier
 

@@ -79,8 +79,9 @@ def _check_variant(variant: str) -> str:
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Parse one IDX file (gzipped or raw) into an array of its declared shape and native byte order.
 
-    The whole file is read at once and viewed with np.frombuffer: the 60k MNIST train images take
-    about 0.17 s here (gzip inflate dominates), 0.02 s for the uncompressed file.
+    The whole file is read at once and viewed with np.frombuffer. On this 2-core box with other jobs
+    running, the 60k MNIST train images take 0.38 s from the .gz (zlib inflate is nearly all of it) and
+    0.05 s uncompressed; all four MNIST files 0.45 s.
     """
     path = Path(path)
     try:

@@ -192,10 +192,10 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
 
         name = hints.get("pretrained", "minilm")
         tok = PretrainedTokenizer(name)
-        max_len = cfg.max_len or DEFAULT_PRETRAINED_MAX_LEN
+        max_len = min(cfg.max_len or DEFAULT_PRETRAINED_MAX_LEN, tok.max_positions)
         encoder = TextEncoder("pretrained", max_len, pretrained=tok)
         token_lists = None
-        text_info = {"tokenizer": "pretrained", "pretrained": str(tok.path), "pad_id": tok.pad_id,
+        text_info = {"tokenizer": "pretrained", "pretrained": str(name), "pad_id": tok.pad_id,
                      "vocab_size": tok.vocab_size, "max_len": max_len}
         artifacts["tokenizer"] = lambda run_dir: tok.save(run_dir / "tokenizer")
     else:
