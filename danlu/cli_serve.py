@@ -32,6 +32,9 @@ def cmd_serve(a: argparse.Namespace) -> None:
         raise DanluError(f"--port {a.port} is not a port number", hint="use 1-65535, e.g. --port 8000")
     if a.workers < 1:
         raise DanluError("--workers must be at least 1")
+    from danlu.serve.app import check_limits
+
+    check_limits(a.max_batch_size, a.max_wait_ms, a.max_body_mb, a.max_inputs)
     run = resolve_run(a.run, a.runs_dir)
     api_key = a.api_key if a.api_key is not None else os.environ.get("DANLU_API_KEY") or None
     if a.backend == "onnx":  # export once here, not once per worker

@@ -23,7 +23,7 @@ from PIL import Image
 from danlu.cli import main
 from danlu.data.schema import Schema
 from danlu.serve.app import create_app
-from danlu.serve.batching import MicroBatcher
+from danlu.serve.batching import BatcherClosed, MicroBatcher
 from danlu.serve.engine import Engine
 from danlu.serve.server import BackgroundServer
 
@@ -271,6 +271,8 @@ def test_batcher_merges_concurrent_jobs_and_isolates_failures():
         pending = [asyncio.ensure_future(b.submit(i, 1)) for i in range(3)]
         await asyncio.sleep(0)
         await b.close()  # drains what is queued
+        with pytest.raises(BatcherClosed):
+            await b.submit(1, 1)
         return [results, failed, [p.result() for p in pending]]
 
     results, failed, drained = asyncio.run(scenario(4))
@@ -370,4 +372,5 @@ def test_serve_cli_binds_loopback_and_reads_the_key_from_the_environment(runs, m
     assert seen["settings"]["api_key"] == "from-env" and seen["settings"]["max_batch_size"] == 1
     assert "API key required" in capsys.readouterr().err
     assert main(["serve", str(runs.image), "--port", "70000"]) == 2
+    assert main(["serve", str(runs.image), "--max-batch-size", "0"]) == 2
     assert main(["serve", str(runs.root / "no-such-run")]) == 2

@@ -60,3 +60,37 @@ def subsample(y: np.ndarray, limit: int, seed: int, stratify: bool) -> np.ndarra
         return np.arange(len(y))
     _, taken = split_off(y, limit / len(y), seed, stratify)
     return taken[:limit]
+
+
+def _take(part: tuple, idx: np.ndarray) -> tuple:
+    """Rows ``idx`` of every column of a part (numpy arrays are indexed, lists picked, None kept)."""
+    return tuple(None if c is None else c[idx] if isinstance(c, np.ndarray) else [c[i] for i in idx] for c in part)
+
+
+def carve_splits(parts: dict[str, tuple], *, val_fraction: float, test_fraction: float, limit_train: int | None,
+                 seed: int, label_index: int = 1, stratify: bool = True,
+                 notes: list[str] | None = None) -> dict[str, tuple]:
+    """Complete a source's own splits to train/val/test, the same way for every data family.
+
+    Each part is a tuple of row-aligned columns, labels at ``label_index``. A single "all" part becomes
+    train; with train and val but no test, val is the test split and validation is carved from train;
+    otherwise test and then val are carved (seeded, stratified). ``limit_train`` caps train last.
+    """
+    parts = dict(parts)
+    if "train" not in parts and "all" in parts:
+        parts["train"] = parts.pop("all")
+    if "test" not in parts:
+        if "val" in parts:
+            parts["test"] = parts.pop("val")
+            if notes is not None:
+                notes.append("no test split: val is the test split; validation is carved from train")
+        else:
+            keep, take = split_off(np.asarray(parts["train"][label_index]), test_fraction, seed, stratify)
+            parts["train"], parts["test"] = _take(parts["train"], keep), _take(parts["train"], take)
+    if "val" not in parts:
+        keep, take = split_off(np.asarray(parts["train"][label_index]), val_fraction, seed + 1, stratify)
+        parts["train"], parts["val"] = _take(parts["train"], keep), _take(parts["train"], take)
+    if limit_train:
+        keep = subsample(np.asarray(parts["train"][label_index]), limit_train, seed, stratify)
+        parts["train"] = _take(parts["train"], keep)
+    return parts

@@ -8,13 +8,11 @@ batched augmentation, so both paths train on the same samples in the same order.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from danlu.data.schema import Schema
-from danlu.data.splits import Splits, split_off, subsample
+from danlu.data.splits import Splits, carve_splits
 from danlu.data.tensors import augment_batch, index_batches
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
@@ -116,34 +114,17 @@ class StreamSplit:
                             device=device, channels_last=channels_last)
 
 
-def load_stream(folder: Path, cfg: DataConfig, seed: int, size: int, channels: int, hints: dict,
+def load_stream(layout, cfg: DataConfig, seed: int, size: int, channels: int, hints: dict,
                 notes: list[str]) -> tuple[Splits, Schema]:
     """Image-folder splits that stay on disk; normalization stats from a sample of training images."""
-    from danlu.data.imagefolder import scan_image_folder
-
-    layout = scan_image_folder(folder)
+    folder = layout.root
     if layout.skipped:
         notes.append(f"skipped {len(layout.skipped)} non-image file(s), e.g. {layout.skipped[0][0]}")
     parts = {k: ([str(p) for p, _ in v], np.array([c for _, c in v], np.int64)) for k, v in layout.splits.items()}
-    if "train" not in parts:
-        parts["train"] = parts.pop("all")
-    if "test" not in parts:
-        if "val" in parts:
-            parts["test"] = parts.pop("val")
-        else:
-            p, y = parts["train"]
-            keep, take = split_off(y, cfg.test_fraction, seed, True)
-            parts["train"], parts["test"] = ([p[i] for i in keep], y[keep]), ([p[i] for i in take], y[take])
-    if "val" not in parts:
-        p, y = parts["train"]
-        keep, take = split_off(y, cfg.val_fraction, seed + 1, True)
-        parts["train"], parts["val"] = ([p[i] for i in keep], y[keep]), ([p[i] for i in take], y[take])
-    if cfg.limit_train:
-        p, y = parts["train"]
-        keep = subsample(y, cfg.limit_train, seed, True)
-        parts["train"] = ([p[i] for i in keep], y[keep])
+    parts = carve_splits(parts, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                         limit_train=cfg.limit_train, seed=seed, notes=notes)
     ref: dict = {}
-    splits = {k: StreamSplit(p, y.tolist(), size, channels, ref) for k, (p, y) in parts.items()}
+    splits = {k: StreamSplit(list(p), np.asarray(y).tolist(), size, channels, ref) for k, (p, y) in parts.items()}
     if len(splits["train"]) == 0:
         raise DataError(f"no training images in {folder}")
     if hints.get("mean") is not None:

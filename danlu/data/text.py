@@ -14,7 +14,7 @@ import numpy as np
 
 from danlu.data.locate import find_dataset, where_looked
 from danlu.data.schema import Schema
-from danlu.data.splits import Splits, split_off, subsample
+from danlu.data.splits import Splits, carve_splits
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
 
@@ -167,18 +167,10 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
     if source in CORPORA and set(classes) == set(SENTIMENT_NAMES):
         classes = [SENTIMENT_NAMES[c] for c in classes]
     ys = {s: np.array([lookup[v] for v in labs], np.int64) for s, (_, labs) in tables.items()}
-    # carve missing splits from train (stratified, seeded)
-    if "test" not in texts:
-        keep, take = split_off(ys["train"], cfg.test_fraction, seed, True)
-        texts["test"], ys["test"] = [texts["train"][i] for i in take], ys["train"][take]
-        texts["train"], ys["train"] = [texts["train"][i] for i in keep], ys["train"][keep]
-    if "val" not in texts:
-        keep, take = split_off(ys["train"], cfg.val_fraction, seed + 1, True)
-        texts["val"], ys["val"] = [texts["train"][i] for i in take], ys["train"][take]
-        texts["train"], ys["train"] = [texts["train"][i] for i in keep], ys["train"][keep]
-    if cfg.limit_train:
-        keep = subsample(ys["train"], cfg.limit_train, seed, True)
-        texts["train"], ys["train"] = [texts["train"][i] for i in keep], ys["train"][keep]
+    parts = carve_splits({s: (texts[s], ys[s]) for s in texts}, val_fraction=cfg.val_fraction,
+                         test_fraction=cfg.test_fraction, limit_train=cfg.limit_train, seed=seed, notes=notes)
+    texts = {s: list(p[0]) for s, p in parts.items()}
+    ys = {s: np.asarray(p[1], np.int64) for s, p in parts.items()}
 
     tok_name = hints.get("tokenizer") or cfg.tokenizer
     if tok_name == "auto":

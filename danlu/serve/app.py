@@ -53,10 +53,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
                runs_dir: Path | None = None, data_dir: Path | None = None) -> FastAPI:
     """Load the run (exporting ONNX first for backend="onnx" when needed) and build the app."""
     api_key = api_key or None  # an empty key (e.g. DANLU_API_KEY="") means no key
-    if max_batch_size < 1 or max_inputs < 1:
-        raise DanluError("--max-batch-size and --max-inputs must be at least 1")
-    if max_wait_ms < 0 or max_body_mb <= 0:
-        raise DanluError("--max-wait-ms must be >= 0 and --max-body-mb > 0")
+    check_limits(max_batch_size, max_wait_ms, max_body_mb, max_inputs)
     engine = Engine.load(run, backend, runs_dir, data_dir)
     _warm_up(engine)
     predictor = engine.predictor
@@ -127,6 +124,13 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def check_limits(max_batch_size: int, max_wait_ms: float, max_body_mb: float, max_inputs: int) -> None:
+    if max_batch_size < 1 or max_inputs < 1:
+        raise DanluError("--max-batch-size and --max-inputs must be at least 1")
+    if max_wait_ms < 0 or max_body_mb <= 0:
+        raise DanluError("--max-wait-ms must be >= 0 and --max-body-mb more than 0")
 
 
 def _prepare(engine: Engine, parse: Callable[[], PredictRequest]) -> tuple[Any, PredictRequest]:

@@ -54,7 +54,7 @@ def parse_json(body: bytes, schema: Schema, max_inputs: int) -> PredictRequest:
     unknown = sorted(set(payload) - {"inputs", "top_k"})
     if unknown:
         raise RequestError(f"unknown field(s) {', '.join(map(repr, unknown))}",
-                       'the body takes "inputs" (a list) and optionally "top_k" (an integer)')
+                           'the body takes "inputs" (a list) and optionally "top_k" (an integer)')
     if "inputs" not in payload:
         raise RequestError('missing field "inputs"', 'e.g. {"inputs": [...], "top_k": 3}')
     items = payload["inputs"]
@@ -80,7 +80,7 @@ def parse_uploads(files: list[tuple[str, bytes]], top_k: Any, kind: str, max_inp
     """Image files from a multipart form → PredictRequest, or RequestError."""
     if kind != "image":
         raise RequestError(f"file uploads are for image models; this is a {kind} model",
-                       'send JSON: {"inputs": [...], "top_k": 3}')
+                           'send JSON: {"inputs": [...], "top_k": 3}')
     if not files:
         raise RequestError("no files in the form", "upload one or more images in the field 'files'")
     _check_count(len(files), max_inputs)
@@ -119,7 +119,7 @@ def decode_base64_image(value: Any, i: int) -> bytes:
             data = base64.b64decode(text, altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise RequestError(f"input {i}: not valid base64",
-                           "send the image file's bytes base64-encoded, or a data URL") from None
+                               "send the image file's bytes base64-encoded, or a data URL") from None
     if not data:
         raise RequestError(f"input {i}: the image is empty")
     check_image_size(data, i)
@@ -137,7 +137,7 @@ def check_image_size(data: bytes, i: int) -> None:
         raise RequestError(f"input {i}: not a readable image", "send a JPEG, PNG, GIF, BMP or WebP image") from None
     if w * h > MAX_IMAGE_PIXELS:
         raise RequestError(f"input {i}: the image is {w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,}",
-                       "send a smaller image")
+                           "send a smaller image")
 
 
 def check_row(row: Any, i: int, features: list[str], categories: dict[str, list[str]]) -> None:
@@ -154,11 +154,11 @@ def check_row(row: Any, i: int, features: list[str], categories: dict[str, list[
     elif isinstance(row, list):
         if len(row) != len(features):
             raise RequestError(f"input {i}: {len(row)} values, the model expects {len(features)}",
-                           {"expected_columns": features})
+                               {"expected_columns": features})
         values = row
     else:
         raise RequestError(f"input {i}: a feature row must be a list of values or an object of column: value",
-                       f"got {_describe(row)}")
+                           f"got {_describe(row)}")
     names = list(row) if isinstance(row, dict) else features
     for name, v in zip(names, values, strict=True):
         if isinstance(v, bool) or not (v is None or isinstance(v, int | float | str)):
@@ -195,7 +195,7 @@ def _check_count(n: int, max_inputs: int) -> None:
         raise RequestError("no inputs", "send at least one input")
     if n > max_inputs:
         raise RequestError(f"{n} inputs in one request; at most {max_inputs} are allowed",
-                       "split the inputs over several requests")
+                           "split the inputs over several requests")
 
 
 def _reject_constant(name: str) -> Any:
