@@ -136,28 +136,36 @@ def cmd_runs(a: argparse.Namespace) -> None:
 
 
 def cmd_models(a: argparse.Namespace) -> None:
-    from danlu.data.schema import Schema
-    from danlu.models import build, count_parameters
     from danlu.models.specs import MODELS, option_help
 
-    examples = {"image": Schema("image", "classification", [1, 28, 28], classes=[str(i) for i in range(10)]),
-                "tabular": Schema("tabular", "classification", [30], classes=["0", "1"])}
     for name, (_, kinds, desc) in MODELS.items():
-        params = ""
-        kind = kinds[0]
-        if kind in examples and name in ("mlp", "cnn", "simple_cnn"):
-            total, _ = count_parameters(build(name, {}, examples[kind]))
-            params = f"{total:,} params on {'MNIST' if kind == 'image' else '30 features'}"
-        elif name == "efficientnet_lite0":
-            params = "4.0M params + head"
-        elif name.startswith("resnet"):
-            params = {"resnet18": "11.2M", "resnet34": "21.3M", "resnet50": "23.5M"}[name] + " params + head"
-        elif name == "transformer":
-            params = "22.7M params (MiniLM-L6)"
         print(f"{name:<20} [{'/'.join(kinds)}] {desc}")
-        if params:
-            print(f"{'':<20} {params}")
+        print(f"{'':<20} {_parameter_count(name)}")
         print(f"{'':<20} options: {option_help(name)}")
+
+
+def _parameter_count(name: str) -> str:
+    """Parameters of the model built with its default options on an example input (counted, not quoted)."""
+    from danlu.data.schema import Schema
+    from danlu.errors import DanluError
+    from danlu.models import build, count_parameters
+
+    examples = {
+        "mlp": (Schema("image", "classification", [1, 28, 28], classes=[str(i) for i in range(10)]), "MNIST"),
+        "cnn": (Schema("image", "classification", [1, 28, 28], classes=[str(i) for i in range(10)]), "MNIST"),
+        "simple_cnn": (Schema("image", "classification", [3, 32, 32], classes=[str(i) for i in range(10)]),
+                       "CIFAR-10"),
+    }
+    text = Schema("text", "classification", [128], classes=["neg", "pos"], text={"vocab_size": 5000, "pad_id": 0})
+    image = Schema("image", "classification", [3, 224, 224], classes=["a", "b"])
+    schema, where = examples.get(name, (text, "5,000-token vocab, 2 classes") if name in (
+        "lstm", "article_lstm", "textcnn", "transformer") else (image, "224 px, 2 classes"))
+    options = {"weights": None} if name.startswith(("resnet", "efficientnet")) else {}
+    try:
+        total, trainable = count_parameters(build(name, options, schema))
+    except (DanluError, ImportError, OSError) as e:
+        return f"parameters: unavailable here ({str(e).splitlines()[0][:80]})"
+    return f"{total:,} parameters on {where}"
 
 
 def cmd_recipes(a: argparse.Namespace) -> None:

@@ -154,3 +154,20 @@ def test_models_and_recipes_list(cli):
     assert code == 0 and "mnist-cnn" in out
     code, out, _ = cli("recipes", "mnist-cnn", "train.epochs=1")
     assert code == 0 and "epochs: 1" in out
+
+
+def test_early_stop_ends_a_stalled_run(cli):
+    code, out, err = cli("train", "digits-mlp", "train.epochs=12", "train.lr=1e-9", "train.schedule=none",
+                         "train.early_stop.patience=2", "train.early_stop.metric=val_loss",
+                         "train.early_stop.min_delta=0.01", "--json")
+    assert code == 0, err
+    assert "early stop" in err
+    run = last_json(out)["run"]
+    epochs = len((Path(run) / "metrics.jsonl").read_text().splitlines())
+    assert epochs == 3
+
+
+def test_progress_is_plain_lines_without_a_terminal(cli):
+    code, _, err = cli("train", "digits-mlp", "train.epochs=2")
+    assert code == 0
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "\x1b[" not in err

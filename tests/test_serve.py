@@ -374,3 +374,43 @@ def test_serve_cli_binds_loopback_and_reads_the_key_from_the_environment(runs, m
     assert main(["serve", str(runs.image), "--port", "70000"]) == 2
     assert main(["serve", str(runs.image), "--max-batch-size", "0"]) == 2
     assert main(["serve", str(runs.root / "no-such-run")]) == 2
+
+
+# ---------------------------------------------------------------- text runs: same API, strings in
+
+
+def test_text_run_serves_on_both_backends_with_a_dynamic_sequence_axis(tmp_path, monkeypatch):
+    import onnx
+
+    from danlu.api import train
+
+    pos = ["这家酒店很好", "服务很好，房间干净", "非常满意，推荐", "位置好，早餐好吃"]
+    neg = ["房间太差了", "服务很差，不推荐", "非常失望，脏", "早餐难吃，太吵"]
+
+    def tsv(name: str, rows: list[tuple[str, str]]):
+        path = tmp_path / name
+        path.write_text("label\ttext\n" + "".join(f"{label}\t{t}\n" for label, t in rows), encoding="utf-8")
+        return path
+
+    train_file = tsv("train.tsv", [("pos", t) for t in pos] * 6 + [("neg", t) for t in neg] * 6)
+    test_file = tsv("test.tsv", [("pos", pos[0]), ("neg", neg[0])] * 3)
+    monkeypatch.setenv("DANLU_CACHE", str(tmp_path / "cache"))
+    run = train("chnsenticorp-lstm", ["data.name=text", f"data.train={train_file}", f"data.test={test_file}",
+                                      "model={name: textcnn}", "train.epochs=5", "data.max_len=null",
+                                      "data.min_freq=1"], runs_dir=tmp_path / "runs", progress=False).run
+    body = {"inputs": ["这家酒店很好", "服务很差，不推荐，非常失望"], "top_k": 2}
+    answers = []
+    for backend in ("torch", "onnx"):
+        with TestClient(create_app(run, backend=backend)) as c:
+            r = c.post("/v1/predict", json=body)
+            assert r.status_code == 200
+            answers.append(r.json()["predictions"])
+            assert c.get("/v1/model").json()["kind"] == "text"
+            assert_error(c.post("/v1/predict", json={"inputs": ["  "]}), 422, "non-empty string")
+            assert_error(c.post("/v1/predict", json={"inputs": [["not", "text"]]}), 422, "non-empty string")
+    assert [row["input"] for row in answers[0]] == body["inputs"]
+    for a, b in zip(answers[0], answers[1], strict=True):
+        assert [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]]
+        assert np.allclose([t["probability"] for t in a["top"]], [t["probability"] for t in b["top"]], atol=1e-5)
+    dims = onnx.load(str(run / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims] == ["batch", "sequence"]

@@ -92,7 +92,7 @@ MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "resnet18": (PretrainedOptions, ("image",), "torchvision ResNet-18, ImageNet weights from a file or online"),
     "resnet34": (PretrainedOptions, ("image",), "torchvision ResNet-34"),
     "resnet50": (PretrainedOptions, ("image",), "torchvision ResNet-50"),
-    "lstm": (RNNOptions, ("text",), "embedding → (bi)LSTM/GRU with packed sequences"),
+    "lstm": (RNNOptions, ("text",), "embedding → (bi)LSTM/GRU; padding never reaches the RNN"),
     "article_lstm": (ArticleLSTMOptions, ("text",), "article 3's Embedding(16) → LSTM(32) → Dense, done right"),
     "textcnn": (TextCNNOptions, ("text",), "embedding → parallel convolutions → masked max-pool"),
     "transformer": (TransformerOptions, ("text",), "fine-tune a pretrained encoder (MiniLM offline)"),
