@@ -19,7 +19,6 @@ import asyncio
 import base64
 import io
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -28,27 +27,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import SHARED, print_header  # noqa: E402
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
+def versions() -> str:
+    """Serving libraries, and whether uvicorn found its fast HTTP parser and event loop."""
+    import importlib.util
+
     import fastapi
-    import httpx
     import onnxruntime
-    import torch
     import uvicorn
 
-    return (f"machine: {os.cpu_count()} cores, {cpu}, {platform.platform()}\n"
-            f"versions: python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} "
-            f"threads), onnxruntime {onnxruntime.__version__}, fastapi {fastapi.__version__}, "
-            f"uvicorn {uvicorn.__version__}, httpx {httpx.__version__}")
+    fast = [m for m in ("httptools", "uvloop") if importlib.util.find_spec(m)]
+    return (f"- serving: onnxruntime {onnxruntime.__version__}, fastapi {fastapi.__version__}, uvicorn "
+            f"{uvicorn.__version__} ({', '.join(fast) if fast else 'h11 + asyncio: no httptools/uvloop'})")
 
 
 def get_run(args: argparse.Namespace) -> Path:
@@ -58,10 +51,8 @@ def get_run(args: argparse.Namespace) -> Path:
         return resolve_run(args.run)
     from danlu.api import train
 
-    if not os.environ.get("DANLU_DATA"):
-        shared = ROOT.parent / "shared" / "datasets"
-        if shared.is_dir():
-            os.environ["DANLU_DATA"] = str(shared)
+    if not os.environ.get("DANLU_DATA") and (SHARED / "datasets").is_dir():
+        os.environ["DANLU_DATA"] = str(SHARED / "datasets")
     print("training mnist-cnn for 1 epoch (pass --run RUN to skip this) ...", flush=True)
     result = train("mnist-cnn", ["train.epochs=1"], runs_dir=ROOT / "benchmarks" / "out" / "runs", progress=False)
     print(f"trained {result.run.name}: test accuracy {result.metrics.get('accuracy', float('nan')):.4f}", flush=True)
@@ -224,7 +215,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=2000, help="most requests per level")
     p.add_argument("--seconds", type=float, default=10.0, help="longest a level runs")
     args = p.parse_args()
-    print(machine(), flush=True)
+    print_header("danlu serve: micro-batching vs one forward pass per request")
+    print(versions(), "\n", flush=True)
     run = get_run(args)
     bodies = payloads(run)
     levels = [int(c) for c in args.clients.split(",")]
@@ -249,7 +241,7 @@ def main() -> None:
             finally:
                 server.stop()
 
-    print(f"\nrun: {run}\n")
+    print(f"\nrun: {run}   load average after: {os.getloadavg()[0]:.2f} (other work on the machine skews timings)\n")
     print("| backend | max batch | clients | requests | failed | req/s | p50 ms | p99 ms | mean batch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

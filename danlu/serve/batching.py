@@ -3,7 +3,6 @@
 One asyncio task takes the first waiting job, then gathers more until the batch holds ``max_batch_size``
 inputs or ``max_wait_ms`` have passed, runs the batch in a single model thread (torch and ONNX Runtime
 release the GIL, so the event loop keeps accepting requests meanwhile), and hands each job its slice.
-While one batch runs, the next one queues up, so under load batches fill without waiting at all.
 It waits only when company is likely: recent batches held several requests, or requests are being
 parsed right now (``arriving``). A lone client therefore pays no waiting time, and under concurrent
 load the wait lets batches fill (mnist-cnn, 32 clients on 2 cores: ~2 requests per batch without the
