@@ -24,6 +24,7 @@ class Predictor:
         self.run_dir, self.recipe, self.schema, self.model = run_dir, recipe, schema, model.eval()
         self._text_encoder: Any = None
         self._tabular: Any = None
+        self._normalizer: Any = None
 
     @classmethod
     def load(cls, run: str | Path, runs_dir: Path | None = None) -> Predictor:
@@ -60,8 +61,9 @@ class Predictor:
                 raise DataError(f"{where}: not a readable image ({type(e).__name__}: {e})",
                                 hint="send a JPEG, PNG, GIF, BMP or WebP image") from None
             arrays.append(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))))
-        x = torch.stack(arrays)
-        return Normalizer(self.schema.mean, self.schema.std, c)(x)
+        if self._normalizer is None:
+            self._normalizer = Normalizer(self.schema.mean, self.schema.std, c)
+        return self._normalizer(torch.stack(arrays))
 
     def tabular_tensor(self, rows: list[Any]) -> torch.Tensor:
         from danlu.data.tabular import TabularEncoder
