@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -129,21 +128,15 @@ def _write(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(folder)
-    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_SUFFIX, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(_MAGIC)
-            keys = list(arrays)
-            np.lib.format.write_array(fh, np.array(keys, dtype=str if keys else "<U1"), allow_pickle=False)
-            for k in keys:
-                np.lib.format.write_array(fh, arrays[k], allow_pickle=False)
-            fh.write(_TRAILER)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    from danlu.runs import atomic_file
+
+    with atomic_file(path, prefix=_TMP_PREFIX, suffix=_SUFFIX) as fh:
+        fh.write(_MAGIC)
+        keys = list(arrays)
+        np.lib.format.write_array(fh, np.array(keys, dtype=str if keys else "<U1"), allow_pickle=False)
+        for k in keys:
+            np.lib.format.write_array(fh, arrays[k], allow_pickle=False)
+        fh.write(_TRAILER)
     try:  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)
         try:
