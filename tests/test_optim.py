@@ -82,3 +82,11 @@ def test_schedules():
     for _ in range(5):
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_pool_then_relu_equals_relu_then_pool():
+    """ConvNet pools before its ReLU for speed; the two orders are the same function."""
+    x = torch.randn(4, 8, 10, 10)
+    a = nn.functional.relu(nn.functional.max_pool2d(x, 2))
+    b = nn.functional.max_pool2d(nn.functional.relu(x), 2)
+    assert torch.equal(a, b)
