@@ -215,6 +215,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=2000, help="most requests per level")
     p.add_argument("--seconds", type=float, default=10.0, help="longest a level runs")
     args = p.parse_args()
+    if not os.environ.get("DANLU_DATA") and (SHARED / "datasets").is_dir():
+        os.environ["DANLU_DATA"] = str(SHARED / "datasets")  # the test images come from the run's dataset
     print_header("danlu serve: micro-batching vs one forward pass per request")
     print(versions(), "\n", flush=True)
     run = get_run(args)
