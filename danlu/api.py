@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -142,7 +141,3 @@ def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = No
     load_model_weights(run_dir / "model.safetensors", model)
     return run_evaluation(run_dir, recipe, schema, model, getattr(splits, split), split, notes=splits.notes)
 
-
-def metrics_history(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

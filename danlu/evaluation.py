@@ -11,7 +11,7 @@ import torch
 from danlu.data.schema import Schema
 from danlu.metrics import headline
 from danlu.recipe import Recipe
-from danlu.runs import atomic_write_text, read_json, write_json
+from danlu.runs import atomic_write_text, metrics_history, read_json, write_json
 
 
 def report_name(split: str) -> str:
@@ -62,9 +62,7 @@ def evaluate(run_dir: Path, recipe: Recipe, schema: Schema, model: torch.nn.Modu
     metrics = evaluate_loader(model, loader, schema)
     extra: dict[str, Any] = {"run": str(run_dir), "recipe": recipe.name, "model": recipe.model.name}
     status = run_dir / "status.json"
-    hist_path = run_dir / "metrics.jsonl"
-    history = [__import__("json").loads(line) for line in hist_path.read_text().splitlines() if line.strip()] \
-        if hist_path.exists() else []
+    history = metrics_history(run_dir)
     if history:
         extra["epochs"] = len(history)
     if status.exists():

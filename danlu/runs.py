@@ -101,6 +101,14 @@ def list_runs(root: Path | None = None) -> list[Path]:
     return sorted((d.resolve() for d in root.iterdir() if (d / "recipe.yaml").exists()), key=lambda d: d.name)
 
 
+def metrics_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch rows of metrics.jsonl (empty before the first epoch ends)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def run_summary(run: Path) -> dict[str, Any]:
     """Recipe name, status, and test metrics of a run, for ``danlu runs``."""
     out: dict[str, Any] = {"run": run.name, "status": "?", "metrics": {}}

@@ -138,6 +138,7 @@ def test_empty_class_folder_is_a_clear_error(cli, tmp_path):
     (("train", "mnist-mlp", "data.root=/does/not/exist"), "does not exist"),
     (("predict", "no-such-run", "x.png"), "no run folder"),
     (("evaluate", "no-such-run"), "no run folder"),
+    (("train", "mnist-cnn", "data.name=digits"), "too small"),
 ])
 def test_user_errors_exit_2_without_traceback_and_leave_no_run(cli, tmp_path, args, needle):
     code, out, err = cli(*args)

@@ -75,8 +75,16 @@ class SimpleCNN(ConvNet):
 
 def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
     """Run one dummy sample through the conv stack to learn the flatten size."""
-    with torch.no_grad():
-        out = features(torch.zeros(1, *input_shape))
+    from danlu.errors import DanluError
+
+    too_small = DanluError(f"images of {list(input_shape)} are too small for these conv layers (each block "
+                           "shrinks them; 'valid' padding and pooling leave nothing)",
+                           hint="raise data.image_size, use model.padding=same, or fewer model.channels")
+    try:
+        with torch.no_grad():
+            out = features(torch.zeros(1, *input_shape))
+    except RuntimeError:
+        raise too_small from None
     if out.numel() == 0:
-        raise ValueError(f"input {list(input_shape)} is too small for these conv layers")
+        raise too_small
     return int(out.numel())
