@@ -1,5 +1,3 @@
-import sys
+from danlu.cli import run
 
-from danlu.cli import main
-
-sys.exit(main())
+run()

@@ -250,11 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``danlu`` command; ``argv=None`` means a real process, which may fork plot helpers."""
     parser = build_parser()
     a = parser.parse_args(argv)
     if not getattr(a, "func", None):
         parser.print_help()
         return 0
+    if argv is None and a.func in (cmd_train, cmd_evaluate):
+        from danlu import plot_worker
+
+        plot_worker.start()  # before torch's import, so matplotlib loads beside it
     try:
         a.func(a)
         return 0
@@ -278,5 +283,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """Console entry point: ``main()``, then exit without tearing the interpreter down.
+
+    Python's shutdown frees every module and tensor one by one: ~0.5 s after an MNIST run here, spent
+    on nothing, since every file is already written and closed. Output streams are flushed first.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

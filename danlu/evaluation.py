@@ -52,9 +52,15 @@ def report_markdown(report: dict[str, Any], recipe: Recipe) -> str:
 def evaluate(run_dir: Path, recipe: Recipe, schema: Schema, model: torch.nn.Module, split_data: Any,
              split: str = "test", notes: list[str] | None = None, plots: bool = True) -> dict[str, Any]:
     """Score ``model`` on one split and write the report and figures into ``run_dir``."""
-    from danlu import plots as figures
+    from danlu import plot_worker
     from danlu.training import evaluate_loader, make_loader, predict, select_device
 
+    pdir = run_dir / "plots"
+    plot_files: list[str] = []
+    history = metrics_history(run_dir)
+    if plots and history:  # first, so a drawing helper works on it while the split is scored
+        plot_worker.draw("learning_curves", history, pdir / "learning_curves.png")
+        plot_files.append("plots/learning_curves.png")
     device = select_device(recipe.train.device)
     model.to(device)
     loader = make_loader(split_data, schema, recipe, train=False, generator=None, device=device,
@@ -62,31 +68,26 @@ def evaluate(run_dir: Path, recipe: Recipe, schema: Schema, model: torch.nn.Modu
     metrics = evaluate_loader(model, loader, schema)
     extra: dict[str, Any] = {"run": str(run_dir), "recipe": recipe.name, "model": recipe.model.name}
     status = run_dir / "status.json"
-    history = metrics_history(run_dir)
     if history:
         extra["epochs"] = len(history)
     if status.exists():
         extra["best_epoch"] = read_json(status).get("best_epoch")
     if notes:
         extra["notes"] = list(notes)
-    plot_files: list[str] = []
-    if plots:
-        pdir = run_dir / "plots"
-        if history:
-            figures.learning_curves(history, pdir / "learning_curves.png")
-            plot_files.append("plots/learning_curves.png")
-        if schema.task == "classification":
-            figures.confusion_matrix(metrics["confusion_matrix"], schema.classes or [], pdir / f"confusion_{split}.png")
-            plot_files.append(f"plots/confusion_{split}.png")
-            if schema.kind == "image" and len(split_data):
-                grid = _grid_images(split_data)
-                _, preds, y = predict(model, make_loader(_first(split_data, len(grid)), schema, recipe, train=False,
-                                                         generator=None, device=device, channels_last=False), schema)
-                classes = schema.classes or []
-                figures.prediction_grid(grid, [classes[int(i)] for i in y], [classes[int(i)] for i in preds.argmax(1)],
-                                        pdir / f"predictions_{split}.png")
-                plot_files.append(f"plots/predictions_{split}.png")
+    if plots and schema.task == "classification":
+        plot_worker.draw("confusion_matrix", metrics["confusion_matrix"], schema.classes or [],
+                         pdir / f"confusion_{split}.png")
+        plot_files.append(f"plots/confusion_{split}.png")
+        if schema.kind == "image" and len(split_data):
+            grid = _grid_images(split_data)
+            _, preds, y = predict(model, make_loader(_first(split_data, len(grid)), schema, recipe, train=False,
+                                                     generator=None, device=device, channels_last=False), schema)
+            classes = schema.classes or []
+            plot_worker.draw("prediction_grid", grid, [classes[int(i)] for i in y],
+                             [classes[int(i)] for i in preds.argmax(1)], pdir / f"predictions_{split}.png")
+            plot_files.append(f"plots/predictions_{split}.png")
     extra["plots"] = plot_files
+    plot_worker.finish()
     report = build_report(metrics, schema, split, len(split_data), extra)
     write_json(run_dir / f"{report_name(split)}.json", report)
     atomic_write_text(run_dir / f"{report_name(split)}.md", report_markdown(report, recipe))

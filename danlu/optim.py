@@ -27,6 +27,7 @@ class Optimizer:
         for g in self.param_groups:
             g.setdefault("initial_lr", g["lr"])
         self.state: dict[int, dict[str, torch.Tensor]] = {}  # index of the param over all groups → state
+        self.counts: dict[int, int] = {}  # per-param step counts, mirrored from state "step" without a sync
         self.steps = 0
 
     def params(self) -> list[tuple[int, dict[str, Any], torch.Tensor]]:
@@ -45,15 +46,23 @@ class Optimizer:
     @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
+        k = 0
         for g in self.param_groups:
-            items = [(k, p) for k, gg, p in self.params() if gg is g and p.grad is not None]
-            if items:
-                self._update(g, [p for _, p in items], [p.grad for _, p in items], [k for k, _ in items])
+            params, grads, keys = [], [], []
+            for p in g["params"]:
+                if p.grad is not None:
+                    params.append(p)
+                    grads.append(p.grad)
+                    keys.append(k)
+                k += 1
+            if params:
+                self._update(g, params, grads, keys)
 
-    def _state(self, k: int, name: str, like: torch.Tensor) -> torch.Tensor:
+    def _state(self, k: int, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+        """State tensor ``name`` of param ``k``, zeros shaped like ``like`` (a scalar when None) at first."""
         st = self.state.setdefault(k, {})
         if name not in st:
-            st[name] = torch.zeros_like(like, memory_format=torch.preserve_format)
+            st[name] = torch.zeros(()) if like is None else torch.zeros_like(like, memory_format=torch.preserve_format)
         return st[name]
 
     def _update(self, g: dict, params: list, grads: list, keys: list[int]) -> None:
@@ -74,6 +83,7 @@ class Optimizer:
         for name, t in tensors.items():
             k, _, field = name.partition(".")
             self.state.setdefault(int(k), {})[field] = t.to(by_key[int(k)].device, copy=True)
+        self.counts = {k: int(st["step"]) for k, st in self.state.items() if "step" in st}
 
 
 class SGD(Optimizer):
@@ -104,16 +114,21 @@ class Adam(Optimizer):
             grads = torch._foreach_add(grads, params, alpha=wd)
         m = [self._state(k, "exp_avg", p) for k, p in zip(keys, params, strict=True)]
         v = [self._state(k, "exp_avg_sq", p) for k, p in zip(keys, params, strict=True)]
-        steps = [self._state(k, "step", torch.zeros(())) for k in keys]
+        steps = [self._state(k, "step") for k in keys]
         torch._foreach_add_(steps, 1.0)
         torch._foreach_lerp_(m, grads, 1 - b1)
         torch._foreach_mul_(v, b2)
         torch._foreach_addcmul_(v, grads, grads, 1 - b2)
-        for p, mi, vi, s in zip(params, m, v, steps, strict=True):
-            t = float(s)
+        by_step: dict[int, list[int]] = {}  # bias correction depends on each param's own step count
+        for i, k in enumerate(keys):
+            self.counts[k] = self.counts.get(k, 0) + 1
+            by_step.setdefault(self.counts[k], []).append(i)
+        for t, idx in by_step.items():
             bc1, bc2 = 1 - b1**t, 1 - b2**t
-            denom = (vi.sqrt() / math.sqrt(bc2)).add_(eps)
-            p.addcdiv_(mi, denom, value=-lr / bc1)
+            denom = torch._foreach_sqrt([v[i] for i in idx])
+            torch._foreach_div_(denom, math.sqrt(bc2))
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_([params[i] for i in idx], [m[i] for i in idx], denom, -lr / bc1)
 
 
 class AdamW(Adam):
@@ -143,7 +158,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizer:
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.weight_decay:
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    else:  # one group: every update op then runs once over all params
+        groups = [{"params": decay + no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     name = cfg.optimizer
     if name == "sgd":

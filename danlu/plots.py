@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (imported on first use: ~0.7 s)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,20 +17,21 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, tight: bool = True) -> None:
+    """PNG, written atomically. ``tight`` crops to the drawn content, at the price of a second layout pass."""
     import io
 
     from danlu.runs import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
+    pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def learning_curves(history: list[dict], path: Path) -> None:
     """Loss and the main metric per epoch, train beside validation."""
-    plt = _plt()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     metric = next((m for m in ("accuracy", "r2", "mae") if f"val_{m}" in history[0]), None) if history else None
     fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(10 if metric else 5, 3.6), squeeze=False)
@@ -48,11 +50,13 @@ def learning_curves(history: list[dict], path: Path) -> None:
         ax.legend()
     for a in axes[0]:
         a.grid(alpha=0.3)
-    _save(fig, path)
+    # fixed margins (the labels are known) instead of a tight bounding box: 0.22 s to draw, not 0.33 s
+    fig.subplots_adjust(left=0.08 if metric else 0.15, right=0.98, bottom=0.14, top=0.91, wspace=0.22)
+    _save(fig, path, tight=False)
 
 
 def confusion_matrix(cm: list[list[int]], classes: list[str], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     cm_a = np.asarray(cm)
     n = len(classes)
     size = min(12, 2.5 + 0.45 * n)
@@ -75,7 +79,7 @@ def prediction_grid(images: np.ndarray, true: list[str], pred: list[str], path: 
 
     Drawn as one mosaic in a single axes: 25 separate subplots took 2.2 s to render here, this ~0.2 s.
     """
-    plt = _plt()
+    plt = pyplot()
     n = min(25, len(images))
     c, h, w = images.shape[1:]
     pad_h, pad_w = h // 3 + 2, 2  # room for the title above each tile

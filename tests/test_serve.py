@@ -88,14 +88,20 @@ def test_json_multipart_and_cli_give_the_same_predictions(client, runs, digit_pn
     assert r.status_code == 200
     rows = r.json()["predictions"]
     assert [row["input"] for row in rows] == ["input 0", "input 1"]
-    assert rows[0]["top"] == rows[1]["top"] == expected
+    assert rows[0]["top"] == rows[1]["top"]  # one batch
+    same_top(rows[0]["top"], expected)  # batch of 2 vs 1: the GEMM may round differently
 
     r = client.post("/v1/predict", files=[("files", ("a.png", digit_png, "image/png")),
                                           ("files", ("b.png", digit_png, "image/png"))], data={"top_k": "2"})
     assert r.status_code == 200
     rows = r.json()["predictions"]
     assert [row["input"] for row in rows] == ["a.png", "b.png"]
-    assert rows[0]["top"] == expected[:2]
+    same_top(rows[0]["top"], expected[:2])
+
+
+def same_top(got: list[dict], want: list[dict]) -> None:
+    assert [t["label"] for t in got] == [t["label"] for t in want]
+    assert [t["probability"] for t in got] == pytest.approx([t["probability"] for t in want], abs=2e-6)
 
 
 def test_top_k_and_probabilities(client, digit_png):
@@ -325,7 +331,8 @@ def test_concurrent_requests_share_forward_passes(runs, digit_png, max_batch_siz
             responses = list(pool.map(lambda _: http.post("/v1/predict", json=body), range(16)))
         after = batch_counts(server.url)
     assert [r.status_code for r in responses] == [200] * 16
-    assert len({json.dumps(r.json()) for r in responses}) == 1
+    for r in responses[1:]:  # batches of different sizes may round the last digit differently
+        same_top(r.json()["predictions"][0]["top"], responses[0].json()["predictions"][0]["top"])
     inputs, passes = after[0] - before[0], after[1] - before[1]
     assert inputs == 16
     if max_batch_size == 1:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from danlu.models.layers import Dropout
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
@@ -21,7 +23,7 @@ def _dense_stack(in_features: int, hidden: Sequence[int], num_outputs: int, drop
             layers.append(nn.BatchNorm1d(h))
         layers.append(ACTIVATIONS[activation]())
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         width = h
     layers.append(nn.Linear(width, num_outputs))
     return layers
