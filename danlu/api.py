@@ -88,7 +88,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         write_json(run_dir / "env.json", _env_info(str(select_device(recipe.train.device))))
         for writer in splits.artifacts.values():
             writer(run_dir)
-        write_json(run_dir / "status.json", {"status": "training", "epoch": 0, "epochs": recipe.train.epochs})
+        write_json(run_dir / "status.json", {"status": "training", "epoch": 0, "epochs": recipe.train.epoch_count})
     say(f"run: {run_dir}")
     say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
     try:

@@ -258,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv is None and a.func in (cmd_train, cmd_evaluate):
         from danlu import plot_worker
+        from danlu.runtime import keep_freed_memory
 
         plot_worker.start()  # before torch's import, so matplotlib loads beside it
+        keep_freed_memory()
     try:
         a.func(a)
         return 0

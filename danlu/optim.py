@@ -176,7 +176,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizer:
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
     """step → multiplier of the base lr. Warmup is linear; onecycle warms up over 25 % by default."""
-    total = max(1, cfg.epochs * steps_per_epoch)
+    total = cfg.total_steps(steps_per_epoch)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     name = cfg.schedule
     if name not in SCHEDULES:

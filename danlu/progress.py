@@ -37,11 +37,12 @@ class Progress:
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
-    def start_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int, steps: int | None = None) -> None:
         if self._bar is not None:
             if self._task is not None:
                 self._bar.remove_task(self._task)
-            self._task = self._bar.add_task("train", total=self.steps, epoch=f"{epoch}/{self.epochs}", stats="")
+            self._task = self._bar.add_task("train", total=steps or self.steps, epoch=f"{epoch}/{self.epochs}",
+                                            stats="")
 
     def step(self, loss: float, samples_per_s: float) -> None:
         if self._bar is not None:

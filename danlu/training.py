@@ -152,18 +152,20 @@ def fit(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe, run_di
         best_value, result.best, result.best_epoch = state["best_value"], state["best"], state["best_epoch"]
         stop_best, bad_epochs = state["stop_best"], state["bad_epochs"]
         if state.get("stopped"):
-            start_epoch = cfg.epochs + 1
+            start_epoch = cfg.epoch_count + 1
         # metrics.jsonl may hold an epoch the checkpoint never saw (killed in between): rewrite it
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in result.history))
 
     t_start = time.perf_counter()
     model.train()
-    with Progress(cfg.epochs, steps, show_progress) as progress:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            progress.start_epoch(epoch)
+    total_steps = cfg.total_steps(steps)
+    with Progress(cfg.epoch_count, steps, show_progress) as progress:
+        for epoch in range(start_epoch, cfg.epoch_count + 1):
+            epoch_steps = min(steps, total_steps - (epoch - 1) * steps)  # the last epoch may be partial
+            progress.start_epoch(epoch, epoch_steps)
             t0 = time.perf_counter()
             seen, loss_sum, correct = 0, 0.0, 0
-            for x, y in train_loader:
+            for step, (x, y) in enumerate(train_loader, 1):
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out = model(x)
                     loss = criterion(out, y)
@@ -190,6 +192,8 @@ def fit(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe, run_di
                 if schema.task == "classification":
                     correct += int((out.argmax(1) == y).sum())
                 progress.step(loss_sum / seen, seen / (time.perf_counter() - t0))
+                if step == epoch_steps:
+                    break
             train_s = time.perf_counter() - t0
             row: dict[str, float] = {"epoch": epoch, "train_loss": loss_sum / seen}
             if schema.task == "classification":
@@ -217,12 +221,12 @@ def fit(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe, run_di
                 improved = stop_best is None or (sv > stop_best + cfg.early_stop.min_delta if up
                                                  else sv < stop_best - cfg.early_stop.min_delta)
                 stop_best, bad_epochs = (sv, 0) if improved else (stop_best, bad_epochs + 1)
-                stopped = bad_epochs >= cfg.early_stop.patience and epoch < cfg.epochs
+                stopped = bad_epochs >= cfg.early_stop.patience and epoch < cfg.epoch_count
             info = {"epoch": epoch, "history": result.history, "best_value": best_value, "best": result.best,
                     "best_epoch": result.best_epoch, "stop_best": stop_best, "bad_epochs": bad_epochs,
                     "stopped": stopped, "monitor": monitor}
             save_training_state(ckpt, model, optimizer, scheduler, generator, info)
-            write_json(run_dir / "status.json", {"status": "training", "epoch": epoch, "epochs": cfg.epochs})
+            write_json(run_dir / "status.json", {"status": "training", "epoch": epoch, "epochs": cfg.epoch_count})
             progress.end_epoch(epoch, {k: v for k, v in row.items() if k.endswith(("loss", "accuracy", "r2"))},
                                row["samples_per_s"])
             if stopped:

@@ -1,5 +1,6 @@
 """Our optimizers and schedules against torch.optim as the oracle."""
 
+import json
 import math
 
 import pytest
@@ -90,3 +91,18 @@ def test_pool_then_relu_equals_relu_then_pool():
     a = nn.functional.relu(nn.functional.max_pool2d(x, 2))
     b = nn.functional.max_pool2d(nn.functional.relu(x), 2)
     assert torch.equal(a, b)
+
+
+def test_fractional_epochs_run_a_partial_last_epoch(cli):
+    cfg = TrainConfig(epochs=1.5, schedule="linear")
+    assert cfg.epoch_count == 2 and cfg.total_steps(10) == 15
+    f = lr_factor(cfg, 10)
+    assert f(0) == pytest.approx(1.0) and f(14) == pytest.approx(1 / 15, abs=1e-6)  # decays over 15 steps
+    assert TrainConfig(epochs=3).epoch_count == 3 and isinstance(TrainConfig(epochs=3).epochs, int)
+
+    code, out, err = cli("train", "digits-mlp", "train.epochs=1.5", "train.batch_size=100", "--json")
+    assert code == 0, err
+    run = json.loads(out.strip().splitlines()[-1])["run"]
+    rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert "epoch 2/2" in err
