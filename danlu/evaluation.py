@@ -83,8 +83,9 @@ def evaluate(run_dir: Path, recipe: Recipe, schema: Schema, model: torch.nn.Modu
         plot_files.append(f"plots/confusion_{split}.png")
         if schema.kind == "image" and len(split_data):
             grid = _grid_images(split_data)
-            _, preds, y = predict(model, make_loader(_first(split_data, len(grid)), schema, recipe, train=False,
-                                                     generator=None, device=device, channels_last=channels_last), schema)
+            grid_loader = make_loader(_first(split_data, len(grid)), schema, recipe, train=False, generator=None,
+                                      device=device, channels_last=channels_last)
+            _, preds, y = predict(model, grid_loader, schema)
             classes = schema.classes or []
             plot_worker.draw("prediction_grid", grid, [classes[int(i)] for i in y],
                              [classes[int(i)] for i in preds.argmax(1)], pdir / f"predictions_{split}.png")
