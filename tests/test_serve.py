@@ -290,6 +290,31 @@ def test_batcher_merges_concurrent_jobs_and_isolates_failures():
     assert results == [i * 10 for i in range(10)] and all(len(c) == 1 for c in calls)
 
 
+def test_jobs_queued_behind_a_running_batch_leave_together_without_waiting():
+    calls: list[list[int]] = []
+
+    def run_batch(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        time.sleep(0.2)
+        return items
+
+    async def scenario() -> float:
+        b = MicroBatcher(run_batch, max_batch_size=64, max_wait_ms=5000)  # a wait that would show
+        await b.start()
+        first = asyncio.ensure_future(b.submit(0, 1))
+        await asyncio.sleep(0.05)  # the model is busy with job 0 now
+        b.recent_jobs = 5.0  # busy traffic: a lone job would wait for company
+        t0 = time.perf_counter()
+        await asyncio.gather(first, *(b.submit(i, 1) for i in range(1, 6)))
+        took = time.perf_counter() - t0
+        await b.close()
+        return took
+
+    took = asyncio.run(scenario())
+    assert calls == [[0], [1, 2, 3, 4, 5]]  # the backlog forms the next batch, no max-wait on top
+    assert took < 1.0
+
+
 def test_text_batches_are_right_padded_per_request():
     schema = Schema("text", "classification", [16], classes=["neg", "pos"], text={"pad_id": 0})
     engine = Engine(SimpleNamespace(schema=schema, model=torch.nn.Identity()))

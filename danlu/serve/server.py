@@ -26,9 +26,13 @@ def run_server(settings: dict[str, Any], host: str = "127.0.0.1", port: int = 80
     common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=None)
     if workers <= 1:
         set_threads(workers)
-        from danlu.serve.app import create_app
+        from danlu.runtime import keep_freed_memory
+        from danlu.serve.app import create_app, settle_process
 
-        uvicorn.run(create_app(**settings), **common)
+        keep_freed_memory()
+        app = create_app(**settings)
+        settle_process()
+        uvicorn.run(app, **common)
         return
     os.environ[CONFIG_ENV] = json.dumps({**settings, "workers": workers})
     uvicorn.run("danlu.serve.server:app_from_env", factory=True, workers=workers, **common)
@@ -36,11 +40,15 @@ def run_server(settings: dict[str, Any], host: str = "127.0.0.1", port: int = 80
 
 def app_from_env() -> Any:
     """The factory each worker process calls."""
-    from danlu.serve.app import create_app
+    from danlu.runtime import keep_freed_memory
+    from danlu.serve.app import create_app, settle_process
 
     settings = json.loads(os.environ[CONFIG_ENV])
     set_threads(settings.pop("workers", 1))
-    return create_app(**settings)
+    keep_freed_memory()
+    app = create_app(**settings)
+    settle_process()
+    return app
 
 
 def set_threads(workers: int) -> None:
