@@ -8,7 +8,8 @@ starts ``danlu serve`` as a subprocess on 127.0.0.1, then runs a closed loop of 
 clients (one asyncio process with a minimal keep-alive HTTP/1.1 client), each sending single-image JSON
 requests (base64 PNGs of MNIST test digits) back to back. Each level is bounded by --requests and --seconds,
 so the script always stops by itself. The load generator shares the CPU with the server: on a 2-core
-machine that is part of what is measured.
+machine that is part of what is measured. Every setting runs --repeat times, the rounds interleaved, and
+the table shows medians: on a shared machine one round can be 30 % off the next.
 Targets on 2 cores: with 32 clients, batching >= 2x the baseline's requests/s and p99 < 100 ms.
 """
 
@@ -21,6 +22,7 @@ import io
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -214,6 +216,8 @@ def main() -> None:
     p.add_argument("--backends", default="torch,onnx")
     p.add_argument("--requests", type=int, default=2000, help="most requests per level")
     p.add_argument("--seconds", type=float, default=10.0, help="longest a level runs")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="rounds over every server setting, interleaved; medians are reported (noisy machines)")
     args = p.parse_args()
     if not os.environ.get("DANLU_DATA") and (SHARED / "datasets").is_dir():
         os.environ["DANLU_DATA"] = str(SHARED / "datasets")  # the test images come from the run's dataset
@@ -222,28 +226,34 @@ def main() -> None:
     run = get_run(args)
     bodies = payloads(run)
     levels = [int(c) for c in args.clients.split(",")]
+    samples: dict[tuple, list[tuple]] = {}
+    for rnd in range(1, max(1, args.repeat) + 1):
+        for backend in args.backends.split(","):
+            for batch in (64, 1):
+                server = Server(run, backend, batch)
+                try:
+                    server.wait_ready()
+                    for clients in levels:
+                        before = batch_stats(server.url)
+                        lat, failed, wall = asyncio.run(closed_loop(server.port, bodies, clients, args.requests,
+                                                                    args.seconds))
+                        after = batch_stats(server.url)
+                        mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                        sample = (len(lat), failed, len(lat) / wall, percentile(lat, 50) * 1e3,
+                                  percentile(lat, 99) * 1e3, mean_batch)
+                        samples.setdefault((backend, batch, clients), []).append(sample)
+                        print(f"  round {rnd} {backend:<5} max-batch {batch:<3} clients {clients:<3} {sample[2]:8.1f} "
+                              f"req/s  p50 {sample[3]:6.1f} ms  p99 {sample[4]:6.1f} ms  mean batch {mean_batch:5.1f}  "
+                              f"failed {failed}", flush=True)
+                finally:
+                    server.stop()
     rows = []
-    for backend in args.backends.split(","):
-        for batch in (64, 1):
-            server = Server(run, backend, batch)
-            try:
-                server.wait_ready()
-                for clients in levels:
-                    before = batch_stats(server.url)
-                    lat, failed, wall = asyncio.run(closed_loop(server.port, bodies, clients, args.requests,
-                                                                args.seconds))
-                    after = batch_stats(server.url)
-                    mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-                    row = (backend, batch, clients, len(lat), failed, len(lat) / wall, percentile(lat, 50) * 1e3,
-                           percentile(lat, 99) * 1e3, mean_batch)
-                    rows.append(row)
-                    print(f"  {backend:<5} max-batch {batch:<3} clients {clients:<3} {row[5]:8.1f} req/s  "
-                          f"p50 {row[6]:6.1f} ms  p99 {row[7]:6.1f} ms  mean batch {mean_batch:5.1f}  "
-                          f"failed {failed}", flush=True)
-            finally:
-                server.stop()
+    for (backend, batch, clients), got in samples.items():  # medians over rounds; requests and failures summed
+        med = [statistics.median(v[k] for v in got) for k in range(2, 6)]
+        rows.append((backend, batch, clients, sum(v[0] for v in got), sum(v[1] for v in got), *med))
 
     print(f"\nrun: {run}   load average after: {os.getloadavg()[0]:.2f} (other work on the machine skews timings)\n")
+    print(f"medians over {max(1, args.repeat)} interleaved rounds:")
     print("| backend | max batch | clients | requests | failed | req/s | p50 ms | p99 ms | mean batch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
