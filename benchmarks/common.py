@@ -35,10 +35,29 @@ def machine() -> dict:
     return info
 
 
+def matmul_gflops(seconds: float = 1.0) -> float:
+    """fp32 GFLOP/s of a 256x784 @ 784x128 matmul (mnist-mlp's big layer) with torch's threads, right now.
+
+    The development machine is a shared VM: this reads ~60 when it is quiet and 25-35 when the host is
+    busy, and every timing below moves with it, so each benchmark prints it first (and --probe-after).
+    """
+    import torch
+
+    x, w = torch.randn(256, 784), torch.randn(784, 128)
+    for _ in range(10):
+        x @ w
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        x @ w
+        n += 1
+    return 2 * 256 * 784 * 128 * n / (time.perf_counter() - t0) / 1e9
+
+
 def print_header(title: str) -> None:
     print(f"# {title}")
     for k, v in machine().items():
         print(f"- {k}: {v}")
+    print(f"- matmul probe: {matmul_gflops():.0f} GFLOP/s (this 2-core VM: ~60 quiet, 25-35 when its host is busy)")
     print()
 
 

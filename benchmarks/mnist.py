@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import SHARED, print_header, timed_cli  # noqa: E402
+from benchmarks.common import SHARED, matmul_gflops, print_header, timed_cli  # noqa: E402
 
 
 def loader_throughput(batch_size: int = 128, epochs: int = 2) -> tuple[float, float]:
@@ -95,7 +95,7 @@ def main() -> None:
         print("| recipe | test accuracy | median wall (process start → exit) | runs, s (cache) | target | |")
         print("| --- | --- | --- | --- | --- | --- |")
         print("\n".join(rows))
-        print()
+        print(f"\nmatmul probe after the runs: {matmul_gflops():.0f} GFLOP/s\n")
     if args.only in (None, "loader"):
         fast, slow = loader_throughput()
         print("| loader (MNIST train, batch 128) | samples/s |")

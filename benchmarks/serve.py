@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import SHARED, print_header  # noqa: E402
+from benchmarks.common import SHARED, matmul_gflops, print_header  # noqa: E402
 
 
 def versions() -> str:
@@ -252,7 +252,8 @@ def main() -> None:
         med = [statistics.median(v[k] for v in got) for k in range(2, 6)]
         rows.append((backend, batch, clients, sum(v[0] for v in got), sum(v[1] for v in got), *med))
 
-    print(f"\nrun: {run}   load average after: {os.getloadavg()[0]:.2f} (other work on the machine skews timings)\n")
+    print(f"\nrun: {run}   load average after: {os.getloadavg()[0]:.2f}, matmul probe after: {matmul_gflops():.0f} "
+          "GFLOP/s (other work on the machine skews timings)\n")
     print(f"medians over {max(1, args.repeat)} interleaved rounds:")
     print("| backend | max batch | clients | requests | failed | req/s | p50 ms | p99 ms | mean batch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
