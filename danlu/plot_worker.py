@@ -79,6 +79,9 @@ def _helper_main(mine: list[Any], theirs: list[Any]) -> None:  # pragma: no cove
     try:
         for conn in theirs:
             conn.close()
+        null = os.open(os.devnull, os.O_RDWR)  # hold no pipe of the parent's open (| head, capture_output)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
