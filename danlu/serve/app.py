@@ -81,12 +81,12 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     guarded = [Depends(_key_checker(api_key))] if api_key else []  # no key: no per-request dependency work
     schema = engine.schema
 
-    async def predict_json(body: bytes) -> dict[str, Any]:
-        """POST /v1/predict with a JSON body; Gate calls this directly (see ``Gate``), the route below too."""
+    async def answer(read: Callable[[], Awaitable[tuple[Callable[[], PredictRequest], int]]]) -> dict[str, Any]:
+        """Read and check one request (``read`` returns its parser and size), batch it, format its rows."""
         batcher.arriving += 1
         try:
-            parse = partial(parse_json, body, schema, max_inputs)
-            if len(body) <= INLINE_BODY:
+            parse, size = await read()
+            if size <= INLINE_BODY:
                 x, req = _prepare(engine, parse)
             else:
                 x, req = await run_in_threadpool(_prepare, engine, parse)
@@ -95,6 +95,14 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
         outputs = await batcher.submit(x, len(x))
         return {"predictions": engine.format(outputs, req.labels, req.top_k)}
 
+    async def predict_json(body: bytes) -> dict[str, Any]:
+        """POST /v1/predict with a JSON body; Gate calls this directly (see ``Gate``), the route below too."""
+
+        async def read() -> tuple[Callable[[], PredictRequest], int]:
+            return partial(parse_json, body, schema, max_inputs), len(body)
+
+        return await answer(read)
+
     @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI,
               responses=ERRORS, summary="Predict images, texts or feature rows (JSON or multipart files)")
     async def predict(request: Request) -> JSONResponse:
@@ -102,18 +110,12 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
         if not content_type.startswith("multipart/form-data"):
             # JSON, whatever the client called it (curl -d sends application/x-www-form-urlencoded)
             return JSONResponse(await predict_json(await request.body()))
-        batcher.arriving += 1
-        try:
+
+        async def read() -> tuple[Callable[[], PredictRequest], int]:
             files, top_k = await _read_form(request, max_inputs, max_body)
-            parse = partial(parse_uploads, files, top_k, schema.kind, max_inputs)
-            if sum(len(d) for _, d in files) <= INLINE_BODY:
-                x, req = _prepare(engine, parse)
-            else:
-                x, req = await run_in_threadpool(_prepare, engine, parse)
-        finally:
-            batcher.arriving -= 1
-        outputs = await batcher.submit(x, len(x))
-        return JSONResponse({"predictions": engine.format(outputs, req.labels, req.top_k)})
+            return partial(parse_uploads, files, top_k, schema.kind, max_inputs), sum(len(d) for _, d in files)
+
+        return JSONResponse(await answer(read))
 
     @app.get("/v1/model", dependencies=guarded, responses={401: ERRORS[401]},
              summary="The model card: task, classes, input spec, test metrics")
