@@ -39,7 +39,7 @@ def matmul_gflops(seconds: float = 1.0) -> float:
     """fp32 GFLOP/s of a 256x784 @ 784x128 matmul (mnist-mlp's big layer) with torch's threads, right now.
 
     The development machine is a shared VM: this reads ~60 when it is quiet and 25-35 when the host is
-    busy, and every timing below moves with it, so each benchmark prints it first (and --probe-after).
+    busy, and every timing moves with it, so the benchmarks print it before and after their runs.
     """
     import torch
 

@@ -96,7 +96,7 @@ class EarlyStopConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int | float = Field(10, gt=0)  # 1.5 = one full pass, then half of a second (a partial last epoch)
+    epochs: int | float = Field(10, gt=0, allow_inf_nan=False)  # 1.5 = one pass, then half of a second
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(1024, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -132,7 +132,6 @@ class TrainConfig(_Strict):
             raise unknown_name("schedule", v, SCHEDULES)
         return v.lower()
 
-
     @property
     def epoch_count(self) -> int:
         """Epochs that run, the last one partial when ``epochs`` has a fraction."""
@@ -140,6 +139,7 @@ class TrainConfig(_Strict):
 
     def total_steps(self, steps_per_epoch: int) -> int:
         return max(1, round(self.epochs * steps_per_epoch))
+
 
 class ModelConfig(_Strict):
     """A model name plus that model's own options (validated by its registry entry)."""

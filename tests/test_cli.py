@@ -139,6 +139,7 @@ def test_empty_class_folder_is_a_clear_error(cli, tmp_path):
     (("predict", "no-such-run", "x.png"), "no run folder"),
     (("evaluate", "no-such-run"), "no run folder"),
     (("train", "mnist-cnn", "data.name=digits"), "too small"),
+    (("train", "digits-mlp", "train.epochs=.inf"), "finite number"),
 ])
 def test_user_errors_exit_2_without_traceback_and_leave_no_run(cli, tmp_path, args, needle):
     code, out, err = cli(*args)

@@ -11,8 +11,8 @@ import hmac
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -81,27 +81,28 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     guarded = [Depends(_key_checker(api_key))] if api_key else []  # no key: no per-request dependency work
     schema = engine.schema
 
-    async def answer(read: Callable[[], Awaitable[tuple[Callable[[], PredictRequest], int]]]) -> dict[str, Any]:
-        """Read and check one request (``read`` returns its parser and size), batch it, format its rows."""
+    @contextmanager
+    def arriving() -> Iterator[None]:
+        """Count a request as being read and parsed: the batcher waits for company only while some are."""
         batcher.arriving += 1
         try:
-            parse, size = await read()
+            yield
+        finally:
+            batcher.arriving -= 1
+
+    async def answer(parse: Callable[[], PredictRequest], size: int) -> dict[str, Any]:
+        """Parse and check one request (big ones off the event loop), batch it, format its rows."""
+        with arriving():
             if size <= INLINE_BODY:
                 x, req = _prepare(engine, parse)
             else:
                 x, req = await run_in_threadpool(_prepare, engine, parse)
-        finally:
-            batcher.arriving -= 1
         outputs = await batcher.submit(x, len(x))
         return {"predictions": engine.format(outputs, req.labels, req.top_k)}
 
     async def predict_json(body: bytes) -> dict[str, Any]:
         """POST /v1/predict with a JSON body; Gate calls this directly (see ``Gate``), the route below too."""
-
-        async def read() -> tuple[Callable[[], PredictRequest], int]:
-            return partial(parse_json, body, schema, max_inputs), len(body)
-
-        return await answer(read)
+        return await answer(partial(parse_json, body, schema, max_inputs), len(body))
 
     @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI,
               responses=ERRORS, summary="Predict images, texts or feature rows (JSON or multipart files)")
@@ -110,12 +111,10 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
         if not content_type.startswith("multipart/form-data"):
             # JSON, whatever the client called it (curl -d sends application/x-www-form-urlencoded)
             return JSONResponse(await predict_json(await request.body()))
-
-        async def read() -> tuple[Callable[[], PredictRequest], int]:
+        with arriving():
             files, top_k = await _read_form(request, max_inputs, max_body)
-            return partial(parse_uploads, files, top_k, schema.kind, max_inputs), sum(len(d) for _, d in files)
-
-        return JSONResponse(await answer(read))
+        parse = partial(parse_uploads, files, top_k, schema.kind, max_inputs)
+        return JSONResponse(await answer(parse, sum(len(d) for _, d in files)))
 
     @app.get("/v1/model", dependencies=guarded, responses={401: ERRORS[401]},
              summary="The model card: task, classes, input spec, test metrics")
@@ -260,13 +259,22 @@ def _error(status: int, error: str, detail: Any = None, headers: dict[str, str] 
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    async def request_error(request: Request, e: RequestError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-        return _error(e.status, e.error, e.detail, headers)
+def error_answer(e: Exception) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """(status, {"error", "detail"}, extra headers) for an exception from answering a prediction."""
+    if isinstance(e, RequestError):
+        auth = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return e.status, {"error": e.error, "detail": e.detail}, auth
+    if isinstance(e, BatcherClosed):
+        return 503, {"error": "the server is shutting down", "detail": "retry against another instance"}, None
+    if isinstance(e, DanluError):  # DataError from preprocessing
+        return 422, {"error": e.message, "detail": e.hint}, None
+    return 500, {"error": "internal error", "detail": type(e).__name__}, None
 
-    async def user_error(request: Request, e: DanluError) -> JSONResponse:  # DataError from preprocessing
-        return _error(422, e.message, e.hint)
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def known(request: Request, e: Exception) -> JSONResponse:
+        status, payload, headers = error_answer(e)
+        return JSONResponse(payload, status_code=status, headers=headers)
 
     async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
         return _error(422, "the request does not match the API", e.errors())
@@ -276,18 +284,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(e.status_code, f"{text}: {request.url.path}" if e.status_code == 404 else text,
                       None, dict(e.headers) if e.headers else None)
 
-    async def closed(request: Request, e: BatcherClosed) -> JSONResponse:
-        return _error(503, "the server is shutting down", "retry against another instance")
-
-    async def internal(request: Request, e: Exception) -> JSONResponse:
-        return _error(500, "internal error", type(e).__name__)
-
-    app.add_exception_handler(RequestError, request_error)
-    app.add_exception_handler(DanluError, user_error)
+    for error in (RequestError, DanluError, BatcherClosed, Exception):
+        app.add_exception_handler(error, known)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(BatcherClosed, closed)
-    app.add_exception_handler(Exception, internal)
 
 
 class Gate:
@@ -302,7 +302,8 @@ class Gate:
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics, max_body: int,
-                 predict_json: Callable[[bytes], Awaitable[dict]] | None = None, api_key: str | None = None):
+                 predict_json: Callable[[bytes], Awaitable[dict[str, Any]]] | None = None,
+                 api_key: str | None = None):
         self.app, self.metrics, self.max_body = app, metrics, max_body
         self.predict_json, self.api_key = predict_json, api_key
 
@@ -329,8 +330,7 @@ class Gate:
                                                        "detail": "send fewer or smaller inputs per request"})
                 return
             if self.predict_json is not None and not disconnected and _is_json_predict(scope):
-                status_code, payload, headers = await self._predict(scope, body)
-                await _send_json(send_and_watch, status_code, payload, headers, close=False)
+                await _send_json(send_and_watch, *await self._predict(scope, body), close=False)
                 return
             await self.app(scope, _replay(body, disconnected, receive), send_and_watch)
         finally:
@@ -339,23 +339,15 @@ class Gate:
             route = route if route in ROUTES else "/static" if route.startswith("/static/") else "other"
             self.metrics.observe_request(route, scope["method"], status, time.perf_counter() - t0)
 
-    async def _predict(self, scope: dict, body: bytes) -> tuple[int, dict, dict[str, str] | None]:
+    async def _predict(self, scope: dict, body: bytes) -> tuple[int, dict[str, Any], dict[str, str] | None]:
         """(status, JSON payload, extra headers), as the route and its exception handlers would answer."""
         try:
             if self.api_key:
                 headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in (b"x-api-key", b"authorization")}
                 check_api_key(self.api_key, headers.get(b"x-api-key"), headers.get(b"authorization"))
-            assert self.predict_json is not None
             return 200, await self.predict_json(body), None
-        except RequestError as e:
-            auth = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-            return e.status, {"error": e.error, "detail": e.detail}, auth
-        except BatcherClosed:
-            return 503, {"error": "the server is shutting down", "detail": "retry against another instance"}, None
-        except DanluError as e:  # DataError from preprocessing
-            return 422, {"error": e.message, "detail": e.hint}, None
         except Exception as e:
-            return 500, {"error": "internal error", "detail": type(e).__name__}, None
+            return error_answer(e)
 
     async def _read_body(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> tuple[bytes | None, bool]:
         """(body, client disconnected); body is None when over the limit."""

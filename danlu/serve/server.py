@@ -25,14 +25,7 @@ def run_server(settings: dict[str, Any], host: str = "127.0.0.1", port: int = 80
               "(set --api-key or DANLU_API_KEY)", file=sys.stderr)
     common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=None)
     if workers <= 1:
-        set_threads(workers)
-        from danlu.runtime import keep_freed_memory
-        from danlu.serve.app import create_app, settle_process
-
-        keep_freed_memory()
-        app = create_app(**settings)
-        settle_process()
-        uvicorn.run(app, **common)
+        uvicorn.run(build_app(settings, workers), **common)
         return
     os.environ[CONFIG_ENV] = json.dumps({**settings, "workers": workers})
     uvicorn.run("danlu.serve.server:app_from_env", factory=True, workers=workers, **common)
@@ -40,11 +33,16 @@ def run_server(settings: dict[str, Any], host: str = "127.0.0.1", port: int = 80
 
 def app_from_env() -> Any:
     """The factory each worker process calls."""
+    settings = json.loads(os.environ[CONFIG_ENV])
+    return build_app(settings, settings.pop("workers", 1))
+
+
+def build_app(settings: dict[str, Any], workers: int) -> Any:
+    """The app for one serving process, with that process tuned for it (threads, allocator, collector)."""
     from danlu.runtime import keep_freed_memory
     from danlu.serve.app import create_app, settle_process
 
-    settings = json.loads(os.environ[CONFIG_ENV])
-    set_threads(settings.pop("workers", 1))
+    set_threads(workers)
     keep_freed_memory()
     app = create_app(**settings)
     settle_process()
