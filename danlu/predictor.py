@@ -44,26 +44,38 @@ class Predictor:
 
     # ---------------------------------------------------------------- preprocessing
 
-    def image_tensor(self, items: list[Any]) -> torch.Tensor:
-        """Paths, raw bytes or uint8 arrays → the normalized float batch the model was trained on."""
+    def image_pixels(self, items: list[Any], max_pixels: int | None = None) -> torch.Tensor:
+        """Paths, raw bytes or uint8 arrays → uint8 [N, C, H, W] at the model's size (not yet normalized)."""
+        from PIL import UnidentifiedImageError
+
         from danlu.data.imagefolder import decode_image
-        from danlu.data.tensors import Normalizer
 
         c, h, w = self.schema.input_shape
         arrays = []
         for i, item in enumerate(items):
+            where = item if isinstance(item, str | Path) else f"input {i}"
             try:
-                arr = decode_image(item, (h, w), c)
-            except DataError:
-                raise
+                arr = decode_image(item, (h, w), c, max_pixels=max_pixels)
+            except DataError as e:
+                raise DataError(f"{where}: {e.message}", hint=e.hint) from None
             except Exception as e:  # PIL raises many types for bad bytes
-                where = item if isinstance(item, str | Path) else f"input {i}"
-                raise DataError(f"{where}: not a readable image ({type(e).__name__}: {e})",
+                reason = "" if isinstance(e, UnidentifiedImageError) else f" ({type(e).__name__}: {e})"
+                raise DataError(f"{where}: not a readable image{reason}",
                                 hint="send a JPEG, PNG, GIF, BMP or WebP image") from None
             arrays.append(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))))
+        return arrays[0].unsqueeze(0) if len(arrays) == 1 else torch.stack(arrays)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, C, H, W] → the normalized float batch the model was trained on."""
         if self._normalizer is None:
-            self._normalizer = Normalizer(self.schema.mean, self.schema.std, c)
-        return self._normalizer(torch.stack(arrays))
+            from danlu.data.tensors import Normalizer
+
+            self._normalizer = Normalizer(self.schema.mean, self.schema.std, self.schema.input_shape[0])
+        return self._normalizer(pixels)
+
+    def image_tensor(self, items: list[Any]) -> torch.Tensor:
+        """Paths, raw bytes or uint8 arrays → the normalized float batch the model was trained on."""
+        return self.normalize(self.image_pixels(items))
 
     def tabular_tensor(self, rows: list[Any]) -> torch.Tensor:
         from danlu.data.tabular import TabularEncoder

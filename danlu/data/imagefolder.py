@@ -250,8 +250,12 @@ def decode_image(
     source: str | os.PathLike | bytes | np.ndarray | Image.Image,
     size: tuple[int, int] | None = None,
     channels: int = 3,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode one image to uint8 [H, W, C]: first frame, EXIF-upright, RGB or L, resized to size (H, W).
+
+    ``max_pixels`` refuses larger encoded images from their header, before decoding: a small PNG can
+    unpack to gigabytes (the server sets it; a user's own files are trusted).
 
     source is a file path, the encoded bytes, a PIL image or a uint8 array. Resizing is PIL bilinear,
     antialiased when shrinking. JPEGs over 4x the target are decoded at a reduced DCT scale (never below
@@ -266,6 +270,9 @@ def decode_image(
         return _finish(source, size, channels)
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     with Image.open(fp) as img:
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            raise DataError(f"the image is {img.width}x{img.height} pixels, more than {max_pixels:,}",
+                            hint="send a smaller image")
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
         if size is not None and img.format == "JPEG":

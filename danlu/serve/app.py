@@ -245,7 +245,9 @@ def _warm_up(engine: Engine) -> None:
     """One forward pass at start-up, so the first request does not pay for lazy initialization."""
     import torch
 
-    if engine.kind in ("image", "tabular"):
+    if engine.kind == "image":
+        engine.run_batch([torch.zeros(1, *engine.schema.input_shape, dtype=torch.uint8)])
+    elif engine.kind == "tabular":
         engine.run_batch([torch.zeros(1, *engine.schema.input_shape)])
 
 
