@@ -38,8 +38,9 @@ def machine() -> dict:
 def matmul_gflops(seconds: float = 1.0) -> float:
     """fp32 GFLOP/s of a 256x784 @ 784x128 matmul (mnist-mlp's big layer) with torch's threads, right now.
 
-    The development machine is a shared VM: this reads ~60 when it is quiet and 25-35 when the host is
-    busy, and every timing moves with it, so the benchmarks print it before and after their runs.
+    The development machines are shared VMs whose speed moves with their hosts' load (an AMD one read ~60
+    quiet and 25-35 busy, an Intel one 150-210), and every timing moves with it, so the benchmarks print it
+    before and after their runs: compare timings only between similar readings.
     """
     import torch
 
@@ -57,7 +58,7 @@ def print_header(title: str) -> None:
     print(f"# {title}")
     for k, v in machine().items():
         print(f"- {k}: {v}")
-    print(f"- matmul probe: {matmul_gflops():.0f} GFLOP/s (this 2-core VM: ~60 quiet, 25-35 when its host is busy)")
+    print(f"- matmul probe: {matmul_gflops():.0f} GFLOP/s (compare timings only between similar readings)")
     print()
 
 
