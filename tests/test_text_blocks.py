@@ -81,6 +81,14 @@ def test_csv_quoted_fields_multiline_and_commas(tmp_path):
     assert any("inside quoted fields" in n for n in table.notes)
 
 
+def test_csv_multiline_quoted_text_is_kept_even_when_a_plain_split_looks_even(tmp_path):
+    # Python's csv module writes this; splitting each line on commas also gives 2 fields a line, by chance.
+    path = write(tmp_path / "a.csv", 'review,label\n"Nice room, friendly staff\nwould come again",pos\nbad,neg\n')
+    table = read_text_table(path)
+    assert table.texts == ["Nice room, friendly staff\nwould come again", "bad"]
+    assert table.labels == ["pos", "neg"]
+
+
 def test_csv_with_stray_quotes_falls_back_to_plain_split(tmp_path):
     # The quote opening row 2 never closes, so RFC parsing swallows the rest of the file.
     path = write(tmp_path / "a.csv", 'label,text\n1,"好酒店\n0,差\n1,不错"吧\n0,一般\n')

@@ -169,60 +169,51 @@ def _take_header(rows: list[_Row], p: Path) -> tuple[list[str], list[_Row]]:
 
 
 def _parse_csv(lines: list[str], p: Path, notes: list[str]) -> list[_Row]:
-    """RFC-4180 quoting, unless the file only parses with quotes off (stray quotes merged rows)."""
+    """Strict RFC-4180 quoting, unless the file only parses with quotes off (stray quotes merged rows).
+
+    Strict parsing is what tells the two apart: a stray quote in a text opens a "field" that ends at
+    the next stray quote, which is rarely followed by a comma or the end of the line, so strict parsing
+    fails there, while a real quoted field (commas and line breaks inside) always parses.
+    """
     quoted: list[_Row] = []
     error: str | None = None
-    reader = csv.reader(line + "\n" for line in lines)
+    unclosed = False
+    reader = csv.reader((line + "\n" for line in lines), strict=True)
     start = 1
     try:
         for fields in reader:
             quoted.append((start, fields if fields else None))
             start = reader.line_num + 1
     except csv.Error as e:
-        error = f"line {start}: {e}"
+        error, unclosed = f"line {start}: {e}", "unexpected end of data" in str(e)
     counts = [len(f) for _, f in quoted if f is not None]
     width = counts[0] if counts else 0
     uneven = sum(c != width for c in counts)
     merged = len(lines) - sum(1 for line in lines if not line.strip()) - len(counts)
-    if error or uneven or merged:
-        plain: list[_Row] = [
-            (i + 1, line.split(",") if line.strip() else None) for i, line in enumerate(lines)
-        ]
-        plain_counts = [len(f) for _, f in plain if f is not None]
-        if plain_counts and all(c == plain_counts[0] for c in plain_counts) and plain_counts[0] > 1:
-            why = error or (
-                f"{merged} line(s) merged into quoted fields" if merged else f"{uneven} uneven row(s)"
-            )
-            notes.append(
-                f"read with quote processing off: quoted parsing failed ({why}); every line has "
-                f"{plain_counts[0]} comma-separated fields without it"
-            )
-            return plain
+    if not error and not uneven:
+        if merged:
+            notes.append(f"{merged} line break(s) are inside quoted fields (multi-line texts)")
+        return quoted
+    plain: list[_Row] = [(i + 1, line.split(",") if line.strip() else None) for i, line in enumerate(lines)]
+    plain_counts = [len(f) for _, f in plain if f is not None]
+    if plain_counts and all(c == plain_counts[0] for c in plain_counts) and plain_counts[0] > 1:
+        notes.append(
+            f"read with quote processing off: quoted parsing failed ({error or f'{uneven} uneven row(s)'}); "
+            f"every line has {plain_counts[0]} comma-separated fields without it"
+        )
+        return plain
+    if unclosed:
+        raise DataError(
+            f"{p}, line {start}: a quote opened on this line is never closed, so the "
+            f"{len(lines) - start} line(s) after it were read as one field",
+            hint='close or remove that quote (write a literal quote as ""), or save the file as .tsv',
+        )
     if error:
         raise DataError(
             f"{p}: CSV parse error at {error}",
             hint="check the quotes on that line; a tab-separated file (.tsv) avoids quoting problems",
         )
-    if merged:
-        last = quoted[-1][0]
-        if _unclosed_quote(lines[last - 1 :]):
-            raise DataError(
-                f"{p}, line {last}: a quote opened on this line is never closed, so the "
-                f"{len(lines) - last} line(s) after it were read as one field",
-                hint='close or remove that quote (write a literal quote as ""), or save the file as .tsv',
-            )
-        notes.append(f"{merged} line break(s) are inside quoted fields (multi-line texts)")
-    return quoted
-
-
-def _unclosed_quote(lines: list[str]) -> bool:
-    """True when the first record of ``lines`` opens a quote that runs to the end of the file."""
-    try:
-        for _ in csv.reader((line + "\n" for line in lines), strict=True):
-            pass
-    except csv.Error as e:
-        return "unexpected end of data" in str(e)
-    return False
+    return quoted  # uneven rows: _fill names the first bad line, or joins a last text column's commas
 
 
 def _parse_json(content: str, p: Path, notes: list[str]) -> tuple[list[str], list[_Row]]:
