@@ -139,5 +139,11 @@ def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = No
 
     schema = Schema.from_dict(saved)  # normalization etc. exactly as trained
     load_model_weights(run_dir / "model.safetensors", model)
-    return run_evaluation(run_dir, recipe, schema, model, getattr(splits, split), split, notes=splits.notes)
+    part = getattr(splits, split)
+    if len(part) == 0:
+        other = "test or train" if split == "val" else "another split"
+        raise DanluError(f"the {split} split of this run's data is empty",
+                         hint=f"evaluate {other}" + ("; train with data.val_fraction > 0 to carve a val split"
+                                                     if split == "val" else ""))
+    return run_evaluation(run_dir, recipe, schema, model, part, split, notes=splits.notes)
 

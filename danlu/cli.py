@@ -48,24 +48,40 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         print((Path(report["run"]) / f"{report_name(a.split)}.md").read_text(encoding="utf-8"))
 
 
-def _read_lines(stream) -> list[str]:
-    return [line.rstrip("\r\n") for line in stream if line.strip()]
+def _read_lines(raw: bytes, source: Path) -> list[str]:
+    """Non-blank lines of UTF-8 text; other encodings get the same error (and iconv hint) as training."""
+    from danlu.text.files import decode_text
+
+    return [line.rstrip("\r") for line in decode_text(raw, source).split("\n") if line.strip()]
+
+
+def _read_file(name: str) -> bytes:
+    from danlu.errors import DataError
+
+    path = Path(name)
+    if not path.is_file():
+        raise DataError(f"--file {name}: no such file", hint=f"paths are relative to {Path.cwd()}")
+    return path.read_bytes()
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
-    from danlu.predictor import Predictor, expand_image_inputs
+    from danlu.predictor import Predictor, expand_image_inputs, finite
 
+    if a.top_k < 1:
+        raise DanluError(f"--top-k must be at least 1, got {a.top_k}")
     predictor = Predictor.load(a.run, a.runs_dir)
     kind = predictor.schema.kind
     inputs: list = []
     for item in a.inputs:
         if item == "-":
-            inputs.extend(_read_lines(sys.stdin))
+            stream = getattr(sys.stdin, "buffer", None)  # bytes, decoded as files are (not the locale's way)
+            raw = stream.read() if stream is not None else sys.stdin.read().encode()
+            inputs.extend(_read_lines(raw, Path("<stdin>")))
         else:
             inputs.append(item)
     if a.file:
-        inputs.extend(_read_lines(Path(a.file).open(encoding="utf-8")) if kind == "text" else [a.file])
+        inputs.extend(_read_lines(_read_file(a.file), Path(a.file)) if kind == "text" else [a.file])
     if not inputs:
         raise DanluError("no inputs", hint="danlu predict RUN image.png | \"some text\" | rows.csv | - (stdin)")
     labels = None
@@ -73,7 +89,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
         inputs = expand_image_inputs(inputs)
     elif kind == "tabular":
         inputs, labels = _tabular_inputs(inputs, predictor)
-    rows = predictor.predict(inputs, top_k=a.top_k, labels=labels)
+    rows = finite(predictor.predict(inputs, top_k=a.top_k, labels=labels))
     if a.json:
         _print_json({"predictions": rows})
         return
@@ -83,17 +99,22 @@ def cmd_predict(a: argparse.Namespace) -> None:
             tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"])
             print(f"{label}\t{tops}")
         else:
-            print(f"{label}\t" + "  ".join(f"{k}={v:.4g}" for k, v in row["prediction"].items()))
+            print(f"{label}\t" + "  ".join(f"{k}={v:.4g}" if v is not None else f"{k}=nan"
+                                           for k, v in row["prediction"].items()))
 
 
 def _tabular_inputs(items: list[str], predictor) -> tuple[list, list]:
     """CSV files (with a header naming the feature columns) or comma-separated rows typed inline."""
     from danlu.data.tabular import read_csv
+    from danlu.errors import DataError
 
     rows, labels = [], []
     for item in items:
         p = Path(item)
-        if p.suffix.lower() in (".csv", ".tsv", ".txt") and p.is_file():
+        if p.suffix.lower() in (".csv", ".tsv", ".txt") and not p.is_file():
+            raise DataError(f"{item}: no such file", hint=f"paths are relative to {Path.cwd()}; "
+                                                          "or type a row inline: danlu predict RUN 1.5,2,red")
+        if p.suffix.lower() in (".csv", ".tsv", ".txt"):
             header, body = read_csv(p)
             for i, r in enumerate(body):
                 rows.append(dict(zip(header, r, strict=True)))
@@ -246,13 +267,25 @@ def build_parser() -> argparse.ArgumentParser:
     from danlu.cli_serve import add_serving_verbs
 
     add_serving_verbs(sub, common)
+    for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
+        verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like parse_args, but key=value overrides may also follow options (``train R --quiet a.b=1``)."""
+    a, extra = parser.parse_known_args(argv)
+    if extra and hasattr(a, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        a.overrides = [*a.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(x for x in extra if '=' not in x or x.startswith('-'))}")
+    return a
 
 
 def main(argv: list[str] | None = None) -> int:
     """The ``danlu`` command; ``argv=None`` means a real process, which may fork plot helpers."""
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a = parse(parser, argv)
     if not getattr(a, "func", None):
         parser.print_help()
         return 0

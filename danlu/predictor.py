@@ -90,7 +90,7 @@ class Predictor:
                 if isinstance(v, float) and not math.isfinite(v):
                     raise DataError(f"input {i}: contains {v}; features must be finite numbers")
         cols = self._tabular.rows_to_columns(rows)
-        return torch.from_numpy(self._tabular.transform(cols))
+        return torch.from_numpy(self._tabular.transform(cols, where="input", base=0))
 
     def text_tensor(self, texts: list[Any]) -> torch.Tensor:
         for i, t in enumerate(texts):
@@ -136,6 +136,17 @@ class Predictor:
             raise DanluError("nothing to predict", hint="give at least one input")
         x = self.to_tensor(inputs)
         return self.format(self.forward(x), labels if labels is not None else _labels(inputs), top_k)
+
+
+def finite(obj: Any) -> Any:
+    """Non-finite numbers become None, so an answer is always valid JSON (an overflowing model gives inf)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def _labels(inputs: list[Any]) -> list[Any]:

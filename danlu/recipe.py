@@ -284,8 +284,15 @@ def _fields_at(loc: tuple) -> list[str]:
 def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -> RecipeError:
     msgs = []
     hint = None
+    unions: dict[tuple, list[str]] = {}  # a value that fits no member of a union (int | float): one message
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if x != "options")
+        if len(loc) > 1 and isinstance(loc[-1], str) and loc[-1].split("[")[0] in _TYPE_TAGS:
+            unions.setdefault(loc[:-1] + (repr(e.get("input")),), []).append(loc[-1])
+            if len(unions[loc[:-1] + (repr(e.get("input")),)]) > 1:
+                continue
+            loc = loc[:-1]
+        dotted = ".".join(str(x) for x in loc) or "(top level)"
         dotted = ".".join(str(x) for x in loc) or "(top level)"
         line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
         where = f"{source}, line {line}" if line else source
@@ -306,7 +313,15 @@ def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -
             got_s = "" if isinstance(got, dict) else f" (got {got!r})"
             msg = f"{where}: {dotted}: {e['msg']}{got_s}"
         msgs.append(msg)
+    for (*loc, got), tags in unions.items():  # "train.epochs: Input should be a valid integer" → both types
+        if len(tags) > 1:
+            dotted = ".".join(str(x) for x in loc)
+            msgs = [m if f": {dotted}: " not in m else m.split(f": {dotted}: ")[0] +
+                    f": {dotted}: expected {' or '.join(tags)} (got {got})" for m in msgs]
     return RecipeError("invalid recipe\n  " + "\n  ".join(msgs), hint=hint)
+
+
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple", "literal", "none"}
 
 
 def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | tuple[str, ...] = (),

@@ -440,6 +440,9 @@ def test_text_run_serves_on_both_backends_with_a_dynamic_sequence_axis(tmp_path,
             assert c.get("/v1/model").json()["kind"] == "text"
             assert_error(c.post("/v1/predict", json={"inputs": ["  "]}), 422, "non-empty string")
             assert_error(c.post("/v1/predict", json={"inputs": [["not", "text"]]}), 422, "non-empty string")
+            # an unpaired surrogate is valid JSON; echoing it back must not fail the UTF-8 encoding
+            r = c.post("/v1/predict", content='{"inputs": ["好\\udfff"]}', headers={"content-type": "application/json"})
+            assert r.status_code == 200 and r.json()["predictions"][0]["input"] == "好\udfff"
     assert [row["input"] for row in answers[0]] == body["inputs"]
     for a, b in zip(answers[0], answers[1], strict=True):
         assert [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]]

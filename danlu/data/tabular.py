@@ -10,17 +10,23 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from danlu.data.labels import MISSING, canonical_label
 from danlu.data.schema import Schema
 from danlu.data.splits import Splits, split_off, subsample
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
 
-MISSING = {"", "na", "nan", "null", "none", "?", "n/a"}
+# 1,234,567.89: grouped thousands, as spreadsheets export them
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
+# a column is numeric when at most this share of its non-missing training values are not numbers;
+# those few are then typos to fix, not categories (one bad cell used to make a column categorical)
+MAX_NON_NUMERIC = 0.05
 SKLEARN_SETS = {"iris", "breast_cancer", "diabetes", "wine"}
 
 
@@ -35,7 +41,7 @@ def _to_float(v: Any) -> float | None:
     try:
         return float(s)
     except ValueError:
-        return None
+        return float(s.replace(",", "")) if _GROUPED.match(s) else None
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -60,6 +66,8 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
         except csv.Error:
             delim = ","
     rows = [r for r in csv.reader(io.StringIO(text), delimiter=delim) if any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{path} is empty (only empty cells)", hint="a CSV needs a header row and data rows")
     header = [h.strip() for h in rows[0]]
     body = rows[1:]
     if not body:
@@ -68,6 +76,16 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
         if len(r) != len(header):
             raise DataError(f"{path}, data row {i + 1}: {len(r)} fields, the header has {len(header)}",
                             hint="check the delimiter and quoting of that row")
+    # columns with no name and no values: a trailing delimiter on every line (spreadsheet exports)
+    keep = [j for j, h in enumerate(header) if h or any(r[j].strip() for r in body)]
+    if len(keep) < len(header):
+        header, body = [header[j] for j in keep], [[r[j] for j in keep] for r in body]
+    seen: dict[str, int] = {}
+    for j, h in enumerate(header):
+        if h in seen:
+            raise DataError(f"{path}: the column name {h!r} appears twice (columns {seen[h] + 1} and {j + 1})",
+                            hint="rename one of them in the header row, so each column can be named")
+        seen[h] = j
     return header, body
 
 
@@ -85,11 +103,13 @@ class TabularEncoder:
         categories = {}
         for name, values in columns.items():
             floats = [_to_float(values[i]) for i in train_idx]
-            if any(f is None for f in floats):
+            bad = sum(f is None for f in floats)
+            present = sum(f is not None and not math.isnan(f) for f in floats) + bad
+            if bad and bad > MAX_NON_NUMERIC * present:
                 cats = sorted({str(values[i]).strip() for i in train_idx})
                 categories[name] = cats
         enc = cls(features, categories, [], [])
-        x = enc._encode_raw(columns)
+        x = enc._encode_raw(columns, "data row")
         train = x[train_idx]
         mean = np.nanmean(train, 0) if len(train) else np.zeros(x.shape[1])
         std = np.nanstd(train, 0) if len(train) else np.ones(x.shape[1])
@@ -114,7 +134,7 @@ class TabularEncoder:
     def width(self) -> int:
         return sum(len(self.categories.get(n, ())) or 1 for n in self.features)
 
-    def _encode_raw(self, columns: dict[str, list[Any]]) -> np.ndarray:
+    def _encode_raw(self, columns: dict[str, list[Any]], where: str = "row", base: int = 1) -> np.ndarray:
         n = len(next(iter(columns.values()))) if columns else 0
         out = np.zeros((n, self.width), np.float32)
         j = 0
@@ -131,17 +151,36 @@ class TabularEncoder:
             else:
                 for i, v in enumerate(values):
                     f = _to_float(v)
-                    if f is None:
-                        raise DataError(f"column '{name}', row {i + 1}: '{v}' is not a number",
-                                        hint="numeric columns must hold numbers; missing values may be empty")
+                    if f is None or math.isinf(f):
+                        what = "is not a number" if f is None else "is not a finite number"
+                        raise DataError(f"column '{name}', {where} {i + base}: '{v}' {what}",
+                                        hint="a numeric column holds numbers; leave a cell empty (or NA) "
+                                             "when the value is missing")
                     out[i, j] = f
                 j += 1
         return out
 
-    def transform(self, columns: dict[str, list[Any]]) -> np.ndarray:
-        x = self._encode_raw(columns)
-        x = (x - self.mean) / self.std
+    def transform(self, columns: dict[str, list[Any]], where: str = "row", base: int = 1) -> np.ndarray:
+        """Encoded, standardized features; errors name a row as ``where`` and its index from ``base``."""
+        x = self._encode_raw(columns, where, base)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = (x - self.mean) / self.std
+        too_big = np.isinf(x)
+        if too_big.any():
+            i, j = (int(k) for k in np.argwhere(too_big)[0])
+            raise DataError(f"{where} {i + base}, column '{self._feature_at(j)}': the value is too large for the "
+                            "model (it overflows float32 after standardization)",
+                            hint="send values in the range the model was trained on")
         return np.nan_to_num(x, nan=0.0)  # missing → the training mean
+
+    def _feature_at(self, j: int) -> str:
+        """The feature that encoded column j comes from."""
+        start = 0
+        for name in self.features:
+            start += len(self.categories.get(name, ())) or 1
+            if j < start:
+                return name
+        return "?"
 
     def rows_to_columns(self, rows: list[Any], where: str = "input") -> dict[str, list[Any]]:
         """Rows as lists (schema order) or dicts (by column name) → columns by name."""
@@ -237,8 +276,11 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
     keep = [i for i, v in enumerate(y_raw) if str(v).strip().lower() not in MISSING]
     if len(keep) < len(y_raw):
         notes.append(f"skipped {len(y_raw) - len(keep)} rows with no target value")
+    if not keep:
+        raise DataError(f"{source}: the target column '{target_name}' has no values",
+                        hint="set data.target to the column to predict")
     if task == "classification":
-        labels = [str(y_raw[i]).strip() for i in keep]
+        labels = [canonical_label(str(y_raw[i]).strip()) for i in keep]
         if classes is None:
             classes = sorted(set(labels), key=lambda s: (_to_float(s) is None, _to_float(s) or 0.0, s))
         else:
@@ -248,6 +290,9 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
         if len(classes) < 2:
             raise DataError(f"{source}: the target '{target_name}' has only one class ({classes[0]!r})",
                             hint="classification needs at least two classes; check data.target")
+        if len(classes) > 20 and len(classes) > len(labels) / 2:
+            notes.append(f"the target '{target_name}' has {len(classes)} classes for {len(labels)} rows, most with "
+                         "a single row: if it is a quantity, set data.task=regression")
     else:
         ys = [_to_float(y_raw[i]) for i in keep]
         if any(v is None for v in ys):
@@ -255,7 +300,11 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
             raise DataError(f"{source}: regression target '{target_name}' has a non-number '{bad}'",
                             hint="set data.task=classification, or clean the column")
         y = np.array(ys, np.float32).reshape(-1, 1)
-    columns = {k: [v[i] for i in keep] for k, v in columns.items()}
+        if not np.isfinite(y).all():
+            row = keep[int(np.argmax(~np.isfinite(y[:, 0])))]
+            raise DataError(f"{source}: regression target '{target_name}' is not a finite number in data row "
+                            f"{row + 1} ('{y_raw[row]}')", hint="fix or remove that row")
+    kept = np.asarray(keep, np.int64)  # file data row (0-based) of each row with a target
     strat = task == "classification"
     rest, test_idx = split_off(y if strat else np.zeros(len(y)), cfg.test_fraction, seed, strat)
     tr_rel, val_rel = split_off(y[rest] if strat else np.zeros(len(rest)), cfg.val_fraction, seed + 1, strat)
@@ -266,8 +315,15 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise DataError(f"{source}: too few rows ({len(y)}) to split into train/val/test",
                         hint="add rows, or lower data.test_fraction / data.val_fraction")
-    enc = TabularEncoder.fit(columns, train_idx)
-    x = enc.transform(columns)
+    try:
+        enc = TabularEncoder.fit(columns, kept[train_idx])
+        x = enc.transform(columns, where="data row")[kept]
+    except DataError as e:
+        raise DataError(f"{source}: {e.message}", hint=e.hint) from None
+    for name, cats in enc.categories.items():
+        if len(cats) > 20 and len(cats) > len(train_idx) / 2:
+            notes.append(f"column '{name}' is read as {len(cats)} text categories, most seen once: if it holds "
+                         "numbers, clean its non-numeric cells; if it is an ID, leave it out with data.features=[...]")
     schema = Schema(kind="tabular", task=task, source=source, classes=classes, **enc.schema_fields())
     if task == "regression":
         tm, ts = float(y[train_idx].mean()), float(y[train_idx].std()) or 1.0
@@ -276,6 +332,6 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
     yt = torch.from_numpy(y)
 
     def part(idx: np.ndarray) -> TensorSplit:
-        return TensorSplit(xt[idx], yt[idx], [f"row {i + 1}" for i in idx.tolist()])
+        return TensorSplit(xt[idx], yt[idx], [f"row {int(kept[i]) + 1}" for i in idx.tolist()])
 
     return Splits(part(train_idx), part(val_idx), part(test_idx), notes), schema

@@ -50,6 +50,20 @@ ROUTES = ("/", "/v1/predict", "/v1/model", "/healthz", "/metrics", "/docs", "/op
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 
+def json_bytes(payload: Any) -> bytes:
+    """Compact UTF-8 JSON; ASCII escapes when a string holds an unpaired surrogate (a request may send
+    "\\udfff", which Python decodes but cannot encode as UTF-8), so echoing it back is never a 500."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+
+
+class SafeJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
+
+
 def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64, max_wait_ms: float = 5,
                max_body_mb: float = 10, max_inputs: int = 64, api_key: str | None = None, *,
                runs_dir: Path | None = None, data_dir: Path | None = None) -> FastAPI:
@@ -75,6 +89,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
             await batcher.close()
 
     app = FastAPI(title=f"danlu · {predictor.recipe.name}", version=_version(), lifespan=lifespan,
+                  default_response_class=SafeJSONResponse,
                   description=f"Predictions from the run {predictor.run_dir.name} ({card['task']}, {card['kind']}).")
     app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
     _add_error_handlers(app)
@@ -106,15 +121,15 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
 
     @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI,
               responses=ERRORS, summary="Predict images, texts or feature rows (JSON or multipart files)")
-    async def predict(request: Request) -> JSONResponse:
+    async def predict(request: Request) -> SafeJSONResponse:
         content_type = request.headers.get("content-type", "").lower()
         if not content_type.startswith("multipart/form-data"):
             # JSON, whatever the client called it (curl -d sends application/x-www-form-urlencoded)
-            return JSONResponse(await predict_json(await request.body()))
+            return SafeJSONResponse(await predict_json(await request.body()))
         with arriving():
             files, top_k = await _read_form(request, max_inputs, max_body)
         parse = partial(parse_uploads, files, top_k, schema.kind, max_inputs)
-        return JSONResponse(await answer(parse, sum(len(d) for _, d in files)))
+        return SafeJSONResponse(await answer(parse, sum(len(d) for _, d in files)))
 
     @app.get("/v1/model", dependencies=guarded, responses={401: ERRORS[401]},
              summary="The model card: task, classes, input spec, test metrics")
@@ -122,10 +137,10 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
         return card
 
     @app.get("/healthz", summary="Liveness: 200 while serving, 503 while shutting down")
-    async def healthz() -> JSONResponse:
+    async def healthz() -> SafeJSONResponse:
         if not batcher.running:
-            return JSONResponse({"status": "shutting down"}, status_code=503)
-        return JSONResponse({"status": "ok", "backend": backend, "queued_inputs": batcher.queued})
+            return SafeJSONResponse({"status": "shutting down"}, status_code=503)
+        return SafeJSONResponse({"status": "ok", "backend": backend, "queued_inputs": batcher.queued})
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def prometheus() -> PlainTextResponse:
@@ -257,8 +272,8 @@ def _version() -> str:
     return __version__
 
 
-def _error(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+def _error(status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> SafeJSONResponse:
+    return SafeJSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
 def error_answer(e: Exception) -> tuple[int, dict[str, Any], dict[str, str] | None]:
@@ -274,14 +289,14 @@ def error_answer(e: Exception) -> tuple[int, dict[str, Any], dict[str, str] | No
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    async def known(request: Request, e: Exception) -> JSONResponse:
+    async def known(request: Request, e: Exception) -> SafeJSONResponse:
         status, payload, headers = error_answer(e)
-        return JSONResponse(payload, status_code=status, headers=headers)
+        return SafeJSONResponse(payload, status_code=status, headers=headers)
 
-    async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, e: RequestValidationError) -> SafeJSONResponse:
         return _error(422, "the request does not match the API", e.errors())
 
-    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, e: HTTPException) -> SafeJSONResponse:
         text = e.detail if isinstance(e.detail, str) else "request failed"
         return _error(e.status_code, f"{text}: {request.url.path}" if e.status_code == 404 else text,
                       None, dict(e.headers) if e.headers else None)
@@ -402,10 +417,11 @@ def _is_json_predict(scope: dict) -> bool:
 async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, payload: dict,
                      headers: dict[str, str] | None = None, close: bool = True) -> None:
     """A JSON response as JSONResponse renders it; ``close`` when the request body was left unread."""
-    data = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    data = json_bytes(payload)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     if close:
         raw.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": data})
+

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from danlu.errors import DanluError, DataError
-from danlu.predictor import Predictor
+from danlu.predictor import Predictor, finite
 from danlu.serve.inputs import MAX_IMAGE_PIXELS
 
 BACKENDS = ("torch", "onnx")
@@ -90,7 +90,7 @@ class Engine:
         return list(out.split([len(p) for p in parts]))
 
     def format(self, outputs: torch.Tensor, labels: list[Any], top_k: int) -> list[dict[str, Any]]:
-        return _finite(self.predictor.format(outputs, labels, top_k))
+        return finite(self.predictor.format(outputs, labels, top_k))
 
 
 def _onnx_session(run_dir: Path, data_dir: Path | None) -> Any:
@@ -105,14 +105,3 @@ def _onnx_session(run_dir: Path, data_dir: Path | None) -> Any:
     options.intra_op_num_threads = max(1, torch.get_num_threads())
     options.inter_op_num_threads = 1
     return ort.InferenceSession(os.fspath(run_dir / ONNX_NAME), options, providers=["CPUExecutionProvider"])
-
-
-def _finite(obj: Any) -> Any:
-    """Non-finite numbers become null: a response is always valid JSON."""
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj

@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from danlu.data.labels import canonical_label, is_missing
 from danlu.errors import DataError
 
 TEXT_NAMES = ("text", "sentence", "text_a", "review", "content", "comment")
@@ -63,7 +64,7 @@ def read_text_table(
     """
     p = Path(path).expanduser()
     fmt = _format_of(p)
-    content = _decode(_read_bytes(p), p)
+    content = decode_text(_read_bytes(p), p)
     if not content.strip():
         raise DataError(f"{p} is empty", hint="the file has no header and no rows")
     notes: list[str] = []
@@ -132,7 +133,8 @@ def _read_bytes(p: Path) -> bytes:
     return raw
 
 
-def _decode(raw: bytes, p: Path) -> str:
+def decode_text(raw: bytes, p: Path) -> str:
+    """UTF-8 (a BOM dropped), or a DataError naming the line and guessing the encoding for iconv."""
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise DataError(
             f"{p} is UTF-16 text; danlu reads UTF-8",
@@ -339,10 +341,10 @@ def _fill(
         if label_idx is not None:
             label = fields[label_idx]
             label = "" if label is None else label.strip().strip('"').strip()
-            if not label:
+            if is_missing(label):
                 table.skipped.append((line_no, "missing label"))
                 continue
-            table.labels.append(label)  # type: ignore[union-attr]
+            table.labels.append(canonical_label(label))  # type: ignore[union-attr]
         table.texts.append(text)
         table.lines.append(line_no)
     if joined:
