@@ -77,6 +77,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         recipe = load_recipe(str(recipe), overrides)
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=overrides)
+    recipe = recipe.with_absolute_paths()
     splits, schema, model = prepare(recipe, data_dir)
     say = Progress(0, 0, progress).note
     for note in splits.notes:

@@ -28,11 +28,18 @@ def classification_metrics(cm: torch.Tensor) -> dict[str, float | list[float]]:
     recall = _safe_div(tp, actual)
     f1 = _safe_div(2 * precision * recall, precision + recall)
     total = cm.sum()
+    # macro averages over the classes that occur in the labels or the predictions (scikit-learn's rule):
+    # a class with no test rows that is never predicted has no precision or recall to average in
+    seen = (actual + predicted) > 0
+
+    def macro(values: torch.Tensor) -> float:
+        return float(values[seen].mean()) if bool(seen.any()) else 0.0
+
     out: dict[str, float | list[float]] = {
         "accuracy": float(tp.sum() / total) if total > 0 else 0.0,
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
-        "f1_macro": float(f1.mean()),
+        "precision_macro": macro(precision),
+        "recall_macro": macro(recall),
+        "f1_macro": macro(f1),
         "per_class_precision": precision.tolist(),
         "per_class_recall": recall.tolist(),
         "per_class_f1": f1.tolist(),

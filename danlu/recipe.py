@@ -184,6 +184,16 @@ class Recipe(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
+    def with_absolute_paths(self) -> Recipe:
+        """Data paths that exist relative to the working folder, made absolute: a run trained in one folder
+        can then be evaluated or exported from any other (names looked up under DANLU_DATA stay as they are)."""
+        update = {}
+        for key in ("root", "path", "train", "val", "test"):
+            value = getattr(self.data, key)
+            if value is not None and not value.is_absolute() and value.exists():
+                update[key] = value.resolve()
+        return self.model_copy(update={"data": self.data.model_copy(update=update)}) if update else self
+
 
 # ---------------------------------------------------------------- loading
 

@@ -144,3 +144,24 @@ def test_options_may_come_before_overrides(cli, capsys):
     with pytest.raises(SystemExit) as stop:  # argparse's own usage error
         cli("train", "digits-mlp", "--quiet", "train.epochs=1", "--nope")
     assert stop.value.code == 2 and "unrecognized arguments: --nope" in capsys.readouterr().err
+
+
+def test_semicolon_separated_text_files(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text;label\ngood, really;pos\nbad;neg\n", encoding="utf-8")
+    got = read_text_table(path)
+    assert got.texts == ["good, really", "bad"] and got.labels == ["pos", "neg"]
+    assert any("semicolon" in n for n in got.notes)
+
+
+def test_relative_data_paths_are_saved_absolute(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    table(tmp_path / "rel.csv", ["x", "z", "y"], xy_rows())
+    code, out, err = cli("train", "breast-cancer-mlp", "data.name=csv", "data.path=rel.csv", "train.epochs=1",
+                         "--json", "--quiet")
+    assert code == 0, err
+    run = Path(last_json(out)["run"])
+    assert f"path: {tmp_path / 'rel.csv'}" in (run / "recipe.yaml").read_text()
+    monkeypatch.chdir(run)
+    code, _, err = cli("evaluate", run)
+    assert code == 0, err

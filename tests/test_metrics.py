@@ -32,6 +32,16 @@ def test_a_class_never_predicted_counts_as_zero_precision():
     assert m["precision_macro"] == pytest.approx(skm.precision_score(y, p, average="macro", zero_division=0))
 
 
+def test_a_class_absent_from_labels_and_predictions_is_left_out_of_macro_averages():
+    y = torch.tensor([0, 0, 1, 1])
+    p = torch.tensor([0, 1, 1, 1])
+    m = classification_metrics(confusion_matrix(y, p, 3))  # class 2: no rows, never predicted
+    for name in ("precision", "recall", "f1"):
+        want = getattr(skm, f"{name}_score")(y, p, average="macro", zero_division=0)
+        assert m[f"{name}_macro"] == pytest.approx(want)
+    assert m["support"] == [2, 2, 0]
+
+
 def test_regression_metrics_match_sklearn():
     rng = np.random.default_rng(0)
     y = rng.normal(size=(200, 2))

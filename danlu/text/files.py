@@ -20,6 +20,7 @@ from danlu.errors import DataError
 
 TEXT_NAMES = ("text", "sentence", "text_a", "review", "content", "comment")
 LABEL_NAMES = ("label", "labels", "target", "class", "sentiment", "y")
+SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab"}
 FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -77,7 +78,10 @@ def read_text_table(
         if fmt == "tsv":
             rows = [(i + 1, line.split("\t") if line.strip() else None) for i, line in enumerate(lines)]
         else:
-            rows = _parse_csv(lines, p, notes)
+            delim = _csv_delimiter(lines)
+            if delim != ",":
+                notes.append(f"fields are separated by {SEPARATOR_NAMES[delim]}s")
+            rows = _parse_csv(lines, p, notes, delim)
         header, rows = _take_header(rows, p)
     if not any(fields is not None for _, fields in rows):
         raise DataError(f"{p} has a header ({', '.join(header)}) but no rows")
@@ -94,7 +98,7 @@ def read_text_table(
         notes=notes,
         path=str(p),
     )
-    _fill(table, rows, text_idx, label_idx, fmt, p)
+    _fill(table, rows, text_idx, label_idx, fmt, p, "\t" if fmt == "tsv" else delim if fmt == "csv" else ",")
     if not table.texts:
         reasons = sorted({r for _, r in table.skipped})
         raise DataError(
@@ -170,7 +174,15 @@ def _take_header(rows: list[_Row], p: Path) -> tuple[list[str], list[_Row]]:
     raise DataError(f"{p} is empty", hint="the file has only blank lines")
 
 
-def _parse_csv(lines: list[str], p: Path, notes: list[str]) -> list[_Row]:
+def _csv_delimiter(lines: list[str]) -> str:
+    """Comma, unless the header line has none and has semicolons (European spreadsheets) or pipes."""
+    header = next((line for line in lines if line.strip()), "")
+    if "," in header:
+        return ","
+    return max(";|", key=header.count) if any(c in header for c in ";|") else ","
+
+
+def _parse_csv(lines: list[str], p: Path, notes: list[str], delim: str = ",") -> list[_Row]:
     """Strict RFC-4180 quoting, unless the file only parses with quotes off (stray quotes merged rows).
 
     Strict parsing is what tells the two apart: a stray quote in a text opens a "field" that ends at
@@ -180,7 +192,7 @@ def _parse_csv(lines: list[str], p: Path, notes: list[str]) -> list[_Row]:
     quoted: list[_Row] = []
     error: str | None = None
     unclosed = False
-    reader = csv.reader((line + "\n" for line in lines), strict=True)
+    reader = csv.reader((line + "\n" for line in lines), delimiter=delim, strict=True)
     start = 1
     try:
         for fields in reader:
@@ -196,12 +208,12 @@ def _parse_csv(lines: list[str], p: Path, notes: list[str]) -> list[_Row]:
         if merged:
             notes.append(f"{merged} line break(s) are inside quoted fields (multi-line texts)")
         return quoted
-    plain: list[_Row] = [(i + 1, line.split(",") if line.strip() else None) for i, line in enumerate(lines)]
+    plain: list[_Row] = [(i + 1, line.split(delim) if line.strip() else None) for i, line in enumerate(lines)]
     plain_counts = [len(f) for _, f in plain if f is not None]
     if plain_counts and all(c == plain_counts[0] for c in plain_counts) and plain_counts[0] > 1:
         notes.append(
             f"read with quote processing off: quoted parsing failed ({error or f'{uneven} uneven row(s)'}); "
-            f"every line has {plain_counts[0]} comma-separated fields without it"
+            f"every line has {plain_counts[0]} {SEPARATOR_NAMES[delim]}-separated fields without it"
         )
         return plain
     if unclosed:
@@ -305,7 +317,7 @@ def _pick_column(
 
 
 def _fill(
-    table: TextTable, rows: list[_Row], text_idx: int, label_idx: int | None, fmt: str, p: Path
+    table: TextTable, rows: list[_Row], text_idx: int, label_idx: int | None, fmt: str, p: Path, delim: str
 ) -> None:
     width = len(table.columns)
     joined = 0
@@ -319,16 +331,16 @@ def _fill(
                 f"({', '.join(table.columns)})",
                 hint="a separator is missing on that line"
                 if fmt != "csv"
-                else "check commas and quotes there",
+                else f"check {SEPARATOR_NAMES[delim]}s and quotes there",
             )
         if len(fields) > width:
             if text_idx != width - 1 or fmt == "jsonl":
-                sep = "tab" if fmt == "tsv" else "comma"
+                sep = SEPARATOR_NAMES[delim]
                 raise DataError(
                     f"{p}, line {line_no}: {len(fields)} field(s) but the header has {width}",
                     hint=f"the text probably contains a {sep}; put the text column last or quote it",
                 )
-            fields = fields[: width - 1] + [("\t" if fmt == "tsv" else ",").join(fields[width - 1 :])]  # type: ignore
+            fields = fields[: width - 1] + [delim.join(fields[width - 1 :])]  # type: ignore
             joined += 1
         text = fields[text_idx]
         if text is None:
@@ -348,7 +360,6 @@ def _fill(
         table.texts.append(text)
         table.lines.append(line_no)
     if joined:
-        sep = "tabs" if fmt == "tsv" else "commas"
         table.notes.append(
-            f"{joined} row(s) had {sep} inside the text; the extra fields were joined into the text"
+            f"{joined} row(s) had {SEPARATOR_NAMES[delim]}s inside the text; the extra fields were joined into the text"
         )
