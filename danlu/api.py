@@ -79,6 +79,11 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         recipe = load_recipe(base=recipe.to_dict(), overrides=overrides)
     recipe = recipe.with_absolute_paths()
     splits, schema, model = prepare(recipe, data_dir)
+    if len(splits.train) < 2:
+        from danlu.errors import DataError
+
+        raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
+                        hint="add data, or raise data.limit_train / lower data.val_fraction and data.test_fraction")
     say = Progress(0, 0, progress).note
     for note in splits.notes:
         say(f"note: {note}")
@@ -99,9 +104,14 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
                                              else "interrupted", "error": str(e)[:500]})
         raise
     load_model_weights(run_dir / "model.safetensors", model)
-    write_json(run_dir / "status.json", {"status": "done", "epochs": len(result.history),
-                                         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early})
-    report = evaluate(run_dir, recipe, schema, model, splits.test, "test", notes=splits.notes)
+    done = {"epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
+    write_json(run_dir / "status.json", {"status": "evaluating", **done})
+    try:
+        report = evaluate(run_dir, recipe, schema, model, splits.test, "test", notes=splits.notes)
+    except BaseException as e:  # trained but not scored: `danlu evaluate RUN` can finish it
+        write_json(run_dir / "status.json", {"status": "failed", **done, "error": f"evaluation: {str(e)[:480]}"})
+        raise
+    write_json(run_dir / "status.json", {"status": "done", **done})
     wall = time.perf_counter() - t0
     return TrainResult(run_dir, report["metrics"], wall, report)
 
@@ -146,5 +156,9 @@ def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = No
         raise DanluError(f"the {split} split of this run's data is empty",
                          hint=f"evaluate {other}" + ("; train with data.val_fraction > 0 to carve a val split"
                                                      if split == "val" else ""))
-    return run_evaluation(run_dir, recipe, schema, model, part, split, notes=splits.notes)
+    report = run_evaluation(run_dir, recipe, schema, model, part, split, notes=splits.notes)
+    status = read_json(run_dir / "status.json") if (run_dir / "status.json").exists() else {}
+    if split == "test" and str(status.get("error", "")).startswith("evaluation:"):  # training's last step, done now
+        write_json(run_dir / "status.json", {k: v for k, v in status.items() if k != "error"} | {"status": "done"})
+    return report
 

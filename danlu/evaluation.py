@@ -82,16 +82,18 @@ def evaluate(run_dir: Path, recipe: Recipe, schema: Schema, model: torch.nn.Modu
                          pdir / f"confusion_{split}.png")
         plot_files.append(f"plots/confusion_{split}.png")
         if schema.kind == "image" and len(split_data):
-            grid = _grid_images(split_data)
-            grid_loader = make_loader(_first(split_data, len(grid)), schema, recipe, train=False, generator=None,
-                                      device=device, channels_last=channels_last)
+            shown, grid = _grid_images(split_data)
+            grid_loader = make_loader(shown, schema, recipe, train=False, generator=None, device=device,
+                                      channels_last=channels_last)
             _, preds, y = predict(model, grid_loader, schema)
             classes = schema.classes or []
             plot_worker.draw("prediction_grid", grid, [classes[int(i)] for i in y],
                              [classes[int(i)] for i in preds.argmax(1)], pdir / f"predictions_{split}.png")
             plot_files.append(f"plots/predictions_{split}.png")
+    for name, error in plot_worker.finish().items():
+        plot_files = [f for f in plot_files if Path(f).name != name]
+        extra.setdefault("notes", []).append(f"figure {name} could not be drawn ({error[:200]})")
     extra["plots"] = plot_files
-    plot_worker.finish()
     report = build_report(metrics, schema, split, len(split_data), extra)
     write_json(run_dir / f"{report_name(split)}.json", report)
     atomic_write_text(run_dir / f"{report_name(split)}.md", report_markdown(report, recipe))
@@ -102,9 +104,9 @@ def _first(split_data: Any, n: int) -> Any:
     return split_data.subset(torch.arange(min(n, len(split_data))))
 
 
-def _grid_images(split_data: Any) -> np.ndarray:
-    """The first 25 samples as uint8 [N, C, H, W] for the figure."""
+def _grid_images(split_data: Any) -> tuple[Any, np.ndarray]:
+    """The first 25 (readable) samples, and their pixels as uint8 [N, C, H, W] for the figure."""
+    if hasattr(split_data, "readable"):
+        return split_data.readable(25)
     sub = _first(split_data, 25)
-    if hasattr(sub, "raw_images"):
-        return sub.raw_images()
-    return sub.x.numpy()
+    return sub, sub.x.numpy()

@@ -12,6 +12,7 @@ run never misses a plot.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 _pool: _Pool | None = None
@@ -112,25 +113,34 @@ def _helper_main(mine: list[Any], theirs: list[Any]) -> None:  # pragma: no cove
         os._exit(code)
 
 
+_problems: dict[str, str] = {}  # figure file name → why it could not be drawn, until finish() hands them over
+
+
+def _draw_now(name: str, args: tuple) -> None:
+    from danlu import plots
+
+    try:
+        getattr(plots, name)(*args)
+    except Exception as e:  # a figure is not worth losing the report over (args[-1] is the file)
+        _problems[Path(args[-1]).name] = f"{type(e).__name__}: {e}"
+
+
 def draw(name: str, *args: Any) -> None:
     """Draw ``danlu.plots.<name>(*args)`` in a helper if one runs, else now."""
     if _pool is not None and _pool.submit(name, args):
         return
-    from danlu import plots
-
-    getattr(plots, name)(*args)
+    _draw_now(name, args)
 
 
-def finish() -> None:
-    """Wait for every figure submitted so far; draw in line whatever a helper could not."""
-    if _pool is None:
-        return
-    failed = _pool.wait()
-    if failed:
-        from danlu import plots
-
-        for name, args in failed:
-            getattr(plots, name)(*args)
+def finish() -> dict[str, str]:
+    """Wait for every figure submitted so far, draw in line whatever a helper could not, and return the
+    figures that failed both ways: {file name: error}."""
+    if _pool is not None:
+        for name, args in _pool.wait():
+            _draw_now(name, args)
+    problems = dict(_problems)
+    _problems.clear()
+    return problems
 
 
 def stop() -> None:

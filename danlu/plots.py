@@ -12,6 +12,7 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # class names are plain text: "$5 bill" is no formula
     import matplotlib.pyplot as plt
 
     return plt

@@ -73,12 +73,17 @@ class _Scanner:
     def images_under(self, folder: Path) -> list[Path]:
         """All image files below folder (recursively, sorted); other files go to skipped."""
         found: list[str] = []  # sorted as strings, then made Paths: cheaper than sorting Path objects
+        top = os.path.realpath(folder)
         seen: set[str] = set()
         stack = [folder]
         while stack:
             current = stack.pop()
             real = os.path.realpath(current)
             if real in seen:  # a symlink loop
+                continue
+            if current != folder and (top == real or top.startswith(real + os.sep)):
+                # a link back up to a folder holding this class (and the others, and test/): never inside it
+                self.skipped.append((Path(current), "a link to a parent folder"))
                 continue
             seen.add(real)
             subdirs = []
@@ -87,6 +92,8 @@ class _Scanner:
                     self.hidden += 1
                 elif _is_dir(entry):
                     subdirs.append(Path(entry.path))
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    self.skipped.append((Path(entry.path), "a broken link"))
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                     found.append(entry.path)
                 else:
@@ -139,6 +146,14 @@ def scan_image_folder(root: str | os.PathLike) -> ImageFolderLayout:
         else:
             split_dirs[split] = Path(entry.path)
 
+    if split_dirs and "train" not in split_dirs:
+        found = ", ".join(f"{p.name}/" for p in split_dirs.values())
+        dirs = [e.name for e in others if _is_dir(e)]
+        raise DataError(
+            f"{root} has {found} but no train/ folder",
+            hint=(f"rename the training folder to train/ (other folders here: {', '.join(d + '/' for d in dirs)})"
+                  if dirs else "add train/<class>/ folders with the training images"),
+        )
     if split_dirs:
         for entry in others:
             if _is_dir(entry):
@@ -163,6 +178,14 @@ def scan_image_folder(root: str | os.PathLike) -> ImageFolderLayout:
                 )
     else:
         classes = sorted({c for cs in per_split.values() for c in cs})
+    if len(classes) == 1:
+        only = next(cs[classes[0]] for cs in per_split.values() if classes[0] in cs)
+        inner = [e.name for e in _list_dir(only) if _is_dir(e) and not _is_hidden(e.name)]
+        raise DataError(
+            f"{root} has one class folder ({classes[0]}/); classification needs at least two",
+            hint=(f"the data seems to be one level down: data.root={only}" if inner
+                  else "add a folder per class: <root>/train/<class name>/<images>"),
+        )
 
     splits: dict[str, list[tuple[Path, int]]] = {}
     for split, class_dirs in per_split.items():

@@ -13,7 +13,7 @@ import torch
 
 from danlu.data.schema import Schema
 from danlu.data.splits import Splits, carve_splits
-from danlu.data.tensors import augment_batch, index_batches
+from danlu.data.tensors import augment_batch, batch_count, index_batches
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
 
@@ -67,7 +67,7 @@ class StreamLoader:
         self.device, self.channels_last, self.workers = torch.device(device), channels_last, workers
 
     def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
+        return batch_count(len(self.dataset), self.batch_size, self.shuffle)
 
     def __iter__(self):
         batches = [b.tolist() for b in index_batches(len(self.dataset), self.batch_size, self.shuffle,
@@ -105,9 +105,24 @@ class StreamSplit:
         return ImageFileDataset(self.paths, self.labels, self.size, self.channels, self._schema_ref.get("mean"),
                                 self._schema_ref.get("std"))
 
-    def raw_images(self) -> np.ndarray:
+    def readable(self, limit: int) -> tuple[StreamSplit, np.ndarray]:
+        """The first ``limit`` files that decode, and their pixels as uint8 [N, C, H, W]; files that went bad
+        after the folder scan are passed over (as the loader's collate function does)."""
         ds = self.dataset()
-        return np.stack([ds.raw(i).transpose(2, 0, 1) for i in range(len(ds))])
+        keep: list[int] = []
+        arrays: list[np.ndarray] = []
+        for i in range(len(ds)):
+            if len(keep) == limit:
+                break
+            try:
+                arrays.append(ds.raw(i).transpose(2, 0, 1))
+            except Exception:  # noqa: BLE001 - any decoder failure means an unreadable file
+                continue
+            keep.append(i)
+        if not keep:
+            raise DataError(f"none of the {len(ds)} image files could be read, e.g. {self.paths[0]}",
+                            hint="check that the folder holds images and that they are readable")
+        return self.subset(keep), np.stack(arrays)
 
     def stream_loader(self, batch_size: int, *, shuffle: bool, generator, augment, device, channels_last, **_):
         return StreamLoader(self.dataset(), batch_size, shuffle=shuffle, generator=generator, augment=augment,
@@ -132,7 +147,7 @@ def load_stream(layout, cfg: DataConfig, seed: int, size: int, channels: int, hi
     else:
         from danlu.data.vision import channel_stats
 
-        sample = splits["train"].subset(range(min(500, len(splits["train"])))).raw_images()
+        _, sample = splits["train"].readable(500)
         ref["mean"], ref["std"] = channel_stats(torch.from_numpy(sample))
     notes.append(f"streaming {sum(len(s) for s in splits.values())} images from disk (data.loader=stream)")
     schema = Schema(kind="image", task="classification", input_shape=[channels, size, size], classes=layout.classes,

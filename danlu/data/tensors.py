@@ -35,14 +35,31 @@ class TensorSplit:
         return TensorSplit(self.x.index_select(0, idx), self.y.index_select(0, idx), names)
 
 
+def batch_count(n: int, batch_size: int, shuffle: bool, drop_last: bool = False) -> int:
+    """How many batches ``index_batches`` makes (schedules and progress bars need it up front)."""
+    if drop_last and n >= batch_size:
+        return n // batch_size
+    count = math.ceil(n / batch_size)
+    return count - 1 if shuffle and count > 1 and n % batch_size == 1 else count
+
+
+def _fold_single(batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A one-sample last batch joins the one before it: BatchNorm cannot train on a batch of one
+    (1,295 digits at batch 647 used to fail in the last step of the first epoch)."""
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
 def index_batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None,
                   drop_last: bool = False) -> list[torch.Tensor]:
-    """The batches of one epoch as index tensors; the fast and slow loaders share this order."""
+    """The batches of one epoch as index tensors; the fast and slow loaders share this order.
+    Training (shuffled) epochs never end in a batch of one."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     batches = list(order.split(batch_size))
     if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
         batches.pop()
-    return batches
+    return _fold_single(batches) if shuffle else batches
 
 
 def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
@@ -58,6 +75,7 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: t
         part = order[start:start + chunk]
         part = part[torch.argsort(lengths[part], descending=True, stable=True)]
         batches.extend(part.split(batch_size))
+    batches = _fold_single(batches)  # only the last window can end in a batch of one
     perm = torch.randperm(len(batches), generator=generator)
     return [batches[i] for i in perm.tolist()]
 
@@ -122,8 +140,7 @@ class TensorLoader:
         self._lengths = (split.x != pad_id).sum(1) if kind == "text" else None
 
     def __len__(self) -> int:
-        n = len(self.split)
-        return n // self.batch_size if self.drop_last and n >= self.batch_size else math.ceil(n / self.batch_size)
+        return batch_count(len(self.split), self.batch_size, self.shuffle, self.drop_last)
 
     def batches(self) -> list[torch.Tensor]:
         if self.kind == "text" and self.shuffle:

@@ -91,7 +91,8 @@ def _folder_arrays(root: Path, layout, size: int, channels: int, notes: list[str
 
     if layout.skipped:
         shown = "; ".join(f"{p} ({why})" for p, why in layout.skipped[:3])
-        notes.append(f"skipped {len(layout.skipped)} non-image file(s): {shown}")
+        more = f"; and {len(layout.skipped) - 3} more" if len(layout.skipped) > 3 else ""
+        notes.append(f"skipped {len(layout.skipped)} non-image file(s): {shown}{more}")
     files = [p for items in layout.splits.values() for p, _ in items]
     key = cache.fingerprint(files, size=size, channels=channels, root=str(Path(root).resolve()),
                             decode_version=DECODE_VERSION)
