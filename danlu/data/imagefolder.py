@@ -178,15 +178,6 @@ def scan_image_folder(root: str | os.PathLike) -> ImageFolderLayout:
                 )
     else:
         classes = sorted({c for cs in per_split.values() for c in cs})
-    if len(classes) == 1:
-        only = next(cs[classes[0]] for cs in per_split.values() if classes[0] in cs)
-        inner = [e.name for e in _list_dir(only) if _is_dir(e) and not _is_hidden(e.name)]
-        raise DataError(
-            f"{root} has one class folder ({classes[0]}/); classification needs at least two",
-            hint=(f"the data seems to be one level down: data.root={only}" if inner
-                  else "add a folder per class: <root>/train/<class name>/<images>"),
-        )
-
     splits: dict[str, list[tuple[Path, int]]] = {}
     for split, class_dirs in per_split.items():
         split_dir = split_dirs.get(split, root)
@@ -207,6 +198,14 @@ def scan_image_folder(root: str | os.PathLike) -> ImageFolderLayout:
             label = classes.index(name)
             samples.extend((p, label) for p in images)
         splits[split] = samples
+    if len(classes) == 1:
+        only = next(cs[classes[0]] for cs in per_split.values() if classes[0] in cs)
+        inner = [e.name for e in _list_dir(only) if _is_dir(e) and not _is_hidden(e.name)]
+        raise DataError(
+            f"{root} has one class folder ({classes[0]}/); classification needs at least two",
+            hint=(f"the data seems to be one level down: data.root={only}" if inner
+                  else "add a folder per class: <root>/train/<class name>/<images>"),
+        )
     return ImageFolderLayout(
         root=root, classes=classes, splits=splits, skipped=scan.skipped, hidden=scan.hidden
     )
