@@ -79,6 +79,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         recipe = load_recipe(base=recipe.to_dict(), overrides=overrides)
     recipe = recipe.with_absolute_paths()
     splits, schema, model = prepare(recipe, data_dir)
+    device = select_device(recipe.train.device)  # a device that is not there fails before the run folder exists
     if len(splits.train) < 2:
         from danlu.errors import DataError
 
@@ -91,7 +92,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         run_dir = new_run_dir(recipe.name, runs_dir)
         atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
         atomic_write_text(run_dir / "schema.json", schema.to_json())
-        write_json(run_dir / "env.json", _env_info(str(select_device(recipe.train.device))))
+        write_json(run_dir / "env.json", _env_info(str(device)))
         for writer in splits.artifacts.values():
             writer(run_dir)
         write_json(run_dir / "status.json", {"status": "training", "epoch": 0, "epochs": recipe.train.epoch_count})

@@ -86,10 +86,11 @@ def cmd_predict(a: argparse.Namespace) -> None:
         raise DanluError("no inputs", hint="danlu predict RUN image.png | \"some text\" | rows.csv | - (stdin)")
     labels = None
     if kind == "image":
-        inputs = expand_image_inputs(inputs)
-    elif kind == "tabular":
-        inputs, labels = _tabular_inputs(inputs, predictor)
-    rows = finite(predictor.predict(inputs, top_k=a.top_k, labels=labels))
+        rows = _predict_images(predictor, expand_image_inputs(inputs), a.top_k)
+    else:
+        if kind == "tabular":
+            inputs, labels = _tabular_inputs(inputs, predictor)
+        rows = finite(predictor.predict(inputs, top_k=a.top_k, labels=labels))
     if a.json:
         _print_json({"predictions": rows})
         return
@@ -101,6 +102,28 @@ def cmd_predict(a: argparse.Namespace) -> None:
         else:
             print(f"{label}\t" + "  ".join(f"{k}={v:.4g}" if v is not None else f"{k}=nan"
                                            for k, v in row["prediction"].items()))
+
+
+def _predict_images(predictor, paths: list[str], top_k: int, chunk: int = 256) -> list[dict]:
+    """Predict image files a chunk at a time (a big folder never sits in memory as floats); files that
+    cannot be read are reported on stderr and left out, as training leaves them out."""
+    from danlu.errors import DataError
+    from danlu.predictor import finite
+
+    rows: list[dict] = []
+    problems: list[str] = []
+    for start in range(0, len(paths), chunk):
+        kept, pixels, bad = predictor.readable_images(paths[start:start + chunk])
+        problems += bad
+        if kept:
+            outputs = predictor.forward(predictor.normalize(pixels))
+            rows += finite(predictor.format(outputs, kept, top_k))
+    for problem in problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    if not rows:
+        raise DataError(f"none of the {len(paths)} image(s) could be read",
+                        hint="give JPEG, PNG, GIF, BMP or WebP files")
+    return rows
 
 
 def _tabular_inputs(items: list[str], predictor) -> tuple[list, list]:
@@ -273,10 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Like parse_args, but key=value overrides may also follow options (``train R --quiet a.b=1``)."""
+    """Like parse_args, but key=value overrides and predict's inputs may also follow options
+    (``train R --quiet a.b=1``, ``predict RUN --json x.png``)."""
     a, extra = parser.parse_known_args(argv)
     if extra and hasattr(a, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
         a.overrides = [*a.overrides, *extra]
+    elif extra and hasattr(a, "inputs") and not any(x.startswith("-") and x != "-" for x in extra):
+        a.inputs = [*a.inputs, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(x for x in extra if '=' not in x or x.startswith('-'))}")
     return a

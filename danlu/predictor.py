@@ -65,6 +65,18 @@ class Predictor:
             arrays.append(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))))
         return arrays[0].unsqueeze(0) if len(arrays) == 1 else torch.stack(arrays)
 
+    def readable_images(self, items: list[Any]) -> tuple[list[Any], torch.Tensor, list[str]]:
+        """(the items that decode, their uint8 pixels, why each other one could not be read)."""
+        kept, arrays, problems = [], [], []
+        for item in items:
+            try:
+                arrays.append(self.image_pixels([item]))
+                kept.append(item)
+            except DataError as e:
+                problems.append(e.message)
+        pixels = torch.cat(arrays) if arrays else torch.empty(0, *self.schema.input_shape, dtype=torch.uint8)
+        return kept, pixels, problems
+
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [N, C, H, W] → the normalized float batch the model was trained on."""
         if self._normalizer is None:
@@ -162,15 +174,18 @@ def _labels(inputs: list[Any]) -> list[Any]:
 
 
 def expand_image_inputs(items: list[str]) -> list[str]:
-    """Files stay; folders become their image files (sorted); missing paths are an error."""
+    """Files stay; folders become their image files (sorted, recursively, through links, hidden ones left
+    out as in training); missing paths are an error."""
+    from danlu.data.imagefolder import _Scanner
+
     out = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in f.parts))
+            found = [str(f) for f in _Scanner().images_under(p)]
             if not found:
-                raise DataError(f"no image files in folder {p}")
+                raise DataError(f"no image files in folder {p}",
+                                hint=f"image files end in {' '.join(sorted(IMAGE_EXTENSIONS))}")
             out.extend(found)
         elif p.is_file():
             out.append(str(p))

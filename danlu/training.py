@@ -43,6 +43,11 @@ def select_device(name: str) -> torch.device:
         raise DanluError(f"unknown device '{name}'", hint="auto, cpu, cuda, cuda:0, mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DanluError("train.device=cuda but no CUDA GPU is visible", hint="use train.device=auto or cpu")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps and mps.is_available()):
+        raise DanluError("train.device=mps but this machine has no Apple GPU", hint="use train.device=auto or cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DanluError(f"train.device={name} is not supported", hint="auto, cpu, cuda, cuda:0, mps")
     return dev
 
 

@@ -68,3 +68,35 @@ def test_a_last_batch_of_one_trains_with_batch_norm(cli):
     assert code == 0, err
     code, _, err = cli("train", "digits-mlp", "data.limit_train=1", "train.epochs=1")
     assert code == 2 and "needs at least 2" in err
+
+
+def test_predict_reads_what_it_can_from_any_folder_path(cli, tmp_path, monkeypatch):
+    root = pictures(tmp_path / "p")
+    code, out, err = cli("train", "imagefolder-cnn", f"data.root={root}", "train.epochs=1", "data.image_size=16",
+                         "model.channels=[4]", "--json", "--quiet")
+    assert code == 0, err
+    run = last_json(out)["run"]
+    shots = tmp_path / ".cache" / "shots"  # a hidden folder above the images is not a hidden image
+    shots.mkdir(parents=True)
+    for name in ("0.png", "1.png"):
+        (shots / name).write_bytes((root / "test" / "red" / name).read_bytes())
+    (shots / "broken.png").write_bytes(b"no image here")
+    monkeypatch.chdir(tmp_path / ".cache")
+    code, out, err = cli("predict", run, "--json", "../.cache/shots")  # inputs after an option, a path with ..
+    assert code == 0, err
+    assert [Path(r["input"]).name for r in json.loads(out)["predictions"]] == ["0.png", "1.png"]
+    assert "skipped ../.cache/shots/broken.png: not a readable image" in err
+    code, _, err = cli("predict", run, shots / "broken.png")
+    assert code == 2 and "none of the 1 image(s) could be read" in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("imagefolder-cnn", "model.padding=valid", "data.image_size=8", "model.batch_norm=true"), "too small"),
+    (("digits-mlp", "model.hidden=[0]"), "model.hidden.0: Input should be greater than or equal to 1"),
+    (("digits-mlp", "train.device=mps"), "no Apple GPU"),
+])
+def test_model_shapes_and_devices_that_cannot_work_are_user_errors(cli, tmp_path, args, needle):
+    extra = [f"data.root={pictures(tmp_path / 'p')}"] if args[0].startswith("imagefolder") else []
+    code, _, err = cli("train", *args, *extra, "train.epochs=1")
+    assert code == 2 and needle in err, err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())

@@ -145,6 +145,11 @@ def test_bad_json_is_a_422_that_says_what(client, body, needle):
     assert_error(client.post("/v1/predict", content=body, headers={"content-type": "application/json"}), 422, needle)
 
 
+def test_json_nested_past_the_parser_s_depth_is_a_422(client):
+    deep = "[" * 100_000 + "]" * 100_000
+    assert_error(client.post("/v1/predict", content=f'{{"inputs": {deep}}}'), 422, "nested too deeply")
+
+
 def test_bad_uploads_are_422(client, tabular, digit_png):
     assert_error(client.post("/v1/predict", files={"file": ("a.png", digit_png, "image/png")}), 422,
                  "unexpected form field 'file'")

@@ -82,11 +82,15 @@ def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
     too_small = DanluError(f"images of {list(input_shape)} are too small for these conv layers (each block "
                            "shrinks them; 'valid' padding and pooling leave nothing)",
                            hint="raise data.image_size, use model.padding=same, or fewer model.channels")
+    training = features.training
+    features.eval()  # BatchNorm cannot normalize a batch of one 1x1 map in training mode
     try:
         with torch.no_grad():
             out = features(torch.zeros(1, *input_shape))
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         raise too_small from None
+    finally:
+        features.train(training)
     if out.numel() == 0:
         raise too_small
     return int(out.numel())

@@ -6,11 +6,13 @@ The builders live in the family modules and are looked up in ``danlu.models.regi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from danlu.errors import RecipeError, unknown_name
+
+Size = Annotated[int, Field(ge=1)]  # a layer width or channel count
 
 
 class _Options(BaseModel):
@@ -20,7 +22,7 @@ class _Options(BaseModel):
 class MLPOptions(_Options):
     """Dense layers on flattened input: images or tabular rows."""
 
-    hidden: list[int] = [128]
+    hidden: list[Size] = [128]
     dropout: float = Field(0.2, ge=0, lt=1)
     batch_norm: bool = False
     activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
@@ -29,11 +31,11 @@ class MLPOptions(_Options):
 class CNNOptions(_Options):
     """Conv blocks (conv → [BN] → ReLU → max-pool), then dense layers; every shape is inferred."""
 
-    channels: list[int] = [32, 64]
+    channels: list[Size] = [32, 64]
     kernel_size: int = Field(3, ge=1)
     padding: Literal["valid", "same"] = "valid"
     pool: int = Field(2, ge=1)
-    hidden: list[int] = [128]
+    hidden: list[Size] = [128]
     dropout: float = Field(0.0, ge=0, lt=1)
     batch_norm: bool = False
 
@@ -72,7 +74,7 @@ class ArticleLSTMOptions(_Options):
 class TextCNNOptions(_Options):
     embed_dim: int = Field(128, ge=1)
     channels: int = Field(100, ge=1)
-    kernel_sizes: list[int] = [3, 4, 5]
+    kernel_sizes: list[Size] = [3, 4, 5]
     dropout: float = Field(0.5, ge=0, lt=1)
 
 

@@ -48,6 +48,8 @@ def parse_json(body: bytes, schema: Schema, max_inputs: int) -> PredictRequest:
         raise
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError("the body is not valid JSON", str(e)) from None
+    except RecursionError:
+        raise RequestError("the JSON is nested too deeply", 'send {"inputs": [...]} with flat inputs') from None
     if not isinstance(payload, dict):
         raise RequestError("the body must be a JSON object", 'e.g. {"inputs": [...], "top_k": 3}')
     unknown = sorted(set(payload) - {"inputs", "top_k"})
