@@ -76,20 +76,28 @@ def new_run_dir(recipe_name: str, root: Path | None = None) -> Path:
 
 
 def resolve_run(arg: str | Path, root: Path | None = None) -> Path:
-    """A run folder path, or a folder name (or unique prefix) under ./runs."""
+    """A run folder path; or under ./runs a folder name, a unique prefix of one, "latest", or part of a
+    name (the newest run that contains it: names are time-stamped)."""
     root = Path(root or RUNS_DIR)
     p = Path(arg)
     candidates = [p, root / p]
     for c in candidates:
         if c.is_dir() and (c / "recipe.yaml").exists():
             return c.resolve()
-    if root.is_dir():
-        matches = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith(str(arg)))
-        if len(matches) == 1:
-            return matches[0].resolve()
-        if str(arg) == "latest" and matches == [] and list_runs(root):
-            return list_runs(root)[-1]
-    recent = [d.name for d in list_runs(root)[-5:]]
+    runs = list_runs(root)
+    name = str(arg)
+    prefixed = [d for d in runs if d.name.startswith(name)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    if len(prefixed) > 1:
+        raise RunError(f"'{name}' is the start of {len(prefixed)} run names",
+                       hint="give more of the name, e.g. " + ", ".join(d.name for d in prefixed[-3:]))
+    if name == "latest" and runs:
+        return runs[-1]
+    named = [d for d in runs if name in d.name]  # "digits" → the newest run of a digits recipe
+    if named:
+        return named[-1]
+    recent = [d.name for d in runs[-5:]]
     raise RunError(f"no run folder '{arg}'",
                    hint=("recent runs: " + ", ".join(recent)) if recent else "train one first: danlu train digits-mlp")
 

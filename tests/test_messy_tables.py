@@ -165,3 +165,19 @@ def test_relative_data_paths_are_saved_absolute(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(run)
     code, _, err = cli("evaluate", run)
     assert code == 0, err
+
+
+def test_runs_are_found_by_part_of_their_name(tmp_path):
+    from danlu.errors import RunError
+    from danlu.runs import resolve_run
+
+    for name in ("20261101-100000-digits-mlp", "20261102-100000-digits-mlp", "20261103-100000-mnist-cnn"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "recipe.yaml").write_text("name: x\n")
+    assert resolve_run("digits", tmp_path).name == "20261102-100000-digits-mlp"  # the newest match
+    assert resolve_run("20261101", tmp_path).name == "20261101-100000-digits-mlp"
+    assert resolve_run("latest", tmp_path).name == "20261103-100000-mnist-cnn"
+    with pytest.raises(RunError, match="start of 3 run names"):
+        resolve_run("2026", tmp_path)
+    with pytest.raises(RunError, match="no run folder 'resnet'"):
+        resolve_run("resnet", tmp_path)
