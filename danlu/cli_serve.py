@@ -36,6 +36,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
     check_limits(a.max_batch_size, a.max_wait_ms, a.max_body_mb, a.max_inputs)
     run = resolve_run(a.run, a.runs_dir)
+    _check_port_free(a.host, a.port)
     api_key = a.api_key if a.api_key is not None else os.environ.get("DANLU_API_KEY") or None
     if a.backend == "onnx":  # export once here, not once per worker
         from danlu.export import export_onnx, onnx_is_current
@@ -51,6 +52,29 @@ def cmd_serve(a: argparse.Namespace) -> None:
     print(f"serving {run.name} ({a.backend}) on http://{a.host}:{a.port}  ·  page /  ·  API docs /docs"
           + ("  ·  API key required" if api_key else ""), file=sys.stderr, flush=True)
     run_server(settings, a.host, a.port, a.workers, log_level=a.log_level)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Say so before the model loads when the address is taken (uvicorn would exit with code 3 after)."""
+    import socket
+
+    from danlu.errors import DanluError
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise DanluError(f"--host {host}: unknown address ({e.strerror})", hint="e.g. 127.0.0.1 or 0.0.0.0") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise DanluError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                             hint=f"another program uses the port: pick another (--port {port + 1}) or stop it"
+                             if e.errno == 98 else "pick another --host/--port") from None
 
 
 def add_serving_verbs(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -30,7 +30,7 @@ DATASET_ALIASES = {"breast-cancer": "breast_cancer", "fashion_mnist": "fashion-m
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class AugmentConfig(_Strict):
@@ -298,8 +298,9 @@ def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if x != "options")
         if len(loc) > 1 and isinstance(loc[-1], str) and loc[-1].split("[")[0] in _TYPE_TAGS:
-            unions.setdefault(loc[:-1] + (repr(e.get("input")),), []).append(loc[-1])
-            if len(unions[loc[:-1] + (repr(e.get("input")),)]) > 1:
+            key = loc[:-1] + (repr(e.get("input")),)
+            unions.setdefault(key, []).append((loc[-1], e))
+            if len(unions[key]) > 1:
                 continue
             loc = loc[:-1]
         dotted = ".".join(str(x) for x in loc) or "(top level)"
@@ -323,11 +324,14 @@ def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -
             got_s = "" if isinstance(got, dict) else f" (got {got!r})"
             msg = f"{where}: {dotted}: {e['msg']}{got_s}"
         msgs.append(msg)
-    for (*loc, got), tags in unions.items():  # "train.epochs: Input should be a valid integer" → both types
-        if len(tags) > 1:
+    for (*loc, got), members in unions.items():  # one line for a value no member of a union (int | float) took
+        if len(members) > 1:
             dotted = ".".join(str(x) for x in loc)
-            msgs = [m if f": {dotted}: " not in m else m.split(f": {dotted}: ")[0] +
-                    f": {dotted}: expected {' or '.join(tags)} (got {got})" for m in msgs]
+            # a member that parsed the value but refused it says more ("should be a finite number")
+            refusals = [e["msg"] for _, e in members if not e["type"].endswith(("_type", "_parsing", "_from_float"))]
+            said = refusals[0] if refusals else f"expected {' or '.join(tag for tag, _ in members)}"
+            msgs = [m if f": {dotted}: " not in m else m.split(f": {dotted}: ")[0] + f": {dotted}: {said} (got {got})"
+                    for m in msgs]
     return RecipeError("invalid recipe\n  " + "\n  ".join(msgs), hint=hint)
 
 
@@ -352,8 +356,13 @@ def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | 
         if "name" not in raw:
             raw["name"] = Path(str(name_or_path)).stem
     lines = _line_index(text)
-    for item in overrides:
-        keys, value = parse_override(item)
+    parsed = [(parse_override(item), item) for item in overrides]
+    for (keys, value), item in parsed:
+        if keys == ["model", "name"] and isinstance(raw.get("model"), dict) and raw["model"].get("name") != value:
+            # another model: the recipe's options were for its own model; options given on this command stay
+            given = {k[2] for (k, _), _ in parsed if len(k) == 3 and k[:2] == ["model", "options"]} | {
+                k[1] for (k, _), _ in parsed if len(k) == 2 and k[0] == "model"}
+            raw["model"] = {k: v for k, v in raw["model"].items() if k in given or k == "name"}
         _set_path(raw, keys, value, item)
     try:
         return Recipe.model_validate(raw)

@@ -140,6 +140,7 @@ def test_empty_class_folder_is_a_clear_error(cli, tmp_path):
     (("evaluate", "no-such-run"), "no run folder"),
     (("train", "mnist-cnn", "data.name=digits"), "too small"),
     (("train", "digits-mlp", "train.epochs=.inf"), "finite number"),
+    (("train", "digits-mlp", "train.lr=.inf"), "train.lr: Input should be a finite number"),
 ])
 def test_user_errors_exit_2_without_traceback_and_leave_no_run(cli, tmp_path, args, needle):
     code, out, err = cli(*args)
@@ -173,3 +174,12 @@ def test_progress_is_plain_lines_without_a_terminal(cli):
     code, _, err = cli("train", "digits-mlp", "train.epochs=2")
     assert code == 0
     assert "epoch 1/2" in err and "epoch 2/2" in err and "\x1b[" not in err
+
+
+def test_another_model_name_drops_the_recipe_s_options_for_the_old_model(cli):
+    code, out, err = cli("recipes", "imagefolder-cnn", "model.name=resnet18", "model.weights=null")
+    assert code == 0, err
+    model = out.split("model:")[1].split("train:")[0]
+    assert "name: resnet18" in model and "weights: null" in model and "channels" not in model
+    code, out, _ = cli("recipes", "digits-mlp", "model.hidden=[32]", "model.name=mlp")
+    assert "batch_norm: true" in out.split("model:")[1]  # same model: the recipe's options stay

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -411,6 +412,11 @@ def test_serve_cli_binds_loopback_and_reads_the_key_from_the_environment(runs, m
     assert main(["serve", str(runs.image), "--port", "70000"]) == 2
     assert main(["serve", str(runs.image), "--max-batch-size", "0"]) == 2
     assert main(["serve", str(runs.root / "no-such-run")]) == 2
+    with socket.socket() as taken:  # a port in use is named before the model loads
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", str(runs.image), "--port", str(taken.getsockname()[1])]) == 2
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- text runs: same API, strings in

@@ -16,7 +16,7 @@ Size = Annotated[int, Field(ge=1)]  # a layer width or channel count
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class MLPOptions(_Options):
