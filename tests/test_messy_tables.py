@@ -181,3 +181,16 @@ def test_runs_are_found_by_part_of_their_name(tmp_path):
         resolve_run("2026", tmp_path)
     with pytest.raises(RunError, match="no run folder 'resnet'"):
         resolve_run("resnet", tmp_path)
+
+
+def test_a_text_file_without_a_header_keeps_its_first_row(tmp_path):
+    rows = [("1", "这家酒店很好"), ("0", "房间太差了"), ("1", "服务很好"), ("0", "早餐难吃")] * 5
+    path = tmp_path / "nohdr.tsv"
+    path.write_text("".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
+    got = read_text_table(path)
+    assert got.texts[0] == "这家酒店很好" and len(got) == 20 and got.labels[:2] == ["1", "0"]
+    assert any("no header row" in n for n in got.notes)
+    named = tmp_path / "named.tsv"  # a real header is still a header
+    named.write_text("stars\treview\n" + "".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
+    got = read_text_table(named, "review", "stars")
+    assert len(got) == 20 and not any("no header" in n for n in got.notes)

@@ -83,6 +83,13 @@ def read_text_table(
                 notes.append(f"fields are separated by {SEPARATOR_NAMES[delim]}s")
             rows = _parse_csv(lines, p, notes, delim)
         header, rows = _take_header(rows, p)
+        if _headerless(header, rows):
+            first = _first_record(content, fmt, delim if fmt == "csv" else "\t", p, notes)
+            rows = [first, *rows]
+            header = [str(j) for j in range(len(header))]
+            text_column, label_column = _guess_columns(rows, text_column, label_column)
+            notes.append("no header row: the first line is data (a value of its label column recurs below), "
+                         f"so columns are numbered from 0; text column {text_column}, label column {label_column}")
     if not any(fields is not None for _, fields in rows):
         raise DataError(f"{p} has a header ({', '.join(header)}) but no rows")
     label_idx = None if label_column is None else _pick_column(header, label_column, "label", LABEL_NAMES, p)
@@ -164,6 +171,43 @@ def decode_text(raw: bytes, p: Path) -> str:
 
 def _stem_ext(p: Path) -> str:
     return "".join(s for s in p.suffixes if s.lower() != ".gz")
+
+
+def _first_record(content: str, fmt: str, delim: str, p: Path, notes: list[str]) -> _Row:
+    """The first non-blank record of the file, read as a data row (when it turned out not to be a header)."""
+    lines = [line.rstrip("\r") for line in content.split("\n")]
+    if fmt == "tsv":
+        rows = [(i + 1, line.split("\t") if line.strip() else None) for i, line in enumerate(lines[:50])]
+    else:
+        rows = _parse_csv([line for line in lines[:50]], p, [], delim)
+    return next(row for row in rows if row[1] is not None)
+
+
+def _headerless(header: list[str], rows: list[_Row]) -> bool:
+    """True when the "header" is a data row: it names no known column, and its cell in some column with
+    few distinct values (a label column) is one of the values that column holds below."""
+    if any(h.lower() in TEXT_NAMES + LABEL_NAMES for h in header):
+        return False
+    sample = [f for _, f in rows[:1000] if f is not None]
+    for j, cell in enumerate(header):
+        values = [f[j] for f in sample if len(f) > j and f[j] is not None]
+        distinct = {v.strip() for v in values}
+        if cell.strip() in distinct and len(distinct) <= max(2, len(values) // 5):
+            return True
+    return False
+
+
+def _guess_columns(rows: list[_Row], text_column: str | int, label_column: str | int | None
+                   ) -> tuple[str | int, str | int | None]:
+    """For numbered columns: the label column has the fewest distinct values, the text the longest cells."""
+    sample = [f for _, f in rows[:1000] if f is not None]
+    width = min(len(f) for f in sample)
+    if label_column == "auto":
+        label_column = min(range(width), key=lambda j: len({f[j] for f in sample}))
+    if text_column == "auto":
+        others = [j for j in range(width) if j != label_column]
+        text_column = max(others, key=lambda j: sum(len(f[j] or "") for f in sample)) if others else 0
+    return text_column, label_column
 
 
 def _take_header(rows: list[_Row], p: Path) -> tuple[list[str], list[_Row]]:
