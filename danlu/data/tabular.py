@@ -49,13 +49,9 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}", hint="set data.path to an existing CSV file")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}: not UTF-8 text (line {line})",
-                        hint=f"re-encode it, e.g. iconv -f gbk -t utf-8 {path} > fixed.csv") from None
+    from danlu.text.files import decode_text
+
+    text = decode_text(path.read_bytes(), path)  # UTF-8, or an error that guesses the encoding for iconv
     if not text.strip():
         raise DataError(f"{path} is empty", hint="a CSV needs a header row and at least one data row")
     if path.suffix.lower() in (".tsv", ".tab"):
