@@ -31,8 +31,18 @@ def load_run(run: Any, runs_dir: Any = None) -> Any:
 
 
 def predict(run: Any, inputs: list[Any], top_k: int = 3) -> list[dict[str, Any]]:
-    """Predict with a run: image paths/bytes, texts, or feature rows."""
-    return load_run(run).predict(list(inputs), top_k=top_k)
+    """Predict with a run: image paths (folders are expanded), bytes, arrays or PIL images; texts; or
+    feature rows."""
+    from pathlib import Path
+
+    from danlu.predictor import expand_image_inputs
+
+    predictor = load_run(run)
+    items = list(inputs)
+    if predictor.schema.kind == "image":
+        items = [p for item in items for p in (expand_image_inputs([str(item)])
+                                              if isinstance(item, str | Path) and Path(item).is_dir() else [item])]
+    return predictor.predict(items, top_k=top_k)
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,6 @@ import torch
 from danlu.data.schema import Schema
 from danlu.errors import DanluError, DataError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-
 
 class Predictor:
     def __init__(self, run_dir: Path, recipe: Any, schema: Schema, model: torch.nn.Module):
@@ -166,7 +164,7 @@ def _labels(inputs: list[Any]) -> list[Any]:
     for i, item in enumerate(inputs):
         if isinstance(item, str | Path):
             out.append(str(item))
-        elif isinstance(item, bytes | bytearray | np.ndarray):
+        elif isinstance(item, bytes | bytearray | np.ndarray) or type(item).__module__.startswith("PIL."):
             out.append(f"input {i}")
         else:
             out.append(item)
@@ -176,7 +174,7 @@ def _labels(inputs: list[Any]) -> list[Any]:
 def expand_image_inputs(items: list[str]) -> list[str]:
     """Files stay; folders become their image files (sorted, recursively, through links, hidden ones left
     out as in training); missing paths are an error."""
-    from danlu.data.imagefolder import _Scanner
+    from danlu.data.imagefolder import IMAGE_EXTENSIONS, _Scanner
 
     out = []
     for item in items:

@@ -88,6 +88,12 @@ def test_predict_reads_what_it_can_from_any_folder_path(cli, tmp_path, monkeypat
     assert "skipped ../.cache/shots/broken.png: not a readable image" in err
     code, _, err = cli("predict", run, shots / "broken.png")
     assert code == 2 and "none of the 1 image(s) could be read" in err
+    import danlu
+
+    rows = danlu.predict(run, [root / "test" / "red", Image.new("RGB", (16, 16))])  # a folder and a PIL image
+    assert len(rows) == 5 and rows[-1]["input"] == "input 4"
+    (shots / "copy.jfif").write_bytes((root / "test" / "red" / "0.png").read_bytes())  # any JPEG-family name
+    assert len(danlu.predict(run, [shots / "copy.jfif"])) == 1
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -23,7 +23,8 @@ from PIL import Image, ImageOps
 from danlu.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
+     ".pnm"}
 )
 
 # Folder name (lower case) -> split name. Anything else next to them is reported in `skipped`.
