@@ -85,6 +85,11 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if not inputs:
         raise DanluError("no inputs", hint="danlu predict RUN image.png | \"some text\" | rows.csv | - (stdin)")
     labels = None
+    if kind == "text":
+        for item in a.inputs:
+            if item != "-" and len(item) < 4096 and Path(item).is_file():
+                print(f"note: '{item}' is predicted as a text; to predict the lines of that file use --file {item}",
+                      file=sys.stderr)
     if kind == "image":
         rows = _predict_images(predictor, expand_image_inputs(inputs), a.top_k)
     else:

@@ -156,6 +156,8 @@ def test_bad_uploads_are_422(client, tabular, digit_png):
                  "unexpected form field 'file'")
     assert_error(client.post("/v1/predict", files={"files": ("a.txt", b"hello", "text/plain")}), 422,
                  "not a readable image")
+    assert_error(client.post("/v1/predict", data={"files": "hello"}, files={"top_k": (None, "2")}), 422,
+                 "the field 'files' holds text, not a file")
     truncated = digit_png[: len(digit_png) // 2]
     assert_error(client.post("/v1/predict", files={"files": ("t.png", truncated, "image/png")}), 422, "input 0")
     assert_error(tabular.post("/v1/predict", files={"files": ("a.png", digit_png, "image/png")}), 422,

@@ -196,6 +196,9 @@ async def _read_form(request: Request, max_inputs: int, max_body: int) -> tuple[
                 files.append((value.filename or "", await value.read()))
             elif key == "top_k" and isinstance(value, str):
                 top_k = value
+            elif key == "files":
+                raise RequestError("the field 'files' holds text, not a file",
+                                   "upload the image file itself, e.g. curl -F files=@photo.jpg (note the @)")
             else:
                 raise RequestError(f"unexpected form field '{key}'",
                                    "upload images in the field 'files' (repeat it for several); optional: top_k")
