@@ -86,6 +86,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
                         hint="add data, or raise data.limit_train / lower data.val_fraction and data.test_fraction")
     say = Progress(0, 0, progress).note
+    splits.notes.extend(_scarce_classes(splits.train, schema))
     for note in splits.notes:
         say(f"note: {note}")
     if resume is None:
@@ -115,6 +116,21 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     write_json(run_dir / "status.json", {"status": "done", **done})
     wall = time.perf_counter() - t0
     return TrainResult(run_dir, report["metrics"], wall, report)
+
+
+def _scarce_classes(train: Any, schema: Any, fewest: int = 5) -> list[str]:
+    """A note naming the classes with fewer than ``fewest`` training samples: few enough to mislead."""
+    import torch
+
+    if schema.task != "classification" or not schema.classes:
+        return []
+    y = train.y if hasattr(train, "y") else torch.as_tensor(train.labels)
+    counts = torch.bincount(y.long().reshape(-1), minlength=len(schema.classes)).tolist()
+    scarce = [f"{c} ({n})" for c, n in zip(schema.classes, counts, strict=False) if n < fewest]
+    if not scarce:
+        return []
+    shown = ", ".join(scarce[:5]) + (f" and {len(scarce) - 5} more" if len(scarce) > 5 else "")
+    return [f"few training samples for class(es) {shown}: predictions for them will be unreliable"]
 
 
 def _recipe_dict(run_dir: Path) -> dict:

@@ -185,7 +185,12 @@ def load_images(cfg: DataConfig, seed: int, data_dir: Path | None, hints: dict) 
         tensors[split] = TensorSplit(xt, torch.from_numpy(np.asarray(y, np.int64)), p)
     for split in ("train", "test"):
         if len(tensors[split]) == 0:
-            raise DataError(f"the {split} split of {name} has no images", hint="check data.root and the folder layout")
+            total = sum(len(t) for t in tensors.values())
+            hint = ("data.test_fraction is 0: set it above 0 (e.g. 0.2), or add a test/ folder"
+                    if split == "test" and cfg.test_fraction == 0 else
+                    f"only {total} image(s) in all: add images (a few per class at least)" if total < 10 else
+                    "check data.root and the folder layout")
+            raise DataError(f"the {split} split of {name} has no images", hint=hint)
     c, h, w = tensors["train"].x.shape[1:]
     mean, std = hints.get("mean"), hints.get("std")
     if mean is None:
