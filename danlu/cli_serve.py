@@ -49,9 +49,11 @@ def cmd_serve(a: argparse.Namespace) -> None:
                 "api_key": api_key, "data_dir": str(a.data_dir) if a.data_dir else None}
     from danlu.serve.server import run_server
 
-    print(f"serving {run.name} ({a.backend}) on http://{a.host}:{a.port}  ·  page /  ·  API docs /docs"
-          + ("  ·  API key required" if api_key else ""), file=sys.stderr, flush=True)
-    run_server(settings, a.host, a.port, a.workers, log_level=a.log_level)
+    def announce() -> None:
+        print(f"serving {run.name} ({a.backend}) on http://{a.host}:{a.port}  ·  page /  ·  API docs /docs"
+              + ("  ·  API key required" if api_key else ""), file=sys.stderr, flush=True)
+
+    run_server(settings, a.host, a.port, a.workers, log_level=a.log_level, announce=announce)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from danlu.errors import DanluError
+from danlu.errors import DanluError, DataError
 from danlu.runs import atomic_write_bytes, read_json, write_json
 
 ONNX_NAME = "model.onnx"
@@ -147,7 +147,12 @@ def _test_batches(predictor: Any, data_dir: Path | None) -> list[Any]:
     from danlu.api import prepare
     from danlu.training import make_loader
 
-    splits, data_schema, _ = prepare(predictor.recipe, data_dir, for_inference=True)
+    try:
+        splits, data_schema, _ = prepare(predictor.recipe, data_dir, for_inference=True)
+    except DataError as e:
+        raise DataError(f"the export is checked against PyTorch on the run's test split, and that data cannot be "
+                        f"read: {e.message}", hint="put the training data back where the run found it (see its "
+                        "recipe.yaml), or point --data-dir / DANLU_DATA at it") from None
     if data_schema.classes != predictor.schema.classes:
         raise DanluError(f"the data now has classes {data_schema.classes}, the run was trained on "
                          f"{predictor.schema.classes}", hint="export with the data the run was trained on")

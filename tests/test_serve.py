@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -23,6 +24,7 @@ from PIL import Image
 
 from danlu.cli import main
 from danlu.data.schema import Schema
+from danlu.errors import DanluError, RunError
 from danlu.serve.app import create_app
 from danlu.serve.batching import BatcherClosed, MicroBatcher
 from danlu.serve.engine import Engine
@@ -404,8 +406,11 @@ def test_serve_cli_binds_loopback_and_reads_the_key_from_the_environment(runs, m
     import danlu.serve.server as server_module
 
     seen: dict = {}
-    monkeypatch.setattr(server_module, "run_server", lambda settings, host, port, workers, log_level: seen.update(
-        settings=settings, host=host, port=port, workers=workers))
+    def fake_run_server(settings, host, port, workers, log_level, announce):
+        seen.update(settings=settings, host=host, port=port, workers=workers)
+        announce()
+
+    monkeypatch.setattr(server_module, "run_server", fake_run_server)
     monkeypatch.setenv("DANLU_API_KEY", "from-env")
     assert main(["serve", str(runs.image), "--port", "8123", "--max-batch-size", "1"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123 and seen["workers"] == 1
@@ -462,3 +467,65 @@ def test_text_run_serves_on_both_backends_with_a_dynamic_sequence_axis(tmp_path,
         assert np.allclose([t["probability"] for t in a["top"]], [t["probability"] for t in b["top"]], atol=1e-5)
     dims = onnx.load(str(run / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param for d in dims] == ["batch", "sequence"]
+
+
+# ---------------------------------------------------------------- hostile and broken inputs
+
+
+def test_odd_numbers_and_digits_are_422_not_500(client, tabular, digit_png):
+    assert_error(client.post("/v1/predict", json={"inputs": [b64(digit_png)], "top_k": "²"}), 422, "top_k")
+    features = tabular.get("/v1/model").json()["input"]["features"]
+    huge = json.dumps({"inputs": [[1.0] * len(features)]}).replace("1.0", "1" + "0" * 400, 1)
+    assert_error(tabular.post("/v1/predict", content=huge), 422, "too large")
+    assert_error(tabular.post("/v1/predict", json={"inputs": [["١٢", *[1.0] * (len(features) - 1)]]}), 422,
+                 "not a number")
+
+
+def test_flags_that_cannot_work_are_refused(runs):
+    for wait, body in ((float("nan"), 10), (float("inf"), 10), (5, float("nan")), (5, float("inf"))):
+        with pytest.raises(DanluError, match="--max-wait-ms"):
+            create_app(runs.image, max_wait_ms=wait, max_body_mb=body)
+
+
+def test_a_damaged_or_foreign_onnx_file_names_the_fix(runs, tmp_path):
+    run = Path(shutil.copytree(runs.image, tmp_path / "run"))
+    create_app(run, backend="onnx")  # exports model.onnx (digits: 1x8x8)
+    good = (run / "model.onnx").read_bytes()
+    (run / "model.onnx").write_bytes(good[: len(good) // 3])
+    with pytest.raises(RunError, match="cannot be loaded") as e:
+        create_app(run, backend="onnx")
+    assert "danlu export" in e.value.hint
+    other = Path(shutil.copytree(runs.tabular, tmp_path / "other"))
+    create_app(other, backend="onnx")
+    (run / "model.onnx").write_bytes((other / "model.onnx").read_bytes())
+    with pytest.raises(RunError, match="not this run's export"):
+        create_app(run, backend="onnx")
+
+
+def test_stalled_and_vanished_clients(runs, digit_png, monkeypatch):
+    import danlu.serve.app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT", 0.5)
+    body = json.dumps({"inputs": [b64(digit_png)]}).encode()
+    head = ("POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    with BackgroundServer(create_app(runs.image)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
+            stalled.sendall(head.encode() + body[:5])  # then nothing
+            answer = stalled.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 408") and "stopped arriving" in answer
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as gone:
+            gone.sendall(head.encode() + body[:5])
+        time.sleep(0.3)
+        text = httpx.get(server.url + "/metrics").text
+        assert 'status="499"' in text and 'kind="client_gone"' in text and 'kind="bad_input"' not in text
+
+
+def test_a_non_ascii_api_key_matches_itself(runs, digit_png):
+    with TestClient(create_app(runs.image, api_key="clé密")) as c:
+        key = "clé密".encode().decode("latin-1")  # what an HTTP client puts on the wire, read as latin-1
+        ok = c.post("/v1/predict", json={"inputs": [b64(digit_png)]}, headers={"X-API-Key": key.encode("latin-1")})
+        assert ok.status_code == 200, ok.text
+        bearer = c.post("/v1/predict", json={"inputs": [b64(digit_png)]},
+                        headers={"X-API-Key": "", "Authorization": f"Bearer {key}".encode("latin-1")})
+        assert bearer.status_code == 200, bearer.text

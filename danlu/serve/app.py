@@ -7,8 +7,11 @@ GET /metrics (Prometheus), the web page at /, OpenAPI at /docs. Every error is J
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -45,6 +48,7 @@ PAGE_HEADERS = {
 # Bodies up to this size are parsed and preprocessed on the event loop: decoding a small image takes less
 # time than handing it to a worker thread and back. Larger ones go to a thread so the loop stays responsive.
 INLINE_BODY = 16 * 1024
+BODY_TIMEOUT = 30.0  # seconds a request body may pause before the server answers 408 and closes
 ROUTES = ("/", "/v1/predict", "/v1/model", "/healthz", "/metrics", "/docs", "/openapi.json")
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -174,8 +178,8 @@ def settle_process() -> None:
 def check_limits(max_batch_size: int, max_wait_ms: float, max_body_mb: float, max_inputs: int) -> None:
     if max_batch_size < 1 or max_inputs < 1:
         raise DanluError("--max-batch-size and --max-inputs must be at least 1")
-    if max_wait_ms < 0 or max_body_mb <= 0:
-        raise DanluError("--max-wait-ms must be >= 0 and --max-body-mb more than 0")
+    if not (math.isfinite(max_wait_ms) and math.isfinite(max_body_mb)) or max_wait_ms < 0 or max_body_mb <= 0:
+        raise DanluError("--max-wait-ms must be a number >= 0 and --max-body-mb a number more than 0")
 
 
 def _prepare(engine: Engine, parse: Callable[[], PredictRequest]) -> tuple[Any, PredictRequest]:
@@ -209,11 +213,11 @@ async def _read_form(request: Request, max_inputs: int, max_body: int) -> tuple[
 
 def check_api_key(api_key: str, x_api_key: str | None, authorization: str | None) -> None:
     """Accept ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``, compared in constant time; else a 401."""
-    given = x_api_key
+    given = x_api_key or None  # an empty X-API-Key header does not hide a Bearer token
     if given is None:
         scheme, _, token = (authorization or "").partition(" ")
         given = token.strip() if scheme.lower() == "bearer" else None
-    if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+    if given is None or not hmac.compare_digest(given.encode("latin-1", "replace"), api_key.encode()):
         raise RequestError("missing or wrong API key" if given is None else "wrong API key",
                            "send it as the header X-API-Key: KEY or Authorization: Bearer KEY", status=401)
 
@@ -343,16 +347,24 @@ class Gate:
 
         self.metrics.in_flight += 1
         try:
-            body, disconnected = await self._read_body(scope, receive)
-            if body is None:
-                limit = f"{self.max_body / 1024 / 1024:g} MiB"
-                await _send_json(send_and_watch, 413, {"error": f"the request body is larger than {limit}",
-                                                       "detail": "send fewer or smaller inputs per request"})
+            body, state = await self._read_body(scope, receive)
+            if state == "too large":
+                await _send_json(send_and_watch, 413, {
+                    "error": f"the request body is larger than {_size(self.max_body)}",
+                    "detail": "send fewer or smaller inputs per request"})
                 return
-            if self.predict_json is not None and not disconnected and _is_json_predict(scope):
+            if state == "stalled":
+                await _send_json(send_and_watch, 408, {
+                    "error": f"the request body stopped arriving (nothing for {BODY_TIMEOUT:g} s)",
+                    "detail": "send the whole body at once"})
+                return
+            if state == "gone":  # the client hung up before its request was complete: nobody to answer
+                status = 499
+                return
+            if self.predict_json is not None and _is_json_predict(scope):
                 await _send_json(send_and_watch, *await self._predict(scope, body), close=False)
                 return
-            await self.app(scope, _replay(body, disconnected, receive), send_and_watch)
+            await self.app(scope, _replay(body, receive), send_and_watch)
         finally:
             self.metrics.in_flight -= 1
             route = getattr(scope.get("route"), "path", None) or scope["path"]
@@ -367,32 +379,40 @@ class Gate:
                 check_api_key(self.api_key, headers.get(b"x-api-key"), headers.get(b"authorization"))
             return 200, await self.predict_json(body), None
         except Exception as e:
-            return error_answer(e)
+            answer = error_answer(e)
+            if answer[0] == 500:  # a bug: the operator needs the traceback, the client gets JSON
+                logging.getLogger("danlu.serve").exception("POST /v1/predict failed")
+            return answer
 
-    async def _read_body(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> tuple[bytes | None, bool]:
-        """(body, client disconnected); body is None when over the limit."""
+    async def _read_body(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> tuple[bytes, str]:
+        """(body, state): "ok", "too large" (declared or actual), "stalled" (no bytes for BODY_TIMEOUT
+        seconds: a stalled client would otherwise hold its connection, and a graceful shutdown, forever)
+        or "gone" (the client disconnected)."""
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     if int(value) > self.max_body:
-                        return None, False
+                        return b"", "too large"
                 except ValueError:
                     pass
         chunks, total = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_TIMEOUT)
+            except asyncio.TimeoutError:
+                return b"", "stalled"
             if message["type"] == "http.disconnect":
-                return b"".join(chunks), True
+                return b"", "gone"
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > self.max_body:
-                return None, False
+                return b"", "too large"
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks), False
+                return b"".join(chunks), "ok"
 
 
-def _replay(body: bytes, disconnected: bool, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
+def _replay(body: bytes, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
     """A receive() that hands the app the buffered body once, then passes through (for http.disconnect)."""
     sent = False
 
@@ -401,11 +421,13 @@ def _replay(body: bytes, disconnected: bool, receive: Callable[[], Awaitable[dic
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        if disconnected:
-            return {"type": "http.disconnect"}
         return await receive()
 
     return replayed
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MiB" if n >= 1024 * 1024 else f"{n / 1024:.4g} KiB" if n >= 1024 else f"{n} bytes"
 
 
 def _is_json_predict(scope: dict) -> bool:

@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
-from danlu.errors import DanluError, DataError
+from danlu.errors import DanluError, DataError, RunError
 from danlu.predictor import Predictor, finite
+from danlu.runs import read_json
 from danlu.serve.inputs import MAX_IMAGE_PIXELS
 
 BACKENDS = ("torch", "onnx")
@@ -104,4 +105,16 @@ def _onnx_session(run_dir: Path, data_dir: Path | None) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, torch.get_num_threads())
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(os.fspath(run_dir / ONNX_NAME), options, providers=["CPUExecutionProvider"])
+    again = f"export it again: danlu export {run_dir}"
+    try:
+        session = ort.InferenceSession(os.fspath(run_dir / ONNX_NAME), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own types for damaged or foreign files
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise RunError(f"{run_dir / ONNX_NAME} cannot be loaded ({first})", hint=again) from None
+    schema = read_json(run_dir / "schema.json")
+    got = session.get_inputs()[0].shape[1:]
+    want = schema.get("input_shape") or []
+    if schema.get("kind") != "text" and [d if isinstance(d, int) else None for d in got] != list(want):
+        raise RunError(f"{run_dir / ONNX_NAME} takes inputs of shape {got}, this run's model {want}: "
+                       "it is not this run's export", hint=again)
+    return session

@@ -93,7 +93,7 @@ def parse_uploads(files: list[tuple[str, bytes]], top_k: Any, kind: str, max_inp
 
 
 def parse_top_k(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not "²" or "١٢"
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise RequestError('"top_k" must be a positive integer', f"got {_describe(value)}")
@@ -162,12 +162,17 @@ def _numeric_problem(v: int | float | str) -> str | None:
     if isinstance(v, str):
         if v.strip().lower() in MISSING:
             return None
+        if not v.strip().isascii():
+            return f"{v!r} is not a number (write digits 0-9)"
         try:
             number = float(v)
         except ValueError:
             return f"{v!r} is not a number"
     else:
-        number = float(v)
+        try:
+            number = float(v)
+        except OverflowError:  # an integer of hundreds of digits
+            return f"{str(v)[:20]}... is too large for the model (float32)"
     if not math.isfinite(number):
         return f"{v} is not a finite number"
     if abs(number) > FLOAT32_MAX:

@@ -12,7 +12,8 @@ from collections import defaultdict
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ERROR_KINDS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               413: "too_large", 415: "unsupported_media_type", 422: "bad_input", 503: "unavailable"}
+               408: "timeout", 413: "too_large", 415: "unsupported_media_type", 422: "bad_input",
+               499: "client_gone", 503: "unavailable"}
 
 Labels = tuple[tuple[str, str], ...]
 

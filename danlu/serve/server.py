@@ -9,24 +9,41 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 CONFIG_ENV = "DANLU_SERVE_CONFIG"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# On SIGINT/SIGTERM in-flight requests get this long to finish (they take milliseconds; a client stalled
+# mid-body is answered 408 after 30 s), so one stuck client cannot hold a restart forever.
+GRACE_S = 60
 
 
 def run_server(settings: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-               log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM; uvicorn then lets in-flight requests finish before the app drains its queue."""
+               log_level: str = "info", announce: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM; uvicorn then lets in-flight requests finish before the app drains its queue.
+
+    The model is loaded before ``announce()`` says where it is served: a damaged run fails here, once,
+    with its own message (several workers would each fail and be restarted by uvicorn, endlessly).
+    """
     import uvicorn
 
     if host not in LOOPBACK and not settings.get("api_key"):
         print(f"warning: serving on {host} without an API key; anyone who can reach it can use the model "
               "(set --api-key or DANLU_API_KEY)", file=sys.stderr)
-    common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=None)
+    common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_S)
     if workers <= 1:
-        uvicorn.run(build_app(settings, workers), **common)
+        app = build_app(settings, workers)
+        if announce:
+            announce()
+        uvicorn.run(app, **common)
         return
+    from danlu.serve.engine import Engine
+
+    data_dir = settings.get("data_dir")
+    Engine.load(settings["run"], settings["backend"], data_dir=Path(data_dir) if data_dir else None)  # fail here
+    if announce:
+        announce()
     os.environ[CONFIG_ENV] = json.dumps({**settings, "workers": workers})
     uvicorn.run("danlu.serve.server:app_from_env", factory=True, workers=workers, **common)
 
@@ -69,7 +86,7 @@ class BackgroundServer:
 
         import uvicorn
 
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=None)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="danlu-serve", daemon=True)
         self.host = host
