@@ -38,6 +38,8 @@ def predict(run: Any, inputs: list[Any], top_k: int = 3) -> list[dict[str, Any]]
     from danlu.predictor import expand_image_inputs
 
     predictor = load_run(run)
+    if isinstance(inputs, str | bytes) or not hasattr(inputs, "__iter__"):
+        inputs = [inputs]  # one input, not a sequence of characters
     items = list(inputs)
     if predictor.schema.kind == "image":
         items = [p for item in items for p in (expand_image_inputs([str(item)])

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.recipe import Recipe, load_recipe
-from danlu.runs import atomic_write_text, new_run_dir, read_json, resolve_run, write_json
+from danlu.runs import atomic_write_text, hold_run, new_run_dir, read_json, resolve_run, write_json
 
 
 @dataclass
@@ -67,10 +67,16 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     from danlu.checkpoint import load_model_weights
     from danlu.evaluation import evaluate
     from danlu.progress import Progress
-    from danlu.training import fit, select_device
+    from danlu.training import check_metric_names, fit, select_device
 
     t0 = time.perf_counter()
+    overrides = _override_list(overrides)
     if resume is not None:
+        if overrides:
+            from danlu.errors import DanluError
+
+            raise DanluError(f"--resume continues a run exactly as it started; it takes no overrides "
+                             f"({' '.join(overrides)})", hint="drop them, or start a new run with them")
         run_dir = resolve_run(resume, runs_dir)
         recipe = load_recipe(base=_recipe_dict(run_dir))
     elif not isinstance(recipe, Recipe):
@@ -80,6 +86,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     recipe = recipe.with_absolute_paths()
     splits, schema, model = prepare(recipe, data_dir)
     device = select_device(recipe.train.device)  # a device that is not there fails before the run folder exists
+    check_metric_names(recipe, schema)
     if len(splits.train) < 2:
         from danlu.errors import DataError
 
@@ -97,6 +104,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         for writer in splits.artifacts.values():
             writer(run_dir)
         write_json(run_dir / "status.json", {"status": "training", "epoch": 0, "epochs": recipe.train.epoch_count})
+    lock = hold_run(run_dir)  # released when this process ends, however it ends
     say(f"run: {run_dir}")
     say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
     try:
@@ -114,8 +122,21 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         write_json(run_dir / "status.json", {"status": "failed", **done, "error": f"evaluation: {str(e)[:480]}"})
         raise
     write_json(run_dir / "status.json", {"status": "done", **done})
+    lock.close()
     wall = time.perf_counter() - t0
     return TrainResult(run_dir, report["metrics"], wall, report)
+
+
+def _override_list(overrides: Any) -> list[str]:
+    """Overrides as a list of "key=value" strings; one string is one override (not its characters)."""
+    from danlu.errors import RecipeError
+
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, dict):
+        raise RecipeError("overrides are a list of 'key=value' strings, not a dict",
+                          hint='e.g. ["train.epochs=3", "train.lr=0.01"]')
+    return [str(o) for o in overrides]
 
 
 def _scarce_classes(train: Any, schema: Any, fewest: int = 5) -> list[str]:

@@ -39,11 +39,17 @@ def load_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler:
     from safetensors.torch import load_file
 
     if not path.exists():
+        ended = (path.parent.parent / "metrics.jsonl").exists()
         raise RunError(f"no checkpoint to resume from: {path}",
-                       hint="the run stopped before its first epoch ended; start it again with danlu train")
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["danlu"])
-    tensors = load_file(str(path))
+                       hint="the checkpoint was deleted; start the run again with danlu train" if ended
+                       else "the run stopped before its first epoch ended; start it again with danlu train")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["danlu"])
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors' own error types: a truncated or overwritten file
+        raise RunError(f"the checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:120]})",
+                       hint="it cannot be resumed; start the run again with danlu train") from None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}, meta.pop("optimizer"))
     scheduler.load_state_dict(meta.pop("scheduler"))

@@ -26,7 +26,12 @@ def cmd_train(a: argparse.Namespace) -> None:
         raise DanluError("train needs a RECIPE (or --resume RUN)", hint="danlu recipes lists the built-in ones")
     overrides = list(a.overrides)
     recipe = a.recipe
-    if a.resume is not None and recipe is not None and "=" in recipe:
+    if a.resume is not None and recipe is not None:
+        if "=" not in recipe:
+            from danlu.errors import DanluError
+
+            raise DanluError(f"--resume continues the run with its own recipe; '{recipe}' is not used",
+                             hint=f"danlu train --resume {a.resume}")
         overrides.insert(0, recipe)
     result = train(recipe or "digits-mlp", overrides, runs_dir=a.runs_dir, data_dir=a.data_dir, resume=a.resume,
                    progress=not a.quiet)
@@ -162,6 +167,17 @@ def cmd_runs(a: argparse.Namespace) -> None:
         if not a.run:
             raise DanluError("runs show needs a RUN", hint="danlu runs lists them")
         run = resolve_run(a.run, a.runs_dir)
+        if a.json:
+            import yaml
+
+            shown = {"run": str(run), "recipe": yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))}
+            for name in ("status", "report"):
+                if (run / f"{name}.json").exists():
+                    data = read_json(run / f"{name}.json")
+                    shown[name if name == "status" else "metrics"] = data.get("metrics", data) if name == "report" \
+                        else data
+            _print_json(shown)
+            return
         print(f"run: {run}")
         print((run / "recipe.yaml").read_text(encoding="utf-8"))
         for name in ("status.json", "report.json"):

@@ -171,7 +171,7 @@ class ModelConfig(_Strict):
 class Recipe(_Strict):
     name: str = "custom"
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # what numpy's and torch's generators accept
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -356,6 +356,8 @@ def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | 
         if "name" not in raw:
             raw["name"] = Path(str(name_or_path)).stem
     lines = _line_index(text)
+    if isinstance(overrides, str):  # one override, not its characters
+        overrides = [overrides]
     parsed = [(parse_override(item), item) for item in overrides]
     for (keys, value), item in parsed:
         if keys == ["model", "name"] and isinstance(raw.get("model"), dict) and raw["model"].get("name") != value:

@@ -76,7 +76,13 @@ def new_run_dir(recipe_name: str, root: Path | None = None) -> Path:
             path.mkdir(parents=True)
             return path.resolve()
         except FileExistsError:
+            if not root.is_dir():
+                raise RunError(f"--runs-dir {root} is a file, not a folder", hint="give a folder (it is created "
+                               "when missing)") from None
             continue
+        except OSError as e:  # a file on the way, no permission, a read-only or virtual file system
+            raise RunError(f"cannot create a run folder under {root}: {e.strerror or e}",
+                           hint="give --runs-dir a folder you can write to") from None
     raise RunError(f"could not create a run folder under {root}")
 
 
@@ -105,6 +111,23 @@ def resolve_run(arg: str | Path, root: Path | None = None) -> Path:
     recent = [d.name for d in runs[-5:]]
     raise RunError(f"no run folder '{arg}'",
                    hint=("recent runs: " + ", ".join(recent)) if recent else "train one first: danlu train digits-mlp")
+
+
+def hold_run(run_dir: Path) -> Any:
+    """An exclusive lock on a run folder while it trains: a second ``--resume`` of the same run would
+    append to the same metrics and checkpoints. The OS drops the lock when the process dies."""
+    handle = (Path(run_dir) / ".lock").open("a+")
+    try:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock
+        pass
+    except OSError:
+        handle.close()
+        raise RunError(f"{run_dir.name} is being trained by another process right now",
+                       hint="wait for it to finish (danlu runs shows its status), or train a new run") from None
+    return handle
 
 
 def list_runs(root: Path | None = None) -> list[Path]:

@@ -110,6 +110,29 @@ def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def metric_names(schema: Schema) -> list[str]:
+    """What ``train.monitor`` and ``train.early_stop.metric`` may name for this task."""
+    if schema.task == "classification":
+        val = ["loss", "accuracy", "precision_macro", "recall_macro", "f1_macro"]
+        val += ["precision", "recall", "f1"] if len(schema.classes or []) == 2 else []
+        return ["train_loss", "train_accuracy", *(f"val_{m}" for m in val)]
+    return ["train_loss", "val_loss", "val_mse", "val_mae", "val_r2"]
+
+
+def check_metric_names(recipe: Recipe, schema: Schema) -> None:
+    """Unknown monitor or early-stop metrics are errors (they once fell back to train_loss with the
+    direction of the name typed: "accuracy" kept the epoch with the highest training loss)."""
+    import difflib
+
+    valid = metric_names(schema)
+    stop = recipe.train.early_stop
+    for key, name in (("train.monitor", recipe.train.monitor), ("train.early_stop.metric", stop and stop.metric)):
+        if name and name != "auto" and name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            raise DanluError(f"unknown {key} '{name}'", hint=("did you mean '" + close[0] + "'? " if close else "")
+                             + f"for {schema.task} it is auto or one of: {', '.join(valid)}")
+
+
 def monitor_name(recipe: Recipe, schema: Schema, has_val: bool) -> str:
     m = recipe.train.monitor
     if m == "auto":
