@@ -346,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         a.func(a)
         return 0
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted" + ("; continue with: danlu train --resume RUN (the run folder printed above)"
+                               if a.func is cmd_train else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

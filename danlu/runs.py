@@ -53,6 +53,8 @@ def read_json(path: Path) -> Any:
     """A JSON file of a run; a damaged one is a RunError that names it."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing", hint="the run folder is incomplete; train the run again") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is damaged: not valid JSON ({e})",
                        hint="restore it from a copy, or train the run again") from None
