@@ -218,6 +218,7 @@ def test_model_card_health_docs_and_page(client, runs):
     assert card["classes"] == [str(i) for i in range(10)] and card["input"]["shape"] == [1, 8, 8]
     assert card["metrics"] == report["metrics"] and card["api_key_required"] is False
     assert client.get("/healthz").json()["status"] == "ok"
+    assert client.head("/healthz").status_code == 200 and client.head("/").status_code == 200  # curl -I checks
     spec = client.get("/openapi.json").json()
     content = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(content)

