@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from danlu.errors import RecipeError, unknown_name
+from danlu.errors import DanluError, RecipeError, unknown_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine", "linear", "onecycle")
@@ -27,6 +27,15 @@ DATASETS = (
 DATASET_ALIASES = {"breast-cancer": "breast_cancer", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
                    "cifar-10": "cifar10", "sst-2": "sst2", "image_folder": "imagefolder", "images": "imagefolder",
                    "tabular": "csv"}
+
+
+class InvalidValue(ValueError):
+    """A DanluError raised inside a validator: pydantic then reports it with its key path, and the
+    recipe loader adds the file and line (a plain DanluError would escape without them)."""
+
+    def __init__(self, error: DanluError):
+        super().__init__(error.message)
+        self.message, self.hint = error.message, error.hint
 
 
 class _Strict(BaseModel):
@@ -79,7 +88,7 @@ class DataConfig(_Strict):
     def _known_dataset(cls, v: str) -> str:
         v = DATASET_ALIASES.get(v.lower(), v.lower())
         if v not in DATASETS:
-            raise unknown_name("dataset", v, DATASETS)
+            raise InvalidValue(unknown_name("dataset", v, DATASETS))
         return v
 
     @model_validator(mode="after")
@@ -122,14 +131,14 @@ class TrainConfig(_Strict):
     @classmethod
     def _known_optimizer(cls, v: str) -> str:
         if v.lower() not in OPTIMIZERS:
-            raise unknown_name("optimizer", v, OPTIMIZERS)
+            raise InvalidValue(unknown_name("optimizer", v, OPTIMIZERS))
         return v.lower()
 
     @field_validator("schedule")
     @classmethod
     def _known_schedule(cls, v: str) -> str:
         if v.lower() not in SCHEDULES:
-            raise unknown_name("schedule", v, SCHEDULES)
+            raise InvalidValue(unknown_name("schedule", v, SCHEDULES))
         return v.lower()
 
     @property
@@ -161,7 +170,10 @@ class ModelConfig(_Strict):
     def _validate_options(self) -> ModelConfig:
         from danlu.models.specs import validate_options
 
-        object.__setattr__(self, "options", validate_options(self.name, self.options))
+        try:
+            object.__setattr__(self, "options", validate_options(self.name, self.options))
+        except DanluError as e:  # an unknown model name or option
+            raise InvalidValue(e) from None
         return self
 
     def flat(self) -> dict[str, Any]:
@@ -317,7 +329,8 @@ def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -
             if valid:
                 hint = f"valid keys under '{'.'.join(map(str, loc[:-1])) or 'top level'}': {', '.join(valid)}"
         elif isinstance(ctx_err, RecipeError | Exception) and hasattr(ctx_err, "hint"):
-            msg = f"{where}: {dotted}: {ctx_err.message}"
+            said = ctx_err.message
+            msg = f"{where}: {said}" if said.startswith(f"{dotted}.") else f"{where}: {dotted}: {said}"
             hint = ctx_err.hint
         else:
             got = e.get("input")
@@ -351,6 +364,9 @@ def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | 
             mark = getattr(e, "problem_mark", None)
             where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
             raise RecipeError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        if not text.strip():
+            raise RecipeError(f"{source} is empty", hint="a recipe has data, model and train sections; "
+                                                          "danlu recipes digits-mlp prints one to start from")
         if not isinstance(raw, dict):
             raise RecipeError(f"{source}: a recipe must be a mapping of sections (data, model, train)")
         if "name" not in raw:

@@ -57,3 +57,16 @@ def test_runs_show_json_and_a_runs_dir_that_is_a_file(cli, finished_run, tmp_pat
 
     with pytest.raises(DanluError, match="cannot create a run folder"):
         danlu.train("digits-mlp", "train.epochs=1", runs_dir=afile, progress=False)  # one string: one override
+
+
+def test_recipe_file_mistakes_name_the_file_and_line(cli, tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("data:\n  name: digits\nmodel:\n  name: mlpp\n")
+    code, _, err = cli("train", bad)
+    assert code == 2 and f"{bad}, line 3: model: unknown model 'mlpp'" in err and "did you mean 'mlp'" in err
+    bad.write_text("train:\n  optimizer: adamm\n")
+    code, _, err = cli("train", bad)
+    assert code == 2 and f"{bad}, line 2: train.optimizer: unknown optimizer 'adamm'" in err
+    bad.write_text("")
+    code, _, err = cli("train", bad)
+    assert code == 2 and "is empty" in err
