@@ -157,7 +157,7 @@ def test_bad_uploads_are_422(client, tabular, digit_png):
     assert_error(client.post("/v1/predict", files={"file": ("a.png", digit_png, "image/png")}), 422,
                  "unexpected form field 'file'")
     assert_error(client.post("/v1/predict", files={"files": ("a.txt", b"hello", "text/plain")}), 422,
-                 "not a readable image")
+                 "input 0 (a.txt): not a readable image")
     assert_error(client.post("/v1/predict", data={"files": "hello"}, files={"top_k": (None, "2")}), 422,
                  "the field 'files' holds text, not a file")
     truncated = digit_png[: len(digit_png) // 2]

@@ -120,3 +120,12 @@ def test_page_asks_for_the_api_key_once(run, browser, digit_file):
         assert browser.execute_script("return sessionStorage.getItem('danlu-api-key')") == "open-sesame"
         assert len(upload_and_read_bars(browser, digit_file)) == 3
         assert not dialog.is_displayed()  # asked once: the prediction reused the stored key
+        # the key changes while the page is open: the dialog asked during a prediction must still work
+        browser.execute_script("sessionStorage.setItem('danlu-api-key', 'stale')")
+        browser.find_element(By.ID, "file").send_keys(str(digit_file))
+        wait(browser, lambda d: dialog.is_displayed() and "not accepted" in d.find_element(By.ID, "key-message").text)
+        assert browser.find_element(By.ID, "key-submit").is_enabled()
+        browser.find_element(By.ID, "key-input").send_keys("open-sesame")
+        browser.find_element(By.ID, "key-submit").click()
+        wait(browser, lambda d: not dialog.is_displayed()  # the input now holds the file twice: 2 answers
+             and len(d.find_elements(By.CSS_SELECTOR, "#results .bar")) == 6)

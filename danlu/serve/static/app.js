@@ -30,7 +30,12 @@ async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
   const key = sessionStorage.getItem(KEY_STORE);
   if (key) headers.set("X-API-Key", key);
-  const response = await fetch(path, { ...options, headers });
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers });
+  } catch {
+    throw new ApiError("Cannot reach the server.", "Is danlu serve still running?");
+  }
   if (response.status === 401) {
     const hadKey = Boolean(key);
     sessionStorage.removeItem(KEY_STORE);
@@ -198,23 +203,44 @@ function showPredictions(predictions, names) {
   });
 }
 
+let latestRequest = 0; // only the newest input's answer is shown, whichever answer arrives last
+
+// the input forms' buttons, not the key dialog's: it must stay usable while a prediction waits for a key
+const inputButtons = () => document.querySelectorAll("main button[type=submit]");
+
+function clearResults() {
+  $("results").replaceChildren();
+  $("timing").textContent = "";
+  $("error").hidden = true;
+}
+
+function fail(message, detail) {
+  latestRequest += 1; // an answer still on its way is no longer the latest
+  $("status").hidden = true;
+  clearResults();
+  showError(new ApiError(message, detail));
+}
+
 async function predict(body, names) {
+  const mine = ++latestRequest;
   $("error").hidden = true;
   $("status").hidden = false;
   $("status").textContent = "Predicting…";
-  document.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = true; });
+  inputButtons().forEach((b) => { b.disabled = true; });
   const t0 = performance.now();
   try {
     const result = await api("v1/predict", { method: "POST", ...body });
+    if (mine !== latestRequest) return;
     $("status").hidden = true;
     $("timing").textContent = `${Math.round(performance.now() - t0)} ms`;
     showPredictions(result.predictions, names);
   } catch (error) {
+    if (mine !== latestRequest) return;
     $("status").hidden = true;
-    $("results").replaceChildren();
+    clearResults();
     showError(error);
   } finally {
-    document.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = false; });
+    if (mine === latestRequest) inputButtons().forEach((b) => { b.disabled = false; });
   }
 }
 
@@ -226,13 +252,19 @@ function jsonBody(inputs) {
 
 // ---------------------------------------------------------------- inputs per kind
 
-function setUpImage() {
+function setUpImage(card) {
   $("image-input").hidden = false;
   const drop = $("drop");
   let last = null;
 
   const send = (files) => {
     if (!files.length) return;
+    const limit = (card.limits || {}).max_body_mb;
+    const big = limit ? files.find((f) => f.size > limit * 1024 * 1024) : null;
+    if (big) {
+      fail(`${big.name} is over this server's ${limit} MiB limit.`, "Choose a smaller image.");
+      return;
+    }
     last = files;
     const preview = $("preview");
     if (preview.src) URL.revokeObjectURL(preview.src);
@@ -253,7 +285,13 @@ function setUpImage() {
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    send([...e.dataTransfer.files].filter((f) => f.type.startsWith("image/") || !f.type));
+    const dropped = [...e.dataTransfer.files];
+    const images = dropped.filter((f) => f.type.startsWith("image/") || !f.type);
+    if (dropped.length && !images.length) {
+      fail(`${dropped[0].name} is not an image.`, "Drop a JPEG, PNG, GIF, BMP or WebP file.");
+      return;
+    }
+    send(images);
   });
   $("top-k").addEventListener("change", () => { if (last) send(last); });
 }
@@ -265,6 +303,7 @@ function setUpText() {
     e.preventDefault();
     const text = $("text").value;
     if (text.trim()) predict(jsonBody([text]));
+    else fail("The text is empty.", "Type something to classify.");
   });
   $("text").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) form.requestSubmit();
@@ -306,13 +345,14 @@ function setUpTabular(spec) {
     }
     predict(jsonBody([row]));
   });
+  form.addEventListener("reset", () => { latestRequest += 1; clearResults(); });
 }
 
 async function main() {
   try {
     const card = await api("v1/model");
     showCard(card);
-    if (card.kind === "image") setUpImage();
+    if (card.kind === "image") setUpImage(card);
     else if (card.kind === "text") setUpText();
     else setUpTabular(card.input || {});
   } catch (error) {
