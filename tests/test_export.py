@@ -115,3 +115,24 @@ def test_unknown_format_is_refused(runs):
     with pytest.raises(SystemExit) as info:
         main(["export", str(runs.image), "--format", "tflite"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("model", ["textcnn", "lstm"])
+def test_text_exports_read_every_token_not_just_the_example_s(tmp_path, monkeypatch, model):
+    # Tracing once baked the example batch's trimmed length into the graph: tokens past it were ignored.
+    from danlu.api import train
+
+    rng = np.random.default_rng(0)
+    filler = ["the", "movie", "was", "really", "quite", "and", "plot", "acting", "story", "so"]
+    rows = []
+    for i in range(300):
+        words = list(rng.choice(filler, rng.integers(1, 30)))
+        words.insert(int(rng.integers(0, len(words) + 1)), ["awful", "great"][i % 2])
+        rows.append(f"{i % 2}\t{' '.join(words)}\n")
+    data = tmp_path / "short.tsv"
+    data.write_text("label\ttext\n" + "".join(rows), encoding="utf-8")
+    monkeypatch.setenv("DANLU_CACHE", str(tmp_path / "cache"))
+    run = train("sst2-lstm", ["data.name=text", f"data.path={data}", f"model={{name: {model}}}", "train.epochs=2"],
+                runs_dir=tmp_path / "runs", progress=False).run
+    result = export.export_onnx(run, say=lambda msg: None)
+    assert result.parity.max_abs_diff < 1e-4 and result.parity.agreement == 1.0

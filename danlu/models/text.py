@@ -34,7 +34,9 @@ def trim_to_longest(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     Batches drawn from length buckets are padded to the global ``max_len``; trimming them to the
     batch's own longest text often halves the work for free.
     """
-    if ids.dim() != 2 or ids.size(1) <= 1:
+    if ids.dim() != 2 or ids.size(1) <= 1 or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        # when traced for ONNX, the length found here would become a constant of the graph: every later
+        # input would be cut to the example's length (inputs arrive padded to max_len, so no trim is right)
         return ids
     used = (ids != pad_id).any(dim=0).nonzero()
     length = int(used[-1]) + 1 if used.numel() else 1
