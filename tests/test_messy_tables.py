@@ -83,9 +83,9 @@ def test_label_spellings_of_one_class_are_one_class(tmp_path):
     _, schema = load(table(tmp_path / "labels.csv", ["x", "z", "y"], rows))
     assert schema.classes == ["0", "1"]
     text = tmp_path / "t.csv"
-    text.write_text("text,label\ngood,1.0\nbad,0\nfine,1\nhmm,NA\nmeh,?\n", encoding="utf-8")
+    text.write_text("text,label\ngood,1.0\nbad,0\nfine,1\nhmm,NA\nmeh,?\nno intent,none\n", encoding="utf-8")
     got = read_text_table(text)
-    assert got.labels == ["1", "0", "1"] and [why for _, why in got.skipped] == ["missing label"] * 2
+    assert got.labels == ["1", "0", "1", "none"] and [why for _, why in got.skipped] == ["missing label"] * 2
 
 
 def test_target_with_no_values_says_so(tmp_path):
@@ -131,6 +131,12 @@ def test_text_predict_file_errors(cli, tmp_path):
                 runs_dir=tmp_path / "runs", progress=False).run
     code, _, err = cli("predict", run, "--file", tmp_path / "nope.txt")
     assert code == 2 and "no such file" in err
+    import gzip
+
+    packed = tmp_path / "lines.txt.gz"
+    packed.write_bytes(gzip.compress("good\nawful\n".encode()))
+    code, out, err = cli("predict", run, "--file", packed, "--json")
+    assert code == 0 and len(json.loads(out)["predictions"]) == 2, err
     gbk = tmp_path / "gbk.txt"
     gbk.write_bytes("服务很好\n".encode("gbk"))
     code, _, err = cli("predict", run, "--file", gbk)

@@ -8,8 +8,17 @@ import math
 MISSING = {"", "na", "nan", "null", "none", "?", "n/a", "#n/a", "n.a.", "-", "--", "missing"}
 
 
+# labels that mean "no label": fewer than for cells, since "none", "-" or "missing" can be real classes
+# (an intent classifier's "none")
+MISSING_LABELS = {"", "na", "nan", "null", "n/a", "#n/a", "?"}
+
+
 def is_missing(value: str) -> bool:
     return value.strip().lower() in MISSING
+
+
+def is_missing_label(value: str) -> bool:
+    return value.strip().lower() in MISSING_LABELS
 
 
 def canonical_label(label: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from danlu.data.labels import MISSING, canonical_label
+from danlu.data.labels import MISSING, MISSING_LABELS, canonical_label
 from danlu.data.schema import Schema
 from danlu.data.splits import Splits, split_off, subsample
 from danlu.errors import DataError
@@ -269,7 +269,8 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
         classes = None
     task = cfg.task if cfg.task != "auto" else task
     # target → ids or floats, dropping rows with no target
-    keep = [i for i, v in enumerate(y_raw) if str(v).strip().lower() not in MISSING]
+    absent = MISSING_LABELS if task == "classification" else MISSING  # "none" can be a class, not a number
+    keep = [i for i, v in enumerate(y_raw) if str(v).strip().lower() not in absent]
     if len(keep) < len(y_raw):
         notes.append(f"skipped {len(y_raw) - len(keep)} rows with no target value")
     if not keep:

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from danlu.data.labels import canonical_label, is_missing
+from danlu.data.labels import canonical_label, is_missing_label
 from danlu.errors import DataError
 
 TEXT_NAMES = ("text", "sentence", "text_a", "review", "content", "comment")
@@ -397,7 +397,7 @@ def _fill(
         if label_idx is not None:
             label = fields[label_idx]
             label = "" if label is None else label.strip().strip('"').strip()
-            if is_missing(label):
+            if is_missing_label(label):
                 table.skipped.append((line_no, "missing label"))
                 continue
             table.labels.append(canonical_label(label))  # type: ignore[union-attr]
