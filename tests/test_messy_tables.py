@@ -134,7 +134,7 @@ def test_text_predict_file_errors(cli, tmp_path):
     import gzip
 
     packed = tmp_path / "lines.txt.gz"
-    packed.write_bytes(gzip.compress("good\nawful\n".encode()))
+    packed.write_bytes(gzip.compress(b"good\nawful\n"))
     code, out, err = cli("predict", run, "--file", packed, "--json")
     assert code == 0 and len(json.loads(out)["predictions"]) == 2, err
     gbk = tmp_path / "gbk.txt"
