@@ -198,6 +198,11 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
         vocab = Vocab.build(token_lists["train"], min_freq=cfg.min_freq, max_size=cfg.max_vocab)
         lengths = [len(t) for t in token_lists["train"]]
         max_len = cfg.max_len or choose_max_len(lengths, 95)
+        longest = max(max(len(t) for t in lists) for lists in token_lists.values() if lists)
+        if cfg.max_len and cfg.max_len > 4 * longest:  # the id matrices are rows x max_len: 1e8 once asked 467 GiB
+            max_len = longest
+            notes.append(f"data.max_len={cfg.max_len} is far beyond the longest text ({longest} tokens): "
+                         f"using {longest}")
         encoder.vocab, encoder.max_len = vocab, max_len
         for s in ("val", "test"):
             stats[f"oov_rate_{s}"] = vocab.oov_rate(token_lists[s])
