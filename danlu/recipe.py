@@ -83,6 +83,11 @@ class DataConfig(_Strict):
     min_freq: int = Field(1, ge=1)
     max_vocab: int | None = Field(None, ge=10)
 
+    @field_validator("tokenizer")
+    @classmethod
+    def _one_spelling(cls, v: str) -> str:
+        return v.strip().lower()  # "WORD" and "word" are one tokenizer, in recipe.yaml and schema.json too
+
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, v: str) -> str:

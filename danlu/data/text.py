@@ -173,6 +173,9 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
     ys = {s: np.asarray(p[1], np.int64) for s, p in parts.items()}
 
     tok_name = hints.get("tokenizer") or cfg.tokenizer
+    if hints.get("tokenizer") and cfg.tokenizer.lower() not in ("auto", hints["tokenizer"]):
+        notes.append(f"this model reads text with its own {hints['tokenizer']} tokenizer: "
+                     f"data.tokenizer={cfg.tokenizer} is not used")
     if tok_name == "auto":
         from danlu.text.tokenizers import choose_tokenizer
 
