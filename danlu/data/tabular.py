@@ -226,7 +226,11 @@ def _csv_columns(cfg: DataConfig) -> tuple[dict[str, list[Any]], list[str], str,
     header, rows = read_csv(cfg.path)
     target = cfg.target or header[-1]
     if target not in header:
-        raise DataError(f"target column '{target}' not in {cfg.path}", hint=f"columns: {', '.join(header)}")
+        import difflib
+
+        close = difflib.get_close_matches(target, header, n=1)
+        raise DataError(f"target column '{target}' not in {cfg.path}",
+                        hint=(f"did you mean '{close[0]}'? " if close else "") + f"columns: {', '.join(header)}")
     features = cfg.features or [h for h in header if h != target]
     unknown = [f for f in features if f not in header]
     if unknown:

@@ -180,6 +180,12 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
         from danlu.text.tokenizers import choose_tokenizer
 
         tok_name = choose_tokenizer(texts["train"])
+    elif tok_name == "word":
+        from danlu.text.tokenizers import cjk_fraction
+
+        if cjk_fraction(texts["train"][:2000]) >= 0.3:  # the founding article's mistake: no spaces, no words
+            notes.append("data.tokenizer=word splits on spaces, and this Chinese/Japanese text has few: whole "
+                         "sentences become single tokens; use data.tokenizer=char or jieba (or auto)")
     stats: dict[str, Any] = {"tokenizer": tok_name}
     artifacts = {}
     if tok_name == "pretrained":
