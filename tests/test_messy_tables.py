@@ -200,3 +200,14 @@ def test_a_text_file_without_a_header_keeps_its_first_row(tmp_path):
     named.write_text("stars\treview\n" + "".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
     got = read_text_table(named, "review", "stars")
     assert len(got) == 20 and not any("no header" in n for n in got.notes)
+
+
+def test_hints_for_a_misspelled_target_and_a_word_tokenizer_on_chinese(cli, tmp_path):
+    path = table(tmp_path / "t.csv", ["x", "z", "price"], xy_rows())
+    code, _, err = cli("train", "breast-cancer-mlp", "data.name=csv", f"data.path={path}", "data.target=prise")
+    assert code == 2 and "did you mean 'price'?" in err
+    zh = tmp_path / "zh.csv"
+    zh.write_text("text,label\n" + "这家酒店很好,1\n房间太差了,0\n服务很好,1\n早餐难吃,0\n" * 5, encoding="utf-8")
+    code, out, err = cli("data", "describe", "chnsenticorp-lstm", "data.name=text", f"data.path={zh}",
+                         "data.tokenizer=word")
+    assert code == 0 and "use data.tokenizer=char or jieba" in out + err
