@@ -104,25 +104,24 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         for writer in splits.artifacts.values():
             writer(run_dir)
         write_json(run_dir / "status.json", {"status": "training", "epoch": 0, "epochs": recipe.train.epoch_count})
-    lock = hold_run(run_dir)  # released when this process ends, however it ends
-    say(f"run: {run_dir}")
-    say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
-    try:
-        result = fit(model, splits, schema, recipe, run_dir, resume=resume is not None, show_progress=progress)
-    except BaseException as e:
-        write_json(run_dir / "status.json", {"status": "failed" if not isinstance(e, KeyboardInterrupt)
-                                             else "interrupted", "error": str(e)[:500]})
-        raise
-    load_model_weights(run_dir / "model.safetensors", model)
-    done = {"epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
-    write_json(run_dir / "status.json", {"status": "evaluating", **done})
-    try:
-        report = evaluate(run_dir, recipe, schema, model, splits.test, "test", notes=splits.notes)
-    except BaseException as e:  # trained but not scored: `danlu evaluate RUN` can finish it
-        write_json(run_dir / "status.json", {"status": "failed", **done, "error": f"evaluation: {str(e)[:480]}"})
-        raise
-    write_json(run_dir / "status.json", {"status": "done", **done})
-    lock.close()
+    with hold_run(run_dir):  # no other process trains this run meanwhile; released however this ends
+        say(f"run: {run_dir}")
+        say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
+        try:
+            result = fit(model, splits, schema, recipe, run_dir, resume=resume is not None, show_progress=progress)
+        except BaseException as e:
+            write_json(run_dir / "status.json", {"status": "failed" if not isinstance(e, KeyboardInterrupt)
+                                                 else "interrupted", "error": str(e)[:500]})
+            raise
+        load_model_weights(run_dir / "model.safetensors", model)
+        done = {"epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
+        write_json(run_dir / "status.json", {"status": "evaluating", **done})
+        try:
+            report = evaluate(run_dir, recipe, schema, model, splits.test, "test", notes=splits.notes)
+        except BaseException as e:  # trained but not scored: `danlu evaluate RUN` can finish it
+            write_json(run_dir / "status.json", {"status": "failed", **done, "error": f"evaluation: {str(e)[:480]}"})
+            raise
+        write_json(run_dir / "status.json", {"status": "done", **done})
     wall = time.perf_counter() - t0
     return TrainResult(run_dir, report["metrics"], wall, report)
 

@@ -60,23 +60,6 @@ def _read_lines(raw: bytes, source: Path) -> list[str]:
     return [line.rstrip("\r") for line in decode_text(raw, source).split("\n") if line.strip()]
 
 
-def _read_file(name: str) -> bytes:
-    from danlu.errors import DataError
-
-    path = Path(name)
-    if not path.is_file():
-        raise DataError(f"--file {name}: no such file", hint=f"paths are relative to {Path.cwd()}")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzipped, whatever the name says (training reads .gz files too)
-        import gzip
-
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"--file {name} is not a valid gzip file ({e})") from None
-    return raw
-
-
 def cmd_predict(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
     from danlu.predictor import Predictor, expand_image_inputs, finite
@@ -94,7 +77,9 @@ def cmd_predict(a: argparse.Namespace) -> None:
         else:
             inputs.append(item)
     if a.file:
-        inputs.extend(_read_lines(_read_file(a.file), Path(a.file)) if kind == "text" else [a.file])
+        from danlu.text.files import read_bytes  # gzipped files too, as training reads them
+
+        inputs.extend(_read_lines(read_bytes(Path(a.file)), Path(a.file)) if kind == "text" else [a.file])
     if not inputs:
         raise DanluError("no inputs", hint="danlu predict RUN image.png | \"some text\" | rows.csv | - (stdin)")
     labels = None
@@ -183,11 +168,10 @@ def cmd_runs(a: argparse.Namespace) -> None:
             import yaml
 
             shown = {"run": str(run), "recipe": yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))}
-            for name in ("status", "report"):
-                if (run / f"{name}.json").exists():
-                    data = read_json(run / f"{name}.json")
-                    shown[name if name == "status" else "metrics"] = data.get("metrics", data) if name == "report" \
-                        else data
+            if (run / "status.json").exists():
+                shown["status"] = read_json(run / "status.json")
+            if (run / "report.json").exists():
+                shown["metrics"] = read_json(run / "report.json").get("metrics", {})
             _print_json(shown)
             return
         print(f"run: {run}")

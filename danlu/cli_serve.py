@@ -58,6 +58,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
 def _check_port_free(host: str, port: int) -> None:
     """Say so before the model loads when the address is taken (uvicorn would exit with code 3 after)."""
+    import errno
     import socket
 
     from danlu.errors import DanluError
@@ -76,7 +77,7 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as e:
             raise DanluError(f"cannot listen on {host}:{port}: {e.strerror or e}",
                              hint=f"another program uses the port: pick another (--port {port + 1}) or stop it"
-                             if e.errno == 98 else "pick another --host/--port") from None
+                             if e.errno == errno.EADDRINUSE else "pick another --host/--port") from None
 
 
 def add_serving_verbs(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -36,12 +36,16 @@ class RunError(DanluError):
     """A run folder is missing or incomplete."""
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """"did you mean 'x'? " for the closest choice, or "" when none is close."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> DanluError:
     """Error for an unknown registry name, listing the valid ones and the closest match."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(str(name), choices, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
     return DanluError(
         f"unknown {kind} '{name}'",
-        hint=f"{hint}valid {kind}s: {', '.join(choices)}",
+        hint=f"{did_you_mean(name, choices)}valid {kind}s: {', '.join(choices)}",
     )

@@ -42,8 +42,10 @@ class Predictor:
 
     # ---------------------------------------------------------------- preprocessing
 
-    def image_pixels(self, items: list[Any], max_pixels: int | None = None) -> torch.Tensor:
-        """Paths, raw bytes or uint8 arrays → uint8 [N, C, H, W] at the model's size (not yet normalized)."""
+    def image_pixels(self, items: list[Any], max_pixels: int | None = None,
+                     names: list[Any] | None = None) -> torch.Tensor:
+        """Paths, raw bytes or uint8 arrays → uint8 [N, C, H, W] at the model's size (not yet normalized).
+        Errors name a path, or "input i" plus ``names[i]`` (an uploaded file's name) when that says more."""
         from PIL import UnidentifiedImageError
 
         from danlu.data.imagefolder import decode_image
@@ -52,6 +54,8 @@ class Predictor:
         arrays = []
         for i, item in enumerate(items):
             where = item if isinstance(item, str | Path) else f"input {i}"
+            if names is not None and str(names[i]) != where:
+                where = f"{where} ({names[i]})"
             try:
                 arr = decode_image(item, (h, w), c, max_pixels=max_pixels)
             except DataError as e:

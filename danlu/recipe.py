@@ -7,7 +7,6 @@ Nothing in this module imports torch, so ``danlu --help`` stays fast.
 
 from __future__ import annotations
 
-import difflib
 import math
 from importlib import resources
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from danlu.errors import DanluError, RecipeError, unknown_name
+from danlu.errors import DanluError, RecipeError, did_you_mean, unknown_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine", "linear", "onecycle")
@@ -308,29 +307,49 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(model.model_fields) if model else []
 
 
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple", "literal", "none"}
+
+
+def _merge_unions(errors: list[dict]) -> list[dict]:
+    """One error per value that no member of a union (``int | float``) took, at the field's own path.
+
+    pydantic reports one error per member (``train.epochs.int``, ``train.epochs.float``); a member that
+    parsed the value but refused it says more ("should be a finite number") than a type mismatch.
+    """
+    merged: dict[tuple, dict] = {}
+    out: list[dict] = []
+    for e in errors:
+        loc = e["loc"]
+        if not (len(loc) > 1 and isinstance(loc[-1], str) and loc[-1].split("[")[0] in _TYPE_TAGS):
+            out.append(e)
+            continue
+        key = (loc[:-1], repr(e.get("input")))
+        if key not in merged:
+            merged[key] = {**e, "loc": loc[:-1], "tags": []}
+            out.append(merged[key])
+        entry = merged[key]
+        entry["tags"].append(loc[-1])
+        if not e["type"].endswith(("_type", "_parsing", "_from_float")):
+            entry["refusal"] = e["msg"]
+    for entry in merged.values():
+        if len(entry["tags"]) > 1:
+            entry["msg"] = entry.get("refusal") or f"expected {' or '.join(entry['tags'])}"
+    return out
+
+
 def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -> RecipeError:
     msgs = []
     hint = None
-    unions: dict[tuple, list[str]] = {}  # a value that fits no member of a union (int | float): one message
-    for e in err.errors():
+    for e in _merge_unions(err.errors()):
         loc = tuple(x for x in e["loc"] if x != "options")
-        if len(loc) > 1 and isinstance(loc[-1], str) and loc[-1].split("[")[0] in _TYPE_TAGS:
-            key = loc[:-1] + (repr(e.get("input")),)
-            unions.setdefault(key, []).append((loc[-1], e))
-            if len(unions[key]) > 1:
-                continue
-            loc = loc[:-1]
-        dotted = ".".join(str(x) for x in loc) or "(top level)"
         dotted = ".".join(str(x) for x in loc) or "(top level)"
         line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
         where = f"{source}, line {line}" if line else source
         ctx_err = (e.get("ctx") or {}).get("error")
         if e["type"] == "extra_forbidden":
             valid = _fields_at(loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            msg = f"{where}: unknown key '{dotted}'"
-            if close:
-                msg += f" (did you mean '{close[0]}'?)"
+            close = did_you_mean(str(loc[-1]), valid)
+            msg = f"{where}: unknown key '{dotted}'" + (f" ({close.strip()})" if close else "")
             if valid:
                 hint = f"valid keys under '{'.'.join(map(str, loc[:-1])) or 'top level'}': {', '.join(valid)}"
         elif isinstance(ctx_err, RecipeError | Exception) and hasattr(ctx_err, "hint"):
@@ -342,18 +361,7 @@ def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -
             got_s = "" if isinstance(got, dict) else f" (got {got!r})"
             msg = f"{where}: {dotted}: {e['msg']}{got_s}"
         msgs.append(msg)
-    for (*loc, got), members in unions.items():  # one line for a value no member of a union (int | float) took
-        if len(members) > 1:
-            dotted = ".".join(str(x) for x in loc)
-            # a member that parsed the value but refused it says more ("should be a finite number")
-            refusals = [e["msg"] for _, e in members if not e["type"].endswith(("_type", "_parsing", "_from_float"))]
-            said = refusals[0] if refusals else f"expected {' or '.join(tag for tag, _ in members)}"
-            msgs = [m if f": {dotted}: " not in m else m.split(f": {dotted}: ")[0] + f": {dotted}: {said} (got {got})"
-                    for m in msgs]
     return RecipeError("invalid recipe\n  " + "\n  ".join(msgs), hint=hint)
-
-
-_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple", "literal", "none"}
 
 
 def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | tuple[str, ...] = (),

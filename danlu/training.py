@@ -122,15 +122,14 @@ def metric_names(schema: Schema) -> list[str]:
 def check_metric_names(recipe: Recipe, schema: Schema) -> None:
     """Unknown monitor or early-stop metrics are errors (they once fell back to train_loss with the
     direction of the name typed: "accuracy" kept the epoch with the highest training loss)."""
-    import difflib
+    from danlu.errors import did_you_mean
 
     valid = metric_names(schema)
     stop = recipe.train.early_stop
     for key, name in (("train.monitor", recipe.train.monitor), ("train.early_stop.metric", stop and stop.metric)):
         if name and name != "auto" and name not in valid:
-            close = difflib.get_close_matches(name, valid, n=1)
-            raise DanluError(f"unknown {key} '{name}'", hint=("did you mean '" + close[0] + "'? " if close else "")
-                             + f"for {schema.task} it is auto or one of: {', '.join(valid)}")
+            raise DanluError(f"unknown {key} '{name}'", hint=f"{did_you_mean(name, valid)}for {schema.task} it "
+                             f"is auto or one of: {', '.join(valid)}")
 
 
 def monitor_name(recipe: Recipe, schema: Schema, has_val: bool) -> str:

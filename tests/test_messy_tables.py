@@ -130,7 +130,7 @@ def test_text_predict_file_errors(cli, tmp_path):
     run = train("sst2-lstm", ["data.name=text", f"data.path={data}", "train.epochs=1", "data.min_freq=1"],
                 runs_dir=tmp_path / "runs", progress=False).run
     code, _, err = cli("predict", run, "--file", tmp_path / "nope.txt")
-    assert code == 2 and "no such file" in err
+    assert code == 2 and f"file not found: {tmp_path / 'nope.txt'}" in err
     import gzip
 
     packed = tmp_path / "lines.txt.gz"

@@ -70,3 +70,24 @@ def test_recipe_file_mistakes_name_the_file_and_line(cli, tmp_path):
     bad.write_text("")
     code, _, err = cli("train", bad)
     assert code == 2 and "is empty" in err
+
+
+def test_a_failed_api_training_releases_its_run(tmp_path, monkeypatch):
+    import danlu
+    import danlu.training
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(danlu.training, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match="boom") as failure:
+        danlu.train("digits-mlp", ["train.epochs=1"], runs_dir=tmp_path, progress=False)
+    (run,) = tmp_path.iterdir()
+    assert failure.tb is not None  # the traceback and its frames stay alive, as in a notebook (sys.last_traceback)
+    hold_run(run).close()  # yet the run can be resumed right away: the failed call holds no lock
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+
+
+def test_debug_after_the_verb_shows_the_traceback(cli):
+    code, _, err = cli("train", "digits-mlp", "train.epochs=abc", "--debug")
+    assert code == 2 and "Traceback" in err and "train.epochs" in err

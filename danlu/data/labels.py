@@ -13,10 +13,6 @@ MISSING = {"", "na", "nan", "null", "none", "?", "n/a", "#n/a", "n.a.", "-", "--
 MISSING_LABELS = {"", "na", "nan", "null", "n/a", "#n/a", "?"}
 
 
-def is_missing(value: str) -> bool:
-    return value.strip().lower() in MISSING
-
-
 def is_missing_label(value: str) -> bool:
     return value.strip().lower() in MISSING_LABELS
 

@@ -19,7 +19,7 @@ import numpy as np
 from danlu.data.labels import MISSING, MISSING_LABELS, canonical_label
 from danlu.data.schema import Schema
 from danlu.data.splits import Splits, split_off, subsample
-from danlu.errors import DataError
+from danlu.errors import DataError, did_you_mean
 from danlu.recipe import DataConfig
 
 # 1,234,567.89: grouped thousands, as spreadsheets export them
@@ -117,14 +117,12 @@ class TabularEncoder:
         enc.mean, enc.std = mean.astype(np.float32), std.astype(np.float32)
         return enc
 
+    def _column_features(self) -> list[str]:
+        """The feature each encoded column comes from (a categorical feature spans one column per category)."""
+        return [name for name in self.features for _ in range(len(self.categories.get(name, ())) or 1)]
+
     def _onehot_columns(self) -> list[int]:
-        out, j = [], 0
-        for name in self.features:
-            width = len(self.categories.get(name, ())) or 1
-            if name in self.categories:
-                out.extend(range(j, j + width))
-            j += width
-        return out
+        return [j for j, name in enumerate(self._column_features()) if name in self.categories]
 
     @property
     def width(self) -> int:
@@ -164,19 +162,11 @@ class TabularEncoder:
         too_big = np.isinf(x)
         if too_big.any():
             i, j = (int(k) for k in np.argwhere(too_big)[0])
-            raise DataError(f"{where} {i + base}, column '{self._feature_at(j)}': the value is too large for the "
-                            "model (it overflows float32 after standardization)",
+            feature = self._column_features()[j]
+            raise DataError(f"{where} {i + base}, column '{feature}': the value is too large for the model "
+                            "(it overflows float32 after standardization)",
                             hint="send values in the range the model was trained on")
         return np.nan_to_num(x, nan=0.0)  # missing → the training mean
-
-    def _feature_at(self, j: int) -> str:
-        """The feature that encoded column j comes from."""
-        start = 0
-        for name in self.features:
-            start += len(self.categories.get(name, ())) or 1
-            if j < start:
-                return name
-        return "?"
 
     def rows_to_columns(self, rows: list[Any], where: str = "input") -> dict[str, list[Any]]:
         """Rows as lists (schema order) or dicts (by column name) → columns by name."""
@@ -226,11 +216,8 @@ def _csv_columns(cfg: DataConfig) -> tuple[dict[str, list[Any]], list[str], str,
     header, rows = read_csv(cfg.path)
     target = cfg.target or header[-1]
     if target not in header:
-        import difflib
-
-        close = difflib.get_close_matches(target, header, n=1)
         raise DataError(f"target column '{target}' not in {cfg.path}",
-                        hint=(f"did you mean '{close[0]}'? " if close else "") + f"columns: {', '.join(header)}")
+                        hint=f"{did_you_mean(target, header)}columns: {', '.join(header)}")
     features = cfg.features or [h for h in header if h != target]
     unknown = [f for f in features if f not in header]
     if unknown:

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from danlu.errors import DanluError, DataError
+from danlu.errors import DanluError
 from danlu.runs import read_json
 from danlu.serve.batching import BatcherClosed, MicroBatcher
 from danlu.serve.docs import ERRORS, PREDICT_OPENAPI, PredictResponse
@@ -186,14 +186,7 @@ def check_limits(max_batch_size: int, max_wait_ms: float, max_body_mb: float, ma
 def _prepare(engine: Engine, parse: Callable[[], PredictRequest]) -> tuple[Any, PredictRequest]:
     """Parse and preprocess one request: bad input fails here, alone, before it joins a batch."""
     req = parse()
-    try:
-        return engine.prepare(req.inputs), req
-    except DataError as e:  # "input 2: ..." of an uploaded file: name the file too, as the page shows names
-        number, _, rest = e.message.partition(": ")
-        i = number[6:] if number.startswith("input ") else ""
-        if engine.kind == "image" and i.isdigit() and int(i) < len(req.labels) and req.labels[int(i)] != number:
-            raise DataError(f"{number} ({req.labels[int(i)]}): {rest}", hint=e.hint) from None
-        raise
+    return engine.prepare(req.inputs, req.labels), req
 
 
 async def _read_form(request: Request, max_inputs: int, max_body: int) -> tuple[list[tuple[str, bytes]], Any]:

@@ -13,7 +13,6 @@ import torch
 
 from danlu.errors import DanluError, DataError, RunError
 from danlu.predictor import Predictor, finite
-from danlu.runs import read_json
 from danlu.serve.inputs import MAX_IMAGE_PIXELS
 
 BACKENDS = ("torch", "onnx")
@@ -40,17 +39,17 @@ class Engine:
         predictor = Predictor.load(run, runs_dir)
         if backend == "torch":
             return cls(predictor, backend)
-        return cls(predictor, backend, _onnx_session(predictor.run_dir, data_dir))
+        return cls(predictor, backend, _onnx_session(predictor.run_dir, predictor.schema, data_dir))
 
     @property
     def kind(self) -> str:
         return self.schema.kind
 
-    def prepare(self, inputs: list[Any]) -> torch.Tensor:
+    def prepare(self, inputs: list[Any], names: list[Any] | None = None) -> torch.Tensor:
         """Validated inputs → model input (images: uint8 pixels, normalized per batch in ``run_batch``);
-        raises DataError naming the bad input."""
+        raises DataError naming the bad input (and its file name, for uploads)."""
         if self.kind == "image":
-            return self.predictor.image_pixels(inputs, max_pixels=MAX_IMAGE_PIXELS)
+            return self.predictor.image_pixels(inputs, max_pixels=MAX_IMAGE_PIXELS, names=names)
         x = self.predictor.to_tensor(inputs)
         if self.kind == "tabular":  # normalized images are finite by construction
             bad = (~torch.isfinite(x.reshape(len(x), -1))).any(1).nonzero()
@@ -94,7 +93,7 @@ class Engine:
         return finite(self.predictor.format(outputs, labels, top_k))
 
 
-def _onnx_session(run_dir: Path, data_dir: Path | None) -> Any:
+def _onnx_session(run_dir: Path, schema: Any, data_dir: Path | None) -> Any:
     """ONNX Runtime on the run's model.onnx; exported first when missing or older than the weights."""
     import onnxruntime as ort
 
@@ -111,10 +110,9 @@ def _onnx_session(run_dir: Path, data_dir: Path | None) -> Any:
     except Exception as e:  # onnxruntime raises its own types for damaged or foreign files
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise RunError(f"{run_dir / ONNX_NAME} cannot be loaded ({first})", hint=again) from None
-    schema = read_json(run_dir / "schema.json")
     got = session.get_inputs()[0].shape[1:]
-    want = schema.get("input_shape") or []
-    if schema.get("kind") != "text" and [d if isinstance(d, int) else None for d in got] != list(want):
+    want = list(schema.input_shape or [])
+    if schema.kind != "text" and [d if isinstance(d, int) else None for d in got] != want:
         raise RunError(f"{run_dir / ONNX_NAME} takes inputs of shape {got}, this run's model {want}: "
                        "it is not this run's export", hint=again)
     return session

@@ -65,10 +65,11 @@ def read_text_table(
     """
     p = Path(path).expanduser()
     fmt = _format_of(p)
-    content = decode_text(_read_bytes(p), p)
+    content = decode_text(read_bytes(p), p)
     if not content.strip():
         raise DataError(f"{p} is empty", hint="the file has no header and no rows")
     notes: list[str] = []
+    delim = "\t" if fmt == "tsv" else ","  # csv: sniffed below; jsonl: what joins extra fields (never)
     if fmt == "jsonl":
         header, rows = _parse_json(content, p, notes)
     else:
@@ -82,9 +83,8 @@ def read_text_table(
             if delim != ",":
                 notes.append(f"fields are separated by {SEPARATOR_NAMES[delim]}s")
             rows = _parse_csv(lines, p, notes, delim)
-        header, rows = _take_header(rows, p)
+        header, first, rows = _take_header(rows, p)
         if _headerless(header, rows):
-            first = _first_record(content, fmt, delim if fmt == "csv" else "\t", p, notes)
             rows = [first, *rows]
             header = [str(j) for j in range(len(header))]
             text_column, label_column = _guess_columns(rows, text_column, label_column)
@@ -105,7 +105,7 @@ def read_text_table(
         notes=notes,
         path=str(p),
     )
-    _fill(table, rows, text_idx, label_idx, fmt, p, "\t" if fmt == "tsv" else delim if fmt == "csv" else ",")
+    _fill(table, rows, text_idx, label_idx, fmt, p, delim)
     if not table.texts:
         reasons = sorted({r for _, r in table.skipped})
         raise DataError(
@@ -128,7 +128,8 @@ def _format_of(p: Path) -> str:
     return FORMATS[ext]
 
 
-def _read_bytes(p: Path) -> bytes:
+def read_bytes(p: Path) -> bytes:
+    """A text file's bytes, gunzipped when gzipped; a missing, unreadable or broken file is a DataError."""
     if not p.exists():
         raise DataError(f"file not found: {p}", hint=f"paths are relative to {Path.cwd()}")
     if p.is_dir():
@@ -173,16 +174,6 @@ def _stem_ext(p: Path) -> str:
     return "".join(s for s in p.suffixes if s.lower() != ".gz")
 
 
-def _first_record(content: str, fmt: str, delim: str, p: Path, notes: list[str]) -> _Row:
-    """The first non-blank record of the file, read as a data row (when it turned out not to be a header)."""
-    lines = [line.rstrip("\r") for line in content.split("\n")]
-    if fmt == "tsv":
-        rows = [(i + 1, line.split("\t") if line.strip() else None) for i, line in enumerate(lines[:50])]
-    else:
-        rows = _parse_csv([line for line in lines[:50]], p, [], delim)
-    return next(row for row in rows if row[1] is not None)
-
-
 def _headerless(header: list[str], rows: list[_Row]) -> bool:
     """True when the "header" is a data row: it names no known column, and its cell in some column with
     few distinct values (a label column) is one of the values that column holds below."""
@@ -210,11 +201,12 @@ def _guess_columns(rows: list[_Row], text_column: str | int, label_column: str |
     return text_column, label_column
 
 
-def _take_header(rows: list[_Row], p: Path) -> tuple[list[str], list[_Row]]:
+def _take_header(rows: list[_Row], p: Path) -> tuple[list[str], _Row, list[_Row]]:
+    """(column names, the record they came from, the rows after it)."""
     for k, (_, fields) in enumerate(rows):
         if fields is not None:
             header = [str(f).strip().strip('"').strip() for f in fields]
-            return header, rows[k + 1 :]
+            return header, rows[k], rows[k + 1 :]
     raise DataError(f"{p} is empty", hint="the file has only blank lines")
 
 
