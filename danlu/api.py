@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.recipe import Recipe, load_recipe
-from danlu.runs import atomic_write_text, hold_run, new_run_dir, read_json, resolve_run, write_json
+from danlu.runs import atomic_write_text, hold_run, new_run_dir, read_json, read_run_recipe, resolve_run, write_json
 
 
 @dataclass
@@ -78,7 +78,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
             raise DanluError(f"--resume continues a run exactly as it started; it takes no overrides "
                              f"({' '.join(overrides)})", hint="drop them, or start a new run with them")
         run_dir = resolve_run(resume, runs_dir)
-        recipe = load_recipe(base=_recipe_dict(run_dir))
+        recipe = load_recipe(base=read_run_recipe(run_dir))
     elif not isinstance(recipe, Recipe):
         recipe = load_recipe(str(recipe), overrides)
     elif overrides:
@@ -153,18 +153,12 @@ def _scarce_classes(train: Any, schema: Any, fewest: int = 5) -> list[str]:
     return [f"few training samples for class(es) {shown}: predictions for them will be unreliable"]
 
 
-def _recipe_dict(run_dir: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-
-
 def load_run(run: str | Path, runs_dir: Path | None = None):
     """(run folder, recipe, schema) of a finished run."""
     from danlu.data.schema import Schema
 
     run_dir = resolve_run(run, runs_dir)
-    recipe = load_recipe(base=_recipe_dict(run_dir))
+    recipe = load_recipe(base=read_run_recipe(run_dir))
     return run_dir, recipe, Schema.load(run_dir / "schema.json")
 
 

@@ -156,7 +156,7 @@ def _tabular_inputs(items: list[str], predictor) -> tuple[list, list]:
 
 
 def cmd_runs(a: argparse.Namespace) -> None:
-    from danlu.runs import list_runs, read_json, resolve_run, run_summary
+    from danlu.runs import list_runs, read_json, read_run_recipe, resolve_run, run_summary
 
     if a.action == "show":
         from danlu.errors import DanluError
@@ -165,9 +165,7 @@ def cmd_runs(a: argparse.Namespace) -> None:
             raise DanluError("runs show needs a RUN", hint="danlu runs lists them")
         run = resolve_run(a.run, a.runs_dir)
         if a.json:
-            import yaml
-
-            shown = {"run": str(run), "recipe": yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))}
+            shown = {"run": str(run), "recipe": read_run_recipe(run)}
             if (run / "status.json").exists():
                 shown["status"] = read_json(run / "status.json")
             if (run / "report.json").exists():

@@ -60,6 +60,21 @@ def read_json(path: Path) -> Any:
                        hint="restore it from a copy, or train the run again") from None
 
 
+def read_run_recipe(run_dir: Path) -> dict:
+    """A run's resolved recipe.yaml as a dict; a damaged one is a RunError that names it."""
+    import yaml
+
+    path = Path(run_dir) / "recipe.yaml"
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is damaged: not valid YAML ({str(e).splitlines()[0]})",
+                       hint="restore it from a copy, or train the run again") from None
+    if not isinstance(recipe, dict):
+        raise RunError(f"{path} is damaged: not a recipe", hint="restore it from a copy, or train the run again")
+    return recipe
+
+
 def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """safetensors, atomically; tensors are made contiguous CPU copies first."""
     from safetensors.torch import save

@@ -91,3 +91,11 @@ def test_a_failed_api_training_releases_its_run(tmp_path, monkeypatch):
 def test_debug_after_the_verb_shows_the_traceback(cli):
     code, _, err = cli("train", "digits-mlp", "train.epochs=abc", "--debug")
     assert code == 2 and "Traceback" in err and "train.epochs" in err
+
+
+def test_a_damaged_run_file_is_named_not_a_traceback(cli, finished_run):
+    (finished_run / "recipe.yaml").write_text(": : [\n")
+    for args in (("runs", "show", finished_run.name, "--json"), ("predict", finished_run, "1.png"),
+                 ("train", "--resume", finished_run)):
+        code, _, err = cli(*args)
+        assert code == 2 and "recipe.yaml is damaged" in err and "Traceback" not in err, args
