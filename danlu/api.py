@@ -155,7 +155,7 @@ def _scarce_classes(train: Any, schema: Any, fewest: int = 5) -> list[str]:
 
 def load_run(run: str | Path, runs_dir: Path | None = None):
     """(run folder, recipe, schema) of a finished run."""
-    from danlu.data.schema import Schema
+    from danlu.schema import Schema
 
     run_dir = resolve_run(run, runs_dir)
     recipe = load_recipe(base=read_run_recipe(run_dir))
@@ -177,7 +177,7 @@ def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = No
     if saved.get("classes") != schema.classes:
         raise DanluError(f"the data now has classes {schema.classes}, the run was trained on {saved.get('classes')}",
                          hint="evaluate on the same data the run was trained on")
-    from danlu.data.schema import Schema
+    from danlu.schema import Schema
 
     schema = Schema.from_dict(saved)  # normalization etc. exactly as trained
     load_model_weights(run_dir / "model.safetensors", model)

@@ -205,9 +205,9 @@ def cmd_models(a: argparse.Namespace) -> None:
 
 def _parameter_count(name: str) -> str:
     """Parameters of the model built with its default options on an example input (counted, not quoted)."""
-    from danlu.data.schema import Schema
     from danlu.errors import DanluError
     from danlu.models import build, count_parameters
+    from danlu.schema import Schema
 
     examples = {
         "mlp": (Schema("image", "classification", [1, 28, 28], classes=[str(i) for i in range(10)]), "MNIST"),

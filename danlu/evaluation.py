@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from danlu.data.schema import Schema
 from danlu.metrics import headline
 from danlu.recipe import Recipe
 from danlu.runs import atomic_write_text, metrics_history, read_json, write_json
+from danlu.schema import Schema
 
 
 def report_name(split: str) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from danlu.data.schema import Schema
 from danlu.errors import DanluError, DataError
+from danlu.schema import Schema
 
 
 class Predictor:

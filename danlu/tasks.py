@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from danlu.data.schema import Schema
 from danlu.metrics import classification_metrics, confusion_matrix, regression_metrics
+from danlu.schema import Schema
 
 
 def loss_fn(schema: Schema, label_smoothing: float = 0.0):

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from danlu.checkpoint import load_training_state, save_model, save_training_state
-from danlu.data.schema import Schema
 from danlu.data.splits import Splits
 from danlu.data.tensors import Normalizer, TensorLoader
 from danlu.errors import DanluError
@@ -27,6 +26,7 @@ from danlu.optim import build_optimizer, build_schedule
 from danlu.progress import Progress
 from danlu.recipe import Recipe
 from danlu.runs import atomic_write_text, write_json
+from danlu.schema import Schema
 from danlu.tasks import loss_fn, score, to_predictions
 
 

@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from danlu.cli import main
-from danlu.data.schema import Schema
 from danlu.errors import DanluError, RunError
+from danlu.schema import Schema
 from danlu.serve.app import create_app
 from danlu.serve.batching import BatcherClosed, MicroBatcher
 from danlu.serve.engine import Engine

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from danlu.data.schema import Schema
 from danlu.data.splits import Splits
 from danlu.recipe import DataConfig
+from danlu.schema import Schema
 
 IMAGE_SETS = {"digits", "mnist", "fashion-mnist", "cifar10", "imagefolder"}
 TABULAR_SETS = {"iris", "breast_cancer", "diabetes", "wine", "csv"}

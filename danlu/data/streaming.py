@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from danlu.data.schema import Schema
 from danlu.data.splits import Splits, carve_splits
 from danlu.data.tensors import augment_batch, batch_count, index_batches
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
+from danlu.schema import Schema
 
 
 class ImageFileDataset(torch.utils.data.Dataset):

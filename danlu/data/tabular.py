@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from danlu.data.labels import MISSING, MISSING_LABELS, canonical_label
-from danlu.data.schema import Schema
 from danlu.data.splits import Splits, split_off, subsample
 from danlu.errors import DataError, did_you_mean
 from danlu.recipe import DataConfig
+from danlu.schema import Schema
 
 # 1,234,567.89: grouped thousands, as spreadsheets export them
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")

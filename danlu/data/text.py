@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from danlu.data.locate import find_dataset, where_looked
-from danlu.data.schema import Schema
 from danlu.data.splits import Splits, carve_splits
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
+from danlu.schema import Schema
 
 # Known corpora: folder name → (file stem per split, text column, label column)
 CORPORA = {

@@ -12,10 +12,10 @@ import numpy as np
 
 from danlu.data import cache
 from danlu.data.locate import download_dir, find_dataset, where_looked
-from danlu.data.schema import Schema
 from danlu.data.splits import Splits, carve_splits
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
+from danlu.schema import Schema
 
 DEFAULT_FOLDER_IMAGE_SIZE = 64  # image folders hold any size; 64 px keeps small CNNs fast on a CPU
 

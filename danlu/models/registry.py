@@ -11,9 +11,9 @@ from typing import Any
 
 from torch import nn
 
-from danlu.data.schema import Schema
 from danlu.errors import DanluError, unknown_name
 from danlu.models.specs import MODELS, validate_options
+from danlu.schema import Schema
 
 # Input geometry a pretrained backbone expects; data loading uses it unless the recipe overrides it.
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

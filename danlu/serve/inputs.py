@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from danlu.data.schema import Schema
 from danlu.data.tabular import MISSING
+from danlu.schema import Schema
 
 DEFAULT_TOP_K = 3
 FLOAT32_MAX = 3.4028234663852886e38
