@@ -30,21 +30,11 @@ def load_run(run: Any, runs_dir: Any = None) -> Any:
     return Predictor.load(run, runs_dir)
 
 
-def predict(run: Any, inputs: list[Any], top_k: int = 3) -> list[dict[str, Any]]:
+def predict(run: Any, inputs: Any, top_k: int = 3) -> list[dict[str, Any]]:
     """Predict with a run: image paths (folders are expanded), bytes, arrays or PIL images; texts; or
-    feature rows."""
-    from pathlib import Path
-
-    from danlu.predictor import expand_image_inputs
-
-    predictor = load_run(run)
-    if isinstance(inputs, str | bytes) or not hasattr(inputs, "__iter__"):
-        inputs = [inputs]  # one input, not a sequence of characters
-    items = list(inputs)
-    if predictor.schema.kind == "image":
-        items = [p for item in items for p in (expand_image_inputs([str(item)])
-                                              if isinstance(item, str | Path) and Path(item).is_dir() else [item])]
-    return predictor.predict(items, top_k=top_k)
+    feature rows (lists, column: value dicts, "1.5,2,red" strings or CSV files). Unreadable images are
+    left out with a warning, as ``danlu predict`` does."""
+    return load_run(run).predict(inputs, top_k=top_k)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from danlu.prepare import inference_options, load_run, prepare
 from danlu.recipe import Recipe, load_recipe
-from danlu.runs import atomic_write_text, hold_run, new_run_dir, read_json, read_run_recipe, resolve_run, write_json
+from danlu.runs import read_run_recipe, resolve_run
+
+__all__ = ["train", "evaluate", "prepare", "load_run", "inference_options", "TrainResult"]
 
 
 @dataclass
@@ -19,6 +22,7 @@ class TrainResult:
     metrics: dict[str, float]  # test metrics
     wall_s: float
     report: dict[str, Any]
+    status: str = "done"  # or "pruned" (a search stopped it; no test metrics)
 
     def as_json(self) -> dict[str, Any]:
         return {"run": str(self.run), "metrics": self.metrics, "wall_s": round(self.wall_s, 3)}
@@ -37,48 +41,30 @@ def _env_info(device: str) -> dict[str, Any]:
     return info
 
 
-def inference_options(recipe: Recipe) -> dict[str, Any]:
-    """Model options for rebuilding a trained model: no pretrained download, the run's weights follow."""
-    opts = dict(recipe.model.options)
-    if "weights" in opts:
-        opts["weights"] = None
-    return opts
-
-
-def prepare(recipe: Recipe, data_dir: Path | None = None, for_inference: bool = False):
-    """Seed, load the data, build the model: everything that can fail on user input, before any file is written."""
-    import torch
-
-    from danlu import data, models
-
-    torch.manual_seed(recipe.seed)
-    hints = models.input_hints(recipe.model.name, recipe.model.options)
-    splits, schema = data.load(recipe.data, seed=recipe.seed, data_dir=data_dir, hints=hints)
-    torch.manual_seed(recipe.seed)  # model init independent of how much randomness data loading used
-    options = inference_options(recipe) if for_inference else recipe.model.options
-    model = models.build(recipe.model.name, options, schema)
-    return splits, schema, model
-
-
 def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tuple[str, ...] = (), *,
           runs_dir: Path | None = None, data_dir: Path | None = None, resume: str | Path | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train a recipe (or resume a run) and evaluate the best weights on the test split."""
-    from danlu.checkpoint import load_model_weights
+          progress: bool = True, callbacks: list[Any] = (), run_dir: Path | None = None,
+          plots: bool = True) -> TrainResult:
+    """Train a recipe (or resume a run) and evaluate the best weights on the test split.
+
+    ``callbacks`` join the loop (danlu/callbacks.py); ``run_dir`` names the new run's folder instead of a
+    time-stamped one under ``runs_dir`` (a search puts its trials there).
+    """
+    from danlu.errors import DanluError, DataError
     from danlu.evaluation import evaluate
+    from danlu.inference import select_device
     from danlu.progress import Progress
-    from danlu.training import check_metric_names, fit, select_device
+    from danlu.run_folder import RunFolder
+    from danlu.training import build_loop, check_metric_names, fit, standard_callbacks
 
     t0 = time.perf_counter()
     overrides = _override_list(overrides)
     if resume is not None:
         if overrides:
-            from danlu.errors import DanluError
-
             raise DanluError(f"--resume continues a run exactly as it started; it takes no overrides "
                              f"({' '.join(overrides)})", hint="drop them, or start a new run with them")
-        run_dir = resolve_run(resume, runs_dir)
-        recipe = load_recipe(base=read_run_recipe(run_dir))
+        run_path = resolve_run(resume, runs_dir)
+        recipe = load_recipe(base=read_run_recipe(run_path))
     elif not isinstance(recipe, Recipe):
         recipe = load_recipe(str(recipe), overrides)
     elif overrides:
@@ -88,42 +74,62 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     device = select_device(recipe.train.device)  # a device that is not there fails before the run folder exists
     check_metric_names(recipe, schema)
     if len(splits.train) < 2:
-        from danlu.errors import DataError
-
         raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
                         hint="add data, or raise data.limit_train / lower data.val_fraction and data.test_fraction")
     say = Progress(0, 0, progress).note
     splits.notes.extend(_scarce_classes(splits.train, schema))
     for note in splits.notes:
         say(f"note: {note}")
-    if resume is None:
-        run_dir = new_run_dir(recipe.name, runs_dir)
-        atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-        atomic_write_text(run_dir / "schema.json", schema.to_json())
-        write_json(run_dir / "env.json", _env_info(str(device)))
-        for writer in splits.artifacts.values():
-            writer(run_dir)
-        write_json(run_dir / "status.json", {"status": "training", "epoch": 0, "epochs": recipe.train.epoch_count})
-    with hold_run(run_dir):  # no other process trains this run meanwhile; released however this ends
-        say(f"run: {run_dir}")
+    if resume is not None:
+        run = RunFolder(run_path)
+    else:
+        run = RunFolder(_fresh_folder(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
+        run.write_setup(recipe, schema, _env_info(str(device)), splits.artifacts)
+        run.set_status("training", epoch=0, epochs=recipe.train.epoch_count)
+    with run.lock():  # no other process trains this run meanwhile; released however this ends
+        say(f"run: {run.path}")
         say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
+        cbs = standard_callbacks(recipe, schema, len(splits.val) > 0, run, resume=resume is not None,
+                                 progress=progress, extra=list(callbacks))
         try:
-            result = fit(model, splits, schema, recipe, run_dir, resume=resume is not None, show_progress=progress)
+            loop = build_loop(model, splits, schema, recipe, cbs)
+            fit(loop)
         except BaseException as e:
-            write_json(run_dir / "status.json", {"status": "failed" if not isinstance(e, KeyboardInterrupt)
-                                                 else "interrupted", "error": str(e)[:500]})
+            run.update_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                              failed_in="training", error=str(e)[:500])
             raise
-        load_model_weights(run_dir / "model.safetensors", model)
-        done = {"epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
-        write_json(run_dir / "status.json", {"status": "evaluating", **done})
+        recorder = cbs[-1]
+        done = {"epochs": len(loop.history), "best_epoch": recorder.best_epoch,
+                "stopped_early": loop.stop is not None}
+        if loop.stop is not None:
+            done["stop_reason"] = loop.stop.reason
+        if loop.stop is not None and loop.stop.status == "pruned":
+            run.set_status("pruned", **done)
+            return TrainResult(run.path, {}, time.perf_counter() - t0, {}, "pruned")
+        run.load_model(model)
+        run.set_status("evaluating", **done)
         try:
-            report = evaluate(run_dir, recipe, schema, model, splits.test, "test", notes=splits.notes)
+            report = evaluate(run, recipe, schema, model, splits.test, "test", notes=splits.notes, plots=plots,
+                              parity=True)
         except BaseException as e:  # trained but not scored: `danlu evaluate RUN` can finish it
-            write_json(run_dir / "status.json", {"status": "failed", **done, "error": f"evaluation: {str(e)[:480]}"})
+            run.set_status("failed", **done, failed_in="evaluation", error=str(e)[:480])
             raise
-        write_json(run_dir / "status.json", {"status": "done", **done})
-    wall = time.perf_counter() - t0
-    return TrainResult(run_dir, report["metrics"], wall, report)
+        run.set_status("done", **done)
+    return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report)
+
+
+def _fresh_folder(path: Path) -> Path:
+    """An explicit run folder: created, or reused only while it holds no run yet."""
+    from danlu.errors import RunError
+
+    path = Path(path)
+    if (path / "recipe.yaml").exists():
+        raise RunError(f"{path} already holds a run", hint="give another folder, or resume it: --resume")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create the run folder {path}: {e.strerror or e}") from None
+    return path.resolve()
 
 
 def _override_list(overrides: Any) -> list[str]:
@@ -153,43 +159,30 @@ def _scarce_classes(train: Any, schema: Any, fewest: int = 5) -> list[str]:
     return [f"few training samples for class(es) {shown}: predictions for them will be unreliable"]
 
 
-def load_run(run: str | Path, runs_dir: Path | None = None):
-    """(run folder, recipe, schema) of a finished run."""
-    from danlu.schema import Schema
-
-    run_dir = resolve_run(run, runs_dir)
-    recipe = load_recipe(base=read_run_recipe(run_dir))
-    return run_dir, recipe, Schema.load(run_dir / "schema.json")
-
-
 def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = None,
              data_dir: Path | None = None) -> dict[str, Any]:
     """Re-load a run's data split and best weights, and write its report."""
-    from danlu.checkpoint import load_model_weights
     from danlu.errors import DanluError
     from danlu.evaluation import evaluate as run_evaluation
+    from danlu.run_folder import RunFolder
 
     if split not in ("train", "val", "test"):
         raise DanluError(f"unknown split '{split}'", hint="valid splits: train, val, test")
-    run_dir, recipe, _ = load_run(run, runs_dir)
+    run_dir, recipe, saved = load_run(run, runs_dir)
     splits, schema, model = prepare(recipe, data_dir, for_inference=True)
-    saved = read_json(run_dir / "schema.json")
-    if saved.get("classes") != schema.classes:
-        raise DanluError(f"the data now has classes {schema.classes}, the run was trained on {saved.get('classes')}",
+    if saved.classes != schema.classes:
+        raise DanluError(f"the data now has classes {schema.classes}, the run was trained on {saved.classes}",
                          hint="evaluate on the same data the run was trained on")
-    from danlu.schema import Schema
-
-    schema = Schema.from_dict(saved)  # normalization etc. exactly as trained
-    load_model_weights(run_dir / "model.safetensors", model)
+    folder = RunFolder(run_dir)
+    folder.load_model(model)
     part = getattr(splits, split)
     if len(part) == 0:
         other = "test or train" if split == "val" else "another split"
         raise DanluError(f"the {split} split of this run's data is empty",
                          hint=f"evaluate {other}" + ("; train with data.val_fraction > 0 to carve a val split"
                                                      if split == "val" else ""))
-    report = run_evaluation(run_dir, recipe, schema, model, part, split, notes=splits.notes)
-    status = read_json(run_dir / "status.json") if (run_dir / "status.json").exists() else {}
-    if split == "test" and str(status.get("error", "")).startswith("evaluation:"):  # training's last step, done now
-        write_json(run_dir / "status.json", {k: v for k, v in status.items() if k != "error"} | {"status": "done"})
+    report = run_evaluation(folder, recipe, saved, model, part, split, notes=splits.notes, parity=split == "test")
+    status = folder.status()
+    if split == "test" and status.get("status") == "failed" and status.get("failed_in") == "evaluation":
+        folder.update_status("done")  # training's last step, done now
     return report
-

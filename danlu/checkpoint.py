@@ -21,8 +21,14 @@ from danlu.runs import save_tensors, write_json
 def save_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler: Any,
                         generator: torch.Generator, info: dict[str, Any]) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt_tensors, opt_plain = optimizer.state_dict()
-    tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
+    opt = optimizer.state_dict()  # torch.optim's layout: tensors to safetensors, the rest to JSON
+    opt_plain: dict[str, Any] = {"param_groups": opt["param_groups"], "plain": {}}
+    for k, st in opt["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.state.{k}.{name}"] = v
+            else:
+                opt_plain["plain"].setdefault(str(k), {})[name] = v
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.data"] = generator.get_state()
     if torch.cuda.is_available():
@@ -51,7 +57,7 @@ def load_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler:
         raise RunError(f"the checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:120]})",
                        hint="it cannot be resumed; start the run again with danlu train") from None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}, meta.pop("optimizer"))
+    optimizer.load_state_dict(_optimizer_state(tensors, meta.pop("optimizer")))
     scheduler.load_state_dict(meta.pop("scheduler"))
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.data"])
@@ -59,6 +65,24 @@ def load_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler:
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
     return meta
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    """torch.optim's state_dict layout back from the checkpoint's tensors and JSON."""
+    state: dict[int, dict[str, Any]] = {}
+    if "lrs" in plain:  # danlu 0.1.0 checkpoints: "optim.{k}.{name}" tensors and the groups' lrs
+        for key, t in tensors.items():
+            if key.startswith("optim."):
+                k, _, name = key[len("optim."):].partition(".")
+                state.setdefault(int(k), {})["momentum_buffer" if name == "momentum" else name] = t
+        return {"state": state, "param_groups": [{"lr": lr} for lr in plain["lrs"]], "lenient": True}
+    for key, t in tensors.items():
+        if key.startswith("optim.state."):
+            k, _, name = key[len("optim.state."):].partition(".")
+            state.setdefault(int(k), {})[name] = t
+    for k, st in plain.get("plain", {}).items():
+        state.setdefault(int(k), {}).update(st)
+    return {"state": state, "param_groups": plain["param_groups"]}
 
 
 def save_model(path: Path, model: nn.Module, info: dict[str, Any] | None = None) -> None:

@@ -62,7 +62,7 @@ def _read_lines(raw: bytes, source: Path) -> list[str]:
 
 def cmd_predict(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
-    from danlu.predictor import Predictor, expand_image_inputs, finite
+    from danlu.predictor import Predictor
 
     if a.top_k < 1:
         raise DanluError(f"--top-k must be at least 1, got {a.top_k}")
@@ -82,22 +82,15 @@ def cmd_predict(a: argparse.Namespace) -> None:
         inputs.extend(_read_lines(read_bytes(Path(a.file)), Path(a.file)) if kind == "text" else [a.file])
     if not inputs:
         raise DanluError("no inputs", hint="danlu predict RUN image.png | \"some text\" | rows.csv | - (stdin)")
-    labels = None
     if kind == "text":
         for item in a.inputs:
             if item != "-" and len(item) < 4096 and Path(item).is_file():
                 print(f"note: '{item}' is predicted as a text; to predict the lines of that file use --file {item}",
                       file=sys.stderr)
-    if kind == "image":
-        rows = _predict_images(predictor, expand_image_inputs(inputs), a.top_k)
-    else:
-        if kind == "tabular":
-            inputs, labels = _tabular_inputs(inputs, predictor)
-        labels = labels if labels is not None else [str(x) for x in inputs]
-        rows = []
-        for start in range(0, len(inputs), 512):  # a 20,000-line --file once took 3-5 GB in one batch
-            rows += finite(predictor.predict(inputs[start:start + 512], top_k=a.top_k,
-                                             labels=labels[start:start + 512]))
+    skipped: list[str] = []
+    rows = predictor.predict(inputs, top_k=a.top_k, skipped=skipped)
+    for problem in skipped:
+        print(f"skipped {problem}", file=sys.stderr)
     if a.json:
         _print_json({"predictions": rows})
         return
@@ -109,50 +102,6 @@ def cmd_predict(a: argparse.Namespace) -> None:
         else:
             print(f"{label}\t" + "  ".join(f"{k}={v:.4g}" if v is not None else f"{k}=nan"
                                            for k, v in row["prediction"].items()))
-
-
-def _predict_images(predictor, paths: list[str], top_k: int, chunk: int = 256) -> list[dict]:
-    """Predict image files a chunk at a time (a big folder never sits in memory as floats); files that
-    cannot be read are reported on stderr and left out, as training leaves them out."""
-    from danlu.errors import DataError
-    from danlu.predictor import finite
-
-    rows: list[dict] = []
-    problems: list[str] = []
-    for start in range(0, len(paths), chunk):
-        kept, pixels, bad = predictor.readable_images(paths[start:start + chunk])
-        problems += bad
-        if kept:
-            outputs = predictor.forward(predictor.normalize(pixels))
-            rows += finite(predictor.format(outputs, kept, top_k))
-    for problem in problems:
-        print(f"skipped {problem}", file=sys.stderr)
-    if not rows:
-        raise DataError(f"none of the {len(paths)} image(s) could be read",
-                        hint="give JPEG, PNG, GIF, BMP or WebP files")
-    return rows
-
-
-def _tabular_inputs(items: list[str], predictor) -> tuple[list, list]:
-    """CSV files (with a header naming the feature columns) or comma-separated rows typed inline."""
-    from danlu.data.tabular import read_csv
-    from danlu.errors import DataError
-
-    rows, labels = [], []
-    for item in items:
-        p = Path(item)
-        if p.suffix.lower() in (".csv", ".tsv", ".txt") and not p.is_file():
-            raise DataError(f"{item}: no such file", hint=f"paths are relative to {Path.cwd()}; "
-                                                          "or type a row inline: danlu predict RUN 1.5,2,red")
-        if p.suffix.lower() in (".csv", ".tsv", ".txt"):
-            header, body = read_csv(p)
-            for i, r in enumerate(body):
-                rows.append(dict(zip(header, r, strict=True)))
-                labels.append(f"{p.name}:{i + 1}")
-        else:
-            rows.append([v.strip() for v in item.split(",")])
-            labels.append(item)
-    return rows, labels
 
 
 def cmd_runs(a: argparse.Namespace) -> None:

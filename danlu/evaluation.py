@@ -10,7 +10,7 @@ import torch
 
 from danlu.metrics import headline
 from danlu.recipe import Recipe
-from danlu.runs import atomic_write_text, metrics_history, read_json, write_json
+from danlu.run_folder import RunFolder
 from danlu.schema import Schema
 
 
@@ -49,34 +49,38 @@ def report_markdown(report: dict[str, Any], recipe: Recipe) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(run_dir: Path, recipe: Recipe, schema: Schema, model: torch.nn.Module, split_data: Any,
-             split: str = "test", notes: list[str] | None = None, plots: bool = True) -> dict[str, Any]:
-    """Score ``model`` on one split and write the report and figures into ``run_dir``."""
+def evaluate(run: RunFolder | Path, recipe: Recipe, schema: Schema, model: torch.nn.Module, split_data: Any,
+             split: str = "test", notes: list[str] | None = None, plots: bool = True,
+             parity: bool = False) -> dict[str, Any]:
+    """Score ``model`` on one split and write the report and figures into the run folder; with ``parity``,
+    also keep a few of the split's inputs and outputs for checking exports when the data is gone."""
     from danlu import plot_worker
-    from danlu.training import evaluate_loader, has_conv, make_loader, predict, select_device
+    from danlu.inference import evaluate_loader, make_loader, place_model, predict, select_device
+    from danlu.run_folder import RunFolder
 
+    run = run if isinstance(run, RunFolder) else RunFolder(Path(run))
+    run_dir = run.path
     pdir = run_dir / "plots"
     plot_files: list[str] = []
-    history = metrics_history(run_dir)
+    history = run.history()
     if plots and history:  # first, so a drawing helper works on it while the split is scored
         plot_worker.draw("learning_curves", history, pdir / "learning_curves.png")
         plot_files.append("plots/learning_curves.png")
     device = select_device(recipe.train.device)
-    model.to(device)
-    channels_last = recipe.train.channels_last and schema.kind == "image" and has_conv(model)
-    if channels_last:  # as in training: mnist-cnn scores its test split ~35 % faster
-        model.to(memory_format=torch.channels_last)
+    channels_last = place_model(model, schema, device, recipe.train.channels_last)
     loader = make_loader(split_data, schema, recipe, train=False, generator=None, device=device,
                          channels_last=channels_last)
     metrics = evaluate_loader(model, loader, schema)
     extra: dict[str, Any] = {"run": str(run_dir), "recipe": recipe.name, "model": recipe.model.name}
-    status = run_dir / "status.json"
     if history:
         extra["epochs"] = len(history)
-    if status.exists():
-        extra["best_epoch"] = read_json(status).get("best_epoch")
+    best_epoch = run.status().get("best_epoch")
+    if best_epoch is not None:
+        extra["best_epoch"] = best_epoch
     if notes:
         extra["notes"] = list(notes)
+    if parity and len(split_data):
+        _save_parity_sample(run, model, schema, recipe, split_data)
     if plots and schema.task == "classification":
         plot_worker.draw("confusion_matrix", metrics["confusion_matrix"], schema.classes or [],
                          pdir / f"confusion_{split}.png")
@@ -95,18 +99,49 @@ def evaluate(run_dir: Path, recipe: Recipe, schema: Schema, model: torch.nn.Modu
         extra.setdefault("notes", []).append(f"figure {name} could not be drawn ({error[:200]})")
     extra["plots"] = plot_files
     report = build_report(metrics, schema, split, len(split_data), extra)
-    write_json(run_dir / f"{report_name(split)}.json", report)
-    atomic_write_text(run_dir / f"{report_name(split)}.md", report_markdown(report, recipe))
+    run.write_report(report_name(split), report, report_markdown(report, recipe))
     return report
+
+
+PARITY_SAMPLES = 256
+
+
+def _save_parity_sample(run: RunFolder, model: torch.nn.Module, schema: Schema, recipe: Recipe,
+                        split_data: Any) -> None:
+    """The first 256 (readable) samples as model-ready CPU inputs and the model's outputs (postprocessed,
+    as Predictor.forward gives them): export's parity check when the data has moved."""
+    from danlu.inference import make_loader
+    from danlu.tasks import to_predictions
+
+    sub = _grid_images(split_data, PARITY_SAMPLES)[0] if schema.kind == "image" else _first(split_data,
+                                                                                            PARITY_SAMPLES)
+    loader = make_loader(sub, schema, recipe, train=False, generator=None, device=torch.device("cpu"),
+                         channels_last=False)
+    xs = [x.contiguous() for x, _ in loader]
+    if not xs:
+        return
+    if schema.kind == "text":  # batches are trimmed to their longest text: pad them to one length
+        longest = max(x.shape[1] for x in xs)
+        pad = int(schema.text.get("pad_id", 0))
+        xs = [torch.nn.functional.pad(x, (0, longest - x.shape[1]), value=pad) for x in xs]
+    inputs = torch.cat(xs)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        outputs = torch.cat([to_predictions(model(inputs[i:i + 64].to(device)), schema).cpu()
+                             for i in range(0, len(inputs), 64)])
+    model.train(was_training)
+    run.save_parity(inputs, outputs)
 
 
 def _first(split_data: Any, n: int) -> Any:
     return split_data.subset(torch.arange(min(n, len(split_data))))
 
 
-def _grid_images(split_data: Any) -> tuple[Any, np.ndarray]:
-    """The first 25 (readable) samples, and their pixels as uint8 [N, C, H, W] for the figure."""
+def _grid_images(split_data: Any, n: int = 25) -> tuple[Any, np.ndarray]:
+    """The first ``n`` (readable) samples, and their pixels as uint8 [N, C, H, W] for the figure."""
     if hasattr(split_data, "readable"):
-        return split_data.readable(25)
-    sub = _first(split_data, 25)
+        return split_data.readable(n)
+    sub = _first(split_data, n)
     return sub, sub.x.numpy()

@@ -90,7 +90,7 @@ def export_onnx(run: str | Path, *, runs_dir: Path | None = None, data_dir: Path
     t0 = time.perf_counter()
     predictor = Predictor.load(run, runs_dir)
     run_dir, schema = predictor.run_dir, predictor.schema
-    batches = _test_batches(predictor, data_dir)
+    batches = _test_batches(predictor, data_dir, say)
     example = batches[0][:2]
     wrapped = _with_postprocessing(predictor)
     dynamic = {0: "batch", 1: "sequence"} if schema.kind == "text" else {0: "batch"}
@@ -140,19 +140,26 @@ def _output_name(schema: Any) -> str:
     return "probabilities" if schema.task == "classification" else "values"
 
 
-def _test_batches(predictor: Any, data_dir: Path | None) -> list[Any]:
-    """The run's test split as model-ready CPU batches, preprocessed exactly as in evaluation."""
+def _test_batches(predictor: Any, data_dir: Path | None, say: Any = print) -> list[Any]:
+    """The run's test split as model-ready CPU batches, preprocessed exactly as in evaluation; when that
+    data cannot be read, the parity sample kept in the run folder at training time."""
     import torch
 
-    from danlu.api import prepare
-    from danlu.training import make_loader
+    from danlu.inference import make_loader
+    from danlu.prepare import prepare
+    from danlu.run_folder import RunFolder
 
     try:
         splits, data_schema, _ = prepare(predictor.recipe, data_dir, for_inference=True)
     except DataError as e:
-        raise DataError(f"the export is checked against PyTorch on the run's test split, and that data cannot be "
-                        f"read: {e.message}", hint="put the training data back where the run found it (see its "
-                        "recipe.yaml), or point --data-dir / DANLU_DATA at it") from None
+        sample = RunFolder(predictor.run_dir).load_parity()
+        if sample is None:
+            raise DataError(f"the export is checked against PyTorch on the run's test split, and that data cannot "
+                            f"be read: {e.message}", hint="put the training data back where the run found it (see "
+                            "its recipe.yaml), or point --data-dir / DANLU_DATA at it") from None
+        say(f"the run's data cannot be read ({e.message.splitlines()[0][:120]}); checking against the "
+            f"{len(sample[0])} test samples kept in the run folder")
+        return list(sample[0].split(64))
     if data_schema.classes != predictor.schema.classes:
         raise DanluError(f"the data now has classes {data_schema.classes}, the run was trained on "
                          f"{predictor.schema.classes}", hint="export with the data the run was trained on")

@@ -39,12 +39,26 @@ class Optimizer:
         return out
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """As torch.optim: drop the gradients, or zero them in place (libraries such as Opacus ask for either)."""
         for g in self.param_groups:
             for p in g["params"]:
-                p.grad = None
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    if p.grad.grad_fn is not None:
+                        p.grad.detach_()
+                    else:
+                        p.grad.requires_grad_(False)
+                    p.grad.zero_()
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         self.steps += 1
         k = 0
         for g in self.param_groups:
@@ -57,6 +71,12 @@ class Optimizer:
                 k += 1
             if params:
                 self._update(g, params, grads, keys)
+        return loss
+
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        group = {**self.defaults, **group, "params": list(group["params"])}
+        group.setdefault("initial_lr", group["lr"])
+        self.param_groups.append(group)
 
     def _state(self, k: int, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
         """State tensor ``name`` of param ``k``, zeros shaped like ``like`` (a scalar when None) at first."""
@@ -68,22 +88,29 @@ class Optimizer:
     def _update(self, g: dict, params: list, grads: list, keys: list[int]) -> None:
         raise NotImplementedError
 
-    # checkpoints: tensors go to safetensors, the rest to JSON
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors = {f"{k}.{name}": t for k, st in self.state.items() for name, t in st.items()}
-        plain = {"steps": self.steps, "lrs": [g["lr"] for g in self.param_groups]}
-        return tensors, plain
+    # torch.optim's layout: {"state": {param index: {name: tensor}}, "param_groups": [{..., "params": [indices]}]}
+    def state_dict(self) -> dict[str, Any]:
+        groups, k = [], 0
+        for g in self.param_groups:
+            n = len(g["params"])
+            groups.append({**{key: v for key, v in g.items() if key != "params"}, "params": list(range(k, k + n))})
+            k += n
+        return {"state": {k: dict(st) for k, st in self.state.items()}, "param_groups": groups}
 
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
-        self.steps = plain["steps"]
-        for g, lr in zip(self.param_groups, plain["lrs"], strict=True):
-            g["lr"] = lr
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        groups = state_dict["param_groups"]
+        if state_dict.get("lenient"):  # an older checkpoint: the groups' lrs only
+            groups = [{**g, "params": own["params"]} for g, own in zip(groups, self.param_groups, strict=True)]
+        if len(groups) != len(self.param_groups) or any(
+                len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups, strict=True)):
+            raise ValueError("the saved optimizer state has other parameter groups than this optimizer")
+        for g, saved in zip(self.param_groups, groups, strict=True):
+            g.update({key: v for key, v in saved.items() if key != "params"})
         by_key = {k: p for k, _, p in self.params()}
-        self.state = {}
-        for name, t in tensors.items():
-            k, _, field = name.partition(".")
-            self.state.setdefault(int(k), {})[field] = t.to(by_key[int(k)].device, copy=True)
+        self.state = {int(k): {name: t.to(by_key[int(k)].device, copy=True) for name, t in st.items()}
+                      for k, st in state_dict["state"].items()}
         self.counts = {k: int(st["step"]) for k, st in self.state.items() if "step" in st}
+        self.steps = max(self.counts.values(), default=self.steps)
 
 
 class SGD(Optimizer):
@@ -93,7 +120,7 @@ class SGD(Optimizer):
         mom = g["momentum"]
         if mom:
             fresh = [k not in self.state for k in keys]
-            bufs = [self._state(k, "momentum", p) for k, p in zip(keys, params, strict=True)]
+            bufs = [self._state(k, "momentum_buffer", p) for k, p in zip(keys, params, strict=True)]
             for b, grad, new in zip(bufs, grads, fresh, strict=True):
                 if new:
                     b.copy_(grad)  # torch starts the buffer at the first gradient
@@ -140,6 +167,7 @@ class RMSprop(Optimizer):
         if g["weight_decay"]:
             grads = torch._foreach_add(grads, params, alpha=g["weight_decay"])
         sq = [self._state(k, "square_avg", p) for k, p in zip(keys, params, strict=True)]
+        torch._foreach_add_([self._state(k, "step") for k in keys], 1.0)  # kept as torch.optim keeps it
         torch._foreach_mul_(sq, g["alpha"])
         torch._foreach_addcmul_(sq, grads, grads, 1 - g["alpha"])
         avg = torch._foreach_add(torch._foreach_sqrt(sq), g["eps"])

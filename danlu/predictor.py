@@ -16,6 +16,10 @@ import torch
 from danlu.errors import DanluError, DataError
 from danlu.schema import Schema
 
+DEFAULT_TOP_K = 3  # labels per answer, for the CLI, the Python API and the server alike
+IMAGE_CHUNK = 256  # images decoded and predicted at a time
+ROW_CHUNK = 512  # texts or table rows at a time (a 20,000-line file once took 3-5 GB in one batch)
+
 
 class Predictor:
     def __init__(self, run_dir: Path, recipe: Any, schema: Schema, model: torch.nn.Module):
@@ -26,12 +30,11 @@ class Predictor:
 
     @classmethod
     def load(cls, run: str | Path, runs_dir: Path | None = None) -> Predictor:
-        from danlu.api import inference_options, load_run
         from danlu.checkpoint import load_model_weights
-        from danlu.models import build
+        from danlu.prepare import build_model, load_run
 
         run_dir, recipe, schema = load_run(run, runs_dir)
-        model = build(recipe.model.name, inference_options(recipe), schema)
+        model = build_model(recipe, schema)
         load_model_weights(run_dir / "model.safetensors", model)
         predictor = cls(run_dir, recipe, schema, model)
         if schema.kind == "text":
@@ -67,13 +70,13 @@ class Predictor:
             arrays.append(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))))
         return arrays[0].unsqueeze(0) if len(arrays) == 1 else torch.stack(arrays)
 
-    def readable_images(self, items: list[Any]) -> tuple[list[Any], torch.Tensor, list[str]]:
-        """(the items that decode, their uint8 pixels, why each other one could not be read)."""
+    def readable_images(self, items: list[Any]) -> tuple[list[int], torch.Tensor, list[str]]:
+        """(the indexes of the items that decode, their uint8 pixels, why each other one could not be read)."""
         kept, arrays, problems = [], [], []
-        for item in items:
+        for i, item in enumerate(items):
             try:
                 arrays.append(self.image_pixels([item]))
-                kept.append(item)
+                kept.append(i)
             except DataError as e:
                 problems.append(e.message)
         pixels = torch.cat(arrays) if arrays else torch.empty(0, *self.schema.input_shape, dtype=torch.uint8)
@@ -104,7 +107,12 @@ class Predictor:
                 if isinstance(v, float) and not math.isfinite(v):
                     raise DataError(f"input {i}: contains {v}; features must be finite numbers")
         cols = self._tabular.rows_to_columns(rows)
-        return torch.from_numpy(self._tabular.transform(cols, where="input", base=0))
+        x = torch.from_numpy(self._tabular.transform(cols, where="input", base=0))
+        bad = (~torch.isfinite(x.reshape(len(x), -1))).any(1).nonzero()
+        if len(bad):  # normalized images are finite by construction; a huge table value is not
+            raise DataError(f"input {int(bad[0])}: a value is too large to represent after normalization",
+                            hint="send values in the range the model was trained on")
+        return x
 
     def text_tensor(self, texts: list[Any]) -> torch.Tensor:
         for i, t in enumerate(texts):
@@ -145,11 +153,52 @@ class Predictor:
                 rows.append({"input": label, "prediction": {n: float(v) for n, v in zip(names, vals, strict=True)}})
         return rows
 
-    def predict(self, inputs: list[Any], top_k: int = 5, labels: list[Any] | None = None) -> list[dict[str, Any]]:
-        if not inputs:
+    def predict(self, inputs: Any, top_k: int = DEFAULT_TOP_K, labels: list[Any] | None = None,
+                skipped: list[str] | None = None) -> list[dict[str, Any]]:
+        """Rows for any number of inputs, a chunk at a time (a big folder or file never sits in memory as
+        one float batch). Images: paths (folders are expanded), bytes, arrays or PIL images; those that
+        cannot be read are left out and described in ``skipped`` (a warning when it is not given). Texts.
+        Tables: feature rows (lists or column: value objects), comma-separated strings, or CSV files.
+        Non-finite outputs become None, so every answer is valid JSON."""
+        if isinstance(inputs, str | bytes | Path) or not hasattr(inputs, "__iter__"):
+            inputs = [inputs]  # one input, not a sequence of characters
+        items = list(inputs)
+        if not items:
             raise DanluError("nothing to predict", hint="give at least one input")
-        x = self.to_tensor(inputs)
-        return self.format(self.forward(x), labels if labels is not None else _labels(inputs), top_k)
+        if top_k < 1:
+            raise DanluError(f"top_k must be at least 1, got {top_k}")
+        kind = self.schema.kind
+        if kind == "image":
+            items, labels = expand_image_items(items, labels)
+        elif kind == "tabular":
+            items, labels = tabular_rows(items, labels)
+        labels = list(labels) if labels is not None else _labels(items)
+        rows: list[dict[str, Any]] = []
+        problems: list[str] = []
+        chunk = IMAGE_CHUNK if kind == "image" else ROW_CHUNK
+        for start in range(0, len(items), chunk):
+            part, names = items[start:start + chunk], labels[start:start + chunk]
+            if kind == "image":
+                kept, pixels, bad = self.readable_images(part)
+                problems += bad
+                if not kept:
+                    continue
+                names = [names[i] for i in kept]
+                x = self.normalize(pixels)
+            else:
+                x = self.to_tensor(part)
+            rows += finite(self.format(self.forward(x), names, top_k))
+        if skipped is not None:
+            skipped.extend(problems)
+        else:
+            import warnings
+
+            for problem in problems:
+                warnings.warn(f"skipped {problem}", stacklevel=2)
+        if not rows:
+            raise DataError(f"none of the {len(items)} image(s) could be read",
+                            hint="give JPEG, PNG, GIF, BMP or WebP files")
+        return rows
 
 
 def finite(obj: Any) -> Any:
@@ -194,3 +243,47 @@ def expand_image_inputs(items: list[str]) -> list[str]:
         else:
             raise DataError(f"no such file or folder: {p}")
     return out
+
+
+def expand_image_items(items: list[Any], labels: list[Any] | None) -> tuple[list[Any], list[Any] | None]:
+    """Paths expanded (folders to their images, a missing path is an error); bytes, arrays and PIL images
+    kept as they are. Given labels follow their items (a folder's images are labelled by their paths)."""
+    out, names = [], []
+    for i, item in enumerate(items):
+        if isinstance(item, str | Path):
+            found = expand_image_inputs([str(item)])
+            out += found
+            names += found if labels is None or Path(item).is_dir() else [labels[i]]
+        else:
+            names.append(labels[i] if labels is not None else f"input {len(out)}")  # its place among all inputs
+            out.append(item)
+    return out, names
+
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+def tabular_rows(items: list[Any], labels: list[Any] | None) -> tuple[list[Any], list[Any]]:
+    """Feature rows from CSV files (a header naming the columns), comma-separated strings typed inline, or
+    rows already as lists or column: value objects; each labelled (a file's rows as ``name:line``)."""
+    from danlu.data.tabular import read_csv
+
+    rows, names = [], []
+    for i, item in enumerate(items):
+        given = labels[i] if labels is not None else None
+        if isinstance(item, str | Path) and Path(item).suffix.lower() in TABLE_SUFFIXES:
+            p = Path(item)
+            if not p.is_file():
+                raise DataError(f"{item}: no such file", hint=f"paths are relative to {Path.cwd()}; "
+                                                              "or type a row inline: danlu predict RUN 1.5,2,red")
+            header, body = read_csv(p)
+            for j, r in enumerate(body):
+                rows.append(dict(zip(header, r, strict=True)))
+                names.append(f"{p.name}:{j + 1}")
+        elif isinstance(item, str):
+            rows.append([v.strip() for v in item.split(",")])
+            names.append(given if given is not None else item)
+        else:
+            rows.append(item)
+            names.append(given if given is not None else f"input {i}")
+    return rows, names

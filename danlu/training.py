@@ -1,113 +1,173 @@
 """The training loop: plain PyTorch, owned by us (Lightning's Trainer took 24 s where this takes 10 s).
 
-Each epoch: train, validate, append to metrics.jsonl, keep the best weights (model.safetensors) and
-the full resumable state (checkpoints/last.safetensors). ``resume`` continues a killed run and ends
-with the same numbers as an uninterrupted one with the same seed.
+``fit`` is a short loop over a training ``step(x, y) -> (loss, outputs)``; everything else (progress,
+early stopping, the run folder, a search's pruning) is a callback at a named moment (danlu/callbacks.py).
+``build_loop`` sets up model, loaders, optimizer and schedule from a recipe. A resumed run continues
+from its checkpoint and ends with the same numbers as an uninterrupted one with the same seed.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from danlu.checkpoint import load_training_state, save_model, save_training_state
+from danlu.callbacks import Callback, Stop, overrides
 from danlu.data.splits import Splits
-from danlu.data.tensors import Normalizer, TensorLoader
-from danlu.errors import DanluError
-from danlu.metrics import headline, higher_is_better
+from danlu.errors import DanluError, did_you_mean
+from danlu.inference import amp_dtype, evaluate_loader, make_loader, place_model, select_device
+from danlu.metrics import headline
 from danlu.optim import build_optimizer, build_schedule
-from danlu.progress import Progress
 from danlu.recipe import Recipe
-from danlu.runs import atomic_write_text, write_json
 from danlu.schema import Schema
-from danlu.tasks import loss_fn, score, to_predictions
+from danlu.tasks import loss_fn
 
 
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise DanluError(f"unknown device '{name}'", hint="auto, cpu, cuda, cuda:0, mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DanluError("train.device=cuda but no CUDA GPU is visible", hint="use train.device=auto or cpu")
-    mps = getattr(torch.backends, "mps", None)
-    if dev.type == "mps" and not (mps and mps.is_available()):
-        raise DanluError("train.device=mps but this machine has no Apple GPU", hint="use train.device=auto or cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise DanluError(f"train.device={name} is not supported", hint="auto, cpu, cuda, cuda:0, mps")
-    return dev
+class SupervisedStep:
+    """The plain supervised step: forward, loss on the labels. Distillation or DP swap or wrap it; it
+    sees the input, so a teacher can too."""
 
+    def __init__(self, model: nn.Module, criterion: Any, amp: torch.dtype | None, device: torch.device):
+        self.model, self.criterion, self.amp, self.device_type = model, criterion, amp, device.type
 
-def has_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def make_loader(split: Any, schema: Schema, recipe: Recipe, *, train: bool, generator: torch.Generator | None,
-                device: torch.device, channels_last: bool) -> Any:
-    """The loader for one split: the in-memory fast path, or the streaming one for big image folders."""
-    bs = recipe.train.batch_size if train else recipe.train.eval_batch_size
-    normalizer = Normalizer(schema.mean, schema.std, schema.input_shape[0]) if schema.kind == "image" else None
-    kwargs = dict(kind=schema.kind, shuffle=train, generator=generator, normalizer=normalizer,
-                  augment=recipe.data.augment if train else None, pad_id=schema.text.get("pad_id", 0),
-                  device=device, channels_last=channels_last)
-    if hasattr(split, "stream_loader"):
-        return split.stream_loader(bs, **kwargs)
-    return TensorLoader(split, bs, **kwargs)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader: Any, schema: Schema, amp_dtype: torch.dtype | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(raw outputs, predictions, targets) for a whole split, in eval mode."""
-    was_training = model.training
-    model.eval()
-    outs, ys = [], []
-    for x, y in loader:
-        with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            outs.append(model(x).float())
-        ys.append(y)
-    model.train(was_training)
-    if not outs:
-        return torch.empty(0), torch.empty(0), torch.empty(0)
-    out = torch.cat(outs)
-    return out, to_predictions(out, schema), torch.cat(ys)
-
-
-def evaluate_loader(model: nn.Module, loader: Any, schema: Schema, amp_dtype: torch.dtype | None = None) -> dict:
-    out, preds, y = predict(model, loader, schema, amp_dtype)
-    if len(y) == 0:
-        return {}
-    metrics = score(preds, y, schema)
-    metrics["loss"] = float(loss_fn(schema)(out, y))
-    return metrics
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(self.device_type, dtype=self.amp, enabled=self.amp is not None):
+            out = self.model(x)
+            return self.criterion(out, y), out
 
 
 @dataclass
-class FitResult:
+class Loop:
+    """What callbacks see of a run. They read it; ``epoch``, ``history`` and ``stop`` are set by the loop
+    (and by the run recorder when it resumes a run)."""
+
+    model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    generator: torch.Generator
+    schema: Schema
+    recipe: Recipe
+    train_loader: Any
+    val_loader: Any
+    step: Any  # step(x, y) -> (loss, outputs)
+    device: torch.device
+    amp: torch.dtype | None = None
+    epochs: int = 1
+    steps_per_epoch: int = 1
+    total_steps: int = 1
+    callbacks: list[Callback] = field(default_factory=list)
+    epoch: int = 0  # the last finished epoch (the current one inside an epoch's hooks)
+    global_step: int = 0
+    batch_size: int = 0  # of the batch just trained
     history: list[dict[str, float]] = field(default_factory=list)
-    best: dict[str, float] = field(default_factory=dict)
-    best_epoch: int = 0
-    stopped_early: bool = False
-    wall_s: float = 0.0
+    stop: Stop | None = None
+    error: BaseException | None = None
 
 
-def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
+               callbacks: list[Callback] = ()) -> Loop:
+    """Device, loaders, optimizer, schedule and the supervised step for ``recipe``."""
+    cfg = recipe.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = select_device(cfg.device)
+    channels_last = place_model(model, schema, device, cfg.channels_last)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    train_loader = make_loader(splits.train, schema, recipe, train=True, generator=generator, device=device,
+                               channels_last=channels_last)
+    val_loader = make_loader(splits.val, schema, recipe, train=False, generator=None, device=device,
+                             channels_last=channels_last)
+    steps = len(train_loader)
+    if steps == 0:
+        raise DanluError("the training split is empty", hint="check the data, data.limit_train and the fractions")
+    optimizer = build_optimizer(model, cfg)
+    amp = amp_dtype(device, cfg.amp)
+    step = SupervisedStep(model, loss_fn(schema, cfg.label_smoothing), amp, device)
+    return Loop(model, optimizer, build_schedule(optimizer, cfg, steps), generator, schema, recipe, train_loader,
+                val_loader, step, device, amp, cfg.epoch_count, steps, cfg.total_steps(steps), list(callbacks))
+
+
+def fit(loop: Loop) -> Loop:
+    """Train ``loop.model`` in place until the last epoch or a callback's Stop."""
+    cbs = loop.callbacks
+    hooks = {name: [cb for cb in cbs if overrides(cb, name)] for name in
+             ("on_train_start", "on_epoch_start", "after_backward", "after_step", "on_epoch_end", "on_train_end")}
+    grad_clip = loop.recipe.train.grad_clip
+    classification = loop.schema.task == "classification"
+    scaler = torch.amp.GradScaler("cuda") if loop.amp == torch.float16 else None
+    model, optimizer, scheduler = loop.model, loop.optimizer, loop.scheduler
+    try:
+        for cb in hooks["on_train_start"]:
+            cb.on_train_start(loop)
+        model.train()
+        while loop.stop is None and loop.epoch < loop.epochs:
+            loop.epoch += 1
+            epoch_steps = min(loop.steps_per_epoch, loop.total_steps - (loop.epoch - 1) * loop.steps_per_epoch)
+            for cb in hooks["on_epoch_start"]:
+                cb.on_epoch_start(loop, epoch_steps)
+            t0 = time.perf_counter()
+            seen, loss_sum, correct = 0, 0.0, 0
+            for i, (x, y) in enumerate(loop.train_loader, 1):
+                loss, out = loop.step(x, y)
+                loss_value = float(loss.detach())
+                if loss_value != loss_value or abs(loss_value) == float("inf"):
+                    raise DanluError(f"the loss became {loss_value} in epoch {loop.epoch}",
+                                     hint="lower train.lr, set train.grad_clip=1.0, or check the data for NaN")
+                optimizer.zero_grad()
+                if scaler is None:
+                    loss.backward()
+                else:  # fp16 on CUDA: scale the loss, skip steps whose gradients overflowed
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                for cb in hooks["after_backward"]:
+                    cb.after_backward(loop)
+                if grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)
+                    scaler.update()
+                scheduler.step()
+                loop.global_step += 1
+                n = len(y)
+                loop.batch_size = n
+                seen += n
+                loss_sum += loss_value * n
+                if classification:
+                    correct += int((out.argmax(1) == y).sum())
+                for cb in hooks["after_step"]:
+                    cb.after_step(loop, loss_value)
+                if i == epoch_steps:
+                    break
+            train_s = time.perf_counter() - t0
+            row: dict[str, float] = {"epoch": loop.epoch, "train_loss": loss_sum / seen}
+            if classification:
+                row["train_accuracy"] = correct / seen
+            val = headline(evaluate_loader(model, loop.val_loader, loop.schema, loop.amp))
+            row.update({f"val_{k}": v for k, v in val.items()})
+            row["lr"] = optimizer.param_groups[0]["lr"]
+            row["samples_per_s"] = seen / train_s
+            row["epoch_s"] = time.perf_counter() - t0
+            loop.history.append(row)
+            for cb in cbs:  # in order: a stop decided here is seen by the callbacks after (the run recorder)
+                if overrides(cb, "on_epoch_end"):
+                    cb.on_epoch_end(loop, row)
+                if loop.stop is None and overrides(cb, "should_stop"):
+                    loop.stop = cb.should_stop(loop)
+    except BaseException as e:
+        loop.error = e
+        raise
+    finally:
+        for cb in hooks["on_train_end"]:
+            cb.on_train_end(loop)
+    return loop
+
+
+# ---------------------------------------------------------------- which metric picks the best epoch
 
 
 def metric_names(schema: Schema) -> list[str]:
@@ -122,8 +182,6 @@ def metric_names(schema: Schema) -> list[str]:
 def check_metric_names(recipe: Recipe, schema: Schema) -> None:
     """Unknown monitor or early-stop metrics are errors (they once fell back to train_loss with the
     direction of the name typed: "accuracy" kept the epoch with the highest training loss)."""
-    from danlu.errors import did_you_mean
-
     valid = metric_names(schema)
     stop = recipe.train.early_stop
     for key, name in (("train.monitor", recipe.train.monitor), ("train.early_stop.metric", stop and stop.metric)):
@@ -141,124 +199,14 @@ def monitor_name(recipe: Recipe, schema: Schema, has_val: bool) -> str:
     return m
 
 
-def fit(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe, run_dir: Path,
-        resume: bool = False, show_progress: bool = True) -> FitResult:
-    """Train ``model`` in place; the best weights end up in run_dir/model.safetensors."""
-    cfg = recipe.train
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = select_device(cfg.device)
-    channels_last = cfg.channels_last and schema.kind == "image" and has_conv(model)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    train_loader = make_loader(splits.train, schema, recipe, train=True, generator=generator, device=device,
-                               channels_last=channels_last)
-    val_loader = make_loader(splits.val, schema, recipe, train=False, generator=None, device=device,
-                             channels_last=channels_last)
-    steps = len(train_loader)
-    if steps == 0:
-        raise DanluError("the training split is empty", hint="check the data, data.limit_train and the fractions")
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_schedule(optimizer, cfg, steps)
-    criterion = loss_fn(schema, cfg.label_smoothing)
-    amp_dtype = _amp_dtype(device, cfg.amp)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    monitor = monitor_name(recipe, schema, len(splits.val) > 0)
-    stop_metric = monitor if not cfg.early_stop or cfg.early_stop.metric == "auto" else cfg.early_stop.metric
-    ckpt = run_dir / "checkpoints" / "last.safetensors"
-    metrics_path = run_dir / "metrics.jsonl"
+def standard_callbacks(recipe: Recipe, schema: Schema, has_val: bool, run: Any, *, resume: bool,
+                       progress: bool, extra: list[Callback] = ()) -> list[Callback]:
+    """Early stopping (when the recipe asks), the caller's callbacks, progress, and the run recorder last."""
+    from danlu.callbacks import EarlyStopping, ProgressBar, RunRecorder
 
-    result = FitResult()
-    start_epoch, best_value, stop_best, bad_epochs = 1, None, None, 0
-    if resume:
-        state = load_training_state(ckpt, model, optimizer, scheduler, generator)
-        start_epoch = state["epoch"] + 1
-        result.history = state["history"]
-        best_value, result.best, result.best_epoch = state["best_value"], state["best"], state["best_epoch"]
-        stop_best, bad_epochs = state["stop_best"], state["bad_epochs"]
-        if state.get("stopped"):
-            start_epoch = cfg.epoch_count + 1
-        # metrics.jsonl may hold an epoch the checkpoint never saw (killed in between): rewrite it
-        atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in result.history))
-
-    t_start = time.perf_counter()
-    model.train()
-    total_steps = cfg.total_steps(steps)
-    with Progress(cfg.epoch_count, steps, show_progress) as progress:
-        for epoch in range(start_epoch, cfg.epoch_count + 1):
-            epoch_steps = min(steps, total_steps - (epoch - 1) * steps)  # the last epoch may be partial
-            progress.start_epoch(epoch, epoch_steps)
-            t0 = time.perf_counter()
-            seen, loss_sum, correct = 0, 0.0, 0
-            for step, (x, y) in enumerate(train_loader, 1):
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = model(x)
-                    loss = criterion(out, y)
-                if not torch.isfinite(loss):
-                    raise DanluError(f"the loss became {float(loss)} in epoch {epoch}",
-                                     hint="lower train.lr, set train.grad_clip=1.0, or check the data for NaN")
-                optimizer.zero_grad()
-                if scaler is None:
-                    loss.backward()
-                    if cfg.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                else:  # fp16 on CUDA: scale the loss, skip steps whose gradients overflowed
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    if cfg.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                scheduler.step()
-                n = len(y)
-                seen += n
-                loss_sum += float(loss.detach()) * n
-                if schema.task == "classification":
-                    correct += int((out.argmax(1) == y).sum())
-                progress.step(loss_sum / seen, seen / (time.perf_counter() - t0))
-                if step == epoch_steps:
-                    break
-            train_s = time.perf_counter() - t0
-            row: dict[str, float] = {"epoch": epoch, "train_loss": loss_sum / seen}
-            if schema.task == "classification":
-                row["train_accuracy"] = correct / seen
-            val = headline(evaluate_loader(model, val_loader, schema, amp_dtype))
-            row.update({f"val_{k}": v for k, v in val.items()})
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            row["samples_per_s"] = seen / train_s
-            row["epoch_s"] = time.perf_counter() - t0
-            result.history.append(row)
-            with metrics_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-
-            value = row.get(monitor)
-            if value is None or not math.isfinite(value):
-                value = row["train_loss"]
-            better = best_value is None or (value > best_value if higher_is_better(monitor) else value < best_value)
-            if better:
-                best_value, result.best, result.best_epoch = value, dict(row), epoch
-                save_model(run_dir / "model.safetensors", model, {"epoch": epoch, monitor: value})
-            stopped = False
-            if cfg.early_stop:
-                sv = row.get(stop_metric, row["train_loss"])
-                up = higher_is_better(stop_metric)
-                improved = stop_best is None or (sv > stop_best + cfg.early_stop.min_delta if up
-                                                 else sv < stop_best - cfg.early_stop.min_delta)
-                stop_best, bad_epochs = (sv, 0) if improved else (stop_best, bad_epochs + 1)
-                stopped = bad_epochs >= cfg.early_stop.patience and epoch < cfg.epoch_count
-            info = {"epoch": epoch, "history": result.history, "best_value": best_value, "best": result.best,
-                    "best_epoch": result.best_epoch, "stop_best": stop_best, "bad_epochs": bad_epochs,
-                    "stopped": stopped, "monitor": monitor}
-            save_training_state(ckpt, model, optimizer, scheduler, generator, info)
-            write_json(run_dir / "status.json", {"status": "training", "epoch": epoch, "epochs": cfg.epoch_count})
-            progress.end_epoch(epoch, {k: v for k, v in row.items() if k.endswith(("loss", "accuracy", "r2"))},
-                               row["samples_per_s"])
-            if stopped:
-                progress.note(f"early stop: {stop_metric} has not improved for {bad_epochs} epochs")
-                result.stopped_early = True
-                break
-    result.wall_s = time.perf_counter() - t_start
-    return result
+    monitor = monitor_name(recipe, schema, has_val)
+    out: list[Callback] = []
+    stop = recipe.train.early_stop
+    if stop:
+        out.append(EarlyStopping(monitor if stop.metric == "auto" else stop.metric, stop.patience, stop.min_delta))
+    return [*out, *extra, ProgressBar(progress), RunRecorder(run, monitor, resume=resume)]

@@ -8,8 +8,8 @@ from PIL import Image
 
 from danlu.data import load
 from danlu.data.tensors import augment_batch, index_batches, length_bucketed_batches, trim_padding
+from danlu.inference import make_loader
 from danlu.recipe import AugmentConfig, load_recipe
-from danlu.training import make_loader
 
 
 def _folder(root, n=10):

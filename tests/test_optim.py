@@ -56,13 +56,47 @@ def test_optimizer_state_round_trips():
     m2 = _model(1)
     m2.load_state_dict(m1.state_dict())
     o2 = build_optimizer(m2, cfg)
-    o2.load_state_dict(*o1.state_dict())
+    o2.load_state_dict(o1.state_dict())
     for m, o in ((m1, o1), (m2, o2)):
         o.zero_grad()
         nn.functional.cross_entropy(m(x), y).backward()
         o.step()
     for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
+def test_state_dict_has_torch_optims_layout(name):
+    """Libraries that wrap an optimizer (Opacus) read and write torch's layout."""
+    cfg = TrainConfig(optimizer=name, lr=0.01, weight_decay=0.05, momentum=0.9)
+    ours, ref = _model(0), _model(0)
+    opt, ref_opt = build_optimizer(ours, cfg), _torch_optimizer(ref, cfg)
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    for m, o in ((ours, opt), (ref, ref_opt)):
+        nn.functional.cross_entropy(m(x), y).backward()
+        o.step()
+    a, b = opt.state_dict(), ref_opt.state_dict()
+    assert set(a) == set(b) == {"state", "param_groups"}
+    assert sorted(a["state"]) == sorted(b["state"])
+    for k in b["state"]:
+        assert set(a["state"][k]) == set(b["state"][k])
+        for field, t in b["state"][k].items():
+            torch.testing.assert_close(a["state"][k][field].float(), torch.as_tensor(t).float())
+    assert [g["params"] for g in a["param_groups"]] == [g["params"] for g in b["param_groups"]]
+    assert all(ga["lr"] == gb["lr"] for ga, gb in zip(a["param_groups"], b["param_groups"], strict=True))
+
+
+def test_zero_grad_honours_set_to_none():
+    m = _model(0)
+    opt = build_optimizer(m, TrainConfig(optimizer="sgd"))
+    nn.functional.cross_entropy(m(torch.randn(4, 5)), torch.tensor([0, 1, 2, 0])).backward()
+    grads = [p.grad for p in m.parameters()]
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is g and not g.any() for p, g in zip(m.parameters(), grads, strict=True))
+    opt.zero_grad()
+    assert all(p.grad is None for p in m.parameters())
+    closure_calls = []
+    assert opt.step(lambda: closure_calls.append(1) or 1.5) == 1.5 and closure_calls == [1]
 
 
 def test_schedules():

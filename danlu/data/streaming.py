@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from danlu.data.splits import Splits, carve_splits
+from danlu.data.stats import channel_stats, stats_sample
 from danlu.data.tensors import augment_batch, batch_count, index_batches
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
@@ -144,10 +145,9 @@ def load_stream(layout, cfg: DataConfig, seed: int, size: int, channels: int, hi
         raise DataError(f"no training images in {folder}")
     if hints.get("mean") is not None:
         ref["mean"], ref["std"] = list(hints["mean"]), list(hints["std"])
-    else:
-        from danlu.data.vision import channel_stats
-
-        _, sample = splits["train"].readable(500)
+    else:  # the same images the in-memory loader would use, so data.loader never changes the normalization
+        train = splits["train"]
+        _, sample = train.subset(stats_sample(len(train))).readable(len(train))
         ref["mean"], ref["std"] = channel_stats(torch.from_numpy(sample))
     notes.append(f"streaming {sum(len(s) for s in splits.values())} images from disk (data.loader=stream)")
     schema = Schema(kind="image", task="classification", input_shape=[channels, size, size], classes=layout.classes,

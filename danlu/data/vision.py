@@ -13,6 +13,7 @@ import numpy as np
 from danlu.data import cache
 from danlu.data.locate import download_dir, find_dataset, where_looked
 from danlu.data.splits import Splits, carve_splits
+from danlu.data.stats import channel_stats, stats_sample
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
 from danlu.schema import Schema
@@ -194,7 +195,8 @@ def load_images(cfg: DataConfig, seed: int, data_dir: Path | None, hints: dict) 
     c, h, w = tensors["train"].x.shape[1:]
     mean, std = hints.get("mean"), hints.get("std")
     if mean is None:
-        mean, std = channel_stats(tensors["train"].x)
+        train_x = tensors["train"].x
+        mean, std = channel_stats(train_x.index_select(0, torch.from_numpy(stats_sample(len(train_x)))))
     schema = Schema(kind="image", task="classification", input_shape=[int(c), int(h), int(w)], classes=classes,
                     mean=list(mean), std=list(std), source=name if folder is None else f"{name}:{folder}")
     return Splits(tensors["train"], tensors["val"], tensors["test"], notes), schema
@@ -211,13 +213,3 @@ def _resize_channels(x, size: int | None, channels: int | None):
         x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = x.round().clamp(0, 255).to(torch.uint8)
     return x
-
-
-def channel_stats(x) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units."""
-    import torch
-
-    sample = x[: 20000].to(torch.float64) / 255.0
-    mean = sample.mean(dim=(0, 2, 3))
-    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]

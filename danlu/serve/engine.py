@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from danlu.errors import DanluError, DataError, RunError
+from danlu.errors import DanluError, RunError
 from danlu.predictor import Predictor, finite
 from danlu.serve.inputs import MAX_IMAGE_PIXELS
 
@@ -50,13 +50,7 @@ class Engine:
         raises DataError naming the bad input (and its file name, for uploads)."""
         if self.kind == "image":
             return self.predictor.image_pixels(inputs, max_pixels=MAX_IMAGE_PIXELS, names=names)
-        x = self.predictor.to_tensor(inputs)
-        if self.kind == "tabular":  # normalized images are finite by construction
-            bad = (~torch.isfinite(x.reshape(len(x), -1))).any(1).nonzero()
-            if len(bad):
-                raise DataError(f"input {int(bad[0])}: a value is too large to represent after normalization",
-                                hint="send values in the range the model was trained on")
-        return x
+        return self.predictor.to_tensor(inputs)  # non-finite table values are refused there
 
     def collate(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """One batch from several requests; token ids of different lengths are right-padded with pad_id."""

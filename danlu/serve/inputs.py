@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from danlu.data.tabular import MISSING
+from danlu.predictor import DEFAULT_TOP_K  # one default for the CLI, the API and the server
 from danlu.schema import Schema
 
-DEFAULT_TOP_K = 3
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_IMAGE_PIXELS = 40_000_000  # larger images are refused from their header (a small PNG can unpack to gigabytes)
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*)(;base64)?,", re.IGNORECASE)
