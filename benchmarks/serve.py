@@ -189,7 +189,7 @@ async def closed_loop(port: int, bodies: list[bytes], clients: int, max_requests
             t0 = time.perf_counter()
             try:
                 ok = await asyncio.wait_for(conn.post(requests[i % len(requests)]), 30.0) == 200
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 ok = False
                 conn.close()
                 conn = await Connection.open(port)

@@ -105,7 +105,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
 
 def cmd_runs(a: argparse.Namespace) -> None:
-    from danlu.runs import list_runs, read_json, read_run_recipe, resolve_run, run_summary
+    from danlu.run_folder import run_summary
+    from danlu.runs import list_runs, read_json, read_run_recipe, resolve_run
 
     if a.action == "show":
         from danlu.errors import DanluError
@@ -140,7 +141,9 @@ def cmd_runs(a: argparse.Namespace) -> None:
         s = run_summary(r)
         m = s.get("metrics", {})
         key = {k: m[k] for k in ("accuracy", "f1_macro", "r2", "mae") if k in m}
-        print(f"{s['run']:<48} {s.get('status', '?'):<10} " + "  ".join(f"{k} {v:.4f}" for k, v in key.items()))
+        why = f"  ({s.get('error', '').replace(str(r) + os.sep, '')[:100]})" if s.get("status") == "damaged" else ""
+        print(f"{s['run']:<48} {s.get('status', '?'):<10} " + "  ".join(f"{k} {v:.4f}" for k, v in key.items())
+              + why)
 
 
 def cmd_models(a: argparse.Namespace) -> None:

@@ -155,6 +155,24 @@ class RunFolder:
                            hint="delete it and export with the run's training data in place") from None
 
 
+def run_summary(run: Path) -> dict[str, Any]:
+    """Recipe name, status, and test metrics of a run, for ``danlu runs``; a damaged status.json or
+    report.json makes this run "damaged" (with the reason) and leaves the other runs listed."""
+    out: dict[str, Any] = {"run": run.name, "metrics": {}}
+    out.update(RunFolder(run).status())
+    report = run / "report.json"
+    if report.exists():
+        try:
+            data = read_json(report)
+            metrics = data.get("metrics", {}) if isinstance(data, dict) else None
+            if not isinstance(metrics, dict):
+                raise RunError(f"{report} is damaged: no metrics object")
+            out["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        except RunError as e:
+            out.update(status="damaged", error=e.message)
+    return out
+
+
 class _NoLock:
     def __enter__(self) -> _NoLock:
         return self

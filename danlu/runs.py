@@ -160,21 +160,3 @@ def metrics_history(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def run_summary(run: Path) -> dict[str, Any]:
-    """Recipe name, status, and test metrics of a run, for ``danlu runs``."""
-    out: dict[str, Any] = {"run": run.name, "status": "?", "metrics": {}}
-    status = run / "status.json"
-    if status.exists():
-        try:
-            out.update(read_json(status))
-        except (OSError, ValueError):
-            pass
-    report = run / "report.json"
-    if report.exists():
-        try:
-            out["metrics"] = read_json(report).get("metrics", {})
-        except (OSError, ValueError):
-            pass
-    return out

@@ -108,7 +108,7 @@ class MicroBatcher:
                         break
                     try:
                         job = await asyncio.wait_for(queue.get(), remaining)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                 if job is None:
                     stop = True  # close() queued this after every real job: run what we hold, then end
