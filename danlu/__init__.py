@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": ("danlu.api", "train"),
     "evaluate": ("danlu.api", "evaluate"),
+    "tune": ("danlu.tune", "tune"),
     "load_recipe": ("danlu.recipe", "load_recipe"),
     "Recipe": ("danlu.recipe", "Recipe"),
     "Predictor": ("danlu.predictor", "Predictor"),
@@ -46,4 +47,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'danlu' has no attribute {name!r}")
 
 
-__all__ = ["train", "evaluate", "predict", "load_run", "load_recipe", "Recipe", "Predictor", "DanluError"]
+__all__ = ["train", "evaluate", "tune", "predict", "load_run", "load_recipe", "Recipe", "Predictor", "DanluError"]

@@ -30,11 +30,12 @@ DATASET_ALIASES = {"breast-cancer": "breast_cancer", "fashion_mnist": "fashion-m
 
 class InvalidValue(ValueError):
     """A DanluError raised inside a validator: pydantic then reports it with its key path, and the
-    recipe loader adds the file and line (a plain DanluError would escape without them)."""
+    recipe loader adds the file and line (a plain DanluError would escape without them). ``at`` is a
+    deeper key path than pydantic's, for the line number (a key inside the ``tune`` block)."""
 
-    def __init__(self, error: DanluError):
+    def __init__(self, error: DanluError, at: tuple = ()):
         super().__init__(error.message)
-        self.message, self.hint = error.message, error.hint
+        self.message, self.hint, self.at = error.message, error.hint, at
 
 
 class _Strict(BaseModel):
@@ -184,6 +185,46 @@ class ModelConfig(_Strict):
         return {"name": self.name, **self.options}
 
 
+class TuneParam(_Strict):
+    """One dimension of a search: ``{low, high[, log][, step]}`` or ``{choices: [...]}``."""
+
+    low: int | float | None = None  # ints stay ints: an int range samples integers
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TuneParam:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices is empty: give at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a search dimension needs low and high (a range) or choices (a list)")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is above high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low:g}); a log scale has no zero")
+        if self.log and self.step is not None:
+            raise ValueError("log and step do not mix: drop one")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        """An integer range: int bounds (and step), as for batch sizes or layer widths."""
+        return self.choices is None and all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
+
+    def values(self) -> list[Any]:
+        """Values to check a key path with (every choice, or both ends of the range)."""
+        if self.choices is not None:
+            return list(self.choices)
+        ends = [self.low, self.high]
+        return ends
+
+
 class Recipe(_Strict):
     name: str = "custom"
     description: str = ""
@@ -191,10 +232,35 @@ class Recipe(_Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    tune: dict[str, TuneParam] | None = None  # search space for `danlu tune`, keyed by dotted recipe paths
+
+    @model_validator(mode="after")
+    def _tune_paths(self) -> Recipe:
+        """Every key of the search space is a recipe path that takes each of its values."""
+        if not self.tune:
+            return self
+        base = self.to_dict()
+        base.pop("tune", None)
+        for key, param in self.tune.items():
+            keys = key.split(".")
+            if keys[0] == "tune" or not all(keys):
+                raise InvalidValue(RecipeError(f"tune.{key}: not a recipe key path"), at=("tune", key))
+            for value in param.values():
+                problem = _refusal(base, keys, value)
+                if problem:
+                    raise InvalidValue(RecipeError(f"tune.{key}: {problem}", hint=problem.hint), at=("tune", key))
+        return self
+
+    def without_tune(self) -> Recipe:
+        return self.model_copy(update={"tune": None})
 
     def to_dict(self) -> dict[str, Any]:
-        d = self.model_dump(mode="json")
+        d = self.model_dump(mode="json", exclude_none=False)
         d["model"] = self.model.flat()
+        if self.tune is None:
+            d.pop("tune", None)
+        else:  # as written: {low, high, log} or {choices}
+            d["tune"] = {k: p.model_dump(mode="json", exclude_defaults=True) for k, p in self.tune.items()}
         return d
 
     def to_yaml(self) -> str:
@@ -342,10 +408,11 @@ def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -
     hint = None
     for e in _merge_unions(err.errors()):
         loc = tuple(x for x in e["loc"] if x != "options")
-        dotted = ".".join(str(x) for x in loc) or "(top level)"
-        line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
-        where = f"{source}, line {line}" if line else source
         ctx_err = (e.get("ctx") or {}).get("error")
+        deeper = (*loc, *getattr(ctx_err, "at", ()))  # a key inside the tune block has its own line
+        dotted = ".".join(str(x) for x in loc) or "(top level)"
+        line = next((lines[deeper[:i]] for i in range(len(deeper), 0, -1) if deeper[:i] in lines), None)
+        where = f"{source}, line {line}" if line else source
         if e["type"] == "extra_forbidden":
             valid = _fields_at(loc[:-1])
             close = did_you_mean(str(loc[-1]), valid)
@@ -354,12 +421,14 @@ def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -
                 hint = f"valid keys under '{'.'.join(map(str, loc[:-1])) or 'top level'}': {', '.join(valid)}"
         elif isinstance(ctx_err, RecipeError | Exception) and hasattr(ctx_err, "hint"):
             said = ctx_err.message
-            msg = f"{where}: {said}" if said.startswith(f"{dotted}.") else f"{where}: {dotted}: {said}"
+            msg = (f"{where}: {said}" if said.startswith(f"{dotted}.") or not loc
+                   else f"{where}: {dotted}: {said}")
             hint = ctx_err.hint
         else:
             got = e.get("input")
             got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-            msg = f"{where}: {dotted}: {e['msg']}{got_s}"
+            said = e["msg"].removeprefix("Value error, ")
+            msg = f"{where}: {dotted}: {said}{got_s}"
         msgs.append(msg)
     return RecipeError("invalid recipe\n  " + "\n  ".join(msgs), hint=hint)
 
@@ -400,3 +469,29 @@ def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | 
     except ValidationError as e:
         src = source if not overrides else f"{source} (with overrides {' '.join(overrides)})"
         raise _format_errors(e, src, lines) from None
+
+
+class _Refusal(str):
+    hint: str | None = None
+
+
+def _refusal(base: dict, keys: list[str], value: Any) -> _Refusal | None:
+    """Why ``keys=value`` would make ``base`` an invalid recipe, or None when it is valid."""
+    import copy
+
+    raw = copy.deepcopy(base)
+    item = f"{'.'.join(keys)}={value!r}"
+    try:
+        _set_path(raw, keys, value, item)
+        Recipe.model_validate(raw)
+    except RecipeError as e:
+        out = _Refusal(e.message)
+        out.hint = e.hint
+        return out
+    except ValidationError as e:
+        err = _format_errors(e, "", {})
+        first = err.message.split("\n  ", 1)[-1].splitlines()[0].lstrip(": ").strip()
+        out = _Refusal(f"{first} (for the value {value!r})" if "unknown key" not in first else first)
+        out.hint = err.hint
+        return out
+    return None
