@@ -18,6 +18,7 @@ import json
 import math
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,14 +146,25 @@ def open_storage(storage: str | None, folder: Path) -> tuple[Any, str]:
     import optuna
 
     if storage and "://" in storage and not storage.startswith("journal://"):
-        try:
-            return optuna.storages.RDBStorage(storage, heartbeat_interval=15, grace_period=60,
-                                              engine_kwargs={"pool_pre_ping": True}), redact(storage)
-        except Exception as e:  # sqlalchemy / the driver raise their own types for a bad URL or a dead server
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise DanluError(f"cannot open the study storage {redact(storage)} ({type(e).__name__}: {first})",
-                             hint="check the URL, that the database server is running and reachable, and that "
-                                  "its driver is installed (postgresql:// needs psycopg2)") from None
+        import random
+        import warnings
+
+        for attempt in range(6):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # Optuna marks the heartbeat experimental
+                    return optuna.storages.RDBStorage(storage, heartbeat_interval=15, grace_period=60,
+                                                      engine_kwargs={"pool_pre_ping": True}), redact(storage)
+            except Exception as e:  # sqlalchemy / the driver raise their own types for a bad URL or a dead server
+                # workers started together on a fresh database race to create Optuna's tables: the loser
+                # sees a duplicate key, and the tables are there when it tries again
+                if type(e).__name__ == "IntegrityError" and attempt < 5:
+                    time.sleep(0.2 + random.random() * 0.5)
+                    continue
+                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+                raise DanluError(f"cannot open the study storage {redact(storage)} ({type(e).__name__}: {first})",
+                                 hint="check the URL, that the database server is running and reachable, and "
+                                      "that its driver is installed (postgresql:// needs psycopg)") from None
     path = Path(storage.removeprefix("journal://")) if storage else folder / JOURNAL
     return _journal(path), f"journal file {path}"
 
