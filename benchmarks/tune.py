@@ -76,7 +76,8 @@ def main() -> None:
             print(f"TPE, pruner {pruner:<6}: best val_accuracy {r['best']:.4f}  {wall:6.1f} s  {r['epochs']:4d} epochs"
                   f"  {r['counts']}  danlu overhead per complete trial (median) {r['overhead_median_s']:.3f} s")
         cut = 1 - results["median"]["epochs"] / results["none"]["epochs"]
-        print(f"\npruning cut the epochs run by {cut:.0%} (target >= 30 %); pruned study {results['median']['wall_s']:.0f} s "
+        pruned_s = results["median"]["wall_s"]
+        print(f"\npruning cut the epochs run by {cut:.0%} (target >= 30 %); pruned study {pruned_s:.0f} s "
               f"(target < 180 s); best {results['median']['best']:.4f} vs default {bar:.4f} (target >=)")
         print()
         for kind in ("memory", "journal"):

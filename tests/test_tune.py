@@ -189,7 +189,7 @@ def test_two_processes_share_one_study_in_postgresql(tmp_path, postgres):
             "--storage", postgres, "--quiet", "--json"]
     workers = [_danlu(*args, "--runs-dir", str(tmp_path / f"machine{i}"), env=env) for i in range(2)]
     outs = [w.communicate(timeout=300) for w in workers]
-    for w, (out, err) in zip(workers, outs, strict=True):
+    for w, (_, err) in zip(workers, outs, strict=True):
         assert w.returncode == 0, err
     study = optuna.load_study(study_name="shared", storage=postgres)
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
