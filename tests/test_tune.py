@@ -118,7 +118,7 @@ def test_bad_searches_exit_2_and_leave_no_study_folder(cli, tmp_path, args, need
 def test_a_killed_study_keeps_its_trials_and_runs_to_n_in_total(tmp_path):
     runs = tmp_path / "runs"
     env = dict(os.environ, DANLU_CACHE=str(tmp_path / "cache"))
-    args = ["tune", "digits-mlp", "train.epochs=40", "data.limit_train=600", "--trials", "3", "--pruner", "none",
+    args = ["tune", "digits-mlp", "train.epochs=15", "data.limit_train=400", "--trials", "3", "--pruner", "none",
             "--study", "k", "--runs-dir", str(runs), "--quiet"]
     victim = _danlu(*args, env=env)
     deadline = time.time() + 240
@@ -170,7 +170,8 @@ def postgres():
     subprocess.run([*as_user, str(bins / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
                    check=True, capture_output=True, timeout=120)
     subprocess.run([*as_user, str(bins / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60",
-                    "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c max_connections=50", "start"],
+                    "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c max_connections=50 "
+                    "-c fsync=off -c synchronous_commit=off", "start"],  # a throwaway server: no durability
                    check=True, capture_output=True, timeout=90)
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
