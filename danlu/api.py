@@ -44,11 +44,12 @@ def _env_info(device: str) -> dict[str, Any]:
 def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tuple[str, ...] = (), *,
           runs_dir: Path | None = None, data_dir: Path | None = None, resume: str | Path | None = None,
           progress: bool = True, callbacks: list[Any] = (), run_dir: Path | None = None,
-          plots: bool = True) -> TrainResult:
+          plots: bool = True, resumable: bool = True) -> TrainResult:
     """Train a recipe (or resume a run) and evaluate the best weights on the test split.
 
     ``callbacks`` join the loop (danlu/callbacks.py); ``run_dir`` names the new run's folder instead of a
-    time-stamped one under ``runs_dir`` (a search puts its trials there).
+    time-stamped one under ``runs_dir`` (a search puts its trials there); ``resumable=False`` keeps no
+    per-epoch training state (a search's trials are never resumed: a killed one is marked failed).
     """
     from danlu.errors import DanluError, DataError
     from danlu.evaluation import evaluate
@@ -85,12 +86,13 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     else:
         run = RunFolder(_fresh_folder(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
         run.write_setup(recipe, schema, _env_info(str(device)), splits.artifacts)
-        run.set_status("training", epoch=0, epochs=recipe.train.epoch_count)
+        run.set_status("training", epoch=0, epochs=recipe.train.epoch_count,
+                       **({} if resumable else {"resumable": False}))
     with run.lock():  # no other process trains this run meanwhile; released however this ends
         say(f"run: {run.path}")
         say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
         cbs = standard_callbacks(recipe, schema, len(splits.val) > 0, run, resume=resume is not None,
-                                 progress=progress, extra=list(callbacks))
+                                 progress=progress, extra=list(callbacks), resumable=resumable)
         try:
             loop = build_loop(model, splits, schema, recipe, cbs)
             fit(loop)
@@ -100,7 +102,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
             raise
         recorder = cbs[-1]
         done = {"epochs": len(loop.history), "best_epoch": recorder.best_epoch,
-                "stopped_early": loop.stop is not None}
+                "stopped_early": loop.stop is not None, **({} if resumable else {"resumable": False})}
         if loop.stop is not None:
             done["stop_reason"] = loop.stop.reason
         if loop.stop is not None and loop.stop.status == "pruned":

@@ -133,8 +133,8 @@ class RunRecorder(Callback):
     Put it last: its checkpoint records what the other callbacks decided this epoch (a stop included).
     """
 
-    def __init__(self, run: RunFolder, monitor: str, resume: bool = False):
-        self.run, self.monitor, self.resume = run, monitor, resume
+    def __init__(self, run: RunFolder, monitor: str, resume: bool = False, resumable: bool = True):
+        self.run, self.monitor, self.resume, self.resumable = run, monitor, resume, resumable
         self.best_value: float | None = None
         self.best: dict[str, float] = {}
         self.best_epoch = 0
@@ -142,6 +142,12 @@ class RunRecorder(Callback):
     def on_train_start(self, loop: Loop) -> None:
         if not self.resume:
             return
+        if self.run.status().get("resumable") is False:
+            from danlu.errors import RunError
+
+            raise RunError(f"{self.run.path.name} was trained without resumable checkpoints (a search trial: a "
+                           "killed trial is marked failed and the search goes on)",
+                           hint="run the search again to finish it, or train the trial's recipe.yaml anew")
         state = self.run.load_state(loop.model, loop.optimizer, loop.scheduler, loop.generator)
         loop.epoch = state["epoch"]
         # the rows up to the checkpoint's epoch: metrics.jsonl may hold one more, logged before a kill
@@ -178,5 +184,7 @@ class RunRecorder(Callback):
                 "best_epoch": self.best_epoch, "monitor": self.monitor, "stopped": stop is not None,
                 "stop_reason": stop.reason if stop else None, "stop_status": stop.status if stop else None,
                 "callbacks": states}
-        self.run.save_state(loop.model, loop.optimizer, loop.scheduler, loop.generator, info)
-        self.run.set_status("training", epoch=loop.epoch, epochs=loop.epochs)
+        if self.resumable:  # ~5 ms an epoch for digits-mlp: most of a search trial's overhead
+            self.run.save_state(loop.model, loop.optimizer, loop.scheduler, loop.generator, info)
+        self.run.set_status("training", epoch=loop.epoch, epochs=loop.epochs,
+                            **({} if self.resumable else {"resumable": False}))

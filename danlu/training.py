@@ -200,7 +200,7 @@ def monitor_name(recipe: Recipe, schema: Schema, has_val: bool) -> str:
 
 
 def standard_callbacks(recipe: Recipe, schema: Schema, has_val: bool, run: Any, *, resume: bool,
-                       progress: bool, extra: list[Callback] = ()) -> list[Callback]:
+                       progress: bool, extra: list[Callback] = (), resumable: bool = True) -> list[Callback]:
     """Early stopping (when the recipe asks), the caller's callbacks, progress, and the run recorder last."""
     from danlu.callbacks import EarlyStopping, ProgressBar, RunRecorder
 
@@ -209,4 +209,4 @@ def standard_callbacks(recipe: Recipe, schema: Schema, has_val: bool, run: Any, 
     stop = recipe.train.early_stop
     if stop:
         out.append(EarlyStopping(monitor if stop.metric == "auto" else stop.metric, stop.patience, stop.min_delta))
-    return [*out, *extra, ProgressBar(progress), RunRecorder(run, monitor, resume=resume)]
+    return [*out, *extra, ProgressBar(progress), RunRecorder(run, monitor, resume=resume, resumable=resumable)]

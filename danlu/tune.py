@@ -290,7 +290,7 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
         assigned = [f"{key}={json.dumps(v)}" for key, v in params.items()] + [f"train.monitor={objective_name}"]
         trial_recipe = load_recipe(base=base, overrides=assigned)
         result = train(trial_recipe, run_dir=run_dir, data_dir=data_dir, progress=False, plots=False,
-                       callbacks=[ReportAndPrune(trial, objective_name)])
+                       resumable=False, callbacks=[ReportAndPrune(trial, objective_name)])
         from danlu.run_folder import RunFolder
 
         history = RunFolder(result.run).history()

@@ -61,6 +61,8 @@ def test_a_study_of_runs_with_results_figures_and_a_trainable_best(cli, tmp_path
     assert code == 0, err
     code, out, _ = cli("predict", best["run"], "--json", str(Path(__file__).parent / "data" / "missing.png"))
     assert code == 2  # a missing input is still a user error on a trial run
+    code, _, err = cli("train", "--resume", best["run"])
+    assert code == 2 and "without resumable checkpoints" in err  # trials keep no per-epoch state
     code, out, err = cli("tune", "show", "s1")
     assert code == 0 and "best recipe" in out and "trial" in out.splitlines()[0]
     code, out, err = cli("tune", "show", "s1", "--json")
