@@ -62,7 +62,8 @@ def _read_lines(raw: bytes, source: Path) -> list[str]:
 
 def cmd_predict(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
-    from danlu.predictor import Predictor, expand_image_inputs, finite
+    from danlu.outputs import finite_rows
+    from danlu.predictor import Predictor, expand_image_inputs
 
     if a.top_k < 1:
         raise DanluError(f"--top-k must be at least 1, got {a.top_k}")
@@ -96,8 +97,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
         labels = labels if labels is not None else [str(x) for x in inputs]
         rows = []
         for start in range(0, len(inputs), 512):  # a 20,000-line --file once took 3-5 GB in one batch
-            rows += finite(predictor.predict(inputs[start:start + 512], top_k=a.top_k,
-                                             labels=labels[start:start + 512]))
+            rows += finite_rows(predictor.predict(inputs[start:start + 512], top_k=a.top_k,
+                                                  labels=labels[start:start + 512]))
     if a.json:
         _print_json({"predictions": rows})
         return
@@ -115,7 +116,7 @@ def _predict_images(predictor, paths: list[str], top_k: int, chunk: int = 256) -
     """Predict image files a chunk at a time (a big folder never sits in memory as floats); files that
     cannot be read are reported on stderr and left out, as training leaves them out."""
     from danlu.errors import DataError
-    from danlu.predictor import finite
+    from danlu.outputs import finite_rows
 
     rows: list[dict] = []
     problems: list[str] = []
@@ -124,7 +125,7 @@ def _predict_images(predictor, paths: list[str], top_k: int, chunk: int = 256) -
         problems += bad
         if kept:
             outputs = predictor.forward(predictor.normalize(pixels))
-            rows += finite(predictor.format(outputs, kept, top_k))
+            rows += finite_rows(predictor.format(outputs, kept, top_k))
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)
     if not rows:
