@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from danlu.errors import DanluError, DataError
+from danlu.outputs import finite_rows
 from danlu.schema import Schema
 
 DEFAULT_TOP_K = 3  # labels per answer, for the CLI, the Python API and the server alike
@@ -159,7 +160,7 @@ class Predictor:
         one float batch). Images: paths (folders are expanded), bytes, arrays or PIL images; those that
         cannot be read are left out and described in ``skipped`` (a warning when it is not given). Texts.
         Tables: feature rows (lists or column: value objects), comma-separated strings, or CSV files.
-        Non-finite outputs become None, so every answer is valid JSON."""
+        A non-finite output (a regression overflowing float32) is a DataError naming its input."""
         if isinstance(inputs, str | bytes | Path) or not hasattr(inputs, "__iter__"):
             inputs = [inputs]  # one input, not a sequence of characters
         items = list(inputs)
@@ -187,7 +188,7 @@ class Predictor:
                 x = self.normalize(pixels)
             else:
                 x = self.to_tensor(part)
-            rows += finite(self.format(self.forward(x), names, top_k))
+            rows += finite_rows(self.format(self.forward(x), names, top_k))  # an overflow is an error
         if skipped is not None:
             skipped.extend(problems)
         else:
@@ -199,17 +200,6 @@ class Predictor:
             raise DataError(f"none of the {len(items)} image(s) could be read",
                             hint="give JPEG, PNG, GIF, BMP or WebP files")
         return rows
-
-
-def finite(obj: Any) -> Any:
-    """Non-finite numbers become None, so an answer is always valid JSON (an overflowing model gives inf)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [finite(v) for v in obj]
-    return obj
 
 
 def _labels(inputs: list[Any]) -> list[Any]:

@@ -298,10 +298,16 @@ def decode_image(
                             hint="send a smaller image")
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
-        if size is not None and img.format == "JPEG":
-            side = 2 * max(size)
-            img.draft(None, (side, side))  # orientation-agnostic: both sides stay >= 2x the larger target
+        reduce_jpeg_decode(img, size)
         return _finish(img, size, channels)
+
+
+def reduce_jpeg_decode(img: Image.Image, size: tuple[int, int] | None) -> None:
+    """Let a JPEG decode at a reduced DCT scale when it is far larger than size (H, W); img.size then says
+    what will be decoded (the server costs images from it before decoding)."""
+    if size is not None and img.format == "JPEG":
+        side = 2 * max(size)
+        img.draft(None, (side, side))  # orientation-agnostic: both sides stay >= 2x the larger target
 
 
 def _finish(img: Image.Image, size: tuple[int, int] | None, channels: int) -> np.ndarray:

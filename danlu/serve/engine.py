@@ -12,8 +12,11 @@ from typing import Any
 import torch
 
 from danlu.errors import DanluError, RunError
-from danlu.predictor import Predictor, finite
+from danlu.outputs import finite_rows
+from danlu.predictor import Predictor
+from danlu.serve.decoding import MIB, check_images, give_back_memory
 from danlu.serve.inputs import MAX_IMAGE_PIXELS
+from danlu.serve.limits import DecodeLimits
 
 BACKENDS = ("torch", "onnx")
 
@@ -24,6 +27,7 @@ class Engine:
     def __init__(self, predictor: Predictor, backend: str = "torch", session: Any = None):
         self.predictor, self.backend, self.session = predictor, backend, session
         self.schema = predictor.schema
+        self.decode_limits = DecodeLimits()
         self.pad_id = int(self.schema.text.get("pad_id", 0)) if self.schema.kind == "text" else 0
         # convolutions run ~2x faster channels-last on CPU (mnist-cnn: 0.58 vs 1.5 ms at batch 1), as in training
         self.channels_last = session is None and self.kind == "image" and any(
@@ -49,7 +53,13 @@ class Engine:
         """Validated inputs → model input (images: uint8 pixels, normalized per batch in ``run_batch``);
         raises DataError naming the bad input (and its file name, for uploads)."""
         if self.kind == "image":
-            return self.predictor.image_pixels(inputs, max_pixels=MAX_IMAGE_PIXELS, names=names)
+            limits, (_, h, w) = self.decode_limits, self.schema.input_shape
+            cost = check_images(inputs, names, (h, w), int(limits.max_image_mb * MIB),
+                                int(limits.max_request_image_mb * MIB))
+            try:
+                return self.predictor.image_pixels(inputs, max_pixels=MAX_IMAGE_PIXELS, names=names)
+            finally:
+                give_back_memory(cost)
         return self.predictor.to_tensor(inputs)  # non-finite table values are refused there
 
     def collate(self, parts: list[torch.Tensor]) -> torch.Tensor:
@@ -84,7 +94,9 @@ class Engine:
         return list(out.split([len(p) for p in parts]))
 
     def format(self, outputs: torch.Tensor, labels: list[Any], top_k: int) -> list[dict[str, Any]]:
-        return finite(self.predictor.format(outputs, labels, top_k))
+        """Response rows; a non-finite output (a regression overflowing float32) is a DataError naming its input."""
+        rows = self.predictor.format(outputs, labels, top_k)
+        return finite_rows(rows, [f"input {i}" for i in range(len(rows))])
 
 
 def _onnx_session(run_dir: Path, schema: Any, data_dir: Path | None) -> Any:

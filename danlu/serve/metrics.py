@@ -1,13 +1,19 @@
 """Prometheus metrics, hand-written: a few counters and histograms rendered in the text exposition format.
 
-Updated only from the server's event loop, so no locks; each uvicorn worker process keeps its own.
+Updated only from the server's event loop, so no locks. Each uvicorn worker process counts its own; with
+``--workers N`` they meet in a shared folder (``SharedMetrics``), so a scrape answered by any worker
+reports all of them.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import math
+import os
 from collections import defaultdict
+from pathlib import Path
+from typing import Any
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -31,6 +37,14 @@ class Histogram:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.sum += value
         self.count += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"counts": self.counts, "sum": self.sum, "count": self.count}
+
+    def add(self, state: dict[str, Any]) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, state["counts"], strict=True)]
+        self.sum += state["sum"]
+        self.count += state["count"]
 
 
 class Metrics:
@@ -60,6 +74,29 @@ class Metrics:
         self.batch_size.observe(inputs)
         self.batch_requests.observe(requests)
         self.forward_seconds.observe(seconds)
+
+    def state(self) -> dict[str, Any]:
+        """Everything counted so far, as JSON-able data (what a worker shares with the others)."""
+        return {"requests": [[list(k), v] for k, v in self.requests.items()],
+                "errors": [[list(k), v] for k, v in self.errors.items()],
+                "latency": [[list(k), h.state()] for k, h in self.latency.items()],
+                "batch_size": self.batch_size.state(), "batch_requests": self.batch_requests.state(),
+                "forward_seconds": self.forward_seconds.state(), "in_flight": self.in_flight}
+
+    def merged(self, states: list[dict[str, Any]]) -> Metrics:
+        """A copy of these metrics with other workers' states added."""
+        out = Metrics(self.info)
+        for state in [self.state(), *states]:
+            for name in ("requests", "errors"):
+                for key, value in state[name]:
+                    getattr(out, name)[tuple(tuple(pair) for pair in key)] += value
+            for key, h in state["latency"]:
+                out.latency.setdefault(tuple(tuple(pair) for pair in key), Histogram(LATENCY_BUCKETS)).add(h)
+            out.batch_size.add(state["batch_size"])
+            out.batch_requests.add(state["batch_requests"])
+            out.forward_seconds.add(state["forward_seconds"])
+            out.in_flight += state["in_flight"]
+        return out
 
     def render(self) -> str:
         out: list[str] = []
@@ -109,3 +146,51 @@ def _histogram(out: list[str], name: str, h: Histogram, labels: Labels) -> None:
         out.append(f"{name}_bucket{_labels((*labels, ('le', _number(bound))))} {running}")
     out.append(f"{name}_sum{_labels(labels)} {repr(float(h.sum))}")
     out.append(f"{name}_count{_labels(labels)} {h.count}")
+
+
+class SharedMetrics:
+    """One worker's side of the shared folder: it writes its state as ``PID.json`` at each ``flush()``
+    (the app calls it every second, and before answering a scrape), and renders every worker's sum.
+
+    A worker that died (uvicorn restarts it under a new pid) still counts in the totals, as Prometheus
+    counters must never go down; only its in-flight gauge is dropped.
+    """
+
+    def __init__(self, metrics: Metrics, folder: str | os.PathLike):
+        self.metrics, self.folder = metrics, Path(folder)
+        self.path = self.folder / f"{os.getpid()}.json"
+        self.written: Any = None
+
+    def flush(self) -> None:
+        """Write the state when it changed: a temp file renamed over the old one (readers never see half a
+        file; no fsync: the folder lives as long as the server)."""
+        state = self.metrics.state()
+        if state != self.written:
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_bytes(json.dumps(state).encode())
+            os.replace(tmp, self.path)
+            self.written = state
+
+    def render(self) -> str:
+        others = []
+        for path in sorted(self.folder.glob("*.json")):
+            if path == self.path or not path.stem.isdigit():
+                continue
+            try:
+                state = json.loads(path.read_bytes())
+            except (OSError, ValueError):  # being replaced right now, or gone: next scrape
+                continue
+            if not _alive(int(path.stem)):
+                state["in_flight"] = 0
+            others.append(state)
+        return self.metrics.merged(others).render()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,16 +1,22 @@
 """Run the app under uvicorn: one process, or ``workers`` processes sharing the port.
 
-Several workers need an importable factory, so the settings travel to them in an environment variable.
-Each worker gets cores / workers torch threads so the processes do not fight over the CPU.
+Several workers need an importable factory, so the settings travel to them in an environment variable,
+and they share their metrics through a temporary folder. Each worker gets cores / workers torch threads
+so the processes do not fight over the CPU. The connection limits ride on uvicorn's config to
+``danlu.serve.protocol``, which enforces them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from danlu.serve.limits import ConnectionLimits
 
 CONFIG_ENV = "DANLU_SERVE_CONFIG"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -20,7 +26,7 @@ GRACE_S = 60
 
 
 def run_server(settings: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-               log_level: str = "info", announce: Any = None) -> None:
+               log_level: str = "info", announce: Any = None, limits: ConnectionLimits | None = None) -> None:
     """Serve until SIGINT/SIGTERM; uvicorn then lets in-flight requests finish before the app drains its queue.
 
     The model is loaded before ``announce()`` says where it is served: a damaged run fails here, once,
@@ -30,22 +36,46 @@ def run_server(settings: dict[str, Any], host: str = "127.0.0.1", port: int = 80
 
     if host not in LOOPBACK and not settings.get("api_key"):
         print(f"warning: serving on {host} without an API key; anyone who can reach it can use the model "
-              "(set --api-key or DANLU_API_KEY)", file=sys.stderr)
-    common = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_S)
+              "(set DANLU_API_KEY or --api-key-file)", file=sys.stderr)
+    settings = {**settings, "bind_host": host}
     if workers <= 1:
         app = build_app(settings, workers)
         if announce:
             announce()
-        uvicorn.run(app, **common)
+        server = uvicorn.Server(uvicorn_config(app, host, port, log_level, limits))
+        server.run()
+        if not server.started:
+            sys.exit(3)  # as uvicorn.run does: the port could not be bound
         return
+    from uvicorn.supervisors import Multiprocess
+
     from danlu.serve.engine import Engine
 
     data_dir = settings.get("data_dir")
     Engine.load(settings["run"], settings["backend"], data_dir=Path(data_dir) if data_dir else None)  # fail here
     if announce:
         announce()
-    os.environ[CONFIG_ENV] = json.dumps({**settings, "workers": workers})
-    uvicorn.run("danlu.serve.server:app_from_env", factory=True, workers=workers, **common)
+    metrics_dir = tempfile.mkdtemp(prefix="danlu-metrics-")
+    try:
+        os.environ[CONFIG_ENV] = json.dumps({**settings, "workers": workers, "metrics_dir": metrics_dir})
+        config = uvicorn_config("danlu.serve.server:app_from_env", host, port, log_level, limits,
+                                factory=True, workers=workers)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def uvicorn_config(app: Any, host: str, port: int, log_level: str = "info", limits: ConnectionLimits | None = None,
+                   **extra: Any) -> Any:
+    """uvicorn's config with danlu's protocol and its connection limits."""
+    import uvicorn
+
+    from danlu.serve.protocol import PROTOCOL
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACE_S,
+                            http=PROTOCOL, **extra)
+    config.danlu_limits = limits or ConnectionLimits()
+    return config
 
 
 def app_from_env() -> Any:
@@ -81,13 +111,12 @@ def set_threads(workers: int) -> None:
 class BackgroundServer:
     """A uvicorn server on its own thread (tests, notebooks); ``stop()`` shuts it down gracefully."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, limits: ConnectionLimits | None = None):
         import threading
 
         import uvicorn
 
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S)
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn_config(app, host, port, "warning", limits))
         self.thread = threading.Thread(target=self.server.run, name="danlu-serve", daemon=True)
         self.host = host
         self.port = port
