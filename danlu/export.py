@@ -75,7 +75,9 @@ def onnx_is_current(run_dir: Path) -> bool:
         return False
     try:
         meta = read_json(meta_path)
-    except (OSError, ValueError):
+    except (OSError, ValueError, DanluError):  # damaged: stale, so it is exported again
+        return False
+    if not isinstance(meta, dict):  # a list, a number: damaged as well
         return False
     return meta.get("format") == FORMAT and meta.get("weights_sha256") == weights_digest(run_dir)
 
