@@ -64,11 +64,6 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
           runs_dir: Path | None = None, data_dir: Path | None = None, resume: str | Path | None = None,
           progress: bool = True) -> TrainResult:
     """Train a recipe (or resume a run) and evaluate the best weights on the test split."""
-    from danlu.checkpoint import load_model_weights
-    from danlu.evaluation import evaluate
-    from danlu.progress import Progress
-    from danlu.training import check_metric_names, fit, select_device
-
     t0 = time.perf_counter()
     overrides = _override_list(overrides)
     if resume is not None:
@@ -84,6 +79,12 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=overrides)
     recipe = recipe.with_absolute_paths()
+    # torch only now: a bad recipe (or a YAML bomb) is refused in a fraction of a second, not after its import
+    from danlu.checkpoint import load_model_weights
+    from danlu.evaluation import evaluate
+    from danlu.progress import Progress
+    from danlu.training import check_metric_names, fit, select_device
+
     splits, schema, model = prepare(recipe, data_dir)
     device = select_device(recipe.train.device)  # a device that is not there fails before the run folder exists
     check_metric_names(recipe, schema)

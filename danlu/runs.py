@@ -64,9 +64,11 @@ def read_run_recipe(run_dir: Path) -> dict:
     """A run's resolved recipe.yaml as a dict; a damaged one is a RunError that names it."""
     import yaml
 
+    from danlu import safe_yaml
+
     path = Path(run_dir) / "recipe.yaml"
     try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+        recipe = safe_yaml.load(path.read_text(encoding="utf-8"))  # aliases bounded: a bomb is refused
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is damaged: not valid YAML ({str(e).splitlines()[0]})",
                        hint="restore it from a copy, or train the run again") from None
