@@ -56,7 +56,7 @@ def prepare(recipe: Recipe, data_dir: Path | None = None, for_inference: bool = 
     splits, schema = data.load(recipe.data, seed=recipe.seed, data_dir=data_dir, hints=hints)
     torch.manual_seed(recipe.seed)  # model init independent of how much randomness data loading used
     options = inference_options(recipe) if for_inference else recipe.model.options
-    model = models.build(recipe.model.name, options, schema)
+    model = models.build(recipe.model.name, options, schema, training=not for_inference)
     return splits, schema, model
 
 
