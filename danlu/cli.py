@@ -101,10 +101,12 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if a.json:
         _print_json({"predictions": rows})
         return
+    from danlu.printable import terminal_safe as safe  # class names and inputs come from the user's data
+
     for row in rows:
-        label = str(row["input"])
+        label = safe(row["input"])
         if "top" in row:
-            tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"])
+            tops = "  ".join(f"{safe(t['label'])} {t['probability']:.3f}" for t in row["top"])
             print(f"{label}\t{tops}")
         else:
             print(f"{label}\t" + "  ".join(f"{k}={v:.4g}" if v is not None else f"{k}=nan"
@@ -239,8 +241,9 @@ def cmd_recipes(a: argparse.Namespace) -> None:
 
 def cmd_data(a: argparse.Namespace) -> None:
     from danlu.describe import describe
+    from danlu.printable import terminal_safe
 
-    print(describe(a.recipe, a.overrides, data_dir=a.data_dir))
+    print(terminal_safe(describe(a.recipe, a.overrides, data_dir=a.data_dir), keep_newlines=True))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,15 +350,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:
         from danlu.errors import DanluError
+        from danlu.printable import terminal_safe
 
         if a.debug or os.environ.get("DANLU_DEBUG"):
             import traceback
 
             traceback.print_exc()
         if isinstance(e, DanluError):
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {terminal_safe(e, keep_newlines=True)}", file=sys.stderr)  # may quote the user's data
             return e.exit_code
-        print(f"internal error: {type(e).__name__}: {e}\n  (a bug in danlu; rerun with --debug for the traceback)",
+        shown = terminal_safe(e, keep_newlines=True)
+        print(f"internal error: {type(e).__name__}: {shown}\n  (a bug in danlu; rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
 
