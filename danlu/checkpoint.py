@@ -39,10 +39,12 @@ def load_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler:
     from safetensors.torch import load_file
 
     if not path.exists():
-        ended = (path.parent.parent / "metrics.jsonl").exists()
+        # last.json is written right after the checkpoint: with it the checkpoint existed and was deleted;
+        # without, none was ever written (stopped in the first epoch, or the disk filled while writing it)
+        deleted = path.with_suffix(".json").exists()
         raise RunError(f"no checkpoint to resume from: {path}",
-                       hint="the checkpoint was deleted; start the run again with danlu train" if ended
-                       else "the run stopped before its first epoch ended; start it again with danlu train")
+                       hint="the checkpoint was deleted; start the run again with danlu train" if deleted
+                       else "the run stopped before its first checkpoint was written; start it again with danlu train")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["danlu"])

@@ -349,9 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:
-        from danlu.errors import DanluError
+        from danlu.errors import DISK_FULL_ERRNOS, DanluError, disk_full
         from danlu.printable import terminal_safe
 
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:  # a write outside atomic_file (an append)
+            e = disk_full(e.filename, e)
         if a.debug or os.environ.get("DANLU_DEBUG"):
             import traceback
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from danlu.errors import RunError
+from danlu.errors import DISK_FULL_ERRNOS, RunError, disk_full
 
 RUNS_DIR = Path("runs")
 
@@ -23,16 +23,23 @@ RUNS_DIR = Path("runs")
 def atomic_file(path: Path, prefix: str | None = None, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A binary file that appears at ``path`` whole or not at all: temp file in the same folder, fsync, rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise disk_full(path, e) from e
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:  # the user's disk, not a bug: exit 2
+            raise disk_full(path, e) from e
         raise
 
 
