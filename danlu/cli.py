@@ -166,19 +166,27 @@ def cmd_runs(a: argparse.Namespace) -> None:
         if not a.run:
             raise DanluError("runs show needs a RUN", hint="danlu runs lists them")
         run = resolve_run(a.run, a.runs_dir)
+
+        def read_object(name: str) -> dict:
+            data = read_json(run / name)
+            if not isinstance(data, dict):
+                raise DanluError(f"{run / name} is damaged: expected a JSON object, got {type(data).__name__}",
+                                 hint="restore it from a copy, or evaluate the run again: danlu evaluate RUN")
+            return data
+
         if a.json:
             shown = {"run": str(run), "recipe": read_run_recipe(run)}
             if (run / "status.json").exists():
-                shown["status"] = read_json(run / "status.json")
+                shown["status"] = read_object("status.json")
             if (run / "report.json").exists():
-                shown["metrics"] = read_json(run / "report.json").get("metrics", {})
+                shown["metrics"] = read_object("report.json").get("metrics", {})
             _print_json(shown)
             return
         print(f"run: {run}")
         print((run / "recipe.yaml").read_text(encoding="utf-8"))
         for name in ("status.json", "report.json"):
             if (run / name).exists():
-                data = read_json(run / name)
+                data = read_object(name)
                 data = data.get("metrics", data) if name == "report.json" else data
                 print(f"{name}: {json.dumps(data, ensure_ascii=False)}")
         return

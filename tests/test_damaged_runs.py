@@ -252,3 +252,15 @@ def test_damaged_onnx_metadata_is_exported_again(pristine, tmp_path, capsys, con
     assert main(["export", str(run), "--json"]) == 0
     assert last_json(capsys.readouterr().out)["parity"]["agreement"] >= 0.999
     assert onnx_is_current(run)
+
+
+@pytest.mark.parametrize("name", ["status.json", "report.json"])
+def test_runs_show_names_a_damaged_summary_file(pristine, tmp_path, capsys, name):
+    run = tmp_path / "run"
+    shutil.copytree(pristine["image"], run)
+    (run / name).write_text("[1, 2]")
+    for extra in ([], ["--json"]):
+        capsys.readouterr()
+        assert main(["runs", "show", str(run), *extra]) == 2
+        err = capsys.readouterr().err
+        assert name in err and "expected a JSON object" in err
