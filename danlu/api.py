@@ -52,11 +52,6 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     per-epoch training state (a search's trials are never resumed: a killed one is marked failed).
     """
     from danlu.errors import DanluError, DataError
-    from danlu.evaluation import evaluate
-    from danlu.inference import select_device
-    from danlu.progress import Progress
-    from danlu.run_folder import RunFolder
-    from danlu.training import build_loop, check_metric_names, fit, standard_callbacks
 
     t0 = time.perf_counter()
     overrides = _override_list(overrides)
@@ -71,6 +66,13 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=overrides)
     recipe = recipe.with_absolute_paths()
+    # torch only now: a bad recipe (or a YAML bomb) is refused in a fraction of a second, not after its import
+    from danlu.evaluation import evaluate
+    from danlu.inference import select_device
+    from danlu.progress import Progress
+    from danlu.run_folder import RunFolder
+    from danlu.training import build_loop, check_metric_names, fit, standard_callbacks
+
     splits, schema, model = prepare(recipe, data_dir)
     device = select_device(recipe.train.device)  # a device that is not there fails before the run folder exists
     check_metric_names(recipe, schema)

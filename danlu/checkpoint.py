@@ -45,10 +45,12 @@ def load_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler:
     from safetensors.torch import load_file
 
     if not path.exists():
-        ended = (path.parent.parent / "metrics.jsonl").exists()
+        # last.json is written right after the checkpoint: with it the checkpoint existed and was deleted;
+        # without, none was ever written (stopped in the first epoch, or the disk filled while writing it)
+        deleted = path.with_suffix(".json").exists()
         raise RunError(f"no checkpoint to resume from: {path}",
-                       hint="the checkpoint was deleted; start the run again with danlu train" if ended
-                       else "the run stopped before its first epoch ended; start it again with danlu train")
+                       hint="the checkpoint was deleted; start the run again with danlu train" if deleted
+                       else "the run stopped before its first checkpoint was written; start it again with danlu train")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["danlu"])
@@ -92,12 +94,46 @@ def save_model(path: Path, model: nn.Module, info: dict[str, Any] | None = None)
 
 
 def load_model_weights(path: Path, model: nn.Module) -> None:
-    from safetensors.torch import load_file
+    """The run's weights into ``model``, checked first: every tensor's name, shape and dtype must be the
+    rebuilt model's, and every value finite. A damaged file is a RunError naming it (a cast int8 tensor
+    or a NaN would otherwise predict garbage without a word)."""
+    from safetensors import safe_open
 
     if not path.exists():
         raise RunError(f"missing model weights: {path}", hint="the run did not finish an epoch; train it again")
-    state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RunError(f"{path} does not match the model in recipe.yaml "
-                       f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    again = "restore it from a copy, or train the run again"
+    expected = model.state_dict()
+    state = {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+            missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
+            if missing or unexpected:
+                raise RunError(f"{path} does not match the model rebuilt from recipe.yaml and schema.json "
+                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})", hint=again)
+            for name, want in expected.items():
+                piece = f.get_slice(name)
+                shape, dtype = list(piece.get_shape()), piece.get_dtype()
+                if shape != list(want.shape):
+                    raise RunError(f"{path}: tensor '{name}' has shape {shape}, the model rebuilt from recipe.yaml "
+                                   f"and schema.json needs {list(want.shape)}",
+                                   hint="schema.json (classes, input shape, vocabulary) or the weights were "
+                                        f"changed after training; {again}")
+                if dtype != _SAFETENSORS_DTYPES.get(want.dtype):
+                    raise RunError(f"{path}: tensor '{name}' is {dtype}, the model needs "
+                                   f"{_SAFETENSORS_DTYPES.get(want.dtype, want.dtype)}", hint=again)
+                state[name] = f.get_tensor(name)
+    except RunError:
+        raise
+    except Exception as e:  # safetensors' own errors: truncated, a header length past the file, not JSON
+        raise RunError(f"{path} is damaged: not a readable safetensors file ({str(e)[:160]})", hint=again) from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RunError(f"{path}: tensor '{name}' holds NaN or infinite values", hint=again)
+    model.load_state_dict(state, strict=True)
+
+
+_SAFETENSORS_DTYPES = {getattr(torch, k): v for k, v in {
+    "float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}.items()}

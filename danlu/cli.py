@@ -94,10 +94,12 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if a.json:
         _print_json({"predictions": rows})
         return
+    from danlu.printable import terminal_safe as safe  # class names and inputs come from the user's data
+
     for row in rows:
-        label = str(row["input"])
+        label = safe(row["input"])
         if "top" in row:
-            tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"])
+            tops = "  ".join(f"{safe(t['label'])} {t['probability']:.3f}" for t in row["top"])
             print(f"{label}\t{tops}")
         else:
             print(f"{label}\t" + "  ".join(f"{k}={v:.4g}" if v is not None else f"{k}=nan"
@@ -114,19 +116,27 @@ def cmd_runs(a: argparse.Namespace) -> None:
         if not a.run:
             raise DanluError("runs show needs a RUN", hint="danlu runs lists them")
         run = resolve_run(a.run, a.runs_dir)
+
+        def read_object(name: str) -> dict:
+            data = read_json(run / name)
+            if not isinstance(data, dict):
+                raise DanluError(f"{run / name} is damaged: expected a JSON object, got {type(data).__name__}",
+                                 hint="restore it from a copy, or evaluate the run again: danlu evaluate RUN")
+            return data
+
         if a.json:
             shown = {"run": str(run), "recipe": read_run_recipe(run)}
             if (run / "status.json").exists():
-                shown["status"] = read_json(run / "status.json")
+                shown["status"] = read_object("status.json")
             if (run / "report.json").exists():
-                shown["metrics"] = read_json(run / "report.json").get("metrics", {})
+                shown["metrics"] = read_object("report.json").get("metrics", {})
             _print_json(shown)
             return
         print(f"run: {run}")
         print((run / "recipe.yaml").read_text(encoding="utf-8"))
         for name in ("status.json", "report.json"):
             if (run / name).exists():
-                data = read_json(run / name)
+                data = read_object(name)
                 data = data.get("metrics", data) if name == "report.json" else data
                 print(f"{name}: {json.dumps(data, ensure_ascii=False)}")
         return
@@ -222,8 +232,9 @@ def cmd_recipes(a: argparse.Namespace) -> None:
 
 def cmd_data(a: argparse.Namespace) -> None:
     from danlu.describe import describe
+    from danlu.printable import terminal_safe
 
-    print(describe(a.recipe, a.overrides, data_dir=a.data_dir))
+    print(terminal_safe(describe(a.recipe, a.overrides, data_dir=a.data_dir), keep_newlines=True))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,16 +357,20 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:
-        from danlu.errors import DanluError
+        from danlu.errors import DISK_FULL_ERRNOS, DanluError, disk_full
+        from danlu.printable import terminal_safe
 
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:  # a write outside atomic_file (an append)
+            e = disk_full(e.filename, e)
         if a.debug or os.environ.get("DANLU_DEBUG"):
             import traceback
 
             traceback.print_exc()
         if isinstance(e, DanluError):
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {terminal_safe(e, keep_newlines=True)}", file=sys.stderr)  # may quote the user's data
             return e.exit_code
-        print(f"internal error: {type(e).__name__}: {e}\n  (a bug in danlu; rerun with --debug for the traceback)",
+        shown = terminal_safe(e, keep_newlines=True)
+        print(f"internal error: {type(e).__name__}: {shown}\n  (a bug in danlu; rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
 

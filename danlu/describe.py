@@ -17,7 +17,9 @@ def describe(recipe_name: str, overrides: list[str], data_dir: Path | None = Non
     lines = [f"data: {schema.source} ({schema.kind}, {schema.task})", f"input shape: {schema.input_shape}"]
     lines.append("rows: " + "  ".join(f"{k} {v}" for k, v in splits.sizes().items()))
     if schema.task == "classification":
-        classes = schema.classes or []
+        from danlu.printable import terminal_safe
+
+        classes = [terminal_safe(c) for c in schema.classes or []]  # folder names may hold newlines, escapes
         lines.append(f"classes ({len(classes)}): {', '.join(classes[:20])}{' …' if len(classes) > 20 else ''}")
         for name in ("train", "val", "test"):
             split = getattr(splits, name)

@@ -7,6 +7,9 @@ a bug of ours (exit 1).
 from __future__ import annotations
 
 import difflib
+import errno
+import os
+import shutil
 from collections.abc import Iterable
 
 
@@ -34,6 +37,31 @@ class DataError(DanluError):
 
 class RunError(DanluError):
     """A run folder is missing or incomplete."""
+
+
+class DiskFullError(RunError):
+    """The disk (or the user's quota) filled up while danlu wrote a file: the user's to free, not a bug."""
+
+
+DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def disk_full(path: str | os.PathLike | None, e: OSError | None = None) -> DiskFullError:
+    """A DiskFullError saying where space ran out, how much is left, and how to continue."""
+    from pathlib import Path
+
+    target = Path(path) if path else Path.cwd() / "a file"  # an append's error carries no file name
+    folder = target if target.is_dir() else target.parent
+    what = "quota exceeded" if e is not None and e.errno == getattr(errno, "EDQUOT", None) else "no space left"
+    try:
+        free = f"; {shutil.disk_usage(folder).free / 2**20:,.0f} MiB free now"
+    except OSError:
+        free = ""
+    run = next((d for d in (target, *target.parents) if (d / "recipe.yaml").is_file()), None)
+    then = (f"then continue the run: danlu train --resume {run} (if it was training), or run the command again"
+            if run else "then run the command again")
+    return DiskFullError(f"{what} on the disk holding {folder} while writing {target.name}{free}",
+                         hint=f"free space there (df -h {folder}; old runs can go: danlu runs lists them), {then}")
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -33,16 +33,20 @@ def build_report(metrics: dict, schema: Schema, split: str, n: int, extra: dict[
 
 
 def report_markdown(report: dict[str, Any], recipe: Recipe) -> str:
-    lines = [f"# {recipe.name}: {report['split']} report", "",
-             f"{report['samples']} samples, {report['task']}, model `{recipe.model.name}`, data `{recipe.data.name}`.",
-             "", "| metric | value |", "| --- | --- |"]
+    """report.md; names from the data (classes, notes, the recipe's own names) pass ``markdown_text``, so
+    a class called ``a|b`` or one holding a newline or an ANSI escape cannot break the tables."""
+    from danlu.printable import markdown_text as md
+
+    lines = [f"# {md(recipe.name)}: {md(report['split'])} report", "",
+             f"{report['samples']} samples, {report['task']}, model `{md(recipe.model.name)}`, "
+             f"data `{md(recipe.data.name)}`.", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {v:.4f} |" for k, v in report["metrics"].items()]
     if "per_class" in report and len(report["per_class"]) <= 50:
         lines += ["", "| class | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+        lines += [f"| {md(c)} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
                   for c, m in report["per_class"].items()]
     for note in report.get("notes", []):
-        lines.append(f"\n- {note}")
+        lines.append(f"\n- {md(note)}")
     plots = report.get("plots", [])
     if plots:
         lines += ["", *[f"![{Path(p).stem}]({p})" for p in plots]]

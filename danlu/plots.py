@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from danlu.printable import terminal_safe
+
 
 def pyplot():
     """matplotlib.pyplot on the file-only Agg backend (imported on first use: ~0.7 s)."""
@@ -60,7 +62,7 @@ def confusion_matrix(cm: list[list[int]], classes: list[str], path: Path) -> Non
     plt = pyplot()
     cm_a = np.asarray(cm)
     n = len(classes)
-    names = [c[:14] for c in classes]
+    names = [terminal_safe(c)[:14] for c in classes]  # no control characters (missing glyphs) in tick labels
     size = min(12, 2.5 + 0.45 * n)
     fig, ax = plt.subplots(figsize=(size, size * 0.9))
     row = cm_a.sum(1, keepdims=True).clip(min=1)
@@ -104,7 +106,8 @@ def prediction_grid(images: np.ndarray, true: list[str], pred: list[str], path: 
     for k in range(n):
         r, q = divmod(k, 5)
         wrong = true[k] != pred[k]
-        ax.text(q * (w + pad_w) + w / 2, r * (h + pad_h) + pad_h - 1, f"{pred[k][:10]} / {true[k][:10]}",
+        shown = f"{terminal_safe(pred[k])[:10]} / {terminal_safe(true[k])[:10]}"
+        ax.text(q * (w + pad_w) + w / 2, r * (h + pad_h) + pad_h - 1, shown,
                 ha="center", va="bottom", fontsize=8, color="red" if wrong else "black",
                 fontweight="bold" if wrong else "normal")
     ax.axis("off")

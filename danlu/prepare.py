@@ -33,7 +33,7 @@ def prepare(recipe: Recipe, data_dir: Path | None = None, for_inference: bool = 
     splits, schema = data.load(recipe.data, seed=recipe.seed, data_dir=data_dir, hints=hints)
     torch.manual_seed(recipe.seed)  # model init independent of how much randomness data loading used
     options = inference_options(recipe) if for_inference else recipe.model.options
-    model = models.build(recipe.model.name, options, schema)
+    model = models.build(recipe.model.name, options, schema, training=not for_inference)
     return splits, schema, model
 
 
@@ -48,4 +48,4 @@ def build_model(recipe: Recipe, schema: Schema) -> Any:
     """The run's architecture, rebuilt from its recipe and schema (weights are loaded after)."""
     from danlu.models import build
 
-    return build(recipe.model.name, inference_options(recipe), schema)
+    return build(recipe.model.name, inference_options(recipe), schema, training=False)

@@ -57,4 +57,6 @@ class Progress:
 
     def note(self, text: str) -> None:
         if self.enabled:
-            print(text, file=sys.stderr, flush=True)
+            from danlu.printable import terminal_safe  # notes quote class and column names from the data
+
+            print(terminal_safe(text), file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from danlu import safe_yaml
 from danlu.errors import DanluError, RecipeError, did_you_mean, unknown_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -324,7 +325,7 @@ def _line_index(text: str) -> dict[tuple, int]:
                 walk(v, (*path, i))
 
     try:
-        walk(yaml.compose(text), ())
+        walk(safe_yaml.compose(text), ())
     except yaml.YAMLError:
         pass
     return index
@@ -339,7 +340,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise RecipeError(f"override '{item}' has an empty key", hint="e.g. train.lr=0.01")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml.load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw  # an unparseable value stays a string; validation says if that is wrong
     return key.split("."), value
@@ -441,11 +442,12 @@ def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | 
     else:
         text, source = _recipe_source(str(name_or_path))
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = safe_yaml.load(text) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
-            raise RecipeError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+            what = "refused" if isinstance(e, safe_yaml.AliasBomb) else "invalid YAML"
+            raise RecipeError(f"{where}: {what}: {getattr(e, 'problem', e)}") from None
         if not text.strip():
             raise RecipeError(f"{source} is empty", hint="a recipe has data, model and train sections; "
                                                           "danlu recipes digits-mlp prints one to start from")

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from danlu.errors import RunError
+from danlu.errors import DISK_FULL_ERRNOS, RunError, disk_full
 
 RUNS_DIR = Path("runs")
 
@@ -23,16 +23,23 @@ RUNS_DIR = Path("runs")
 def atomic_file(path: Path, prefix: str | None = None, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A binary file that appears at ``path`` whole or not at all: temp file in the same folder, fsync, rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise disk_full(path, e) from e
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:  # the user's disk, not a bug: exit 2
+            raise disk_full(path, e) from e
         raise
 
 
@@ -64,9 +71,11 @@ def read_run_recipe(run_dir: Path) -> dict:
     """A run's resolved recipe.yaml as a dict; a damaged one is a RunError that names it."""
     import yaml
 
+    from danlu import safe_yaml
+
     path = Path(run_dir) / "recipe.yaml"
     try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+        recipe = safe_yaml.load(path.read_text(encoding="utf-8"))  # aliases bounded: a bomb is refused
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is damaged: not valid YAML ({str(e).splitlines()[0]})",
                        hint="restore it from a copy, or train the run again") from None

@@ -66,6 +66,13 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()  # a regular file, through links; no pipes, sockets or devices
+    except OSError:
+        return False
+
+
 class _Scanner:
     def __init__(self) -> None:
         self.skipped: list[tuple[Path, str]] = []
@@ -95,6 +102,8 @@ class _Scanner:
                     subdirs.append(Path(entry.path))
                 elif entry.is_symlink() and not os.path.exists(entry.path):
                     self.skipped.append((Path(entry.path), "a broken link"))
+                elif not _is_file(entry):  # a FIFO named x.png would block the reader forever
+                    self.skipped.append((Path(entry.path), "not a regular file (a named pipe, socket or device)"))
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                     found.append(entry.path)
                 else:

@@ -28,6 +28,9 @@ _GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
 # those few are then typos to fix, not categories (one bad cell used to make a column categorical)
 MAX_NON_NUMERIC = 0.05
 SKLEARN_SETS = {"iris", "breast_cancer", "diabetes", "wine"}
+# columns in one CSV: reading is linear in them (100,000 columns x 20 rows: ~5 s here); past this a file is
+# more likely a wrong delimiter or a transposed table than features, and schema.json would hold megabytes
+MAX_COLUMNS = 100_000
 
 
 def _to_float(v: Any) -> float | None:
@@ -48,8 +51,11 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV/TSV file (delimiter sniffed among , ; tab |)."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # a named pipe would block the read forever
+            raise DataError(f"{path} is not a regular file (a folder, named pipe, socket or device)",
+                            hint="set data.path to a CSV file")
         raise DataError(f"data file not found: {path}", hint="set data.path to an existing CSV file")
-    from danlu.text.files import decode_text
+    from danlu.text.files import allow_long_fields, decode_text, field_too_long
 
     text = decode_text(path.read_bytes(), path)  # UTF-8, or an error that guesses the encoding for iconv
     if not text.strip():
@@ -61,10 +67,20 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
             delim = csv.Sniffer().sniff(text[:20000], delimiters=",;\t|").delimiter
         except csv.Error:
             delim = ","
-    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delim) if any(c.strip() for c in r)]
+    allow_long_fields()
+    reader = csv.reader(io.StringIO(text), delimiter=delim)
+    try:
+        rows = [r for r in reader if any(c.strip() for c in r)]
+    except csv.Error as e:
+        if "field limit" in str(e):
+            raise field_too_long(path, reader.line_num) from None
+        raise DataError(f"{path}, line {reader.line_num}: {e}", hint="check the quoting of that line") from None
     if not rows:
         raise DataError(f"{path} is empty (only empty cells)", hint="a CSV needs a header row and data rows")
     header = [h.strip() for h in rows[0]]
+    if len(header) > MAX_COLUMNS:
+        raise DataError(f"{path} has {len(header):,} columns; danlu reads at most {MAX_COLUMNS:,}",
+                        hint="check the delimiter; or keep the columns you need (cut -d, -f1-1000 or pandas) first")
     body = rows[1:]
     if not body:
         raise DataError(f"{path} has a header but no data rows")
@@ -219,7 +235,8 @@ def _csv_columns(cfg: DataConfig) -> tuple[dict[str, list[Any]], list[str], str,
         raise DataError(f"target column '{target}' not in {cfg.path}",
                         hint=f"{did_you_mean(target, header)}columns: {', '.join(header)}")
     features = cfg.features or [h for h in header if h != target]
-    unknown = [f for f in features if f not in header]
+    columns_in_file = set(header)  # a set: a list here made reading quadratic (100,000 columns: 88 s)
+    unknown = [f for f in features if f not in columns_in_file]
     if unknown:
         raise DataError(f"feature column(s) {', '.join(unknown)} not in {cfg.path}",
                         hint=f"columns: {', '.join(header)}")

@@ -118,19 +118,34 @@ class TextEncoder:
     def from_run(cls, run_dir: Path, schema: Schema) -> TextEncoder:
         t = schema.text
         if t["tokenizer"] == "pretrained":
+            from danlu.errors import DanluError, RunError
             from danlu.text.pretrained import PretrainedTokenizer
 
             folder = run_dir / "tokenizer"
-            return cls("pretrained", t["max_len"], pretrained=PretrainedTokenizer(folder if folder.is_dir()
-                                                                                  else t["pretrained"]))
-        import json
-
+            try:
+                tokenizer = PretrainedTokenizer(folder if folder.is_dir() else t["pretrained"])
+            except DanluError:
+                raise
+            except Exception as e:  # the tokenizers library's own errors for a damaged tokenizer.json
+                raise RunError(f"{folder} is damaged: the tokenizer cannot be loaded ({str(e)[:160]})",
+                               hint="restore it from a copy, or train the run again") from None
+            return cls("pretrained", t["max_len"], pretrained=tokenizer)
+        from danlu.errors import RunError
+        from danlu.runs import read_json
         from danlu.text.vocab import Vocab
 
         vocab_path = run_dir / "vocab.json"
         if not vocab_path.exists():
             raise DataError(f"{vocab_path} is missing", hint="the run folder is incomplete; train it again")
-        return cls(t["tokenizer"], t["max_len"], vocab=Vocab.from_json(json.loads(vocab_path.read_text("utf-8"))))
+        again = "restore it from a copy, or train the run again"
+        try:
+            vocab = Vocab.from_json(read_json(vocab_path))
+        except (TypeError, ValueError, AttributeError) as e:  # not a dict with a list of unique strings
+            raise RunError(f"{vocab_path} is damaged: {e}", hint=again) from None
+        if len(vocab) != t["vocab_size"]:
+            raise RunError(f"{vocab_path} has {len(vocab)} tokens, schema.json says text.vocab_size "
+                           f"{t['vocab_size']}: they are not from the same run", hint=again)
+        return cls(t["tokenizer"], t["max_len"], vocab=vocab)
 
 
 def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = None) -> tuple[Splits, Schema]:

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from danlu.errors import DanluError, unknown_name
+from danlu.models.memory import check_fits, count_on_meta
 from danlu.models.specs import MODELS, validate_options
 from danlu.schema import Schema
 
@@ -112,8 +113,9 @@ BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
 assert set(BUILDERS) == set(MODELS), "specs.MODELS and registry.BUILDERS must list the same models"
 
 
-def build(name: str, options: dict[str, Any], schema: Schema) -> nn.Module:
-    """Build a model for this data; a model that cannot take this kind of data says which can."""
+def build(name: str, options: dict[str, Any], schema: Schema, *, training: bool = False) -> nn.Module:
+    """Build a model for this data; a model that cannot take this kind of data says which can, and one
+    too large for the memory left (for ``training``, or for inference) is refused before it is allocated."""
     if name not in MODELS:
         raise unknown_name("model", name, MODELS)
     kinds = MODELS[name][1]
@@ -121,7 +123,11 @@ def build(name: str, options: dict[str, Any], schema: Schema) -> nn.Module:
         fits = sorted(n for n, (_, k, _) in MODELS.items() if schema.kind in k)
         raise DanluError(f"model '{name}' takes {'/'.join(kinds)} data, but this dataset is {schema.kind}",
                          hint=f"models for {schema.kind} data: {', '.join(fits)}")
-    return BUILDERS[name](validate_options(name, options), schema)
+    options = validate_options(name, options)
+    if name != "transformer":  # its size is the pretrained encoder's on disk, loaded by the builder
+        shapes_only = {**options, "weights": None} if "weights" in options else options  # no weight files read
+        check_fits(name, count_on_meta(lambda: BUILDERS[name](shapes_only, schema)), training)
+    return BUILDERS[name](options, schema)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -134,6 +134,8 @@ def read_bytes(p: Path) -> bytes:
         raise DataError(f"file not found: {p}", hint=f"paths are relative to {Path.cwd()}")
     if p.is_dir():
         raise DataError(f"{p} is a folder, not a text file")
+    if not p.is_file():  # reading a named pipe would wait for a writer forever
+        raise DataError(f"{p} is not a regular file (a named pipe, socket or device)", hint="give a file")
     try:
         raw = p.read_bytes()
         if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the name says
@@ -218,6 +220,22 @@ def _csv_delimiter(lines: list[str]) -> str:
     return max(";|", key=header.count) if any(c in header for c in ";|") else ","
 
 
+# Python's csv module refuses fields over 131,072 characters; a long review or a document is more. Up to this
+# bound a field is read; past it the file is refused with a DataError naming the line (exit 2).
+MAX_FIELD_CHARS = 16 * 2**20
+
+
+def allow_long_fields() -> None:
+    """Raise the csv module's field limit (process-wide, never lowered) to MAX_FIELD_CHARS."""
+    if csv.field_size_limit() < MAX_FIELD_CHARS:
+        csv.field_size_limit(MAX_FIELD_CHARS)
+
+
+def field_too_long(p: Path, line: int) -> DataError:
+    return DataError(f"{p}, line {line}: a field is longer than {MAX_FIELD_CHARS:,} characters",
+                     hint="check the quoting (an unclosed quote runs to the end of the file), or split the text")
+
+
 def _parse_csv(lines: list[str], p: Path, notes: list[str], delim: str = ",") -> list[_Row]:
     """Strict RFC-4180 quoting, unless the file only parses with quotes off (stray quotes merged rows).
 
@@ -228,6 +246,7 @@ def _parse_csv(lines: list[str], p: Path, notes: list[str], delim: str = ",") ->
     quoted: list[_Row] = []
     error: str | None = None
     unclosed = False
+    allow_long_fields()
     reader = csv.reader((line + "\n" for line in lines), delimiter=delim, strict=True)
     start = 1
     try:
@@ -235,6 +254,8 @@ def _parse_csv(lines: list[str], p: Path, notes: list[str], delim: str = ",") ->
             quoted.append((start, fields if fields else None))
             start = reader.line_num + 1
     except csv.Error as e:
+        if "field limit" in str(e):
+            raise field_too_long(p, start) from None
         error, unclosed = f"line {start}: {e}", "unexpected end of data" in str(e)
     counts = [len(f) for _, f in quoted if f is not None]
     width = counts[0] if counts else 0
