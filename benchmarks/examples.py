@@ -50,10 +50,11 @@ def main() -> None:
             failed.append(name)
             print(proc.stderr[-2000:], file=sys.stderr)
             continue
-        more = ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k in ("r2", "f_of_3", "minilm_accuracy"))
+        more = "; " + ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k in ("r2", "f_of_3", "minilm_accuracy"))
+        more = "" if more == "; " else more
         ok = proc.returncode == 0
         failed += [] if ok else [name]
-        rows.append(f"| {name} | {res['accuracy']:.4f}{'; ' + more if more else ''} | ≥ {res['target']} | {wall:.1f} s | "
+        rows.append(f"| {name} | {res['accuracy']:.4f}{more} | ≥ {res['target']} | {wall:.1f} s | "
                     f"{'met' if ok else 'MISSED'} |")
         print(rows[-1], flush=True)
     print("\n| example | accuracy | target | wall (process start → exit, cold cache) | |")
