@@ -237,6 +237,16 @@ def cmd_data(a: argparse.Namespace) -> None:
     print(terminal_safe(describe(a.recipe, a.overrides, data_dir=a.data_dir), keep_newlines=True))
 
 
+def cmd_scratch(a: argparse.Namespace) -> None:
+    from danlu.scratch.worked_example import as_json, render, worked_example
+
+    sections = worked_example()
+    if a.json:
+        _print_json(as_json(sections))
+    else:
+        print(render(sections))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="danlu", description="danlu (丹炉): data → trained, evaluated, served model.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -312,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", nargs="*")
     common(d)
     d.set_defaults(func=cmd_data)
+
+    sc = sub.add_parser("scratch", help="the articles' math redone in numpy: danlu scratch worked-example")
+    sc.add_argument("action", choices=["worked-example"])
+    sc.add_argument("--json", action="store_true", help="the numbers as one JSON object")
+    sc.set_defaults(func=cmd_scratch)
 
     from danlu.cli_serve import add_serving_verbs
 
