@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check danlu tests benchmarks
+	$(BIN)/ruff check danlu tests benchmarks examples
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/mnist.py
