@@ -249,7 +249,7 @@ class Recipe(_Strict):
             for value in param.values():
                 problem = _refusal(base, keys, value)
                 if problem:
-                    raise InvalidValue(RecipeError(f"tune.{key}: {problem}", hint=problem.hint), at=("tune", key))
+                    raise InvalidValue(RecipeError(f"tune.{key}: {problem[0]}", hint=problem[1]), at=("tune", key))
         return self
 
     def without_tune(self) -> Recipe:
@@ -473,12 +473,8 @@ def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | 
         raise _format_errors(e, src, lines) from None
 
 
-class _Refusal(str):
-    hint: str | None = None
-
-
-def _refusal(base: dict, keys: list[str], value: Any) -> _Refusal | None:
-    """Why ``keys=value`` would make ``base`` an invalid recipe, or None when it is valid."""
+def _refusal(base: dict, keys: list[str], value: Any) -> tuple[str, str | None] | None:
+    """(why, hint) when ``keys=value`` would make ``base`` an invalid recipe; None when it is valid."""
     import copy
 
     raw = copy.deepcopy(base)
@@ -487,13 +483,9 @@ def _refusal(base: dict, keys: list[str], value: Any) -> _Refusal | None:
         _set_path(raw, keys, value, item)
         Recipe.model_validate(raw)
     except RecipeError as e:
-        out = _Refusal(e.message)
-        out.hint = e.hint
-        return out
+        return e.message, e.hint
     except ValidationError as e:
         err = _format_errors(e, "", {})
         first = err.message.split("\n  ", 1)[-1].splitlines()[0].lstrip(": ").strip()
-        out = _Refusal(f"{first} (for the value {value!r})" if "unknown key" not in first else first)
-        out.hint = err.hint
-        return out
+        return (first if "unknown key" in first else f"{first} (for the value {value!r})"), err.hint
     return None

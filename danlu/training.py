@@ -94,7 +94,7 @@ def fit(loop: Loop) -> Loop:
     """Train ``loop.model`` in place until the last epoch or a callback's Stop."""
     cbs = loop.callbacks
     hooks = {name: [cb for cb in cbs if overrides(cb, name)] for name in
-             ("on_train_start", "on_epoch_start", "after_backward", "after_step", "on_epoch_end", "on_train_end")}
+             ("on_train_start", "on_epoch_start", "after_backward", "after_step", "on_train_end")}
     grad_clip = loop.recipe.train.grad_clip
     classification = loop.schema.task == "classification"
     scaler = torch.amp.GradScaler("cuda") if loop.amp == torch.float16 else None

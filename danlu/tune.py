@@ -288,15 +288,20 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
         run_dir = folder / f"trial-{trial.number:04d}"
         trial.set_user_attr("run", str(run_dir.resolve()))
         assigned = [f"{key}={json.dumps(v)}" for key, v in params.items()] + [f"train.monitor={objective_name}"]
-        trial_recipe = load_recipe(base=base, overrides=assigned)
-        result = train(trial_recipe, run_dir=run_dir, data_dir=data_dir, progress=False, plots=False,
-                       resumable=False, callbacks=[ReportAndPrune(trial, objective_name)])
+        try:
+            trial_recipe = load_recipe(base=base, overrides=assigned)
+            result = train(trial_recipe, run_dir=run_dir, data_dir=data_dir, progress=False, plots=False,
+                           resumable=False, callbacks=[ReportAndPrune(trial, objective_name)])
+        except DanluError as e:  # the trial fails (Optuna records it) and the search goes on
+            trial.set_user_attr("error", str(e).splitlines()[0][:300])
+            raise
         from danlu.run_folder import RunFolder
 
         history = RunFolder(result.run).history()
         trial.set_user_attr("epochs", len(history))
         values = [h[objective_name] for h in history if math.isfinite(h.get(objective_name, math.nan))]
         if not values:
+            trial.set_user_attr("error", f"no finite {objective_name} in any epoch")
             raise DanluError(f"trial {trial.number}: no finite {objective_name} in any epoch")
         best = max(values) if direction == "maximize" else min(values)
         shown = "  ".join(f"{k}={_short(v)}" for k, v in params.items())
@@ -317,17 +322,8 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
         if _finished(st) >= trials:
             st.stop()
 
-    def record_error(trial_fn: Any) -> Any:
-        def wrapped(trial: Any) -> float:
-            try:
-                return trial_fn(trial)
-            except DanluError as e:
-                trial.set_user_attr("error", str(e).splitlines()[0][:300])
-                raise
-        return wrapped
-
     if _finished(opened) < trials:
-        opened.optimize(record_error(objective), timeout=timeout, callbacks=[count_and_stop], catch=(DanluError,),
+        opened.optimize(objective, timeout=timeout, callbacks=[count_and_stop], catch=(DanluError,),
                         gc_after_trial=False)
     result = summarize(opened, folder, objective_name, base)
     write_results(result, opened, base)

@@ -203,3 +203,10 @@ def test_two_processes_share_one_study_in_postgresql(tmp_path, postgres):
     assert len(numbers) == len(set(numbers))
     made = sorted(p.name for i in range(2) for p in (tmp_path / f"machine{i}" / "shared").glob("trial-*"))
     assert made == sorted(f"trial-{n:04d}" for n in numbers)  # each trial's run folder on its own machine
+
+
+def test_tune_show_of_a_study_that_is_not_there(cli):
+    code, _, err = cli("tune", "show", "nope")
+    assert code == 2 and "no study 'nope'" in err
+    code, _, err = cli("tune", "show")
+    assert code == 2 and "tune show needs one STUDY name" in err
