@@ -14,7 +14,7 @@ import torch
 from danlu.errors import DanluError, RunError
 from danlu.outputs import finite_rows
 from danlu.predictor import Predictor
-from danlu.serve.decoding import MIB, check_images, give_back_memory
+from danlu.serve.decoding import MIB, CheckedImages, check_images, give_back_memory
 from danlu.serve.inputs import MAX_IMAGE_PIXELS
 from danlu.serve.limits import DecodeLimits
 
@@ -49,17 +49,27 @@ class Engine:
     def kind(self) -> str:
         return self.schema.kind
 
-    def prepare(self, inputs: list[Any], names: list[Any] | None = None) -> torch.Tensor:
+    def check(self, inputs: list[Any], names: list[Any] | None = None) -> CheckedImages | None:
+        """Images: their headers read and costed (``CheckedImages.cost``, the bytes their decode will hold),
+        a RequestError naming any over the limits; None for texts and rows."""
+        if self.kind != "image":
+            return None
+        limits, (_, h, w) = self.decode_limits, self.schema.input_shape
+        return check_images(inputs, names, (h, w), int(limits.max_image_mb * MIB),
+                            int(limits.max_request_image_mb * MIB), MAX_IMAGE_PIXELS)
+
+    def prepare(self, inputs: list[Any], names: list[Any] | None = None,
+                checked: CheckedImages | None = None) -> torch.Tensor:
         """Validated inputs → model input (images: uint8 pixels, normalized per batch in ``run_batch``);
-        raises DataError naming the bad input (and its file name, for uploads)."""
+        raises DataError naming the bad input (and its file name, for uploads). ``checked``: what
+        ``check`` gave for these inputs, when the caller already asked."""
         if self.kind == "image":
-            limits, (_, h, w) = self.decode_limits, self.schema.input_shape
-            cost = check_images(inputs, names, (h, w), int(limits.max_image_mb * MIB),
-                                int(limits.max_request_image_mb * MIB))
+            checked = checked or self.check(inputs, names)
             try:
-                return self.predictor.image_pixels(inputs, max_pixels=MAX_IMAGE_PIXELS, names=names)
+                return self.predictor.image_pixels(checked.items, max_pixels=MAX_IMAGE_PIXELS, names=names)
             finally:
-                give_back_memory(cost)
+                checked.close()
+                give_back_memory(checked.cost)
         return self.predictor.to_tensor(inputs)  # non-finite table values are refused there
 
     def collate(self, parts: list[torch.Tensor]) -> torch.Tensor:
