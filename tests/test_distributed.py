@@ -110,7 +110,7 @@ def _rank_of(pid: int) -> str | None:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker processes through /proc")
 def test_a_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path):
-    args = [*MLP[:-1], "train.epochs=8", "model.dropout=0.1"]  # dropout: its per-rank RNG must resume too
+    args = [*MLP[:-1], "train.epochs=5", "model.dropout=0.1"]  # dropout: its per-rank RNG must resume too
     whole = _train(tmp_path, args, "whole", "--nproc", "2")
     runs = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "danlu", "train", *args, "--runs-dir", str(runs), "--quiet",
@@ -135,7 +135,7 @@ def test_a_killed_rank_ends_the_job_and_resume_finishes_it(tmp_path):
     run = next(runs.iterdir())
     assert f"danlu train --resume {run} --nproc 2" in err
     status = json.loads((run / "status.json").read_text())
-    assert status["status"] != "done" and status["epoch"] < 8
+    assert status["status"] != "done" and status["epoch"] < 5
     resumed = _train(tmp_path, ["--resume", str(run)], "killed", "--nproc", "2")
     assert resumed["metrics"] == whole["metrics"]
     assert _max_diff(_weights(resumed["run"]), _weights(whole["run"])) < 1e-6
