@@ -77,7 +77,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     group = _join_group(recipe)  # several processes (torchrun, srun, --nproc): danlu/distributed.py
     progress = progress and (group is None or group.writer)
     splits, schema, model = prepare(recipe, data_dir)
-    device = group.device if group else select_device(recipe.train.device)  # a device that is not there fails before the run folder exists
+    # a device that is not there fails before the run folder exists
+    device = group.device if group else select_device(recipe.train.device)
     check_metric_names(recipe, schema)
     if len(splits.train) < 2:
         raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
