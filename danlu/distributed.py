@@ -213,9 +213,8 @@ class Group:
         """A collective that failed because a peer died or went silent, as a RunError saying how to resume."""
         if isinstance(error, DanluError | KeyboardInterrupt) or not _is_comm_error(error):
             return error
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         err = RunError(f"another process of this {self.size}-process run stopped or stopped answering "
-                       f"(rank {self.rank} saw: {first})",
+                       f"(rank {self.rank} saw: {_short(error)})",
                        hint=f"the run folder keeps its last finished epoch: danlu train --resume {run.path} "
                             f"--nproc {self.size} (or relaunch the same torchrun/srun command with --resume)")
         err.__cause__ = error
@@ -224,6 +223,17 @@ class Group:
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _short(error: BaseException) -> str:
+    """The gist of a backend's error: "Read error [127.0.0.1]:47237: Connection reset by peer", without the
+    future-callback wrapping and the C++ source location."""
+    import re
+
+    text = str(error).strip() or type(error).__name__
+    text = re.sub(r"^(Got the following error when running the callback: )?(\w+Error: )?", "", text)
+    text = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\] ", "", text)
+    return text.split(". ")[0].splitlines()[0][:200]
 
 
 def _is_comm_error(error: BaseException) -> bool:
