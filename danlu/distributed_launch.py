@@ -44,6 +44,7 @@ def launch(a: argparse.Namespace) -> int:
     if "WORLD_SIZE" in os.environ:
         raise DanluError("--nproc starts its own processes, but this already is one of a distributed launch",
                          hint="under torchrun or srun leave --nproc out")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -59,6 +60,8 @@ def launch(a: argparse.Namespace) -> int:
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "danlu", *worker_argv(a))
         return 0
+    except SignalException as e:  # Ctrl-C or SIGTERM to the launcher: the agent stopped the workers
+        raise KeyboardInterrupt from e
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         if failure.exitcode == 2:  # the worker's own DanluError, already printed by it
