@@ -203,3 +203,27 @@ def test_ranks_share_each_global_batch_once():
     assert len(parts[0]) == len(one) == len(two)
     for y, (a, b) in zip(one, two, strict=True):
         assert torch.equal(y, torch.cat([a, b])) and abs(len(a) - len(b)) <= 1
+
+
+def test_ranks_share_the_streaming_loaders_batches_too(tmp_path):
+    """The image-folder loader that decodes files on demand splits each global batch the same way."""
+    import numpy as np
+    from PIL import Image
+
+    from danlu.data.streaming import ImageFileDataset, StreamLoader
+
+    paths = []
+    for i in range(23):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((8, 8), i * 10, np.uint8)).save(paths[-1])
+    dataset = ImageFileDataset(paths, list(range(23)), 8, 1)
+
+    def loader() -> StreamLoader:
+        return StreamLoader(dataset, 5, shuffle=True, generator=torch.Generator().manual_seed(1), augment=None,
+                            device="cpu", channels_last=False, workers=0)
+
+    one = [y for _, y in loader()]
+    two = list(zip(*[[y for _, y in ShardedLoader(loader(), r, 2)] for r in range(2)], strict=True))
+    assert len(one) == len(two) == 5
+    for y, (a, b) in zip(one, two, strict=True):
+        assert torch.equal(y, torch.cat([a, b]))
