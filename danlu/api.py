@@ -23,6 +23,7 @@ class TrainResult:
     wall_s: float
     report: dict[str, Any]
     status: str = "done"  # or "pruned" (a search stopped it; no test metrics)
+    writer: bool = True  # False in the other ranks of a distributed run: rank 0 wrote and prints the run
 
     def as_json(self) -> dict[str, Any]:
         return {"run": str(self.run), "metrics": self.metrics, "wall_s": round(self.wall_s, 3)}
@@ -73,8 +74,11 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     from danlu.run_folder import RunFolder
     from danlu.training import build_loop, check_metric_names, fit, standard_callbacks
 
+    group = _join_group(recipe)  # several processes (torchrun, srun, --nproc): danlu/distributed.py
+    progress = progress and (group is None or group.writer)
     splits, schema, model = prepare(recipe, data_dir)
-    device = select_device(recipe.train.device)  # a device that is not there fails before the run folder exists
+    # a device that is not there fails before the run folder exists
+    device = group.device if group else select_device(recipe.train.device)
     check_metric_names(recipe, schema)
     if len(splits.train) < 2:
         raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
@@ -83,13 +87,18 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     splits.notes.extend(_scarce_classes(splits.train, schema))
     for note in splits.notes:
         say(f"note: {note}")
-    if resume is not None:
-        run = RunFolder(run_path)
-    else:
-        run = RunFolder(_fresh_folder(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
-        run.write_setup(recipe, schema, _env_info(str(device)), splits.artifacts)
-        run.set_status("training", epoch=0, epochs=recipe.train.epoch_count,
+    def create_run() -> RunFolder:
+        new = RunFolder(_fresh_folder(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
+        new.write_setup(recipe, schema, {**_env_info(str(device)), **(group.describe() if group else {})},
+                        splits.artifacts)
+        new.set_status("training", epoch=0, epochs=recipe.train.epoch_count,
                        **({} if resumable else {"resumable": False}))
+        return new
+
+    if resume is not None:
+        run = RunFolder(run_path, writer=group is None or group.writer)
+    else:
+        run = create_run() if group is None else group.open_run(create_run)
     with run.lock():  # no other process trains this run meanwhile; released however this ends
         say(f"run: {run.path}")
         say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
@@ -97,11 +106,12 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
                                  progress=progress, extra=list(callbacks), resumable=resumable)
         try:
             loop = build_loop(model, splits, schema, recipe, cbs)
-            fit(loop)
+            fit(group.wrap(loop) if group else loop)
         except BaseException as e:
+            e = group.explain(e, run) if group else e  # a peer that died: say how to resume
             run.update_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
                               failed_in="training", error=str(e)[:500])
-            raise
+            raise e
         recorder = cbs[-1]
         done = {"epochs": len(loop.history), "best_epoch": recorder.best_epoch,
                 "stopped_early": loop.stop is not None, **({} if resumable else {"resumable": False})}
@@ -109,17 +119,28 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
             done["stop_reason"] = loop.stop.reason
         if loop.stop is not None and loop.stop.status == "pruned":
             run.set_status("pruned", **done)
-            return TrainResult(run.path, {}, time.perf_counter() - t0, {}, "pruned")
-        run.load_model(model)
+            return TrainResult(run.path, {}, time.perf_counter() - t0, {}, "pruned", run.writer)
+        group.load_best(run, model) if group else run.load_model(model)
         run.set_status("evaluating", **done)
         try:
-            report = evaluate(run, recipe, schema, model, splits.test, "test", notes=splits.notes, plots=plots,
-                              parity=True)
+            report = evaluate(run, recipe, schema, model, splits.test, "test", notes=splits.notes,
+                              plots=plots and run.writer, parity=run.writer, score=group and group.evaluate)
         except BaseException as e:  # trained but not scored: `danlu evaluate RUN` can finish it
             run.set_status("failed", **done, failed_in="evaluation", error=str(e)[:480])
             raise
         run.set_status("done", **done)
-    return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report)
+    if group:
+        group.close()
+    return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report, writer=run.writer)
+
+
+def _join_group(recipe: Recipe) -> Any:
+    """The process group when this is one of several processes, else None (danlu/distributed.py)."""
+    if not ({"WORLD_SIZE", "SLURM_PROCID"} & set(os.environ)):  # one process: torch.distributed stays unloaded
+        return None
+    from danlu.distributed import start
+
+    return start(recipe)
 
 
 def _fresh_folder(path: Path) -> Path:

@@ -33,8 +33,17 @@ def cmd_train(a: argparse.Namespace) -> None:
             raise DanluError(f"--resume continues the run with its own recipe; '{recipe}' is not used",
                              hint=f"danlu train --resume {a.resume}")
         overrides.insert(0, recipe)
+    if a.nproc is not None:  # N worker processes through torch.distributed.run, each running this verb
+        from danlu.distributed_launch import launch
+
+        code = launch(a)
+        if code:
+            raise SystemExit(code)
+        return
     result = train(recipe or "digits-mlp", overrides, runs_dir=a.runs_dir, data_dir=a.data_dir, resume=a.resume,
                    progress=not a.quiet)
+    if not result.writer:  # another rank of a distributed run: rank 0 prints
+        return
     if a.json:
         _print_json(result.as_json())
     else:
@@ -265,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN", help="continue a run that was interrupted")
     t.add_argument("--json", action="store_true", help="print one JSON object (run, metrics, wall_s) last")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--nproc", type=int, metavar="N", help="data-parallel training in N processes on this machine "
+                   "(torch.distributed; train.batch_size is the global batch)")
     common(t)
     t.set_defaults(func=cmd_train)
 

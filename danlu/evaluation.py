@@ -55,9 +55,10 @@ def report_markdown(report: dict[str, Any], recipe: Recipe) -> str:
 
 def evaluate(run: RunFolder | Path, recipe: Recipe, schema: Schema, model: torch.nn.Module, split_data: Any,
              split: str = "test", notes: list[str] | None = None, plots: bool = True,
-             parity: bool = False) -> dict[str, Any]:
+             parity: bool = False, score: Any = None) -> dict[str, Any]:
     """Score ``model`` on one split and write the report and figures into the run folder; with ``parity``,
-    also keep a few of the split's inputs and outputs for checking exports when the data is gone."""
+    also keep a few of the split's inputs and outputs for checking exports when the data is gone.
+    ``score(model, loader, schema)`` replaces ``evaluate_loader`` (distributed runs score across processes)."""
     from danlu import plot_worker
     from danlu.inference import evaluate_loader, make_loader, place_model, predict, select_device
     from danlu.run_folder import RunFolder
@@ -74,7 +75,7 @@ def evaluate(run: RunFolder | Path, recipe: Recipe, schema: Schema, model: torch
     channels_last = place_model(model, schema, device, recipe.train.channels_last)
     loader = make_loader(split_data, schema, recipe, train=False, generator=None, device=device,
                          channels_last=channels_last)
-    metrics = evaluate_loader(model, loader, schema)
+    metrics = (score or evaluate_loader)(model, loader, schema)
     extra: dict[str, Any] = {"run": str(run_dir), "recipe": recipe.name, "model": recipe.model.name}
     if history:
         extra["epochs"] = len(history)

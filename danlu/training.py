@@ -65,6 +65,10 @@ class Loop:
     history: list[dict[str, float]] = field(default_factory=list)
     stop: Stop | None = None
     error: BaseException | None = None
+    # distributed training (danlu/distributed.py) scores the val split across processes and sums the
+    # epoch's training counts over them; one process keeps these defaults
+    evaluate: Any = evaluate_loader
+    sum_across: Any = None  # [floats] -> the same floats summed over every process
 
 
 def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
@@ -143,11 +147,13 @@ def fit(loop: Loop) -> Loop:
                     cb.after_step(loop, loss_value)
                 if i == epoch_steps:
                     break
+            if loop.sum_across is not None:
+                seen, loss_sum, correct = loop.sum_across([seen, loss_sum, correct])
             train_s = time.perf_counter() - t0
             row: dict[str, float] = {"epoch": loop.epoch, "train_loss": loss_sum / seen}
             if classification:
                 row["train_accuracy"] = correct / seen
-            val = headline(evaluate_loader(model, loop.val_loader, loop.schema, loop.amp))
+            val = headline(loop.evaluate(model, loop.val_loader, loop.schema, loop.amp))
             row.update({f"val_{k}": v for k, v in val.items()})
             row["lr"] = optimizer.param_groups[0]["lr"]
             row["samples_per_s"] = seen / train_s

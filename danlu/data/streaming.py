@@ -70,17 +70,25 @@ class StreamLoader:
     def __len__(self) -> int:
         return batch_count(len(self.dataset), self.batch_size, self.shuffle)
 
+    def batches(self) -> list[torch.Tensor]:
+        """The epoch's batches of indices, in the fast loader's order."""
+        return index_batches(len(self.dataset), self.batch_size, self.shuffle, self.generator)
+
     def __iter__(self):
-        batches = [b.tolist() for b in index_batches(len(self.dataset), self.batch_size, self.shuffle,
-                                                     self.generator)]
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
-                                             collate_fn=_collate, persistent_workers=False)
+        return self.iterate(self.batches())
+
+    def iterate(self, batches: list[torch.Tensor], generator: torch.Generator | None = None):
+        """Decode the given index batches (a rank's part of them under distributed training); ``generator``
+        draws the augmentation (default: the loader's own)."""
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches],
+                                             num_workers=self.workers, collate_fn=_collate,
+                                             persistent_workers=False)
         for batch in loader:
             if batch is None:
                 continue
             x, y = batch[0].to(self.device), batch[1].to(self.device)
             if self.augment is not None:
-                x = augment_batch(x, self.augment, self.generator)
+                x = augment_batch(x, self.augment, generator or self.generator)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
