@@ -65,6 +65,7 @@ class Loop:
     history: list[dict[str, float]] = field(default_factory=list)
     stop: Stop | None = None
     error: BaseException | None = None
+    privacy: Any = None  # the DP accountant (danlu/privacy.py) when train.privacy is set
 
 
 def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
@@ -86,8 +87,13 @@ def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
     optimizer = build_optimizer(model, cfg)
     amp = amp_dtype(device, cfg.amp)
     step = SupervisedStep(model, loss_fn(schema, cfg.label_smoothing), amp, device)
-    return Loop(model, optimizer, build_schedule(optimizer, cfg, steps), generator, schema, recipe, train_loader,
+    loop = Loop(model, optimizer, build_schedule(optimizer, cfg, steps), generator, schema, recipe, train_loader,
                 val_loader, step, device, amp, cfg.epoch_count, steps, cfg.total_steps(steps), list(callbacks))
+    if cfg.privacy is not None:  # DP-SGD: per-sample clipping and noise, ε after every epoch (danlu/privacy.py)
+        from danlu.privacy import attach
+
+        attach(loop)
+    return loop
 
 
 def fit(loop: Loop) -> Loop:
