@@ -12,6 +12,7 @@ Opacus is imported only here, and only when a recipe asks for privacy.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,7 +87,9 @@ def epsilon_of(noise_multiplier: float, sample_rate: float, steps: int, delta: f
         return float("inf")
     acc = create_accountant(mechanism=accountant)
     acc.history = [(noise_multiplier, sample_rate, steps)]
-    return float(acc.get_epsilon(delta=delta))
+    with warnings.catch_warnings():  # "optimal order is the largest alpha": the ε is still a valid upper bound
+        warnings.simplefilter("ignore", UserWarning)
+        return float(acc.get_epsilon(delta=delta))
 
 
 def calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
@@ -94,8 +97,10 @@ def calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, acco
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
-        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
-                                          steps=steps, accountant=accountant))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # as in epsilon_of
+            return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
+                                              steps=steps, accountant=accountant))
     except ValueError as e:  # Opacus: "The privacy budget is too low." (σ would exceed its 1e6 bound)
         raise RecipeError(f"train.privacy.epsilon={epsilon:g} cannot be reached with {steps} steps at sampling "
                           f"rate {sample_rate:.3g} (δ={delta:.3g}): Opacus says '{e}'",
@@ -211,6 +216,8 @@ def make_private(model: nn.Module, optimizer: Any, plan: PrivacyPlan, generator:
     from opacus.grad_sample import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
+    # the first layer's input needs no gradient, and torch says so on every backward through Opacus' hooks
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     grad_module = GradSampleModule(model, loss_reduction="mean")
     dp = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
                      expected_batch_size=plan.expected_batch_size, loss_reduction="mean", generator=generator)
