@@ -147,7 +147,6 @@ def check_model(model: nn.Module, model_name: str) -> list[str]:
 def _swap_rnns(model: nn.Module) -> int:
     """nn.LSTM/nn.GRU → DPLSTM/DPGRU with the same weights; returns how many DP RNNs the model now has."""
     from opacus.layers import DPGRU, DPLSTM
-
     from opacus.layers.dp_rnn import DPRNNBase
 
     for parent in list(model.modules()):
