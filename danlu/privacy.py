@@ -158,8 +158,25 @@ def _swap_rnns(model: nn.Module) -> int:
                      batch_first=child.batch_first, dropout=child.dropout, bidirectional=child.bidirectional)
             dp.load_state_dict(child.state_dict())
             dp.to(next(child.parameters()).device)
+            dp._state_dict_hooks.clear()  # Opacus' root-only filter returns a copy, which hid ours' edits
+            dp._register_state_dict_hook(_drop_cell_keys)
+            dp._register_load_state_dict_pre_hook(_add_cell_keys, with_module=True)
             setattr(parent, name, dp)
     return sum(isinstance(m, DPRNNBase) for m in model.modules())
+
+
+# Opacus' DP RNNs name their weights as nn.LSTM does (weight_ih_l0 …), but its hook that hides the cells' own
+# names (l0.ih.weight …) only works when the RNN is the root module; inside a model both names were saved.
+# These two keep a model's state_dict exactly the plain model's, in both directions, at any depth.
+def _drop_cell_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    for old in module.old_to_new:
+        state_dict.pop(prefix + old, None)
+
+
+def _add_cell_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    for old, new in module.old_to_new.items():
+        if prefix + new in state_dict and prefix + old not in state_dict:
+            state_dict[prefix + old] = state_dict[prefix + new]
 
 
 def plan_privacy(recipe: Recipe, model: nn.Module, train_split: Any) -> PrivacyPlan:
