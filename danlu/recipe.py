@@ -177,7 +177,7 @@ class TrainConfig(_Strict):
         if self.privacy is not None and self.grad_clip:
             raise InvalidValue(RecipeError(
                 "train.grad_clip clips the batch's gradient, which DP-SGD replaces by per-sample clipping",
-                hint="drop train.grad_clip and set train.privacy.max_grad_norm instead"))
+                hint="drop train.grad_clip (train.grad_clip=null) and set train.privacy.max_grad_norm instead"))
         return self
 
     @field_validator("optimizer")

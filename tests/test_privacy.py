@@ -187,3 +187,22 @@ def test_privacy_off_by_default_and_opacus_not_imported_without_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert math.isclose(load_recipe("mnist-cnn-dp").train.privacy.epsilon, 3.0)
+
+
+def test_private_lstm_run_trains_and_predicts_with_the_plain_lstm(cli, tmp_path):
+    """The built-in lstm recipe on generated texts, privately: its LSTMs train as DP LSTMs, the run's weights
+    load into the plain model for predict, and the report says which layers were swapped."""
+    pos, neg = ["很好很好", "非常满意", "干净舒服"], ["很差很差", "非常失望", "又脏又吵"]
+    rows = [("pos", t) for t in pos] * 10 + [("neg", t) for t in neg] * 10
+    train = tmp_path / "train.tsv"
+    train.write_text("label\ttext\n" + "\n".join(f"{a}\t{b}" for a, b in rows) + "\n", encoding="utf-8")
+    code, out, err = cli("train", "chnsenticorp-lstm", "data.name=text", f"data.path={train}", "data.val_fraction=0",
+                         "data.test_fraction=0.2", "data.max_len=null", "train.epochs=2", "train.batch_size=8",
+                         "train.privacy.noise_multiplier=0.5", "train.grad_clip=null", "--json", "--quiet")
+    assert code == 0, err
+    run = Path(last_json(out)["run"])
+    p = json.loads((run / "report.json").read_text())["privacy"]
+    assert any("DP LSTM" in n for n in p["notes"]) and p["epsilon"] > 0
+    code, out, err = cli("predict", str(run), "很好很好", "--json")
+    assert code == 0, err
+    assert json.loads(out)["predictions"][0]["top"]
