@@ -80,6 +80,10 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     # a device that is not there fails before the run folder exists
     device = group.device if group else select_device(recipe.train.device)
     check_metric_names(recipe, schema)
+    if recipe.train.privacy is not None:  # δ, ε and layers are checked (LSTMs made private) before any file
+        from danlu.privacy import plan_privacy
+
+        splits.notes.extend(plan_privacy(recipe, model, splits.train).notes)
     if len(splits.train) < 2:
         raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
                         hint="add data, or raise data.limit_train / lower data.val_fraction and data.test_fraction")
@@ -117,6 +121,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
                 "stopped_early": loop.stop is not None, **({} if resumable else {"resumable": False})}
         if loop.stop is not None:
             done["stop_reason"] = loop.stop.reason
+        if loop.privacy is not None:
+            done["privacy"] = loop.privacy.summary()
         if loop.stop is not None and loop.stop.status == "pruned":
             run.set_status("pruned", **done)
             return TrainResult(run.path, {}, time.perf_counter() - t0, {}, "pruned", run.writer)

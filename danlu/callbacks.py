@@ -116,7 +116,7 @@ class ProgressBar(Callback):
         self._progress.step(self._loss / self._seen, self._seen / max(time.perf_counter() - self._t0, 1e-9))
 
     def on_epoch_end(self, loop: Loop, metrics: dict[str, float]) -> None:
-        shown = {k: v for k, v in metrics.items() if k.endswith(("loss", "accuracy", "r2"))}
+        shown = {k: v for k, v in metrics.items() if k.endswith(("loss", "accuracy", "r2", "epsilon"))}
         self._progress.end_epoch(loop.epoch, shown, metrics["samples_per_s"])
         if loop.stop is not None:  # decided by a callback before this one (early stopping, a pruner)
             self._progress.note(loop.stop.reason)

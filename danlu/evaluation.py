@@ -47,6 +47,10 @@ def report_markdown(report: dict[str, Any], recipe: Recipe) -> str:
                   for c, m in report["per_class"].items()]
     for note in report.get("notes", []):
         lines.append(f"\n- {md(note)}")
+    if "privacy" in report:
+        from danlu.privacy import report_lines
+
+        lines += report_lines(report["privacy"])
     plots = report.get("plots", [])
     if plots:
         lines += ["", *[f"![{Path(p).stem}]({p})" for p in plots]]
@@ -84,6 +88,8 @@ def evaluate(run: RunFolder | Path, recipe: Recipe, schema: Schema, model: torch
         extra["best_epoch"] = best_epoch
     if notes:
         extra["notes"] = list(notes)
+    if run.status().get("privacy"):  # a DP run: its ε, δ and accounting (danlu/privacy.py)
+        extra["privacy"] = run.status()["privacy"]
     if parity and len(split_data):
         _save_parity_sample(run, model, schema, recipe, split_data)
     if plots and schema.task == "classification":

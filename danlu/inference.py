@@ -70,7 +70,7 @@ def make_loader(split: Any, schema: Schema, recipe: Any, *, train: bool, generat
                   device=device, channels_last=channels_last)
     if hasattr(split, "stream_loader"):
         return split.stream_loader(bs, **kwargs)
-    return TensorLoader(split, bs, **kwargs)
+    return TensorLoader(split, bs, **kwargs, poisson=train and recipe.train.privacy is not None)  # DP-SGD's sampling
 
 
 @torch.no_grad()

@@ -110,6 +110,44 @@ class EarlyStopConfig(_Strict):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+ACCOUNTANTS = ("rdp", "prv")
+
+
+class PrivacyConfig(_Strict):
+    """DP-SGD (danlu/privacy.py): a target ``epsilon`` (the noise is calibrated to reach it at the last step)
+    or a fixed ``noise_multiplier``; ``delta: auto`` is 1/(10·N) for N training samples."""
+
+    epsilon: float | None = Field(None, gt=0)
+    noise_multiplier: float | None = Field(None, ge=0)
+    delta: Literal["auto"] | float = "auto"
+    max_grad_norm: float = Field(1.0, gt=0)  # per-sample clipping norm C
+    accountant: str = "rdp"  # rdp (Rényi DP, Mironov 2017) | prv (privacy random variables, tighter)
+
+    @field_validator("delta")
+    @classmethod
+    def _delta_range(cls, v: Any) -> Any:
+        if v != "auto" and not 0 < v < 1:
+            raise InvalidValue(RecipeError(f"delta must be in (0, 1), got {v:g}",
+                                           hint="delta: auto gives 1/(10·N) for N training samples"))
+        return v
+
+    @field_validator("accountant")
+    @classmethod
+    def _known_accountant(cls, v: str) -> str:
+        if v.lower() not in ACCOUNTANTS:
+            raise InvalidValue(unknown_name("accountant", v, ACCOUNTANTS))
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> PrivacyConfig:
+        if (self.epsilon is None) == (self.noise_multiplier is None):
+            raise InvalidValue(RecipeError(
+                "give exactly one of epsilon and noise_multiplier",
+                hint="epsilon: 3.0 calibrates the noise to that budget; noise_multiplier: 1.1 fixes the noise "
+                     "and reports the epsilon it reaches"))
+        return self
+
+
 class TrainConfig(_Strict):
     epochs: int | float = Field(10, gt=0, allow_inf_nan=False)  # 1.5 = one pass, then half of a second
     batch_size: int = Field(128, ge=1)
@@ -132,6 +170,15 @@ class TrainConfig(_Strict):
     amp: bool = True  # mixed precision, on CUDA only
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
     channels_last: bool = True  # memory format for conv nets (faster on CPU and GPU)
+    privacy: PrivacyConfig | None = None  # differentially private training (DP-SGD); off by default
+
+    @model_validator(mode="after")
+    def _private_compatible(self) -> TrainConfig:
+        if self.privacy is not None and self.grad_clip:
+            raise InvalidValue(RecipeError(
+                "train.grad_clip clips the batch's gradient, which DP-SGD replaces by per-sample clipping",
+                hint="drop train.grad_clip (train.grad_clip=null) and set train.privacy.max_grad_norm instead"))
+        return self
 
     @field_validator("optimizer")
     @classmethod

@@ -69,6 +69,7 @@ class Loop:
     # epoch's training counts over them; one process keeps these defaults
     evaluate: Any = evaluate_loader
     sum_across: Any = None  # [floats] -> the same floats summed over every process
+    privacy: Any = None  # the DP accountant (danlu/privacy.py) when train.privacy is set
 
 
 def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
@@ -90,8 +91,13 @@ def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
     optimizer = build_optimizer(model, cfg)
     amp = amp_dtype(device, cfg.amp)
     step = SupervisedStep(model, loss_fn(schema, cfg.label_smoothing), amp, device)
-    return Loop(model, optimizer, build_schedule(optimizer, cfg, steps), generator, schema, recipe, train_loader,
+    loop = Loop(model, optimizer, build_schedule(optimizer, cfg, steps), generator, schema, recipe, train_loader,
                 val_loader, step, device, amp, cfg.epoch_count, steps, cfg.total_steps(steps), list(callbacks))
+    if cfg.privacy is not None:  # DP-SGD: per-sample clipping and noise, ε after every epoch (danlu/privacy.py)
+        from danlu.privacy import attach
+
+        attach(loop)
+    return loop
 
 
 def fit(loop: Loop) -> Loop:

@@ -187,7 +187,7 @@ LAYERS = [
     {"danlu.errors", "danlu.schema", "danlu.runs", "danlu.metrics", "danlu.recipe"},
     {"danlu.checkpoint", "danlu.run_folder", "danlu.tasks", "danlu.prepare"},
     {"danlu.inference", "danlu.predictor", "danlu.optim", "danlu.callbacks"},
-    {"danlu.training", "danlu.evaluation", "danlu.export", "danlu.distributed"},
+    {"danlu.training", "danlu.evaluation", "danlu.export", "danlu.distributed", "danlu.privacy"},
     {"danlu.api", "danlu.tune"},
     {"danlu.cli", "danlu.cli_serve", "danlu.distributed_launch"},
 ]

@@ -80,6 +80,18 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: t
     return [batches[i] for i in perm.tolist()]
 
 
+def poisson_steps(n: int, batch_size: int) -> int:
+    """Steps of one Poisson-sampled epoch: one pass in expectation (N / batch, at least 1)."""
+    return max(1, round(n / batch_size))
+
+
+def poisson_batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    """One epoch of Poisson sampling, as DP-SGD's privacy analysis assumes: every step takes each sample
+    independently with probability q = batch/N, so batch sizes vary (and a batch may be empty)."""
+    q = min(1.0, batch_size / n)
+    return [(torch.rand(n, generator=generator) < q).nonzero().view(-1) for _ in range(poisson_steps(n, batch_size))]
+
+
 class Normalizer:
     """uint8 images → float, scaled to [0, 1], minus mean, over std, per channel."""
 
@@ -130,8 +142,9 @@ class TensorLoader:
     def __init__(self, split: TensorSplit, batch_size: int, *, kind: str, shuffle: bool = False,
                  generator: torch.Generator | None = None, normalizer: Normalizer | None = None,
                  augment: AugmentConfig | None = None, pad_id: int = 0, device: torch.device | str = "cpu",
-                 channels_last: bool = False, drop_last: bool = False):
+                 channels_last: bool = False, drop_last: bool = False, poisson: bool = False):
         self.split, self.batch_size, self.kind = split, batch_size, kind
+        self.poisson = poisson  # DP-SGD's sampling: see poisson_batches
         self.shuffle, self.generator = shuffle, generator
         self.normalizer = normalizer
         self.augment = augment if augment is not None and augment.active else None
@@ -140,9 +153,13 @@ class TensorLoader:
         self._lengths = (split.x != pad_id).sum(1) if kind == "text" else None
 
     def __len__(self) -> int:
+        if self.poisson:
+            return poisson_steps(len(self.split), self.batch_size)
         return batch_count(len(self.split), self.batch_size, self.shuffle, self.drop_last)
 
     def batches(self) -> list[torch.Tensor]:
+        if self.poisson:
+            return poisson_batches(len(self.split), self.batch_size, self.generator)
         if self.kind == "text" and self.shuffle:
             return length_bucketed_batches(self._lengths, self.batch_size, self.generator)
         return index_batches(len(self.split), self.batch_size, self.shuffle, self.generator, self.drop_last)
