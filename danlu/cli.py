@@ -67,6 +67,10 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if a.top_k < 1:
         raise DanluError(f"--top-k must be at least 1, got {a.top_k}")
     predictor = Predictor.load(a.run, a.runs_dir)
+    if a.backend != "torch":  # the same preprocessing and labels; ONNX Runtime (fp32 or int8) in between
+        from danlu.serve.engine import Engine
+
+        predictor.forward = Engine(predictor, a.backend, _onnx_session(predictor, a)).forward
     kind = predictor.schema.kind
     inputs: list = []
     for item in a.inputs:
@@ -104,6 +108,12 @@ def cmd_predict(a: argparse.Namespace) -> None:
         else:
             print(f"{label}\t" + "  ".join(f"{k}={v:.4g}" if v is not None else f"{k}=nan"
                                            for k, v in row["prediction"].items()))
+
+
+def _onnx_session(predictor, a: argparse.Namespace):
+    from danlu.serve.engine import _onnx_session as session
+
+    return session(predictor.run_dir, predictor.schema, a.data_dir, a.backend)
 
 
 def cmd_runs(a: argparse.Namespace) -> None:
@@ -280,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="*", help="image files/folders, texts, CSV files or rows; - reads stdin")
     pr.add_argument("--file", help="read inputs from a file (one text per line)")
     pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                    help="onnx: model.onnx (exported when stale); onnx-int8: model.int8.onnx (danlu compress)")
     pr.add_argument("--json", action="store_true")
     common(pr)
     pr.set_defaults(func=cmd_predict)
@@ -331,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     from danlu.cli_serve import add_serving_verbs
 
     add_serving_verbs(sub, common)
+    from danlu.cli_compress import add_compress_verb
+
+    add_compress_verb(sub, common)
     for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
         verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p
