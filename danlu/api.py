@@ -76,6 +76,11 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     splits, schema, model = prepare(recipe, data_dir)
     device = select_device(recipe.train.device)  # a device that is not there fails before the run folder exists
     check_metric_names(recipe, schema)
+    teacher = None
+    if recipe.train.distill is not None:  # checked against this data before any file is written
+        from danlu.compress.distill import load_teacher
+
+        teacher = load_teacher(recipe.train.distill, schema, runs_dir)
     if len(splits.train) < 2:
         raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
                         hint="add data, or raise data.limit_train / lower data.val_fraction and data.test_fraction")
@@ -90,6 +95,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         run.write_setup(recipe, schema, _env_info(str(device)), splits.artifacts)
         run.set_status("training", epoch=0, epochs=recipe.train.epoch_count,
                        **({} if resumable else {"resumable": False}))
+    if teacher is not None:
+        teacher.record(run.path, resumed=resume is not None)
     with run.lock():  # no other process trains this run meanwhile; released however this ends
         say(f"run: {run.path}")
         say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
@@ -97,6 +104,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
                                  progress=progress, extra=list(callbacks), resumable=resumable)
         try:
             loop = build_loop(model, splits, schema, recipe, cbs)
+            if teacher is not None:
+                loop.step = teacher.wrap(loop.step, loop.device)
             fit(loop)
         except BaseException as e:
             run.update_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed",

@@ -126,6 +126,9 @@ def cmd_runs(a: argparse.Namespace) -> None:
         if not a.run:
             raise DanluError("runs show needs a RUN", hint="danlu runs lists them")
         run = resolve_run(a.run, a.runs_dir)
+        from danlu.compress.lineage import describe, read_lineage
+
+        lineage = read_lineage(run)  # where a pruned or distilled run came from
 
         def read_object(name: str) -> dict:
             data = read_json(run / name)
@@ -140,9 +143,13 @@ def cmd_runs(a: argparse.Namespace) -> None:
                 shown["status"] = read_object("status.json")
             if (run / "report.json").exists():
                 shown["metrics"] = read_object("report.json").get("metrics", {})
+            if lineage is not None:
+                shown["lineage"] = lineage
             _print_json(shown)
             return
         print(f"run: {run}")
+        if lineage is not None:
+            print(f"lineage: {describe(lineage)}")
         print((run / "recipe.yaml").read_text(encoding="utf-8"))
         for name in ("status.json", "report.json"):
             if (run / name).exists():
