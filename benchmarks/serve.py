@@ -10,6 +10,7 @@ requests (base64 PNGs of MNIST test digits) back to back. Each level is bounded 
 so the script always stops by itself. The load generator shares the CPU with the server: on a 2-core
 machine that is part of what is measured. Every setting runs --repeat times, the rounds interleaved, and
 the table shows medians: on a shared machine one round can be 30 % off the next.
+Backends: torch, onnx (model.onnx) and onnx-int8 (model.int8.onnx, danlu compress --quantize int8).
 Targets on 2 cores: with 32 clients, batching >= 2x the baseline's requests/s and p99 < 100 ms.
 """
 
@@ -213,7 +214,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", help="a mnist-cnn (or any image) run; default: train mnist-cnn for 1 epoch")
     p.add_argument("--clients", default="1,8,32", help="concurrency levels")
-    p.add_argument("--backends", default="torch,onnx")
+    p.add_argument("--backends", default="torch,onnx", help="any of torch, onnx, onnx-int8 (quantized first "
+                                                            "when the run has no model.int8.onnx)")
     p.add_argument("--requests", type=int, default=2000, help="most requests per level")
     p.add_argument("--seconds", type=float, default=10.0, help="longest a level runs")
     p.add_argument("--repeat", type=int, default=3,
@@ -224,6 +226,11 @@ def main() -> None:
     print_header("danlu serve: micro-batching vs one forward pass per request")
     print(versions(), "\n", flush=True)
     run = get_run(args)
+    if "onnx-int8" in args.backends.split(","):
+        from danlu.compress.quantize import int8_is_current, quantize_run
+
+        if not int8_is_current(Path(run)):
+            quantize_run(run, say=lambda msg: print(f"  {msg}", flush=True))
     bodies = payloads(run)
     levels = [int(c) for c in args.clients.split(",")]
     samples: dict[tuple, list[tuple]] = {}

@@ -84,6 +84,11 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         from danlu.privacy import plan_privacy
 
         splits.notes.extend(plan_privacy(recipe, model, splits.train).notes)
+    teacher = None
+    if recipe.train.distill is not None:  # checked against this data before any file is written
+        from danlu.compress.distill import load_teacher
+
+        teacher = load_teacher(recipe.train.distill, schema, runs_dir)
     if len(splits.train) < 2:
         raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
                         hint="add data, or raise data.limit_train / lower data.val_fraction and data.test_fraction")
@@ -91,6 +96,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     splits.notes.extend(_scarce_classes(splits.train, schema))
     for note in splits.notes:
         say(f"note: {note}")
+
     def create_run() -> RunFolder:
         new = RunFolder(_fresh_folder(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
         new.write_setup(recipe, schema, {**_env_info(str(device)), **(group.describe() if group else {})},
@@ -103,6 +109,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         run = RunFolder(run_path, writer=group is None or group.writer)
     else:
         run = create_run() if group is None else group.open_run(create_run)
+    if teacher is not None and (group is None or group.writer):  # rank 0 writes the run folder
+        teacher.record(run.path, resumed=resume is not None)
     with run.lock():  # no other process trains this run meanwhile; released however this ends
         say(f"run: {run.path}")
         say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
@@ -110,6 +118,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
                                  progress=progress, extra=list(callbacks), resumable=resumable)
         try:
             loop = build_loop(model, splits, schema, recipe, cbs)
+            if teacher is not None:
+                loop.step = teacher.wrap(loop.step, loop.device)
             fit(group.wrap(loop) if group else loop)
         except BaseException as e:
             e = group.explain(e, run) if group else e  # a peer that died: say how to resume

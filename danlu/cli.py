@@ -76,6 +76,10 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if a.top_k < 1:
         raise DanluError(f"--top-k must be at least 1, got {a.top_k}")
     predictor = Predictor.load(a.run, a.runs_dir)
+    if a.backend != "torch":  # the same preprocessing and labels; ONNX Runtime (fp32 or int8) in between
+        from danlu.serve.engine import Engine
+
+        predictor.forward = Engine(predictor, a.backend, _onnx_session(predictor, a)).forward
     kind = predictor.schema.kind
     inputs: list = []
     for item in a.inputs:
@@ -115,6 +119,12 @@ def cmd_predict(a: argparse.Namespace) -> None:
                                            for k, v in row["prediction"].items()))
 
 
+def _onnx_session(predictor, a: argparse.Namespace):
+    from danlu.serve.engine import _onnx_session as session
+
+    return session(predictor.run_dir, predictor.schema, a.data_dir, a.backend)
+
+
 def cmd_runs(a: argparse.Namespace) -> None:
     from danlu.run_folder import run_summary
     from danlu.runs import list_runs, read_json, read_run_recipe, resolve_run
@@ -125,6 +135,9 @@ def cmd_runs(a: argparse.Namespace) -> None:
         if not a.run:
             raise DanluError("runs show needs a RUN", hint="danlu runs lists them")
         run = resolve_run(a.run, a.runs_dir)
+        from danlu.compress.lineage import describe, read_lineage
+
+        lineage = read_lineage(run)  # where a pruned or distilled run came from
 
         def read_object(name: str) -> dict:
             data = read_json(run / name)
@@ -139,9 +152,13 @@ def cmd_runs(a: argparse.Namespace) -> None:
                 shown["status"] = read_object("status.json")
             if (run / "report.json").exists():
                 shown["metrics"] = read_object("report.json").get("metrics", {})
+            if lineage is not None:
+                shown["lineage"] = lineage
             _print_json(shown)
             return
         print(f"run: {run}")
+        if lineage is not None:
+            print(f"lineage: {describe(lineage)}")
         print((run / "recipe.yaml").read_text(encoding="utf-8"))
         for name in ("status.json", "report.json"):
             if (run / name).exists():
@@ -291,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="*", help="image files/folders, texts, CSV files or rows; - reads stdin")
     pr.add_argument("--file", help="read inputs from a file (one text per line)")
     pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                    help="onnx: model.onnx (exported when stale); onnx-int8: model.int8.onnx (danlu compress)")
     pr.add_argument("--json", action="store_true")
     common(pr)
     pr.set_defaults(func=cmd_predict)
@@ -342,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     from danlu.cli_serve import add_serving_verbs
 
     add_serving_verbs(sub, common)
+    from danlu.cli_compress import add_compress_verb
+
+    add_compress_verb(sub, common)
     for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
         verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p

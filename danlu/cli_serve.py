@@ -123,8 +123,9 @@ def add_serving_verbs(sub: argparse._SubParsersAction, common: Callable[[argpars
     sv.add_argument("run")
     sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                    help="onnx exports model.onnx first when it is missing or stale")
+    sv.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                    help="onnx exports model.onnx first when it is missing or stale; onnx-int8 serves "
+                         "model.int8.onnx (danlu compress RUN --quantize int8)")
     sv.add_argument("--workers", type=int, default=1,
                     help="uvicorn worker processes (each loads the model; /metrics sums them all)")
     sv.add_argument("--max-batch-size", type=int, default=64,

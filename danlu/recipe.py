@@ -147,6 +147,14 @@ class PrivacyConfig(_Strict):
                      "and reports the epsilon it reaches"))
         return self
 
+class DistillConfig(_Strict):
+    """Knowledge distillation (danlu/compress/distill.py): the loss mixes a teacher run's softened outputs with
+    the labels, ``alpha`` × T² × KL(teacher_T ‖ student_T) + (1 - alpha) × the plain loss."""
+
+    teacher: str  # a run folder, or a run name as ``danlu runs`` shows it (the newest run containing it)
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
+
 
 class TrainConfig(_Strict):
     epochs: int | float = Field(10, gt=0, allow_inf_nan=False)  # 1.5 = one pass, then half of a second
@@ -166,6 +174,7 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0)  # max global gradient norm
     monitor: str = "auto"  # metric that picks the best checkpoint; auto = val_accuracy or val_loss
     early_stop: EarlyStopConfig | None = None
+    distill: DistillConfig | None = None  # off unless given
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # mixed precision, on CUDA only
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
@@ -305,6 +314,8 @@ class Recipe(_Strict):
     def to_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json", exclude_none=False)
         d["model"] = self.model.flat()
+        if self.train.distill is None:  # recipes without distillation read as they did before it existed
+            d["train"].pop("distill", None)
         if self.tune is None:
             d.pop("tune", None)
         else:  # as written: {low, high, log} or {choices}

@@ -18,7 +18,7 @@ from danlu.serve.decoding import MIB, CheckedImages, check_images, give_back_mem
 from danlu.serve.inputs import MAX_IMAGE_PIXELS
 from danlu.serve.limits import DecodeLimits
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "onnx-int8")  # onnx-int8: model.int8.onnx from `danlu compress --quantize`
 
 
 class Engine:
@@ -39,11 +39,11 @@ class Engine:
     def load(cls, run: str | Path, backend: str = "torch", runs_dir: Path | None = None,
              data_dir: Path | None = None) -> Engine:
         if backend not in BACKENDS:
-            raise DanluError(f"unknown backend '{backend}'", hint="use --backend torch or --backend onnx")
+            raise DanluError(f"unknown backend '{backend}'", hint="use --backend torch, onnx or onnx-int8")
         predictor = Predictor.load(run, runs_dir)
         if backend == "torch":
             return cls(predictor, backend)
-        return cls(predictor, backend, _onnx_session(predictor.run_dir, predictor.schema, data_dir))
+        return cls(predictor, backend, _onnx_session(predictor.run_dir, predictor.schema, data_dir, backend))
 
     @property
     def kind(self) -> str:
@@ -109,26 +109,36 @@ class Engine:
         return finite_rows(rows, [f"input {i}" for i in range(len(rows))])
 
 
-def _onnx_session(run_dir: Path, schema: Any, data_dir: Path | None) -> Any:
-    """ONNX Runtime on the run's model.onnx; exported first when missing or older than the weights."""
+def _onnx_session(run_dir: Path, schema: Any, data_dir: Path | None, backend: str = "onnx") -> Any:
+    """ONNX Runtime on the run's model.onnx; exported first when missing or older than the weights. The int8
+    model is never made here: quantizing needs its accuracy check (danlu compress)."""
     import onnxruntime as ort
 
     from danlu.export import ONNX_NAME, export_onnx, onnx_is_current
 
-    if not onnx_is_current(run_dir):
+    name = ONNX_NAME
+    if backend == "onnx-int8":
+        from danlu.compress.quantize import INT8_NAME, int8_is_current
+
+        name = INT8_NAME
+        if not int8_is_current(run_dir):
+            raise RunError(f"{run_dir.name} has no int8 model quantized from its present weights",
+                           hint=f"make it first: danlu compress {run_dir} --quantize int8")
+    elif not onnx_is_current(run_dir):
         export_onnx(run_dir, data_dir=data_dir, say=lambda msg: None)
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, torch.get_num_threads())
     options.inter_op_num_threads = 1
-    again = f"export it again: danlu export {run_dir}"
+    again = (f"quantize it again: danlu compress {run_dir} --quantize int8" if backend == "onnx-int8"
+             else f"export it again: danlu export {run_dir}")
     try:
-        session = ort.InferenceSession(os.fspath(run_dir / ONNX_NAME), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(os.fspath(run_dir / name), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own types for damaged or foreign files
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise RunError(f"{run_dir / ONNX_NAME} cannot be loaded ({first})", hint=again) from None
+        raise RunError(f"{run_dir / name} cannot be loaded ({first})", hint=again) from None
     got = session.get_inputs()[0].shape[1:]
     want = list(schema.input_shape or [])
     if schema.kind != "text" and [d if isinstance(d, int) else None for d in got] != want:
-        raise RunError(f"{run_dir / ONNX_NAME} takes inputs of shape {got}, this run's model {want}: "
+        raise RunError(f"{run_dir / name} takes inputs of shape {got}, this run's model {want}: "
                        "it is not this run's export", hint=again)
     return session

@@ -1,0 +1,73 @@
+"""The samples compression needs from a run's data: the test split with labels (to score each variant), and a
+few training samples (to calibrate static quantization), preprocessed exactly as in evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from danlu.errors import DanluError, DataError
+
+
+@dataclass
+class TestSet:
+    """Model-ready CPU batches of the test split; ``labels`` is None when only the parity sample was readable
+    (then variants are compared with the fp32 model's outputs, not scored)."""
+
+    batches: list[Any]
+    labels: Any | None
+    train: Any | None  # the training split, for calibration (None with the parity sample)
+    note: str = ""
+
+
+def load_test_set(predictor: Any, data_dir: Path | None, say: Any = print) -> TestSet:
+    import torch
+
+    from danlu.inference import make_loader
+    from danlu.prepare import prepare
+    from danlu.run_folder import RunFolder
+
+    try:
+        splits, data_schema, _ = prepare(predictor.recipe, data_dir, for_inference=True)
+    except DataError as e:
+        sample = RunFolder(predictor.run_dir).load_parity()
+        if sample is None:
+            raise DataError(f"compression is checked on the run's test split, and that data cannot be read: "
+                            f"{e.message}", hint="put the training data back where the run found it (see its "
+                            "recipe.yaml), or point --data-dir / DANLU_DATA at it") from None
+        note = (f"the run's data cannot be read; compared on the {len(sample[0])} test samples kept in the run "
+                "folder (agreement with fp32, no labels)")
+        say(f"note: {note}")
+        return TestSet(list(sample[0].split(64)), None, None, note)
+    if data_schema.classes != predictor.schema.classes:
+        raise DanluError(f"the data now has classes {data_schema.classes}, the run was trained on "
+                         f"{predictor.schema.classes}", hint="compress with the data the run was trained on")
+    if len(splits.test) == 0:
+        raise DanluError("the run's test split is empty, so the compressed model cannot be checked",
+                         hint="train with data.test_fraction > 0")
+    loader = make_loader(splits.test, predictor.schema, predictor.recipe, train=False, generator=None,
+                         device=torch.device("cpu"), channels_last=False)
+    xs, ys = [], []
+    for x, y in loader:
+        xs.append(x.contiguous())
+        ys.append(y)
+    return TestSet(xs, torch.cat(ys), splits.train)
+
+
+def calibration_batches(predictor: Any, train: Any, samples: int, batch: int = 32) -> list[Any]:
+    """The first ``samples`` training inputs (the split is already shuffled), unaugmented, as CPU batches."""
+    import torch
+
+    from danlu.inference import make_loader
+
+    loader = make_loader(train, predictor.schema, predictor.recipe, train=False, generator=None,
+                         device=torch.device("cpu"), channels_last=False)
+    out, seen = [], 0
+    for x, _ in loader:
+        for part in x.split(batch):
+            out.append(part[: samples - seen].contiguous())
+            seen += len(out[-1])
+            if seen >= samples:
+                return out
+    return out
