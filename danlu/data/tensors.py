@@ -114,7 +114,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     scale = uniform(float(cfg.scale[0]), float(cfg.scale[1]))
     tx = uniform(-cfg.translate, cfg.translate) * 2.0  # grid coordinates span [-1, 1]
     ty = uniform(-cfg.translate, cfg.translate) * 2.0
-    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    flip_here = cfg.flip and cfg.shift == 0  # with augment.shift the pixel path flips (batch_augment.py)
+    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if flip_here else torch.ones(n)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     theta = torch.stack([
         torch.stack([cos * flip, -sin, tx], dim=1),
@@ -158,8 +159,12 @@ class TensorLoader:
         nb = self.device.type == "cuda"
         x, y = x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb)
         if self.kind == "image":
+            if self.augment is not None and self.augment.shift > 0:  # exact flip + shift, on uint8
+                from danlu.data.batch_augment import draw_flip_shift, flip_shift
+
+                x = flip_shift(x, *draw_flip_shift(len(x), self.augment.shift, self.augment.flip, self.generator))
             x = self.normalizer(x) if self.normalizer else x.float()
-            if self.augment is not None:
+            if self.augment is not None and self.augment.affine:
                 x = augment_batch(x, self.augment, self.generator)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
