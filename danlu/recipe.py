@@ -141,6 +141,9 @@ class TrainConfig(_Strict):
     amp: bool = True  # mixed precision, on CUDA only
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
     channels_last: bool = True  # memory format for conv nets (faster on CPU and GPU)
+    # torch.compile the training forward: auto = on CUDA only (on a CPU the compile takes minutes and
+    # a small net's step gains little); off keeps eager mode everywhere
+    compile: Literal["off", "auto", "on"] = "off"
 
     @field_validator("optimizer")
     @classmethod

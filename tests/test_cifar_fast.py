@@ -89,7 +89,7 @@ def _write_cifar_bin(root: Path, n_train: int = 80, n_test: int = 60) -> None:
 def test_cifar10_fast_one_epoch_on_generated_batches(cli, tmp_path):
     _write_cifar_bin(tmp_path / "cifar")
     code, out, err = cli("train", "cifar10-fast", f"data.root={tmp_path / 'cifar'}", "train.epochs=1",
-                         "train.batch_size=32", "train.warmup_epochs=0.2", "model.stem=8", "model.widths=[16,16]",
+                         "train.batch_size=32", "train.lr=0.05", "train.warmup_epochs=0.2", "model.stem=8", "model.widths=[16,16]",
                          "model.residual=true", "--json", "--quiet")
     assert code == 0, err
     res = last_json(out)
@@ -118,3 +118,18 @@ def test_cifar_image_folder_copy_is_read_at_32_px(cli, tmp_path):
     assert code == 0, err
     schema = json.loads((Path(last_json(out)["run"]) / "schema.json").read_text())
     assert schema["input_shape"] == [3, 32, 32]
+
+
+def test_compile_auto_stays_eager_on_cpu_and_loader_stays_on_host():
+    from torch import nn
+
+    from danlu.data.tensors import TensorLoader, TensorSplit
+    from danlu.inference import compiled_for
+
+    model = nn.Linear(2, 2)
+    cpu = torch.device("cpu")
+    assert compiled_for(model, "auto", cpu) is model and compiled_for(model, "off", cpu) is model
+    split = TensorSplit(torch.zeros(10, 3, 8, 8, dtype=torch.uint8), torch.zeros(10, dtype=torch.long))
+    loader = TensorLoader(split, 4, kind="image", device=cpu)
+    assert not loader._resident and loader._x is split.x
+    assert [len(x) for x, _ in loader] == [4, 4, 2]
