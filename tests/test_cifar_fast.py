@@ -89,8 +89,8 @@ def _write_cifar_bin(root: Path, n_train: int = 80, n_test: int = 60) -> None:
 def test_cifar10_fast_one_epoch_on_generated_batches(cli, tmp_path):
     _write_cifar_bin(tmp_path / "cifar")
     code, out, err = cli("train", "cifar10-fast", f"data.root={tmp_path / 'cifar'}", "train.epochs=1",
-                         "train.batch_size=32", "train.lr=0.05", "train.warmup_epochs=0.2", "model.stem=8", "model.widths=[16,16]",
-                         "model.residual=true", "--json", "--quiet")
+                         "train.batch_size=32", "train.lr=0.05", "train.warmup_epochs=0.2", "model.stem=8",
+                         "model.widths=[16,16]", "model.residual=true", "--json", "--quiet")
     assert code == 0, err
     res = last_json(out)
     assert res["metrics"]["accuracy"] > 0.3
@@ -133,3 +133,24 @@ def test_compile_auto_stays_eager_on_cpu_and_loader_stays_on_host():
     loader = TensorLoader(split, 4, kind="image", device=cpu)
     assert not loader._resident and loader._x is split.x
     assert [len(x) for x, _ in loader] == [4, 4, 2]
+
+
+def test_cifar10_fast_one_epoch_on_a_real_subset(cli, tmp_path):
+    """The shared CIFAR-10 images, 10 train / 3 test per class linked into a folder; skipped where absent."""
+    from tests.conftest import SHARED
+
+    images = SHARED / "datasets" / "cifar10-images"
+    if not (images / "train").is_dir():
+        pytest.skip(f"no CIFAR-10 image folder at {images}")
+    for split, n in (("train", 10), ("test", 3)):
+        for cls in sorted((images / split).iterdir()):
+            (tmp_path / "sub" / split / cls.name).mkdir(parents=True)
+            for f in sorted(cls.iterdir())[:n]:
+                (tmp_path / "sub" / split / cls.name / f.name).symlink_to(f)
+    code, out, err = cli("train", "cifar10-fast", f"data.root={tmp_path / 'sub'}", "train.epochs=1",
+                         "train.batch_size=16", "model.stem=8", "model.widths=[16,16,16]", "--json", "--quiet")
+    assert code == 0, err
+    res = last_json(out)
+    assert json.loads((Path(res["run"]) / "schema.json").read_text())["input_shape"] == [3, 32, 32]
+    assert 0.0 <= res["metrics"]["accuracy"] <= 1.0
+
