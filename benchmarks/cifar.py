@@ -118,8 +118,8 @@ def worker(kind: str, recipe: str, samples: int, overrides: list[str]) -> dict:
 def run_worker(tree: Path, kind: str, recipe: str, samples: int, overrides: list[str], cache: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "DANLU_CACHE": cache}
     env.setdefault("DANLU_DATA", str(SHARED / "datasets"))
-    proc = subprocess.run([sys.executable, __file__, "--tree", str(tree), "--worker", kind, "--recipe", recipe, "--samples",
-                           str(samples), *(["--set", *overrides] if overrides else [])],
+    proc = subprocess.run([sys.executable, __file__, "--tree", str(tree), "--worker", kind, "--recipe", recipe,
+                           "--samples", str(samples), *(["--set", *overrides] if overrides else [])],
                           capture_output=True, text=True, env=env, cwd=tree, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} {recipe} in {tree} failed:\n{proc.stderr[-3000:]}")
