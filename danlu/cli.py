@@ -233,6 +233,8 @@ def _parameter_count(name: str) -> str:
         "cnn": (Schema("image", "classification", [1, 28, 28], classes=[str(i) for i in range(10)]), "MNIST"),
         "simple_cnn": (Schema("image", "classification", [3, 32, 32], classes=[str(i) for i in range(10)]),
                        "CIFAR-10"),
+        "fast_resnet": (Schema("image", "classification", [3, 32, 32], classes=[str(i) for i in range(10)]),
+                        "CIFAR-10"),
     }
     text = Schema("text", "classification", [128], classes=["neg", "pos"], text={"vocab_size": 5000, "pad_id": 0})
     image = Schema("image", "classification", [3, 224, 224], classes=["a", "b"])

@@ -60,6 +60,14 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def compiled_for(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """The module the training step calls: ``torch.compile(model)`` where ``train.compile`` asks for it (auto:
+    on CUDA only), else the model itself. Both share parameters, so checkpoints and evaluation use ``model``."""
+    if mode == "on" or (mode == "auto" and device.type == "cuda"):
+        return torch.compile(model)
+    return model
+
+
 def make_loader(split: Any, schema: Schema, recipe: Any, *, train: bool, generator: torch.Generator | None,
                 device: torch.device, channels_last: bool) -> Any:
     """The loader for one split: the in-memory fast path, or the streaming one for big image folders."""

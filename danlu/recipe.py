@@ -50,10 +50,19 @@ class AugmentConfig(_Strict):
     rotate: float = Field(0.0, ge=0, le=180)  # max rotation in degrees, either way
     translate: float = Field(0.0, ge=0, le=0.5)  # max shift as a fraction of the image size
     scale: tuple[float, float] = (1.0, 1.0)  # zoom range; (0.8, 1.0) crops up to 20 % away
+    # shift by up to N whole pixels (reflect-filled), with the flip, on the uint8 batch: exact and cheap
+    # (danlu/data/batch_augment.py); 0 keeps the affine path above for everything
+    shift: int = Field(0, ge=0, le=16)
 
     @property
     def active(self) -> bool:
-        return self.flip or self.rotate > 0 or self.translate > 0 or tuple(self.scale) != (1.0, 1.0)
+        return self.affine or self.shift > 0
+
+    @property
+    def affine(self) -> bool:
+        """Whether the interpolating affine path has work: the flip moves to the pixel path with shift."""
+        return ((self.flip and self.shift == 0) or self.rotate > 0 or self.translate > 0
+                or tuple(self.scale) != (1.0, 1.0))
 
 
 class DataConfig(_Strict):
@@ -179,6 +188,9 @@ class TrainConfig(_Strict):
     amp: bool = True  # mixed precision, on CUDA only
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
     channels_last: bool = True  # memory format for conv nets (faster on CPU and GPU)
+    # torch.compile the training forward: auto = on CUDA only (on a CPU the compile takes minutes and
+    # a small net's step gains little); off keeps eager mode everywhere
+    compile: Literal["off", "auto", "on"] = "off"
     privacy: PrivacyConfig | None = None  # differentially private training (DP-SGD); off by default
 
     @model_validator(mode="after")

@@ -87,7 +87,12 @@ class StreamLoader:
             if batch is None:
                 continue
             x, y = batch[0].to(self.device), batch[1].to(self.device)
-            if self.augment is not None:
+            if self.augment is not None and self.augment.shift > 0:  # exact flip + shift (batch_augment.py)
+                from danlu.data.batch_augment import draw_flip_shift, flip_shift
+
+                x = flip_shift(x, *draw_flip_shift(len(x), self.augment.shift, self.augment.flip,
+                                                   generator or self.generator))
+            if self.augment is not None and self.augment.affine:
                 x = augment_batch(x, self.augment, generator or self.generator)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -67,6 +67,12 @@ def _simple_cnn(o: dict, s: Schema) -> nn.Module:
     return SimpleCNN(s.input_shape, s.num_outputs, **o)
 
 
+def _fast_resnet(o: dict, s: Schema) -> nn.Module:
+    from danlu.models.fast import FastResNet
+
+    return FastResNet(s.input_shape, s.num_outputs, **o)
+
+
 def _efficientnet(o: dict, s: Schema) -> nn.Module:
     from danlu.models.efficientnet import build_efficientnet_lite0
 
@@ -101,6 +107,7 @@ BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
     "mlp": _mlp,
     "cnn": _cnn,
     "simple_cnn": _simple_cnn,
+    "fast_resnet": _fast_resnet,
     "efficientnet_lite0": _efficientnet,
     "resnet18": _resnet(18),
     "resnet34": _resnet(34),

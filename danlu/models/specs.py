@@ -48,6 +48,15 @@ class SimpleCNNOptions(_Options):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class FastResNetOptions(_Options):
+    """cifar10-fast's net: conv stages that pool early, residual pairs, BN, optional test-time flip."""
+
+    stem: int = Field(32, ge=1)
+    widths: list[Size] = Field([64, 128, 256], min_length=1)
+    residual: bool | list[bool] = True  # one flag for all stages, or one per stage
+    tta_flip: bool = True  # eval mode averages the logits of the image and its mirror
+
+
 class PretrainedOptions(_Options):
     """A pretrained backbone with a new head (transfer learning)."""
 
@@ -90,6 +99,7 @@ MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "mlp": (MLPOptions, ("image", "tabular"), "multi-layer perceptron on flattened input (article 1)"),
     "cnn": (CNNOptions, ("image",), "configurable conv net, shapes inferred (article 4)"),
     "simple_cnn": (SimpleCNNOptions, ("image",), "one conv block + two dense layers (article 2)"),
+    "fast_resnet": (FastResNetOptions, ("image",), "small residual net with BN for training from scratch fast"),
     "efficientnet_lite0": (PretrainedOptions, ("image",), "EfficientNet-Lite0, ImageNet weights offline (article 5)"),
     "resnet18": (PretrainedOptions, ("image",), "torchvision ResNet-18, ImageNet weights from a file or online"),
     "resnet34": (PretrainedOptions, ("image",), "torchvision ResNet-34"),
