@@ -30,7 +30,7 @@ def parse_split(text: str) -> tuple[str, float]:
         return name, alpha
     from danlu.errors import unknown_name
 
-    raise DanluError(unknown_name("split", text, list(SPLITS)))
+    raise unknown_name("split", text, list(SPLITS))
 
 
 def partition(labels: np.ndarray, clients: int, split: str = "iid", seed: int = 0) -> list[np.ndarray]:

@@ -46,7 +46,7 @@ class Federation:
         if not self.local_epochs > 0:
             raise DanluError(f"--local-epochs {self.local_epochs} must be positive", hint="e.g. --local-epochs 5")
         if self.strategy not in STRATEGIES:
-            raise DanluError(unknown_name("strategy", self.strategy, list(STRATEGIES)))
+            raise unknown_name("strategy", self.strategy, list(STRATEGIES))
         if self.strategy == "fedprox" and not self.proximal_mu > 0:
             raise DanluError(f"--mu {self.proximal_mu}: FedProx needs a positive proximal weight",
                              hint="e.g. --mu 0.01, or --strategy fedavg")
