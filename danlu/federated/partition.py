@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from danlu.errors import DataError, DanluError
+from danlu.errors import DanluError, DataError
 
 SPLITS = ("iid", "shards", "dirichlet:ALPHA")
 SHARDS_PER_CLIENT = 2  # McMahan et al. (2017): each client holds two label-sorted shards

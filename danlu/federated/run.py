@@ -37,11 +37,11 @@ def federate(recipe: str | Path = "digits-mlp", overrides: list[str] | tuple[str
 
         path = submit(fed, superlink, runs_dir, say)
     else:
+        import logging
+
         from danlu.federated.client import app as client_app
         from danlu.federated.server import run_federation
         from danlu.federated.simulation import InProcessGrid
-
-        import logging
 
         logging.getLogger("flwr").setLevel(logging.ERROR)  # the per-round lines above say what its INFO said
         grid = InProcessGrid(client_app, fed.run_config(), fed.clients)

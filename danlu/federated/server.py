@@ -88,7 +88,7 @@ def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = pri
         metrics = {f"test_{k}": v for k, v in score(model, splits.test, schema, recipe).items()}
         if server_round == 0:
             initial.update(metrics)
-            say(f"round 0 (initial model): " + _line(metrics))
+            say("round 0 (initial model): " + _line(metrics))
             clock[0] = time.perf_counter()
             return MetricRecord(metrics)
         clients = strategy.last_clients
