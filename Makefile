@@ -7,7 +7,7 @@ SHARED := $(abspath ../shared/datasets)
 # Datasets by name (mnist/, cifar10-images/, ...) when the shared folder sits beside the repo.
 export DANLU_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench clean federated-setup
 
 setup: $(STAMP)
 
@@ -30,5 +30,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/mnist.py
 
+# danlu federate's own environment: Flower's pins conflict with the serving stack's (requirements-federated.txt)
+FLOWER_VENV := .venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.installed
+federated-setup: $(FLOWER_STAMP)
+
+$(FLOWER_STAMP): requirements-federated.txt pyproject.toml
+	test -x $(FLOWER_VENV)/bin/python || $(PY) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install --disable-pip-version-check -q -r requirements-federated.txt
+	$(FLOWER_VENV)/bin/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(FLOWER_STAMP)
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(FLOWER_VENV) runs .pytest_cache

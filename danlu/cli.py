@@ -366,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     from danlu.cli_compress import add_compress_verb
 
     add_compress_verb(sub, common)
+    from danlu.cli_federate import add_federate_verb
+
+    add_federate_verb(sub, common)
     for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
         verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p
