@@ -25,6 +25,8 @@ def cmd_train(a: argparse.Namespace) -> None:
 
         raise DanluError("train needs a RECIPE (or --resume RUN)", hint="danlu recipes lists the built-in ones")
     overrides = list(a.overrides)
+    if a.track:
+        overrides.append(f"train.track={json.dumps(a.track)}")
     recipe = a.recipe
     if a.resume is not None and recipe is not None:
         if "=" not in recipe:
@@ -109,6 +111,16 @@ def cmd_predict(a: argparse.Namespace) -> None:
 def cmd_runs(a: argparse.Namespace) -> None:
     from danlu.run_folder import run_summary
     from danlu.runs import list_runs, read_json, read_run_recipe, resolve_run
+
+    if a.action == "compare":
+        from danlu.cli_studio import cmd_compare
+
+        return cmd_compare(a)
+    if len(a.run) > 1:
+        from danlu.errors import DanluError
+
+        raise DanluError(f"runs {a.action} takes one RUN, got {len(a.run)}", hint="compare runs with: danlu runs compare A B")
+    a.run = a.run[0] if a.run else None
 
     if a.action == "show":
         from danlu.errors import DanluError
@@ -265,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN", help="continue a run that was interrupted")
     t.add_argument("--json", action="store_true", help="print one JSON object (run, metrics, wall_s) last")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--track", action="append", metavar="OUTLET", help="also log to tensorboard (tb/ in the run "
+                   "folder) or mlflow (MLFLOW_TRACKING_URI); same as train.track=[...]; repeatable")
     common(t)
     t.set_defaults(func=cmd_train)
 
@@ -284,10 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(pr)
     pr.set_defaults(func=cmd_predict)
 
-    r = sub.add_parser("runs", help="list runs, or: danlu runs show RUN")
-    r.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    r.add_argument("run", nargs="?")
+    r = sub.add_parser("runs", help="list runs, or: danlu runs show RUN, danlu runs compare A B [C ...]")
+    r.add_argument("action", nargs="?", choices=["list", "show", "compare"], default="list")
+    r.add_argument("run", nargs="*")
     r.add_argument("--json", action="store_true")
+    from danlu.cli_studio import add_compare_options, add_studio_verbs
+
+    add_compare_options(r)
     common(r)
     r.set_defaults(func=cmd_runs)
 
@@ -331,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     from danlu.cli_serve import add_serving_verbs
 
     add_serving_verbs(sub, common)
+    add_studio_verbs(sub, common)
     for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
         verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p

@@ -132,6 +132,17 @@ class TrainConfig(_Strict):
     amp: bool = True  # mixed precision, on CUDA only
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
     channels_last: bool = True  # memory format for conv nets (faster on CPU and GPU)
+    track: list[str] = Field(default_factory=list)  # tracking outlets: tensorboard, mlflow (danlu/tracking.py)
+    track_every_steps: int = Field(0, ge=0)  # also log the batch loss every N steps (0: per epoch only)
+
+    @field_validator("track")
+    @classmethod
+    def _known_outlets(cls, v: list[str]) -> list[str]:
+        outlets = ("tensorboard", "mlflow")  # danlu.tracking.OUTLETS (not imported: it pulls in the callbacks)
+        for name in v:
+            if name.lower() not in outlets:
+                raise InvalidValue(unknown_name("tracking outlet", name, outlets))
+        return list(dict.fromkeys(n.lower() for n in v))
 
     @field_validator("optimizer")
     @classmethod

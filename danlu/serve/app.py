@@ -40,6 +40,7 @@ from danlu.serve.hosts import HostCheck
 from danlu.serve.inputs import PredictRequest, RequestError, parse_json, parse_uploads
 from danlu.serve.limits import BODY_TIMEOUT_S, DecodeLimits, check_body_timeout
 from danlu.serve.metrics import Metrics, SharedMetrics
+from danlu.serve.swagger import add_local_docs
 
 STATIC = Path(__file__).parent / "static"
 # The page uses only its own files: no inline script, no CDN; images are previewed from blob: URLs.
@@ -123,7 +124,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
                     await sharing
                 shared.flush()
 
-    app = FastAPI(title=f"danlu · {predictor.recipe.name}", version=_version(), lifespan=lifespan,
+    app = FastAPI(title=f"danlu · {predictor.recipe.name}", version=_version(), lifespan=lifespan, docs_url=None,
                   default_response_class=SafeJSONResponse,
                   description=f"Predictions from the run {predictor.run_dir.name} ({card['task']}, {card['kind']}).")
     app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
@@ -186,6 +187,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
+    add_local_docs(app)  # /docs from local files, not a CDN
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(Gate, metrics=metrics, max_body=max_body, predict_json=predict_json, api_key=api_key,
                        body_timeout=body_timeout_s, hosts=HostCheck(bind_host, allowed_hosts))
