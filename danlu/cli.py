@@ -119,7 +119,8 @@ def cmd_runs(a: argparse.Namespace) -> None:
     if len(a.run) > 1:
         from danlu.errors import DanluError
 
-        raise DanluError(f"runs {a.action} takes one RUN, got {len(a.run)}", hint="compare runs with: danlu runs compare A B")
+        raise DanluError(f"runs {a.action} takes one RUN, got {len(a.run)}",
+                         hint="compare runs with: danlu runs compare A B")
     a.run = a.run[0] if a.run else None
 
     if a.action == "show":

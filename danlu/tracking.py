@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("danlu.tracking")
 OUTLETS = ("tensorboard", "mlflow")
-FIGURES = ("learning_curves", "confusion_matrix", "predictions")
 
 
 def flat_params(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -122,11 +121,9 @@ class TensorBoardTracker(Tracker):
         import numpy as np
         from PIL import Image
 
-        for name in FIGURES:
-            path = self.run_dir / "plots" / f"{name}.png"
-            if path.is_file():
-                with Image.open(path) as img:
-                    self.writer.add_image(f"figures/{name}", np.asarray(img.convert("RGB")), 0, dataformats="HWC")
+        for path in sorted((self.run_dir / "plots").glob("*.png")):
+            with Image.open(path) as img:
+                self.writer.add_image(f"figures/{path.stem}", np.asarray(img.convert("RGB")), 0, dataformats="HWC")
 
     def close(self, status: str) -> None:
         if not self.closed:

@@ -17,7 +17,6 @@ from danlu.errors import RunError
 
 # metrics shown in the list, first found wins per kind
 KEY_METRICS = ("accuracy", "f1_macro", "r2", "mae", "rmse")
-FIGURES = ("learning_curves", "confusion_matrix", "predictions")
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -174,7 +173,7 @@ class RunsIndex:
             except (RunError, OSError):
                 pass  # already a problem of the summary
         out["history"] = self.history(run, problems)
-        out["figures"] = [f for f in FIGURES if (run / "plots" / f"{f}.png").is_file()]
+        out["figures"] = _figures(run)
         out["status_json"] = None
         try:
             out["status_json"] = self.cache.read(run / "status.json", _json)
@@ -205,12 +204,11 @@ class RunsIndex:
             return []
 
     def figure(self, name: str, figure: str) -> Path:
-        if figure not in FIGURES:
-            raise RunError(f"no figure '{figure}'", hint="one of " + ", ".join(FIGURES))
-        path = self.path_of(name) / "plots" / f"{figure}.png"
-        if not path.is_file():
-            raise RunError(f"the run {name} has no {figure} figure")
-        return path
+        run = self.path_of(name)
+        figures = _figures(run)
+        if figure not in figures:  # names come from the folder listing, never a path built from the request
+            raise RunError(f"no figure '{figure}' in the run {name}", hint="one of " + (", ".join(figures) or "none"))
+        return run / "plots" / f"{figure}.png"
 
     # ---------------------------------------------------------------- tuning studies
 
@@ -241,18 +239,25 @@ class RunsIndex:
             out["problems"].append("no study.json yet (the search is running, or was stopped)")
         except (RunError, OSError) as e:
             out["problems"].append(str(e))
-        out["plots"] = sorted(p.stem for p in (folder / "plots").glob("*.png")) if (folder / "plots").is_dir() else []
+        out["plots"] = _figures(folder)
         out["best_yaml"] = _text(folder / "best.yaml", None)
         return out
 
     def study_plot(self, name: str, plot: str) -> Path:
         folder = self.path_of(name)
-        if not plot.replace("_", "").isalnum():
-            raise RunError(f"no plot '{plot}'")
-        path = folder / "plots" / f"{plot}.png"
-        if not path.is_file():
-            raise RunError(f"the study {name} has no plot '{plot}'")
-        return path
+        plots = _figures(folder)
+        if plot not in plots:
+            raise RunError(f"no plot '{plot}' in the study {name}", hint="one of " + (", ".join(plots) or "none"))
+        return folder / "plots" / f"{plot}.png"
+
+
+def _figures(folder: Path) -> list[str]:
+    """The PNGs in a run's (or study's) plots/: learning curves first, then by name."""
+    plots = folder / "plots"
+    if not plots.is_dir():
+        return []
+    names = sorted(p.stem for p in plots.glob("*.png") if p.is_file())
+    return sorted(names, key=lambda n: (n != "learning_curves", n))
 
 
 def _text(path: Path, problems: list[str] | None) -> str | None:
