@@ -18,9 +18,11 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from danlu.errors import DanluError
 from danlu.studio.folders import RunsIndex
@@ -94,6 +96,17 @@ def create_studio_app(runs_dir: str | Path, api_key: str | None = None, *, bind_
     async def _danlu_error(request: Request, e: DanluError) -> JSONResponse:
         status = 404 if e.message.startswith("no ") else 422
         return JSONResponse({"error": e.message, "detail": e.hint}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(e.detail), "detail": None}, status_code=e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}", "detail": None},
+                            status_code=422)
 
     @app.middleware("http")
     async def gate(request: Request, call_next: Any) -> Response:
