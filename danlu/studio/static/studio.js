@@ -63,6 +63,9 @@ const COLUMNS = [
   ["r2", "R²", r => r.key.r2], ["mae", "MAE", r => r.key.mae], ["duration", "duration", r => r.duration_s],
 ];
 
+// a column's first click: names A to Z, metrics best first (lower MAE is better), newest runs and longest first
+const ASCENDING = new Set(["recipe", "status", "model", "mae"]);
+
 async function showRuns() {
   const data = await getJSON("api/runs");
   const runs = data.runs;
@@ -100,7 +103,7 @@ async function showRuns() {
     });
     const head = h("tr", {}, h("th", {}, ""), COLUMNS.map(([id, label]) => h("th", {
       "data-col": id, class: id === listState.sort ? (listState.asc ? "sorted asc" : "sorted") : "",
-      onclick: () => { listState.asc = listState.sort === id ? !listState.asc : id === "run" ? false : true; listState.sort = id; render(); },
+      onclick: () => { listState.asc = listState.sort === id ? !listState.asc : ASCENDING.has(id); listState.sort = id; render(); },
     }, label)));
     const rows = shown.map(r => h("tr", { class: r.status === "damaged" ? "damaged" : "", "data-run": r.run },
       h("td", {}, h("input", { type: "checkbox", class: "pick", value: r.run, "aria-label": `pick ${r.run}` })),
@@ -187,10 +190,10 @@ function tryIt(d) {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ inputs, top_k: 3 }) });
       const j = await r.json();
       const row = j.predictions[0];
-      out.replaceChildren(h("p", { class: "muted small" }, label),
+      out.replaceChildren(h("p", { class: "muted small" }, label), h("div", {},
         row.top ? row.top.map(t => h("div", { class: "bar" }, h("span", { class: "label" }, t.label),
           h("div", {}, h("div", { class: "fill", style: null, "data-p": t.probability })), h("span", { class: "num prob" }, (t.probability * 100).toFixed(1) + " %")))
-          : h("pre", {}, JSON.stringify(row.prediction, null, 1)));
+          : h("pre", {}, JSON.stringify(row.prediction, null, 1))));
       out.querySelectorAll(".fill").forEach(el => { el.style.width = `${Number(el.dataset.p) * 100}%`; });
     } catch (e) { out.replaceChildren(h("p", { class: "problems" }, e.message)); }
   };
