@@ -13,7 +13,15 @@ from danlu.runs import metrics_history
 from danlu.serve.server import BackgroundServer
 from danlu.studio.app import create_studio_app
 from tests.studio_runs import built, runs_folder
-from tests.test_serve_browser import browser, wait  # noqa: F401 - the fixture, shared with serve's page tests
+from tests.test_serve_browser import browser  # noqa: F401 - the fixture, shared with serve's page tests
+
+
+def wait(driver, condition, timeout: float = 30):
+    """Until ``condition`` holds; an element replaced by a re-render meanwhile is looked up again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 @pytest.fixture(scope="module")
