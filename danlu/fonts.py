@@ -27,6 +27,9 @@ def cjk_family(font_manager: Any) -> str | None:
         if Path(path).is_file():
             try:
                 font_manager.fontManager.addfont(path)
+                bold = Path(path.replace("-Regular", "-Bold"))
+                if bold != Path(path) and bold.is_file():  # titles are bold
+                    font_manager.fontManager.addfont(str(bold))
             except (OSError, RuntimeError, ValueError):
                 continue
             names = {f.name for f in font_manager.fontManager.ttflist}
