@@ -352,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_studio_verbs(sub, common)
     for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
         verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        verb.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+        if "--quiet" not in verb._option_string_actions:
+            verb.add_argument("--quiet", action="store_true", help="warnings and notes off (errors still shown)")
     return p
 
 
@@ -375,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(a, "func", None):
         parser.print_help()
         return 0
+    from danlu.log import configure_cli
+
+    configure_cli(getattr(a, "verbose", 0), getattr(a, "quiet", False))
     if argv is None and a.func in (cmd_train, cmd_evaluate):
         from danlu import plot_worker
         from danlu.runtime import keep_freed_memory
