@@ -56,7 +56,7 @@ PAGE_HEADERS = {
 # 38-byte image can take seconds, and four of them once held /healthz for 4.5 s.
 INLINE_BODY = 16 * 1024
 METRICS_FLUSH_S = 1.0  # how often a worker shares its metrics with the others (--workers N)
-ROUTES = ("/", "/v1/predict", "/v1/model", "/healthz", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/", "/v1/predict", "/v1/model", "/v1/samples", "/healthz", "/metrics", "/docs", "/openapi.json")
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -170,6 +170,13 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
              summary="The model card: task, classes, input spec, test metrics")
     async def model() -> dict[str, Any]:
         return card
+
+    @app.get("/v1/samples", responses={401: ERRORS[401]},
+             summary="A few test-set inputs, ready to send to /v1/predict (the page's one-click samples)")
+    async def samples() -> dict[str, Any]:
+        from danlu.serve.samples import test_samples
+
+        return {"samples": await run_in_threadpool(test_samples, predictor.run_dir, schema)}
 
     @app.head("/healthz", include_in_schema=False)  # curl -I and load balancers' HEAD checks
     @app.get("/healthz", summary="Liveness: 200 while serving, 503 while shutting down")
