@@ -27,7 +27,7 @@ def test_page_offers_samples_and_a_canvas(run, browser):  # noqa: F811
 
     with BackgroundServer(create_app(run)) as server:
         browser.get(server.url + "/")
-        buttons = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#samples button.sample"))
+        buttons = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#samples button.sample"), 60)
         assert len(buttons) == 6
         buttons[2].click()
         wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .bar")) == 3)
