@@ -7,9 +7,22 @@ SHARED := $(abspath ../shared/datasets)
 # Datasets by name (mnist/, cifar10-images/, ...) when the shared folder sits beside the repo.
 export DANLU_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
 
-.PHONY: demo test setup lint bench clean federated-setup
+.PHONY: demo test setup lint bench clean federated-setup mlflow-server fonts
 
-setup: $(STAMP)
+setup: $(STAMP) fonts
+
+# A CJK font for Chinese class names in figures (Debian/Ubuntu; skipped elsewhere or without root)
+fonts:
+	@ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || \
+	  (command -v apt-get >/dev/null && apt-get install -y -qq fonts-noto-cjk >/dev/null) || \
+	  echo "note: no CJK font installed (apt-get install fonts-noto-cjk); Chinese labels draw as boxes"
+
+# The MLflow tracking server the tracking tests start: full mlflow in its own venv, apart from danlu's pins
+# (danlu itself needs only mlflow-skinny)
+mlflow-server: .venv-mlflow/bin/mlflow
+.venv-mlflow/bin/mlflow:
+	test -x .venv-mlflow/bin/python || $(PY) -m venv .venv-mlflow
+	.venv-mlflow/bin/pip install --disable-pip-version-check -q mlflow==3.17.2
 
 # Reinstall only when the pins or the package metadata change.
 $(STAMP): requirements.txt pyproject.toml
@@ -42,4 +55,4 @@ $(FLOWER_STAMP): requirements-federated.txt pyproject.toml
 	touch $(FLOWER_STAMP)
 
 clean:
-	rm -rf $(VENV) $(FLOWER_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(FLOWER_VENV) .venv-mlflow runs .pytest_cache

@@ -114,9 +114,11 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     with run.lock():  # no other process trains this run meanwhile; released however this ends
         say(f"run: {run.path}")
         say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
-        cbs = standard_callbacks(recipe, schema, len(splits.val) > 0, run, resume=resume is not None,
-                                 progress=progress, extra=list(callbacks), resumable=resumable)
         try:
+            # an unreachable tracking server fails the run here; rank 0 alone tracks a distributed run
+            tracked = _trackers(recipe, run.path) if run.writer else []
+            cbs = standard_callbacks(recipe, schema, len(splits.val) > 0, run, resume=resume is not None,
+                                     progress=progress, extra=[*callbacks, *tracked], resumable=resumable)
             loop = build_loop(model, splits, schema, recipe, cbs)
             if teacher is not None:
                 loop.step = teacher.wrap(loop.step, loop.device)
@@ -135,6 +137,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
             done["privacy"] = loop.privacy.summary()
         if loop.stop is not None and loop.stop.status == "pruned":
             run.set_status("pruned", **done)
+            _finish_tracking(tracked, None, "pruned")
             return TrainResult(run.path, {}, time.perf_counter() - t0, {}, "pruned", run.writer)
         group.load_best(run, model) if group else run.load_model(model)
         run.set_status("evaluating", **done)
@@ -143,8 +146,10 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
                               plots=plots and run.writer, parity=run.writer, score=group and group.evaluate)
         except BaseException as e:  # trained but not scored: `danlu evaluate RUN` can finish it
             run.set_status("failed", **done, failed_in="evaluation", error=str(e)[:480])
+            _finish_tracking(tracked, None, "failed")
             raise
         run.set_status("done", **done)
+        _finish_tracking(tracked, report, "done")
     if group:
         group.close()
     return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report, writer=run.writer)
@@ -157,6 +162,22 @@ def _join_group(recipe: Recipe) -> Any:
     from danlu.distributed import start
 
     return start(recipe)
+
+
+def _trackers(recipe: Recipe, run_dir: Path) -> list[Any]:
+    """TensorBoard / MLflow callbacks when the recipe's train.track names them (danlu/tracking.py)."""
+    if not recipe.train.track:
+        return []
+    from danlu.tracking import trackers
+
+    return trackers(recipe, run_dir)
+
+
+def _finish_tracking(tracked: list[Any], report: dict[str, Any] | None, status: str) -> None:
+    if tracked:
+        from danlu.tracking import finish
+
+        finish(tracked, report, status)
 
 
 def _fresh_folder(path: Path) -> Path:

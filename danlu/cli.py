@@ -25,6 +25,8 @@ def cmd_train(a: argparse.Namespace) -> None:
 
         raise DanluError("train needs a RECIPE (or --resume RUN)", hint="danlu recipes lists the built-in ones")
     overrides = list(a.overrides)
+    if a.track:
+        overrides.append(f"train.track={json.dumps(a.track)}")
     recipe = a.recipe
     if a.resume is not None and recipe is not None:
         if "=" not in recipe:
@@ -128,6 +130,17 @@ def _onnx_session(predictor, a: argparse.Namespace):
 def cmd_runs(a: argparse.Namespace) -> None:
     from danlu.run_folder import run_summary
     from danlu.runs import list_runs, read_json, read_run_recipe, resolve_run
+
+    if a.action == "compare":
+        from danlu.cli_studio import cmd_compare
+
+        return cmd_compare(a)
+    if len(a.run) > 1:
+        from danlu.errors import DanluError
+
+        raise DanluError(f"runs {a.action} takes one RUN, got {len(a.run)}",
+                         hint="compare runs with: danlu runs compare A B")
+    a.run = a.run[0] if a.run else None
 
     if a.action == "show":
         from danlu.errors import DanluError
@@ -295,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.add_argument("--nproc", type=int, metavar="N", help="data-parallel training in N processes on this machine "
                    "(torch.distributed; train.batch_size is the global batch)")
+    t.add_argument("--track", action="append", metavar="OUTLET", help="also log to tensorboard (tb/ in the run "
+                   "folder) or mlflow (MLFLOW_TRACKING_URI); same as train.track=[...]; repeatable")
     common(t)
     t.set_defaults(func=cmd_train)
 
@@ -316,10 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(pr)
     pr.set_defaults(func=cmd_predict)
 
-    r = sub.add_parser("runs", help="list runs, or: danlu runs show RUN")
-    r.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    r.add_argument("run", nargs="?")
+    r = sub.add_parser("runs", help="list runs, or: danlu runs show RUN, danlu runs compare A B [C ...]")
+    r.add_argument("action", nargs="?", choices=["list", "show", "compare"], default="list")
+    r.add_argument("run", nargs="*")
     r.add_argument("--json", action="store_true")
+    from danlu.cli_studio import add_compare_options, add_studio_verbs
+
+    add_compare_options(r)
     common(r)
     r.set_defaults(func=cmd_runs)
 
@@ -369,8 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     from danlu.cli_federate import add_federate_verb
 
     add_federate_verb(sub, common)
+    add_studio_verbs(sub, common)
     for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
         verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        verb.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+        if "--quiet" not in verb._option_string_actions:
+            verb.add_argument("--quiet", action="store_true", help="warnings and notes off (errors still shown)")
     return p
 
 
@@ -394,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(a, "func", None):
         parser.print_help()
         return 0
+    from danlu.log import configure_cli
+
+    configure_cli(getattr(a, "verbose", 0), getattr(a, "quiet", False))
     if argv is None and a.func in (cmd_train, cmd_evaluate):
         from danlu import plot_worker
         from danlu.runtime import keep_freed_memory

@@ -15,6 +15,9 @@ def pyplot():
 
     matplotlib.use("Agg")
     matplotlib.rcParams["text.parse_math"] = False  # class names are plain text: "$5 bill" is no formula
+    from danlu.fonts import use_cjk_font
+
+    use_cjk_font(matplotlib)  # Chinese class names drawn, not boxes
     import matplotlib.pyplot as plt
 
     return plt

@@ -191,6 +191,8 @@ class TrainConfig(_Strict):
     # torch.compile the training forward: auto = on CUDA only (on a CPU the compile takes minutes and
     # a small net's step gains little); off keeps eager mode everywhere
     compile: Literal["off", "auto", "on"] = "off"
+    track: list[str] = Field(default_factory=list)  # tracking outlets: tensorboard, mlflow (danlu/tracking.py)
+    track_every_steps: int = Field(0, ge=0)  # also log the batch loss every N steps (0: per epoch only)
     privacy: PrivacyConfig | None = None  # differentially private training (DP-SGD); off by default
 
     @model_validator(mode="after")
@@ -200,6 +202,15 @@ class TrainConfig(_Strict):
                 "train.grad_clip clips the batch's gradient, which DP-SGD replaces by per-sample clipping",
                 hint="drop train.grad_clip (train.grad_clip=null) and set train.privacy.max_grad_norm instead"))
         return self
+
+    @field_validator("track")
+    @classmethod
+    def _known_outlets(cls, v: list[str]) -> list[str]:
+        outlets = ("tensorboard", "mlflow")  # danlu.tracking.OUTLETS (not imported: it pulls in the callbacks)
+        for name in v:
+            if name.lower() not in outlets:
+                raise InvalidValue(unknown_name("tracking outlet", name, outlets))
+        return list(dict.fromkeys(n.lower() for n in v))
 
     @field_validator("optimizer")
     @classmethod

@@ -40,6 +40,7 @@ from danlu.serve.hosts import HostCheck
 from danlu.serve.inputs import PredictRequest, RequestError, parse_json, parse_uploads
 from danlu.serve.limits import BODY_TIMEOUT_S, DecodeLimits, check_body_timeout
 from danlu.serve.metrics import Metrics, SharedMetrics
+from danlu.serve.swagger import add_local_docs
 
 STATIC = Path(__file__).parent / "static"
 # The page uses only its own files: no inline script, no CDN; images are previewed from blob: URLs.
@@ -60,7 +61,7 @@ INLINE_BODY = 16 * 1024
 # /healthz for 4.5 s.
 INLINE_DECODE = 256 * 1024
 METRICS_FLUSH_S = 1.0  # how often a worker shares its metrics with the others (--workers N)
-ROUTES = ("/", "/v1/predict", "/v1/model", "/healthz", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/", "/v1/predict", "/v1/model", "/v1/samples", "/healthz", "/metrics", "/docs", "/openapi.json")
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -129,6 +130,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
                 shared.flush()
 
     app = GatedFastAPI(title=f"danlu · {predictor.recipe.name}", version=_version(), lifespan=lifespan,
+                       docs_url=None,
                   default_response_class=SafeJSONResponse,
                   description=f"Predictions from the run {predictor.run_dir.name} ({card['task']}, {card['kind']}).")
     app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
@@ -182,6 +184,13 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     async def model() -> dict[str, Any]:
         return card
 
+    @app.get("/v1/samples", responses={401: ERRORS[401]},
+             summary="A few test-set inputs, ready to send to /v1/predict (the page's one-click samples)")
+    async def samples() -> dict[str, Any]:
+        from danlu.serve.samples import test_samples
+
+        return {"samples": await run_in_threadpool(test_samples, predictor.run_dir, schema)}
+
     @app.head("/healthz", include_in_schema=False)  # curl -I and load balancers' HEAD checks
     @app.get("/healthz", summary="Liveness: 200 while serving, 503 while shutting down")
     async def healthz() -> SafeJSONResponse:
@@ -198,6 +207,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
+    add_local_docs(app)  # /docs from local files, not a CDN
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.gate = Gate(partial(FastAPI.__call__, app), metrics=metrics, max_body=max_body, predict_json=predict_json,
                     api_key=api_key, body_timeout=body_timeout_s, hosts=HostCheck(bind_host, allowed_hosts))

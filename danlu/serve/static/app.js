@@ -355,6 +355,7 @@ async function main() {
     if (card.kind === "image") setUpImage(card);
     else if (card.kind === "text") setUpText();
     else setUpTabular(card.input || {});
+    if (window.danluExtras) window.danluExtras(card, api);  // samples and the draw canvas (extras.js)
   } catch (error) {
     $("model-name").textContent = "Model unavailable";
     showError(error);
