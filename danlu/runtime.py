@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameter numbers
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8  # glibc's mallopt parameters
 
 
 def keep_freed_memory() -> bool:
@@ -24,6 +24,24 @@ def keep_freed_memory() -> bool:
         return all([libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1, libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1,
                     libc.mallopt(_M_TOP_PAD, 64 << 20) == 1])
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+
+
+def share_one_heap() -> bool:
+    """Let every thread allocate from glibc's main heap (``M_ARENA_MAX`` 1) rather than a heap of its own.
+
+    With a heap per thread, what a server's decode thread freed after a big image stayed resident (up to
+    64 MB per thread: ``malloc_trim`` cannot shrink a thread heap's top past the trim threshold that
+    ``keep_freed_memory`` raises); on the one main heap ``trim_freed_memory`` gives it all back. Call before
+    threads start allocating. A no-op off glibc. Returns whether it applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 1) == 1
+    except (OSError, AttributeError):
         return False
 
 

@@ -86,11 +86,12 @@ def app_from_env() -> Any:
 
 def build_app(settings: dict[str, Any], workers: int) -> Any:
     """The app for one serving process, with that process tuned for it (threads, allocator, collector)."""
-    from danlu.runtime import keep_freed_memory
+    from danlu.runtime import keep_freed_memory, share_one_heap
     from danlu.serve.app import create_app, settle_process
 
     set_threads(workers)
     keep_freed_memory()
+    share_one_heap()  # so memory freed after a big decode goes back to the kernel (danlu/runtime.py)
     app = create_app(**settings)
     settle_process()
     return app
