@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     from danlu.cli_serve import add_serving_verbs
 
     add_serving_verbs(sub, common)
+    from danlu.cli_explain import add_explain_verb
+
+    add_explain_verb(sub, common)
     for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
         verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p

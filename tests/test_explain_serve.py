@@ -1,0 +1,146 @@
+"""POST /v1/explain (TestClient): heat maps, token and feature scores, and the same refusals as /v1/predict."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from danlu.serve.app import create_app
+
+POS = ["这家酒店很好", "服务很好，房间干净", "非常满意，推荐", "位置好，早餐好吃", "很好很好", "干净舒服，满意"]
+NEG = ["房间太差了", "服务很差，不推荐", "非常失望，脏", "早餐难吃，太吵", "很差很差", "又脏又吵，失望"]
+
+
+def _tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("label\ttext\n" + "\n".join(f"{lab}\t{t}" for lab, t in rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny runs, one epoch each (a few seconds): 8x8 digits on simple_cnn (Grad-CAM fits) and on an MLP,
+    breast-cancer rows, and a Chinese character LSTM on generated reviews."""
+    from danlu.api import train
+
+    root = tmp_path_factory.mktemp("explain-serve-runs")
+    data = tmp_path_factory.mktemp("texts")
+    tr = _tsv(data / "train.tsv", [("pos", t) for t in POS] * 4 + [("neg", t) for t in NEG] * 4)
+    te = _tsv(data / "test.tsv", [("pos", POS[0]), ("neg", NEG[0])] * 3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DANLU_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+        def quick(recipe: str, *extra: str) -> Path:
+            return train(recipe, ["train.epochs=1", *extra], runs_dir=root, progress=False).run
+
+        return SimpleNamespace(
+            cnn=quick("digits-mlp", "model={name: simple_cnn, channels: 8, hidden: 16}", "tune=null"),
+            mlp=quick("digits-mlp"),
+            table=quick("breast-cancer-mlp"),
+            text=quick("chnsenticorp-lstm", "data.name=text", f"data.train={tr}", f"data.test={te}",
+                       "model={name: lstm, embed_dim: 16, hidden: 16}", "data.tokenizer=auto", "data.max_len=null",
+                       "data.min_freq=1"))
+
+
+def local(app) -> TestClient:
+    return TestClient(app, base_url="http://localhost")
+
+
+@pytest.fixture(scope="module")
+def digit_png() -> bytes:
+    from sklearn.datasets import load_digits
+
+    img = (load_digits().images[0] * 15.9).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def error(r, status: int, needle: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "detail"} and needle in body["error"], body
+    return body
+
+
+def test_an_image_comes_back_as_a_heat_map_and_its_raw_map(runs, digit_png):
+    with local(create_app(runs.cnn)) as c:
+        predicted = c.post("/v1/predict", json={"inputs": [b64(digit_png)]}).json()["predictions"][0]["top"][0]
+        r = c.post("/v1/explain", json={"inputs": [b64(digit_png), "data:image/png;base64," + b64(digit_png)]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["method"] == "gradcam" and len(body["explanations"]) == 2
+        row = body["explanations"][0]
+        assert row["target"]["label"] == predicted["label"] == row["top"][0]["label"]
+        assert abs(row["target"]["probability"] - predicted["probability"]) < 1e-4
+        png = Image.open(io.BytesIO(base64.b64decode(row["heatmap_png"])))
+        assert png.format == "PNG" and min(png.size) >= 200  # an 8 px image is scaled up to be seen
+        assert row["map"]["shape"] == [8, 8] and len(row["map"]["values"]) == 8
+        assert any(v != 0 for line in row["map"]["values"] for v in line)
+
+        ig = c.post("/v1/explain", json={"inputs": [b64(digit_png)], "method": "ig", "target": "3"}).json()
+        one = ig["explanations"][0]
+        assert ig["method"] == "ig" and one["target"]["label"] == "3" and "convergence_delta" in one
+        # completeness: the map sums to f(x) - f(black) up to the reported delta (maps are pooled only above 32 px)
+        total = sum(v for line in one["map"]["values"] for v in line)
+        assert np.isfinite(total) and abs(one["convergence_delta"]) < 1.0
+
+
+def test_refusals_match_predict_and_name_what_fits(runs, digit_png):
+    with local(create_app(runs.mlp, max_inputs=64)) as c:
+        body = error(c.post("/v1/explain", json={"inputs": [b64(digit_png)], "method": "gradcam"}), 422, "gradcam")
+        assert "ig" in body["detail"]  # says which methods do fit
+        body = error(c.post("/v1/explain", json={"inputs": [b64(digit_png)], "target": "eleven"}), 422, "eleven")
+        assert "7" in str(body)  # lists the labels
+        error(c.post("/v1/explain", json={"inputs": [b64(digit_png)], "method": "lime"}), 422, "lime")
+        bad = {"inputs": ["not base64!"]}
+        said = c.post("/v1/predict", json=bad).json()
+        assert c.post("/v1/explain", json=bad).json() == said  # the same refusal, word for word
+        assert c.post("/v1/explain", content=b"[1, 2", headers={"content-type": "application/json"}).json() == \
+            c.post("/v1/predict", content=b"[1, 2", headers={"content-type": "application/json"}).json()
+        error(c.post("/v1/explain", json={"inputs": [b64(digit_png)], "colour": "red"}), 422, "colour")
+        error(c.post("/v1/explain", json={"inputs": [b64(digit_png)] * 9}), 422, "9")  # at most 8 per request
+        error(c.post("/v1/explain", content=b"x", headers={"content-type": "text/plain"}), 415, "application/json")
+        error(c.post("/v1/explain", json={"inputs": [b64(digit_png)], "method": 3}), 422, "method")
+        ok = c.post("/v1/explain", json={"inputs": [b64(digit_png)]}).json()
+        assert ok["method"] == "ig" and ok["explanations"][0]["map"]["shape"] == [8, 8]
+    with local(create_app(runs.mlp, api_key="sesame")) as c:
+        error(c.post("/v1/explain", json={"inputs": [b64(digit_png)]}), 401, "API key")
+        assert c.post("/v1/explain", json={"inputs": [b64(digit_png)]}, headers={"X-API-Key": "sesame"}).status_code == 200
+
+
+def test_table_rows_come_back_per_schema_column(runs):
+    with local(create_app(runs.table)) as c:
+        card = c.get("/v1/model").json()
+        features = card["input"]["features"]
+        row = {name: value for name, value in card["input"]["defaults"].items()}
+        r = c.post("/v1/explain", json={"inputs": [row, [1.0] * len(features)]})
+        assert r.status_code == 200, r.text
+        first, second = r.json()["explanations"]
+        assert [name for name, _ in first["features"]] == features
+        assert all(abs(score) < 1e-4 for _, score in first["features"])  # the training mean vs itself: nothing
+        assert any(abs(score) > 1e-4 for _, score in second["features"])
+        shap = c.post("/v1/explain", json={"inputs": [[1.0] * len(features)], "method": "shap"}).json()
+        assert shap["method"] == "shap" and len(shap["explanations"][0]["features"]) == len(features)
+
+
+def test_text_comes_back_as_token_scores(runs):
+    with local(create_app(runs.text)) as c:
+        r = c.post("/v1/explain", json={"inputs": ["这家酒店很好", "房间太差了"]})
+        assert r.status_code == 200, r.text
+        first, second = r.json()["explanations"]
+        assert "".join(tok for tok, _ in first["tokens"]) == "这家酒店很好"
+        assert len(second["tokens"]) == 5 and all(isinstance(s, float) for _, s in second["tokens"])
+        error(c.post("/v1/explain", json={"inputs": ["   "]}), 422, "input 0")
+        body = error(c.post("/v1/explain", json={"inputs": ["很好"], "method": "gradcam"}), 422, "gradcam")
+        assert "ig" in body["detail"]
