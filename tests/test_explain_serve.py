@@ -116,7 +116,8 @@ def test_refusals_match_predict_and_name_what_fits(runs, digit_png):
         assert ok["method"] == "ig" and ok["explanations"][0]["map"]["shape"] == [8, 8]
     with local(create_app(runs.mlp, api_key="sesame")) as c:
         error(c.post("/v1/explain", json={"inputs": [b64(digit_png)]}), 401, "API key")
-        assert c.post("/v1/explain", json={"inputs": [b64(digit_png)]}, headers={"X-API-Key": "sesame"}).status_code == 200
+        keyed = c.post("/v1/explain", json={"inputs": [b64(digit_png)]}, headers={"X-API-Key": "sesame"})
+        assert keyed.status_code == 200
 
 
 def test_table_rows_come_back_per_schema_column(runs):

@@ -155,7 +155,8 @@ def add_explain_route(app: FastAPI, engine: Any, max_inputs: int) -> None:
     async def explain(request: Request) -> SafeJSONResponse:
         kind = media_type(request.headers.get("content-type", "").encode("latin-1"))
         if kind != b"application/json":
-            raise RequestError(f"the content type must be application/json, not {kind.decode('latin-1')[:60] or 'none'}",
+            shown = kind.decode("latin-1")[:60] or "none"
+            raise RequestError(f"the content type must be application/json, not {shown}",
                                'send {"inputs": [...]} with the header Content-Type: application/json '
                                "(images as base64 or data URLs)", status=415)
         req, method, target = parse_explain(await request.body(), engine.schema, limit)
