@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,39 +11,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from danlu.serve.app import create_app
-
-POS = ["这家酒店很好", "服务很好，房间干净", "非常满意，推荐", "位置好，早餐好吃", "很好很好", "干净舒服，满意"]
-NEG = ["房间太差了", "服务很差，不推荐", "非常失望，脏", "早餐难吃，太吵", "很差很差", "又脏又吵，失望"]
-
-
-def _tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
-    path.write_text("label\ttext\n" + "\n".join(f"{lab}\t{t}" for lab, t in rows) + "\n", encoding="utf-8")
-    return path
+from tests.explain_runs import digit_png_bytes, tiny_runs
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Tiny runs, one epoch each (a few seconds): 8x8 digits on simple_cnn (Grad-CAM fits) and on an MLP,
-    breast-cancer rows, and a Chinese character LSTM on generated reviews."""
-    from danlu.api import train
-
-    root = tmp_path_factory.mktemp("explain-serve-runs")
-    data = tmp_path_factory.mktemp("texts")
-    tr = _tsv(data / "train.tsv", [("pos", t) for t in POS] * 4 + [("neg", t) for t in NEG] * 4)
-    te = _tsv(data / "test.tsv", [("pos", POS[0]), ("neg", NEG[0])] * 3)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DANLU_CACHE", str(tmp_path_factory.mktemp("cache")))
-
-        def quick(recipe: str, *extra: str) -> Path:
-            return train(recipe, ["train.epochs=1", *extra], runs_dir=root, progress=False).run
-
-        return SimpleNamespace(
-            cnn=quick("digits-mlp", "model={name: simple_cnn, channels: 8, hidden: 16}", "tune=null"),
-            mlp=quick("digits-mlp"),
-            table=quick("breast-cancer-mlp"),
-            text=quick("chnsenticorp-lstm", "data.name=text", f"data.train={tr}", f"data.test={te}",
-                       "model={name: lstm, embed_dim: 16, hidden: 16}", "data.tokenizer=auto", "data.max_len=null",
-                       "data.min_freq=1"))
+    return tiny_runs(tmp_path_factory)
 
 
 def local(app) -> TestClient:
@@ -54,12 +25,7 @@ def local(app) -> TestClient:
 
 @pytest.fixture(scope="module")
 def digit_png() -> bytes:
-    from sklearn.datasets import load_digits
-
-    img = (load_digits().images[0] * 15.9).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
+    return digit_png_bytes()
 
 
 def b64(data: bytes) -> str:
