@@ -156,7 +156,8 @@ def checks(args: argparse.Namespace) -> None:
         signed, magnitude = mean_spearman(a, b), mean_spearman(a.abs(), b.abs())
         print(f"| {method} | {signed:.3f} signed, {magnitude:.3f} of magnitudes (target < 0.3) |")
 
-    print("\n| method | deletion AUC (lower is better) | insertion AUC (higher is better) | s |\n| --- | --- | --- | --- |")
+    print("\n| method | deletion AUC (lower is better) | insertion AUC (higher is better) | s |")
+    print("| --- | --- | --- | --- |")
     for method in ("gradcam", "ig", "saliency", "occlusion", "random"):
         t0 = time.perf_counter()
         if method == "random":
@@ -177,8 +178,9 @@ def checks(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=9, help="timed calls per measurement (median reported)")
-    ap.add_argument("--run", help="a trained mnist-cnn run (default: untrained weights for speed, a fresh run for --checks)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed calls per measurement (median reported)")
+    ap.add_argument("--run", help="a trained mnist-cnn run (default: untrained weights for speed, a fresh run for "
+                                  "--checks)")
     ap.add_argument("--checks", action="store_true", help="also the sanity checks' figures")
     args = ap.parse_args()
     print_header("danlu explain: speed (issue 11)")
