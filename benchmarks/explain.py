@@ -3,10 +3,11 @@
     DANLU_DATA=/work/shared/datasets .venv/bin/python benchmarks/explain.py                # speed only (~1 min)
     .venv/bin/python benchmarks/explain.py --checks                                        # + trains mnist-cnn (~1 min)
     .venv/bin/python benchmarks/explain.py --checks --run runs/20260101-120000-mnist-cnn   # or a run you have
+    .venv/bin/python benchmarks/explain.py --text-check runs/...-chnsenticorp-lstm          # sentiment-word check
 
 Speed targets on the 2-core CPU: Grad-CAM for one 224 px image on EfficientNet-Lite0 < 0.5 s; integrated
 gradients (32 steps) for one MNIST image on mnist-cnn < 0.2 s; 100 MNIST images with IG < 5 s. Each time is
-the median of --repeat calls of ``danlu.explain.images.attribute_images`` (what ``danlu explain`` and the
+the median of --repeat calls of ``danlu.explanations.images.attribute_images`` (what ``danlu explain`` and the
 server run) after one warm-up, with the model's own forward + backward pass for one image timed in the same
 run as the baseline: weights do not change the cost, so untrained weights are used unless --run is given.
 
@@ -14,6 +15,8 @@ run as the baseline: weights do not change the cost, so untrained weights are us
 the trained model and of the same architecture re-initialized (100 test images; low = the maps depend on
 what was learned), deletion and insertion AUCs of the explained class's probability for every image method
 and for random maps (200 test images, black as the removed value), and IG's completeness error.
+--text-check: on ChnSentiCorp test reviews predicted positive, how often IG's top characters sit inside a
+fixed list of positive words, against random characters of the same reviews.
 """
 
 from __future__ import annotations
@@ -70,8 +73,8 @@ def one_backward(model, x) -> None:
 def speed(args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
     import torch
 
-    from danlu.explain.images import attribute_images, black_baseline
-    from danlu.explain.inplace import no_inplace
+    from danlu.explanations.images import attribute_images, black_baseline
+    from danlu.explanations.inplace import no_inplace
     from danlu.models.basic import ConvNet
     from danlu.models.efficientnet import build_efficientnet_lite0
 
@@ -125,8 +128,8 @@ def checks(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from danlu.explain.checks import deletion_insertion, mean_spearman, random_maps
-    from danlu.explain.images import attribute_images, black_baseline
+    from danlu.explanations.checks import deletion_insertion, mean_spearman, random_maps
+    from danlu.explanations.images import attribute_images, black_baseline
     from danlu.predictor import Predictor
     from danlu.prepare import build_model
 
@@ -176,12 +179,73 @@ def checks(args: argparse.Namespace) -> None:
                   f"over 5 %: {int((rel > 0.05).sum())} of {len(rel)} | | | |")
 
 
+# Positive sentiment words common in ChnSentiCorp's hotel, book and laptop reviews (a fixed list, written
+# before looking at any attribution): the check asks whether IG's top characters fall inside them.
+POSITIVE_WORDS = ("好", "不错", "满意", "推荐", "舒适", "舒服", "干净", "方便", "喜欢", "棒", "值得", "热情", "周到",
+                  "漂亮", "优美", "划算", "实惠", "赞", "优秀", "精彩", "感动", "完美", "好看", "清晰", "流畅", "好用",
+                  "便宜", "安静", "宽敞", "温馨", "快", "爱", "美", "开心", "愉快", "超值", "物有所值")
+
+
+def text_check(run: str | None, n: int = 100, k: int = 3) -> None:
+    """For the first ``n`` ChnSentiCorp test reviews the run predicts positive: how often IG's ``k`` top
+    characters (for the positive class) sit inside a positive word, against k random characters of the same
+    review (its expected rate: the share of the review's characters inside such words)."""
+    import gzip
+
+    import numpy as np
+
+    from danlu.explanations.api import Explainer
+
+    if run is None:
+        from danlu.api import train
+
+        t0 = time.perf_counter()
+        run = train("chnsenticorp-lstm", ["train.epochs=1"], runs_dir=Path(tempfile.mkdtemp(prefix="explain-bench-")),
+                    progress=False).run
+        print(f"trained chnsenticorp-lstm (1 epoch) in {time.perf_counter() - t0:.0f} s: {run}")
+    lines = gzip.open(SHARED / "datasets" / "chnsenticorp" / "test.tsv.gz", "rt", encoding="utf-8").read().splitlines()
+    texts = [line.split("\t", 1)[1] for line in lines[1:n + 1]]
+    explainer = Explainer.load(run, "ig")
+    classes = [str(c) for c in explainer.schema.classes]
+    positive = "positive" if "positive" in classes else "1" if "1" in classes else classes[-1]
+    t0 = time.perf_counter()
+    records = explainer.explain(texts, target=positive)
+    took = time.perf_counter() - t0
+    top_hits, random_hits, used, deltas = [], [], 0, []
+    for rec in records:
+        if rec["top"][0]["label"] != positive or not rec["tokens"]:
+            continue
+        used += 1
+        tokens = [t for t, _ in rec["tokens"]]
+        scores = np.array([s for _, s in rec["tokens"]])
+        text = "".join(tokens)
+        covered = np.zeros(len(text), dtype=bool)
+        for word in POSITIVE_WORDS:
+            start = text.find(word)
+            while start >= 0:
+                covered[start:start + len(word)] = True
+                start = text.find(word, start + 1)
+        starts = np.cumsum([0] + [len(t) for t in tokens[:-1]])
+        inside = np.array([covered[a:a + len(t)].any() for a, t in zip(starts, tokens, strict=True)])
+        top = np.argsort(-scores)[:k]
+        top_hits.append(inside[top].mean())
+        random_hits.append(inside.mean())
+        deltas.append(rec.get("completeness_error", float("nan")))
+    print(f"\n## Text check on {run}: first {n} ChnSentiCorp test reviews, {used} predicted '{positive}' "
+          f"(IG, {took:.1f} s for all {n})\n")
+    print(f"- top-{k} IG characters inside a positive word: {np.mean(top_hits):.1%}")
+    print(f"- {k} random characters of the same reviews (expected): {np.mean(random_hits):.1%}")
+    print(f"- IG completeness error: median {np.nanmedian(deltas):.2%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5, help="timed calls per measurement (median reported)")
     ap.add_argument("--run", help="a trained mnist-cnn run (default: untrained weights for speed, a fresh run for "
                                   "--checks)")
     ap.add_argument("--checks", action="store_true", help="also the sanity checks' figures")
+    ap.add_argument("--text-check", nargs="?", const="train", metavar="RUN",
+                    help="also the sentiment-word check on a chnsenticorp-lstm run (no RUN: train one for 1 epoch)")
     args = ap.parse_args()
     print_header("danlu explain: speed (issue 11)")
     import captum
@@ -195,6 +259,8 @@ def main() -> None:
         print(f"| {what} | {t * 1000:.0f} ms | {shown} | {fb * 1000:.1f} ms | {meets} |")
     if args.checks:
         checks(args)
+    if args.text_check:
+        text_check(None if args.text_check == "train" else args.text_check)
     print(f"\nmatmul probe after: {matmul_gflops():.0f} GFLOP/s")
 
 
