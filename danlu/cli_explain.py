@@ -32,7 +32,7 @@ def _collect_inputs(a: argparse.Namespace, kind: str) -> list:
 
 def cmd_explain(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
-    from danlu.explain import METHODS
+    from danlu.explanations import METHODS
 
     if a.method not in METHODS:
         from danlu.errors import unknown_name
@@ -44,19 +44,19 @@ def cmd_explain(a: argparse.Namespace) -> None:
     if modes != 1:
         raise DanluError("explain takes inputs, or --top-losses K, or --global (one of them)",
                          hint="danlu explain RUN image.png | \"some text\" | rows.csv | --top-losses 16 | --global")
-    from danlu.explain.api import Explainer, write_outputs
+    from danlu.explanations.api import Explainer, write_outputs
 
     explainer = Explainer.load(a.run, a.method, a.runs_dir, a.steps)
     kind = explainer.schema.kind
     out = Path(a.out)
     if a.global_importance or a.top_losses is not None:
-        from danlu.explain import views
+        from danlu.explanations import views
 
         if a.global_importance:
             result = views.global_importance(explainer, a.data_dir, out)
         else:
             result = views.top_losses(explainer, a.top_losses, a.data_dir, out, a.top_k)
-            from danlu.explain.api import public_row
+            from danlu.explanations.api import public_row
 
             result["explanations"] = [public_row(r) for r in result["explanations"]]
             if not a.json:
@@ -73,7 +73,7 @@ def cmd_explain(a: argparse.Namespace) -> None:
         return
     inputs = _collect_inputs(a, kind)
     skipped: list[str] = []
-    from danlu.explain.api import explain
+    from danlu.explanations.api import explain
 
     result = explain(a.run, inputs, method=a.method, target=a.target, top_k=a.top_k, out=None,
                      runs_dir=a.runs_dir, data_dir=a.data_dir, steps=a.steps, skipped=skipped)
@@ -88,7 +88,7 @@ def cmd_explain(a: argparse.Namespace) -> None:
 
 
 def _print_records(rows: list[dict], kind: str, where: Path) -> None:
-    from danlu.explain.api import caption
+    from danlu.explanations.api import caption
     from danlu.printable import terminal_safe as safe
 
     colour = sys.stdout.isatty()
@@ -99,7 +99,7 @@ def _print_records(rows: list[dict], kind: str, where: Path) -> None:
         if kind == "text":
             pairs = [(t, s) for t, s in row["tokens"]]
             if colour:
-                from danlu.explain.text import terminal_line
+                from danlu.explanations.text import terminal_line
 
                 print("  " + terminal_line(pairs))
             strongest = sorted(pairs, key=lambda p: -abs(p[1]))[:8]
@@ -112,7 +112,7 @@ def _print_records(rows: list[dict], kind: str, where: Path) -> None:
 
 def add_explain_verb(sub: argparse._SubParsersAction,
                      common: Callable[[argparse.ArgumentParser], None]) -> None:
-    from danlu.explain import METHODS
+    from danlu.explanations import METHODS
 
     ex = sub.add_parser("explain", help="why a run predicted that: heat maps, token colours, feature bars")
     ex.add_argument("run")

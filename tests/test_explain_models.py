@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from danlu.errors import DanluError
-from danlu.explain.fit import choose_method, methods_for, target_index
-from danlu.explain.images import attribute_images
-from danlu.explain.inplace import no_inplace
-from danlu.explain.text import attribute_tokens, min_width, trim
+from danlu.explanations.fit import choose_method, methods_for, target_index
+from danlu.explanations.images import attribute_images
+from danlu.explanations.inplace import no_inplace
+from danlu.explanations.text import attribute_tokens, min_width, trim
 from danlu.models.registry import GRADCAM_LAYERS, build
 from danlu.models.specs import MODELS
 from danlu.schema import Schema

@@ -109,15 +109,15 @@ class ExplainService:
         self._lock = threading.Lock()
 
     def explainer(self, method: str) -> Any:
-        from danlu.explain.api import Explainer
+        from danlu.explanations.api import Explainer
 
         if method not in self._explainers:
             self._explainers[method] = Explainer(self.engine.predictor, method)  # refuses a method that does not fit
         return self._explainers[method]
 
     def answer(self, req: Any, method: str, target: Any) -> dict[str, Any]:
-        from danlu.explain.api import public_row
-        from danlu.explain.fit import target_index
+        from danlu.explanations.api import public_row
+        from danlu.explanations.fit import target_index
 
         explainer = self.explainer(method)
         t = target_index(target, self.schema)  # an unknown label lists the labels (422)
@@ -134,7 +134,7 @@ class ExplainService:
         for rec in records:
             row = public_row(rec)
             if kind == "image":
-                from danlu.explain.render import display_map, overlay_png
+                from danlu.explanations.render import display_map, overlay_png
 
                 png = overlay_png(rec["pixels"], display_map(rec["map"], explainer.method))
                 row["heatmap_png"] = base64.b64encode(png).decode("ascii")

@@ -1,4 +1,4 @@
-"""``danlu.explain``: load a run, attribute its predictions, and (optionally) write the pictures.
+"""``danlu.explanations``: load a run, attribute its predictions, and (optionally) write the pictures.
 
 One ``Explainer`` serves the CLI, the Python API, the server and the top-losses view: it takes inputs as
 ``Predictor.predict`` does (so whatever predict refuses is refused the same way), or tensors already
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from danlu.errors import DanluError, DataError
-from danlu.explain.fit import NAMES, choose_method, target_index
+from danlu.explanations.fit import NAMES, choose_method, target_index
 
 COMPLETENESS_TOLERANCE = 0.05  # IG's |sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|
 CHUNK = 32  # inputs attributed at a time
@@ -33,7 +33,7 @@ class Explainer:
     @classmethod
     def load(cls, run: str | Path, method: str = "auto", runs_dir: Path | None = None,
              steps: int | None = None) -> Explainer:
-        from danlu.explain.fit import KIND_METHODS
+        from danlu.explanations.fit import KIND_METHODS
         from danlu.predictor import Predictor
         from danlu.prepare import load_run
 
@@ -85,24 +85,24 @@ class Explainer:
         if self._baseline is None:
             kind = self.schema.kind
             if kind == "image":
-                from danlu.explain.images import black_baseline
+                from danlu.explanations.images import black_baseline
 
                 self._baseline = black_baseline(self.predictor.normalize, tuple(self.schema.input_shape))
             elif kind == "tabular":
-                from danlu.explain.tables import training_mean
+                from danlu.explanations.tables import training_mean
 
                 self._baseline = training_mean(self.schema, None)
         return self._baseline
 
     def set_table_baseline(self, train_x: torch.Tensor) -> None:
-        from danlu.explain.tables import training_mean
+        from danlu.explanations.tables import training_mean
 
         self._baseline = training_mean(self.schema, train_x)
 
     def images(self, pixels: torch.Tensor, names: list[Any], target: int | None = None,
                top_k: int = 3) -> list[dict]:
         """Records for uint8 images [N, C, H, W]: ``map`` (signed [H, W] numpy) and ``pixels`` beside the rest."""
-        from danlu.explain.images import IG_STEPS, attribute_images
+        from danlu.explanations.images import IG_STEPS, attribute_images
 
         records = []
         for start in range(0, len(pixels), CHUNK):
@@ -138,7 +138,7 @@ class Explainer:
     def texts(self, ids: torch.Tensor, names: list[Any], texts: list[str] | None = None,
               target: int | None = None, top_k: int = 3) -> list[dict]:
         """Records for padded ids [N, L]: ``tokens`` = [(token, score)] in text order, special tokens left out."""
-        from danlu.explain.text import TEXT_STEPS, attribute_tokens, min_width, trim
+        from danlu.explanations.text import TEXT_STEPS, attribute_tokens, min_width, trim
 
         pad = self.predictor._text_encoder.pad_id
         special = self._special_ids()
@@ -163,7 +163,7 @@ class Explainer:
 
     def rows(self, x: torch.Tensor, names: list[Any], target: int | None = None, top_k: int = 3) -> list[dict]:
         """Records for encoded rows [N, W]: ``features`` = [(column, attribution)] in the schema's order."""
-        from danlu.explain.tables import attribute_rows, column_groups
+        from danlu.explanations.tables import attribute_rows, column_groups
 
         columns, groups = column_groups(self.schema)
         records = []
@@ -220,7 +220,7 @@ class Explainer:
 def write_outputs(records: list[dict], kind: str, out: Path, method: str) -> list[dict]:
     """One PNG per image or table row (tokens.html for texts) under ``out``, and explanations.json; returns
     the JSON rows (paths relative to ``out``, no raw arrays)."""
-    from danlu.explain import render
+    from danlu.explanations import render
     from danlu.runs import atomic_write_text, write_json
 
     out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +238,7 @@ def write_outputs(records: list[dict], kind: str, out: Path, method: str) -> lis
             render.bars_figure(list(cols), list(vals), cap, out / name)
             row["chart"] = name
         else:
-            from danlu.explain.text import html_spans
+            from danlu.explanations.text import html_spans
 
             html_rows.append((f"{rec['input']} — {cap}", html_spans(rec["tokens"])))
             row["html"] = "tokens.html"
@@ -259,7 +259,7 @@ def public_row(rec: dict) -> dict:
 
 
 def caption(rec: dict) -> str:
-    from danlu.explain.fit import NAMES
+    from danlu.explanations.fit import NAMES
 
     if "top" in rec:
         best = rec["top"][0]
@@ -292,19 +292,19 @@ def explain(run: str | Path, inputs: Any = None, *, method: str = "auto", target
     schema = explainer.schema
     result: dict[str, Any] = {"run": str(explainer.predictor.run_dir), "method": explainer.method}
     if global_importance:
-        from danlu.explain.views import global_importance as run_global
+        from danlu.explanations.views import global_importance as run_global
 
         result.update(run_global(explainer, data_dir, Path(out) if out else None))
         return result
     if top_losses is not None:
-        from danlu.explain.views import top_losses as run_top_losses
+        from danlu.explanations.views import top_losses as run_top_losses
 
         result.update(run_top_losses(explainer, top_losses, data_dir, Path(out) if out else None, top_k))
         return result
     if inputs is None:
         raise DanluError("nothing to explain", hint="give inputs, or top_losses=K, or global_importance=True")
     if schema.kind == "tabular" and schema.categories and explainer.method != "saliency":
-        from danlu.explain.views import train_split_x
+        from danlu.explanations.views import train_split_x
 
         x = train_split_x(explainer, data_dir)
         if x is not None:

@@ -46,7 +46,7 @@ def attribute_rows(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, met
                    baseline: torch.Tensor, groups: torch.Tensor, n_columns: int
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(attributions [N, columns], IG's convergence deltas [N] or None)."""
-    from danlu.explain.inplace import no_inplace
+    from danlu.explanations.inplace import no_inplace
 
     model.eval()
     with no_inplace(model):

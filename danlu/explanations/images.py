@@ -26,7 +26,7 @@ def attribute_images(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, m
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(signed maps [N, H, W], IG's convergence deltas [N] or None). Grad-CAM maps are left un-rectified
     (the page and PNGs show their positive part) so sanity checks can rank them whole."""
-    from danlu.explain.inplace import no_inplace
+    from danlu.explanations.inplace import no_inplace
 
     model.eval()
     with no_inplace(model):

@@ -127,7 +127,7 @@ def bars_grid_figure(cells: list[tuple[list[str], list[float], str]], path: Path
 
 
 def text_html(rows: list[tuple[str, str]], title: str) -> str:
-    """A standalone page: per text a caption and its coloured tokens (spans from danlu.explain.text)."""
+    """A standalone page: per text a caption and its coloured tokens (spans from danlu.explanations.text)."""
     from html import escape
 
     body = "\n".join(f"<div class=row><div class=cap>{escape(cap)}</div><div class=toks>{spans}</div></div>"

@@ -28,7 +28,7 @@ def methods_for(model_name: str, kind: str) -> list[str]:
 
 def choose_method(method: str, model_name: str, kind: str) -> str:
     """``auto`` → the model's default; a method that does not fit says which ones do."""
-    from danlu.explain import METHODS
+    from danlu.explanations import METHODS
 
     if method not in METHODS:
         raise unknown_name("method", method, METHODS)

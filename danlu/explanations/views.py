@@ -81,8 +81,8 @@ def _actual(schema: Any, y: Any) -> str:
 
 def top_losses(explainer: Any, k: int, data_dir: Path | None, out: Path | None, top_k: int = 3) -> dict[str, Any]:
     """The ``k`` validation examples with the highest loss, each explained for what the model predicted."""
-    from danlu.explain import render
-    from danlu.explain.api import caption, public_row
+    from danlu.explanations import render
+    from danlu.explanations.api import caption, public_row
     from danlu.runs import atomic_write_text, write_json
 
     if k < 1:
@@ -114,7 +114,7 @@ def top_losses(explainer: Any, k: int, data_dir: Path | None, out: Path | None, 
             render.grid_figure(cells, out / "top-losses.png")
             result["grid"] = "top-losses.png"
         elif kind == "text":
-            from danlu.explain.text import html_spans
+            from danlu.explanations.text import html_spans
 
             page = render.text_html([(f"{r['input']} — {c}", html_spans(r["tokens"]))
                                      for r, c in zip(records, caps, strict=True)], f"top {k} losses ({split})")
@@ -133,8 +133,8 @@ def top_losses(explainer: Any, k: int, data_dir: Path | None, out: Path | None, 
 def global_importance(explainer: Any, data_dir: Path | None, out: Path | None) -> dict[str, Any]:
     """A table model's columns ranked on the validation split: permutation importance (the loss rise
     when a column is shuffled), or with --method ig/shap/saliency the mean |attribution| over the rows."""
-    from danlu.explain import render
-    from danlu.explain.tables import column_groups, permutation_importance
+    from danlu.explanations import render
+    from danlu.explanations.tables import column_groups, permutation_importance
     from danlu.runs import write_json
 
     schema = explainer.schema

@@ -39,7 +39,7 @@ def attribute_tokens(model: nn.Module, ids: torch.Tensor, targets: torch.Tensor,
     whose pad row is zero); special tokens ([CLS], [SEP]) keep their own, as they are no evidence."""
     from captum.attr import IntegratedGradients
 
-    from danlu.explain.inplace import no_inplace
+    from danlu.explanations.inplace import no_inplace
 
     model.eval()
     layer = embedding_layer(model)
