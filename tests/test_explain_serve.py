@@ -111,3 +111,29 @@ def test_text_comes_back_as_token_scores(runs):
         error(c.post("/v1/explain", json={"inputs": ["   "]}), 422, "input 0")
         body = error(c.post("/v1/explain", json={"inputs": ["很好"], "method": "gradcam"}), 422, "gradcam")
         assert "ig" in body["detail"]
+
+
+def test_category_columns_get_the_training_frequency_baseline_as_in_the_api(tmp_path):
+    """The server explains a row against the same baseline as danlu.explain: the training mean, which for a
+    one-hot category column is each category's frequency (not 'no category at all')."""
+    import danlu
+    from danlu.api import train
+
+    rng = np.random.default_rng(0)
+    colours = rng.choice(["red", "green", "blue"], size=240, p=[0.6, 0.3, 0.1])
+    size = rng.normal(size=240)
+    label = np.where((colours == "red") ^ (size > 0.5), "yes", "no")
+    lines = ["size,colour,label"] + [f"{s:.3f},{c},{lab}" for s, c, lab in zip(size, colours, label, strict=True)]
+    table = tmp_path / "table.csv"
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = train("breast-cancer-mlp", ["data.name=csv", f"data.path={table}", "data.target=label", "train.epochs=1"],
+                runs_dir=tmp_path / "runs", progress=False).run
+    row = {"size": 0.1, "colour": "blue"}
+    expected = danlu.explain(run, [row])["explanations"][0]["features"]
+    with local(create_app(run)) as c:
+        r = c.post("/v1/explain", json={"inputs": [row]})
+        assert r.status_code == 200, r.text
+        got = r.json()["explanations"][0]["features"]
+    assert [name for name, _ in got] == ["size", "colour"]
+    assert got == [[name, score] for name, score in expected]
+    assert abs(dict(got)["colour"]) > 1e-4  # blue is rare: against a red-heavy baseline it carries weight

@@ -188,7 +188,7 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
 
     from danlu.serve.explain_route import add_explain_route
 
-    add_explain_route(app, engine, max_inputs)  # POST /v1/explain (captum loads on its first request)
+    add_explain_route(app, engine, max_inputs, data_dir)  # POST /v1/explain (captum loads on its first request)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(Gate, metrics=metrics, max_body=max_body, predict_json=predict_json, api_key=api_key,
                        body_timeout=body_timeout_s, hosts=HostCheck(bind_host, allowed_hosts))

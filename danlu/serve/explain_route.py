@@ -15,6 +15,7 @@ import base64
 import json
 import math
 import threading
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -102,17 +103,29 @@ def _clean(obj: Any) -> Any:
 class ExplainService:
     """Explainers per method for one served run, and the one lock they run under."""
 
-    def __init__(self, engine: Any):
-        self.engine = engine
+    def __init__(self, engine: Any, data_dir: Path | None = None):
+        self.engine, self.data_dir = engine, data_dir
         self.schema = engine.schema
         self._explainers: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._train_x: Any = False  # not looked for yet
 
     def explainer(self, method: str) -> Any:
         from danlu.explanations.api import Explainer
 
         if method not in self._explainers:
-            self._explainers[method] = Explainer(self.engine.predictor, method)  # refuses a method that does not fit
+            explainer = Explainer(self.engine.predictor, method)  # refuses a method that does not fit
+            if self.schema.kind == "tabular" and self.schema.categories and explainer.method != "saliency":
+                # as danlu.explain does: category columns' baseline is their training frequency, when the
+                # data is still there (read once, on the first request that needs it)
+                from danlu.explanations.views import train_split_x
+
+                with self._lock:
+                    if self._train_x is False:
+                        self._train_x = train_split_x(explainer, self.data_dir)
+                if self._train_x is not None:
+                    explainer.set_table_baseline(self._train_x)
+            self._explainers[method] = explainer
         return self._explainers[method]
 
     def answer(self, req: Any, method: str, target: Any) -> dict[str, Any]:
@@ -143,11 +156,11 @@ class ExplainService:
         return _clean({"method": explainer.method, "explanations": rows})
 
 
-def add_explain_route(app: FastAPI, engine: Any, max_inputs: int) -> None:
+def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path | None = None) -> None:
     """Register POST /v1/explain on a served run's app (the Gate in front checks host, key and body size)."""
     from danlu.serve.app import SafeJSONResponse, media_type
 
-    service = ExplainService(engine)
+    service = ExplainService(engine, data_dir)
     limit = min(max_inputs, MAX_EXPLAIN_INPUTS)
 
     @app.post("/v1/explain", openapi_extra=EXPLAIN_OPENAPI, responses=ERRORS,
