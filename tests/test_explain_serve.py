@@ -60,6 +60,8 @@ def test_an_image_comes_back_as_a_heat_map_and_its_raw_map(runs, digit_png):
         # completeness: the map sums to f(x) - f(black) up to the reported delta (maps are pooled only above 32 px)
         total = sum(v for line in one["map"]["values"] for v in line)
         assert np.isfinite(total) and abs(one["convergence_delta"]) < 1.0
+        assert "/v1/explain" in c.get("/openapi.json").json()["paths"]
+        assert 'route="/v1/explain"' in c.get("/metrics").text  # counted under its own name
 
 
 def test_refusals_match_predict_and_name_what_fits(runs, digit_png):

@@ -163,9 +163,11 @@ def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path
     service = ExplainService(engine, data_dir)
     limit = min(max_inputs, MAX_EXPLAIN_INPUTS)
 
-    @app.post("/v1/explain", openapi_extra=EXPLAIN_OPENAPI, responses=ERRORS,
+    # response_model=None and no return annotation: the answer is built here, and a string annotation
+    # (this module has postponed annotations) would break /openapi.json for the whole server
+    @app.post("/v1/explain", openapi_extra=EXPLAIN_OPENAPI, responses=ERRORS, response_model=None,
               summary="Explain predictions: image heat maps, token scores, or feature attributions (JSON)")
-    async def explain(request: Request) -> SafeJSONResponse:
+    async def explain(request: Request):
         kind = media_type(request.headers.get("content-type", "").encode("latin-1"))
         if kind != b"application/json":
             shown = kind.decode("latin-1")[:60] or "none"
