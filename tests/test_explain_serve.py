@@ -76,6 +76,9 @@ def test_refusals_match_predict_and_name_what_fits(runs, digit_png):
         assert c.post("/v1/explain", json=bad).json() == said  # the same refusal, word for word
         assert c.post("/v1/explain", content=b"[1, 2", headers={"content-type": "application/json"}).json() == \
             c.post("/v1/predict", content=b"[1, 2", headers={"content-type": "application/json"}).json()
+        nan = b'{"inputs": [[NaN, 1]], "method": "ig"}'
+        assert c.post("/v1/explain", content=nan, headers={"content-type": "application/json"}).json() == \
+            c.post("/v1/predict", content=nan, headers={"content-type": "application/json"}).json()
         error(c.post("/v1/explain", json={"inputs": [b64(digit_png)], "colour": "red"}), 422, "colour")
         error(c.post("/v1/explain", json={"inputs": [b64(digit_png)] * 9}), 422, "9")  # at most 8 per request
         error(c.post("/v1/explain", content=b"x", headers={"content-type": "text/plain"}), 415, "application/json")

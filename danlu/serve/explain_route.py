@@ -53,7 +53,7 @@ def parse_explain(body: bytes, schema: Any, max_inputs: int) -> tuple[Any, str, 
     """(PredictRequest, method, target) from a JSON body; RequestError for anything /v1/predict would refuse,
     and for a method or target that is not a string."""
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_no_constant)  # NaN / Infinity: predict's own error below
     except (ValueError, UnicodeDecodeError, RecursionError):
         payload = None
     if not isinstance(payload, dict):
@@ -70,6 +70,10 @@ def parse_explain(body: bytes, schema: Any, max_inputs: int) -> tuple[Any, str, 
         raise RequestError('"target" must be a label (a string) or null', "null explains the predicted class")
     req = parse_json(json.dumps(payload, allow_nan=False).encode(), schema, max_inputs)
     return req, method, target
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
 
 
 def pooled_map(signed: Any, side: int = MAP_SIDE) -> dict[str, Any]:
