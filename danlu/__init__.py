@@ -48,4 +48,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'danlu' has no attribute {name!r}")
 
 
-__all__ = ["train", "evaluate", "tune", "predict", "load_run", "load_recipe", "Recipe", "Predictor", "DanluError", "explain"]
+__all__ = ["train", "evaluate", "tune", "predict", "explain", "load_run", "load_recipe", "Recipe", "Predictor",
+           "DanluError"]

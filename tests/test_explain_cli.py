@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,7 +123,8 @@ def test_global_importance_and_top_losses_for_tables(cli, runs, tmp_path):
 
 
 def test_text_tokens_html_and_terminal(cli, runs, tmp_path):
-    code, stdout, err = cli("explain", runs["text"], "服务很好，房间干净", "早餐难吃，太吵", "--out", tmp_path, "--json")
+    code, stdout, err = cli("explain", runs["text"], "服务很好，房间干净", "早餐难吃，太吵", "--out", tmp_path,
+                            "--json")
     assert code == 0, err
     rows = last_json(stdout)["explanations"]
     assert "".join(t for t, _ in rows[0]["tokens"]) == "服务很好，房间干净"  # one score per character

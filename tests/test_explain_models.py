@@ -83,7 +83,8 @@ def test_every_text_model_attributes_tokens_with_completeness(name):
     if special:
         ids = torch.tensor([[101, 2023, 3185, 2003, 2307, 102, 0, 0], [101, 6659, 102, 0, 0, 0, 0, 0]])
     else:
-        ids = torch.tensor([[5, 9, 3, 7, 2, 0, 0, 0], [4, 8, 0, 0, 0, 0, 0, 0]])  # TextCNN: shorter than its widest kernel
+        # the second text is shorter than TextCNN's widest kernel
+        ids = torch.tensor([[5, 9, 3, 7, 2, 0, 0, 0], [4, 8, 0, 0, 0, 0, 0, 0]])
     ids = trim(ids, pad, min_width(model))
     targets = torch.tensor([1, 0])
     scores, deltas = attribute_tokens(model, ids, targets, pad_id=pad, special_ids=special, steps=32)

@@ -189,7 +189,7 @@ LAYERS = [
     {"danlu.inference", "danlu.predictor", "danlu.optim", "danlu.callbacks"},
     {"danlu.training", "danlu.evaluation", "danlu.export"},
     {"danlu.api", "danlu.tune"},
-    {"danlu.cli", "danlu.cli_serve"},
+    {"danlu.cli", "danlu.cli_serve", "danlu.cli_explain"},
 ]
 
 

@@ -18,7 +18,11 @@ def black_baseline(normalize, shape: tuple[int, ...]) -> torch.Tensor:
 def gradcam_layer(model: nn.Module, model_name: str) -> nn.Module:
     from danlu.models.registry import GRADCAM_LAYERS
 
-    return model.get_submodule(GRADCAM_LAYERS[model_name])
+    path = GRADCAM_LAYERS[model_name]
+    if not path.endswith("*"):
+        return model.get_submodule(path)
+    convs = [m for m in model.get_submodule(path[:-1]).modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1]
 
 
 def attribute_images(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str, *,

@@ -109,8 +109,8 @@ def top_losses(explainer: Any, k: int, data_dir: Path | None, out: Path | None, 
         out.mkdir(parents=True, exist_ok=True)
         caps = [f"actual {r['actual']} · loss {r['loss']:.3g}\n{caption(r)}" for r in records]
         if kind == "image":
-            cells = [(r["pixels"], render.display_map(r["map"], r["method"]), c.replace(" · explaining", "\nexplaining"))
-                     for r, c in zip(records, caps, strict=True)]
+            cells = [(r["pixels"], render.display_map(r["map"], r["method"]),
+                      c.replace(" · explaining", "\nexplaining")) for r, c in zip(records, caps, strict=True)]
             render.grid_figure(cells, out / "top-losses.png")
             result["grid"] = "top-losses.png"
         elif kind == "text":
