@@ -12,9 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _collect_inputs(a: argparse.Namespace, kind: str) -> list:
-    from danlu.cli import _read_lines
+def _read_lines(raw: bytes, source: Path) -> list[str]:
+    """Non-blank UTF-8 lines, decoded as ``danlu predict`` decodes them (cli.py imports this module, so
+    importing cli back would make a circle)."""
+    from danlu.text.files import decode_text
 
+    return [line.rstrip("\r") for line in decode_text(raw, source).split("\n") if line.strip()]
+
+
+def _collect_inputs(a: argparse.Namespace, kind: str) -> list:
     inputs: list = []
     for item in a.inputs:
         if item == "-":

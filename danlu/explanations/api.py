@@ -14,6 +14,7 @@ import torch
 
 from danlu.errors import DanluError, DataError
 from danlu.explanations.fit import NAMES, choose_method, target_index
+from danlu.explanations.records import _stem, caption, public_row
 
 COMPLETENESS_TOLERANCE = 0.05  # IG's |sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|
 CHUNK = 32  # inputs attributed at a time
@@ -246,35 +247,6 @@ def write_outputs(records: list[dict], kind: str, out: Path, method: str) -> lis
         atomic_write_text(out / "tokens.html", render.text_html(html_rows, "token attributions"))
     write_json(out / "explanations.json", {"method": method, "explanations": rows})
     return rows
-
-
-def public_row(rec: dict) -> dict:
-    """A record without its arrays; tokens and features as [name, score] lists (JSON)."""
-    row = {k: v for k, v in rec.items() if k not in ("map", "pixels")}
-    for key in ("tokens", "features"):
-        if key in row:
-            row[key] = [[n, s] for n, s in row[key]]
-    return row
-
-
-def caption(rec: dict) -> str:
-    from danlu.explanations.fit import NAMES
-
-    if "top" in rec:
-        best = rec["top"][0]
-        said = f"predicted {best['label']} {best['probability']:.2f}"
-    else:
-        said = "predicted " + ", ".join(f"{k}={v:.4g}" for k, v in rec["prediction"].items())
-    tgt = rec["target"]
-    value = tgt.get("probability", tgt.get("value"))
-    return f"{said} · explaining {tgt['label']} ({value:.3g}) · {NAMES[rec['method']]}"
-
-
-def _stem(name: Any) -> str:
-    import re
-
-    stem = Path(str(name)).stem if isinstance(name, str | Path) else str(name)
-    return re.sub(r"[^\w.-]+", "_", stem)[:60] or "input"
 
 
 def explain(run: str | Path, inputs: Any = None, *, method: str = "auto", target: Any = None, top_k: int = 3,

@@ -82,7 +82,7 @@ def _actual(schema: Any, y: Any) -> str:
 def top_losses(explainer: Any, k: int, data_dir: Path | None, out: Path | None, top_k: int = 3) -> dict[str, Any]:
     """The ``k`` validation examples with the highest loss, each explained for what the model predicted."""
     from danlu.explanations import render
-    from danlu.explanations.api import caption, public_row
+    from danlu.explanations.records import caption, public_row
     from danlu.runs import atomic_write_text, write_json
 
     if k < 1:
