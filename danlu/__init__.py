@@ -21,6 +21,7 @@ _LAZY = {
     "Recipe": ("danlu.recipe", "Recipe"),
     "Predictor": ("danlu.predictor", "Predictor"),
     "DanluError": ("danlu.errors", "DanluError"),
+    "explain": ("danlu.explanations.api", "explain"),
 }
 
 
@@ -47,4 +48,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'danlu' has no attribute {name!r}")
 
 
-__all__ = ["train", "evaluate", "tune", "predict", "load_run", "load_recipe", "Recipe", "Predictor", "DanluError"]
+__all__ = ["train", "evaluate", "tune", "predict", "explain", "load_run", "load_recipe", "Recipe", "Predictor",
+           "DanluError"]

@@ -388,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_federate_verb(sub, common)
     add_studio_verbs(sub, common)
+    from danlu.cli_explain import add_explain_verb
+
+    add_explain_verb(sub, common)
     for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
         verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         verb.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")

@@ -25,7 +25,7 @@ def cli(tmp_path, capsys):
 
     def run(*args: str) -> tuple[int, str, str]:
         argv = [str(a) for a in args]
-        if argv and argv[0] in ("train", "evaluate", "predict", "runs", "data", "export", "serve", "tune"):
+        if argv and argv[0] in ("train", "evaluate", "predict", "runs", "data", "export", "serve", "tune", "explain"):
             argv += ["--runs-dir", str(tmp_path / "runs")]
         code = main(argv)
         out, err = capsys.readouterr()

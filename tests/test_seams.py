@@ -189,7 +189,8 @@ LAYERS = [
     {"danlu.inference", "danlu.predictor", "danlu.optim", "danlu.callbacks"},
     {"danlu.training", "danlu.evaluation", "danlu.export", "danlu.distributed", "danlu.privacy"},
     {"danlu.api", "danlu.tune"},
-    {"danlu.cli", "danlu.cli_serve", "danlu.distributed_launch"},
+    {"danlu.cli", "danlu.cli_serve", "danlu.distributed_launch", "danlu.cli_explain", "danlu.cli_compress",
+     "danlu.cli_federate", "danlu.cli_studio"},
 ]
 
 

@@ -119,6 +119,19 @@ BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
 }
 assert set(BUILDERS) == set(MODELS), "specs.MODELS and registry.BUILDERS must list the same models"
 
+# Grad-CAM's layer per model (danlu explain): the last feature map with a spatial layout; "PATH*" is the
+# last Conv2d under PATH (danlu's CNNs pool after it, which would halve the map's resolution). Models
+# missing here (MLPs, text models) have no spatial map, so Grad-CAM does not fit them.
+GRADCAM_LAYERS: dict[str, str] = {
+    "cnn": "features*",
+    "simple_cnn": "features*",
+    "efficientnet_lite0": "conv_head",
+    "resnet18": "layer4",
+    "resnet34": "layer4",
+    "resnet50": "layer4",
+}
+assert set(GRADCAM_LAYERS) <= set(MODELS)
+
 
 def build(name: str, options: dict[str, Any], schema: Schema, *, training: bool = False) -> nn.Module:
     """Build a model for this data; a model that cannot take this kind of data says which can, and one

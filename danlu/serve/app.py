@@ -1,6 +1,6 @@
 """The HTTP server: ``create_app(run, ...)`` builds a FastAPI app around one run.
 
-Routes: POST /v1/predict, GET /v1/model (API key required on both when one is set), GET /healthz,
+Routes: POST /v1/predict and /v1/explain, GET /v1/model (API key required on /v1 when one is set), GET /healthz,
 GET /metrics (Prometheus), the web page at /, OpenAPI at /docs. Every error is JSON
 ``{"error": ..., "detail": ...}``; bad input is a 422 that names the input and what was wrong, never a 500.
 The limits (``danlu.serve.limits``) are enforced in ``Gate`` (host, key, content type, body) and
@@ -61,7 +61,8 @@ INLINE_BODY = 16 * 1024
 # /healthz for 4.5 s.
 INLINE_DECODE = 256 * 1024
 METRICS_FLUSH_S = 1.0  # how often a worker shares its metrics with the others (--workers N)
-ROUTES = ("/", "/v1/predict", "/v1/model", "/v1/samples", "/healthz", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/", "/v1/predict", "/v1/explain", "/v1/model", "/v1/samples", "/healthz", "/metrics", "/docs",
+          "/openapi.json")
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -208,6 +209,9 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     add_local_docs(app)  # /docs from local files, not a CDN
+    from danlu.serve.explain_route import add_explain_route
+
+    add_explain_route(app, engine, max_inputs, data_dir, SafeJSONResponse, media_type)  # captum loads on first use
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.gate = Gate(partial(FastAPI.__call__, app), metrics=metrics, max_body=max_body, predict_json=predict_json,
                     api_key=api_key, body_timeout=body_timeout_s, hosts=HostCheck(bind_host, allowed_hosts))

@@ -1,4 +1,5 @@
-// danlu's model page: reads the model card, builds the input for the run's kind, shows predictions as bars.
+// danlu's model page: reads the model card, builds the input for the run's kind, shows predictions as bars,
+// and with "Why?" on, the explanation: a heat map over the image, coloured tokens, or signed feature bars.
 // Plain browser JavaScript, no build step. Everything the server sent is shown with textContent, never as HTML.
 "use strict";
 
@@ -203,6 +204,139 @@ function showPredictions(predictions, names) {
   });
 }
 
+// ---------------------------------------------------------------- explanations (POST /v1/explain)
+
+const METHOD_NAMES = { gradcam: "Grad-CAM", ig: "Integrated gradients", occlusion: "Occlusion",
+  saliency: "Saliency", shap: "KernelSHAP" };
+let lastInput = null; // { make: () => Promise<inputs>, names } for the input on screen
+let latestExplain = 0;
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new ApiError(`Cannot read ${file.name}.`));
+    reader.readAsDataURL(file);
+  });
+}
+
+function shade(score, scale) {
+  // green pushes toward the explained label, red away; stronger is more opaque
+  const s = scale > 0 ? Math.min(1, Math.abs(score) / scale) : 0;
+  return score >= 0 ? `rgba(42, 157, 75, ${0.08 + 0.6 * s})` : `rgba(209, 73, 91, ${0.08 + 0.6 * s})`;
+}
+
+function caption(row) {
+  const t = row.target || {};
+  const value = t.probability !== undefined ? `${(t.probability * 100).toFixed(1)}%` :
+    (t.value !== undefined && t.value !== null ? Number(t.value).toPrecision(4) : "");
+  let text = `${METHOD_NAMES[row.method] || row.method} · explaining ${t.label} ${value}`;
+  if (row.convergence_delta !== undefined) text += ` · completeness error ${(row.completeness_error * 100).toFixed(1)}%`;
+  if (row.warning) text += ` · ${row.warning}`;
+  return text;
+}
+
+function tokenView(pairs) {
+  const p = document.createElement("p");
+  p.className = "tokens";
+  if (pairs.some(([t]) => t.length > 1 && /^[\x00-\x7f]+$/.test(t))) p.classList.add("spaced");
+  const scale = Math.max(0, ...pairs.map(([, s]) => Math.abs(s)));
+  for (const [token, score] of pairs) {
+    const span = document.createElement("span");
+    span.className = "token";
+    span.textContent = token;
+    span.title = score.toFixed(4);
+    span.dataset.score = String(score);
+    span.style.backgroundColor = shade(score, scale);
+    p.append(span);
+  }
+  return p;
+}
+
+function featureView(pairs, shown = 12) {
+  const list = document.createElement("ol");
+  list.className = "attributions";
+  const strongest = [...pairs].sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])).slice(0, shown);
+  const scale = Math.max(0, ...strongest.map(([, s]) => Math.abs(s)));
+  for (const [name, score] of strongest) {
+    const li = document.createElement("li");
+    li.className = `attribution ${score >= 0 ? "for" : "against"}`;
+    const label = document.createElement("span");
+    label.className = "name";
+    label.textContent = name;
+    label.title = name;
+    const axis = document.createElement("div");
+    axis.className = "axis";
+    const push = document.createElement("div");
+    push.className = "push";
+    push.style.width = `${scale > 0 ? (Math.abs(score) / scale) * 50 : 0}%`;
+    axis.append(push);
+    const value = document.createElement("span");
+    value.className = "score";
+    value.textContent = score.toPrecision(3);
+    li.append(label, axis, value);
+    list.append(li);
+  }
+  return list;
+}
+
+function showExplanations(result, names) {
+  const view = $("explain-view");
+  view.replaceChildren();
+  $("explain-status").textContent = `${METHOD_NAMES[result.method] || result.method}: ` +
+    ({ gradcam: "where the last convolution looked", ig: "what moved the output away from an empty input",
+      shap: "each column's share, by KernelSHAP" }[result.method] || "attributions");
+  result.explanations.forEach((row, i) => {
+    const item = document.createElement("figure");
+    item.className = "explain-item";
+    if (row.heatmap_png) {
+      const img = document.createElement("img");
+      img.className = "heatmap";
+      img.alt = `heat map for ${names ? names[i] : `input ${i + 1}`}`;
+      img.src = `data:image/png;base64,${row.heatmap_png}`;
+      item.append(img);
+    } else if (row.tokens) {
+      item.append(tokenView(row.tokens));
+    } else if (row.features) {
+      item.append(featureView(row.features));
+    }
+    const cap = document.createElement("figcaption");
+    cap.textContent = (names && result.explanations.length > 1 ? `${names[i]}: ` : "") + caption(row);
+    item.append(cap);
+    view.append(item);
+  });
+}
+
+function hideExplanation() {
+  latestExplain += 1; // an answer on its way is no longer wanted
+  $("explanation").hidden = true;
+  $("explain-view").replaceChildren();
+}
+
+async function explain() {
+  if (!lastInput || !$("explain-toggle").checked) return;
+  const mine = ++latestExplain;
+  const { make, names } = lastInput;
+  $("explanation").hidden = false;
+  $("explain-view").replaceChildren();
+  $("explain-status").textContent = "Explaining…";
+  try {
+    const inputs = await make();
+    const result = await api("v1/explain", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ inputs, top_k: topK() }) });
+    if (mine !== latestExplain) return;
+    showExplanations(result, names);
+  } catch (error) {
+    if (mine !== latestExplain) return;
+    $("explain-status").textContent = "";
+    const p = document.createElement("p");
+    p.className = "error";
+    p.textContent = error.message + (error.detail ? ` (${typeof error.detail === "string" ? error.detail :
+      JSON.stringify(error.detail)})` : "");
+    $("explain-view").replaceChildren(p);
+  }
+}
+
 let latestRequest = 0; // only the newest input's answer is shown, whichever answer arrives last
 
 // the input forms' buttons, not the key dialog's: it must stay usable while a prediction waits for a key
@@ -216,13 +350,17 @@ function clearResults() {
 
 function fail(message, detail) {
   latestRequest += 1; // an answer still on its way is no longer the latest
+  lastInput = null;
+  hideExplanation();
   $("status").hidden = true;
   clearResults();
   showError(new ApiError(message, detail));
 }
 
-async function predict(body, names) {
+async function predict(body, names, explainInputs) {
   const mine = ++latestRequest;
+  lastInput = explainInputs ? { make: explainInputs, names } : null;
+  hideExplanation();
   $("error").hidden = true;
   $("status").hidden = false;
   $("status").textContent = "Predicting…";
@@ -234,6 +372,7 @@ async function predict(body, names) {
     $("status").hidden = true;
     $("timing").textContent = `${Math.round(performance.now() - t0)} ms`;
     showPredictions(result.predictions, names);
+    explain();
   } catch (error) {
     if (mine !== latestRequest) return;
     $("status").hidden = true;
@@ -276,7 +415,7 @@ function setUpImage(card) {
     const form = new FormData();
     for (const file of files) form.append("files", file, file.name);
     form.append("top_k", String(topK()));
-    predict({ body: form }, files.map((f) => f.name));
+    predict({ body: form }, files.map((f) => f.name), () => Promise.all(files.map(readAsDataUrl)));
   };
 
   $("file").addEventListener("change", (e) => send([...e.target.files]));
@@ -302,7 +441,7 @@ function setUpText() {
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const text = $("text").value;
-    if (text.trim()) predict(jsonBody([text]));
+    if (text.trim()) predict(jsonBody([text]), null, async () => [text]);
     else fail("The text is empty.", "Type something to classify.");
   });
   $("text").addEventListener("keydown", (e) => {
@@ -343,15 +482,16 @@ function setUpTabular(spec) {
       const v = field.value.trim();
       row[field.dataset.feature] = v === "" ? null : (field.tagName === "SELECT" ? v : Number(v));
     }
-    predict(jsonBody([row]));
+    predict(jsonBody([row]), null, async () => [row]);
   });
-  form.addEventListener("reset", () => { latestRequest += 1; clearResults(); });
+  form.addEventListener("reset", () => { latestRequest += 1; lastInput = null; hideExplanation(); clearResults(); });
 }
 
 async function main() {
   try {
     const card = await api("v1/model");
     showCard(card);
+    $("explain-toggle").addEventListener("change", (e) => { if (e.target.checked) explain(); else hideExplanation(); });
     if (card.kind === "image") setUpImage(card);
     else if (card.kind === "text") setUpText();
     else setUpTabular(card.input || {});

@@ -1,0 +1,184 @@
+"""POST /v1/explain: the same inputs as /v1/predict, answered with why the model said what it said.
+
+Images come back as a PNG heat map over the image (base64) and the raw signed map, pooled down to at most
+``MAP_SIDE`` pixels a side; texts as (token, score) pairs; table rows as (column, score) pairs. Inputs go
+through ``parse_json`` and ``Engine.prepare``, so whatever /v1/predict refuses is refused here the same way.
+
+Attributions need gradients, so they do not join the prediction batches: each request runs in a worker
+thread, one at a time (an explanation costs tens of forward and backward passes, and two at once would
+only share the same cores). Captum loads on the first request, not when the server starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+
+from danlu.serve.docs import ERRORS
+from danlu.serve.inputs import RequestError, parse_json
+
+MAX_EXPLAIN_INPUTS = 8  # per request: each input costs ~32-64 forward/backward passes
+MAP_SIDE = 32  # the raw map in the answer is average-pooled to at most this many pixels a side
+FIELDS = ("inputs", "top_k", "method", "target")
+
+EXPLAIN_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {
+            "schema": {
+                "type": "object", "required": ["inputs"],
+                "properties": {
+                    "inputs": {"type": "array", "description": "as for /v1/predict (JSON only: base64 images or "
+                                                              "data URLs, texts, or feature rows)"},
+                    "top_k": {"type": "integer", "default": 3},
+                    "method": {"type": "string", "default": "auto",
+                               "description": "auto, gradcam, ig, occlusion, saliency or shap, as fits the model"},
+                    "target": {"type": ["string", "null"], "default": None,
+                               "description": "the class (or regression target) to explain; default the prediction"},
+                }},
+            "example": {"inputs": ["data:image/png;base64,iVBORw0KGgo..."], "method": "auto"},
+        }},
+    }
+}
+
+
+def parse_explain(body: bytes, schema: Any, max_inputs: int) -> tuple[Any, str, Any]:
+    """(PredictRequest, method, target) from a JSON body; RequestError for anything /v1/predict would refuse,
+    and for a method or target that is not a string."""
+    try:
+        payload = json.loads(body, parse_constant=_no_constant)  # NaN / Infinity: predict's own error below
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        payload = None
+    if not isinstance(payload, dict):
+        return parse_json(body, schema, max_inputs), "auto", None  # raises predict's own error for this body
+    unknown = sorted(set(payload) - set(FIELDS))
+    if unknown:
+        raise RequestError(f"unknown field(s) {', '.join(map(repr, unknown))}",
+                           'the body takes "inputs" (a list) and optionally "top_k", "method" and "target"')
+    method = payload.pop("method", "auto")
+    target = payload.pop("target", None)
+    if not isinstance(method, str):
+        raise RequestError('"method" must be a string', "auto, gradcam, ig, occlusion, saliency or shap")
+    if target is not None and not isinstance(target, str | int) or isinstance(target, bool):
+        raise RequestError('"target" must be a label (a string) or null', "null explains the predicted class")
+    req = parse_json(json.dumps(payload, allow_nan=False).encode(), schema, max_inputs)
+    return req, method, target
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def pooled_map(signed: Any, side: int = MAP_SIDE) -> dict[str, Any]:
+    """The signed [H, W] map average-pooled to at most ``side`` a side, 4 significant digits: small to send,
+    enough to redraw or test against."""
+    import torch
+
+    m = torch.as_tensor(signed, dtype=torch.float32)[None, None]
+    h, w = m.shape[2:]
+    if max(h, w) > side:
+        m = torch.nn.functional.adaptive_avg_pool2d(m, (min(h, side), min(w, side)))
+    values = [[_finite(float(f"{v:.4g}")) for v in row] for row in m[0, 0].tolist()]
+    return {"shape": [len(values), len(values[0]) if values else 0], "values": values}
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _clean(obj: Any) -> Any:
+    """NaN or infinity (a degenerate attribution) as null: JSON has neither, and the answer must not be a 500."""
+    if isinstance(obj, float):
+        return _finite(obj)
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+class ExplainService:
+    """Explainers per method for one served run, and the one lock they run under."""
+
+    def __init__(self, engine: Any, data_dir: Path | None = None):
+        self.engine, self.data_dir = engine, data_dir
+        self.schema = engine.schema
+        self._explainers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._train_x: Any = False  # not looked for yet
+
+    def explainer(self, method: str) -> Any:
+        from danlu.explanations.api import Explainer
+
+        if method not in self._explainers:
+            explainer = Explainer(self.engine.predictor, method)  # refuses a method that does not fit
+            if self.schema.kind == "tabular" and self.schema.categories and explainer.method != "saliency":
+                # as danlu.explain does: category columns' baseline is their training frequency, when the
+                # data is still there (read once, on the first request that needs it)
+                from danlu.explanations.views import train_split_x
+
+                with self._lock:
+                    if self._train_x is False:
+                        self._train_x = train_split_x(explainer, self.data_dir)
+                if self._train_x is not None:
+                    explainer.set_table_baseline(self._train_x)
+            self._explainers[method] = explainer
+        return self._explainers[method]
+
+    def answer(self, req: Any, method: str, target: Any) -> dict[str, Any]:
+        from danlu.explanations.api import public_row
+        from danlu.explanations.fit import target_index
+
+        explainer = self.explainer(method)
+        t = target_index(target, self.schema)  # an unknown label lists the labels (422)
+        x = self.engine.prepare(req.inputs, req.labels)
+        kind = self.schema.kind
+        with self._lock:
+            if kind == "image":
+                records = explainer.images(x, req.labels, t, req.top_k)
+            elif kind == "text":
+                records = explainer.texts(x, req.labels, [s.strip() for s in req.inputs], t, req.top_k)
+            else:
+                records = explainer.rows(x, req.labels, t, req.top_k)
+        rows = []
+        for rec in records:
+            row = public_row(rec)
+            if kind == "image":
+                from danlu.explanations.render import display_map, overlay_png
+
+                png = overlay_png(rec["pixels"], display_map(rec["map"], explainer.method))
+                row["heatmap_png"] = base64.b64encode(png).decode("ascii")
+                row["map"] = pooled_map(rec["map"])
+            rows.append(row)
+        return _clean({"method": explainer.method, "explanations": rows})
+
+
+def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path | None,
+                      respond: Callable[[Any], Any], media_type: Callable[[bytes], bytes]) -> None:
+    """Register POST /v1/explain on a served run's app (the Gate in front checks host, key and body size).
+    ``respond`` and ``media_type`` are the app's own (passed in: this module is imported by danlu.serve.app)."""
+
+    service = ExplainService(engine, data_dir)
+    limit = min(max_inputs, MAX_EXPLAIN_INPUTS)
+
+    # response_model=None and no return annotation: the answer is built here, and a string annotation
+    # (this module has postponed annotations) would break /openapi.json for the whole server
+    @app.post("/v1/explain", openapi_extra=EXPLAIN_OPENAPI, responses=ERRORS, response_model=None,
+              summary="Explain predictions: image heat maps, token scores, or feature attributions (JSON)")
+    async def explain(request: Request):
+        kind = media_type(request.headers.get("content-type", "").encode("latin-1"))
+        if kind != b"application/json":
+            shown = kind.decode("latin-1")[:60] or "none"
+            raise RequestError(f"the content type must be application/json, not {shown}",
+                               'send {"inputs": [...]} with the header Content-Type: application/json '
+                               "(images as base64 or data URLs)", status=415)
+        req, method, target = parse_explain(await request.body(), engine.schema, limit)
+        return respond(await run_in_threadpool(service.answer, req, method, target))
