@@ -63,9 +63,13 @@ def launch(a: argparse.Namespace) -> int:
     except SignalException as e:  # Ctrl-C or SIGTERM to the launcher: the agent stopped the workers
         raise KeyboardInterrupt from e
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
-        if failure.exitcode == 2:  # the worker's own DanluError, already printed by it
+        # a killed rank's peers fail their next collective and may exit (code 2) before the agent sees the
+        # kill: name the process that died of something other than its own DanluError, when there is one
+        died = {r: f for r, f in e.failures.items() if f.exitcode != 2}
+        if not died:  # every failure is a worker's own DanluError, already printed by it
             return 2
+        rank = min(died, key=lambda r: (died[r].exitcode >= 0, r))  # a signal death first
+        failure = died[rank]
         how = (f"killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}")
         run = a.resume or (run_file.read_text() if run_file.exists() else None)
         resume = (f"danlu train --resume {run} --nproc {n}" if run else
