@@ -64,13 +64,6 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         print((Path(report["run"]) / f"{report_name(a.split)}.md").read_text(encoding="utf-8"))
 
 
-def _read_lines(raw: bytes, source: Path) -> list[str]:
-    """Non-blank lines of UTF-8 text; other encodings get the same error (and iconv hint) as training."""
-    from danlu.text.files import decode_text
-
-    return [line.rstrip("\r") for line in decode_text(raw, source).split("\n") if line.strip()]
-
-
 def cmd_predict(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
     from danlu.predictor import Predictor
@@ -83,18 +76,9 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
         predictor.forward = Engine(predictor, a.backend, _onnx_session(predictor, a)).forward
     kind = predictor.schema.kind
-    inputs: list = []
-    for item in a.inputs:
-        if item == "-":
-            stream = getattr(sys.stdin, "buffer", None)  # bytes, decoded as files are (not the locale's way)
-            raw = stream.read() if stream is not None else sys.stdin.read().encode()
-            inputs.extend(_read_lines(raw, Path("<stdin>")))
-        else:
-            inputs.append(item)
-    if a.file:
-        from danlu.text.files import read_bytes  # gzipped files too, as training reads them
+    from danlu.cli_inputs import collect_inputs
 
-        inputs.extend(_read_lines(read_bytes(Path(a.file)), Path(a.file)) if kind == "text" else [a.file])
+    inputs = collect_inputs(a, kind)
     if not inputs:
         raise DanluError("no inputs", hint="danlu predict RUN image.png | \"some text\" | rows.csv | - (stdin)")
     if kind == "text":

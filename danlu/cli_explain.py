@@ -12,30 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _read_lines(raw: bytes, source: Path) -> list[str]:
-    """Non-blank UTF-8 lines, decoded as ``danlu predict`` decodes them (cli.py imports this module, so
-    importing cli back would make a circle)."""
-    from danlu.text.files import decode_text
-
-    return [line.rstrip("\r") for line in decode_text(raw, source).split("\n") if line.strip()]
-
-
-def _collect_inputs(a: argparse.Namespace, kind: str) -> list:
-    inputs: list = []
-    for item in a.inputs:
-        if item == "-":
-            stream = getattr(sys.stdin, "buffer", None)
-            raw = stream.read() if stream is not None else sys.stdin.read().encode()
-            inputs.extend(_read_lines(raw, Path("<stdin>")))
-        else:
-            inputs.append(item)
-    if a.file:
-        from danlu.text.files import read_bytes
-
-        inputs.extend(_read_lines(read_bytes(Path(a.file)), Path(a.file)) if kind == "text" else [a.file])
-    return inputs
-
-
 def cmd_explain(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
     from danlu.explanations import METHODS
@@ -77,7 +53,9 @@ def cmd_explain(a: argparse.Namespace) -> None:
                 print(f"  {safe(r['feature']):<30} {r['importance']:+.4f}")
             print(f"wrote {out / result['chart']}")
         return
-    inputs = _collect_inputs(a, kind)
+    from danlu.cli_inputs import collect_inputs
+
+    inputs = collect_inputs(a, kind)
     skipped: list[str] = []
     from danlu.explanations.api import explain
 

@@ -190,7 +190,7 @@ LAYERS = [
     {"danlu.training", "danlu.evaluation", "danlu.export", "danlu.distributed", "danlu.privacy"},
     {"danlu.api", "danlu.tune"},
     {"danlu.cli", "danlu.cli_serve", "danlu.distributed_launch", "danlu.cli_explain", "danlu.cli_compress",
-     "danlu.cli_federate", "danlu.cli_studio"},
+     "danlu.cli_federate", "danlu.cli_studio", "danlu.cli_inputs"},
 ]
 
 
