@@ -60,3 +60,23 @@ def test_yaml_errors_give_file_and_line(tmp_path):
 def test_unknown_recipe_lists_choices():
     with pytest.raises(DanluError, match="digits-mlp"):
         load_recipe("digit-mlp")
+
+
+def test_cnn_activation_option_builds_tanh_and_keeps_relu_layout():
+    import torch
+    from torch import nn
+
+    from danlu.models.basic import ConvNet
+
+    relu = ConvNet([1, 28, 28], 10)
+    assert [type(m) for m in relu.modules()].count(nn.ReLU) == 3  # two conv blocks + one dense: as before
+    tanh = ConvNet([1, 28, 28], 10, channels=[16, 32], kernel_size=5, padding="same", hidden=[32],
+                   activation="tanh")
+    kinds = [type(m) for m in tanh.modules()]
+    assert kinds.count(nn.Tanh) == 3 and nn.ReLU not in kinds
+    # pooling before a monotonic activation is the same function as after it
+    x = torch.randn(4, 16, 8, 8)
+    assert torch.equal(nn.MaxPool2d(2)(torch.tanh(x)), torch.tanh(nn.MaxPool2d(2)(x)))
+    assert load_recipe("mnist-cnn", ["model.activation=tanh"]).model.options["activation"] == "tanh"
+    with pytest.raises(DanluError, match="relu"):  # non-monotonic ones would not commute with the pool
+        load_recipe("mnist-cnn", ["model.activation=gelu"])

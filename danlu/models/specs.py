@@ -29,7 +29,7 @@ class MLPOptions(_Options):
 
 
 class CNNOptions(_Options):
-    """Conv blocks (conv → [BN] → ReLU → max-pool), then dense layers; every shape is inferred."""
+    """Conv blocks (conv → [BN] → max-pool → activation), then dense layers; every shape is inferred."""
 
     channels: list[Size] = [32, 64]
     kernel_size: int = Field(3, ge=1)
@@ -38,6 +38,8 @@ class CNNOptions(_Options):
     hidden: list[Size] = [128]
     dropout: float = Field(0.0, ge=0, lt=1)
     batch_norm: bool = False
+    # monotonic ones only, so pooling first is the same function; tanh trains better under DP-SGD
+    activation: Literal["relu", "tanh"] = "relu"
 
 
 class SimpleCNNOptions(_Options):
