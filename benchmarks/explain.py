@@ -153,7 +153,7 @@ def checks(args: argparse.Namespace) -> None:
     torch.manual_seed(12345)
     fresh = build_model(predictor.recipe, predictor.schema).eval()  # the same architecture, new random weights
     print("| method | randomization: mean Spearman, trained vs re-initialized (100 images) |\n| --- | --- |")
-    for method in ("gradcam", "ig"):
+    for method in ("gradcam", "guided_gradcam", "ig"):
         a, _ = attribute_images(model, x[:100], targets[:100], method, model_name=name, baseline=base)
         b, _ = attribute_images(fresh, x[:100], targets[:100], method, model_name=name, baseline=base)
         signed, magnitude = mean_spearman(a, b), mean_spearman(a.abs(), b.abs())
@@ -167,14 +167,15 @@ def checks(args: argparse.Namespace) -> None:
 
     print("\n| method | deletion AUC (lower is better) | insertion AUC (higher is better) | s |")
     print("| --- | --- | --- | --- |")
-    for method in ("gradcam", "ig", "saliency", "occlusion", "random"):
+    for method in ("gradcam", "guided_gradcam", "ig", "saliency", "occlusion", "random"):
         t0 = time.perf_counter()
         if method == "random":
             maps, deltas = random_maps((len(x), *x.shape[2:])), None
         else:
             maps, deltas = attribute_images(model, x, targets, method, model_name=name, baseline=base)
         took = time.perf_counter() - t0
-        ranked = maps if method == "gradcam" else maps.abs()  # Grad-CAM ranks by its signed map (positive = for)
+        # (Guided) Grad-CAM ranks by its signed map (positive = for, what the pictures show), the others by magnitude
+        ranked = maps if method in ("gradcam", "guided_gradcam") else maps.abs()
         dele, ins = deletion_insertion(model, x, targets, ranked, base)
         print(f"| {method} | {np.mean(dele):.3f} | {np.mean(ins):.3f} | {took:.1f} |")
         if deltas is not None:
