@@ -156,14 +156,18 @@ def checks(args: argparse.Namespace) -> None:
     for method in ("gradcam", "guided_gradcam", "ig"):
         a, _ = attribute_images(model, x[:100], targets[:100], method, model_name=name, baseline=base)
         b, _ = attribute_images(fresh, x[:100], targets[:100], method, model_name=name, baseline=base)
+        # an empty map (Guided Grad-CAM where Grad-CAM is nowhere positive) has no ranking: such pairs left out
+        ranks = (a.flatten(1).std(1) > 0) & (b.flatten(1).std(1) > 0)
+        empty = f"; {int((a.flatten(1).std(1) == 0).sum())} trained maps empty, {int((~ranks).sum())} pairs left out"
+        a, b, xs = a[ranks], b[ranks], x[:100][ranks]
         signed, magnitude = mean_spearman(a, b), mean_spearman(a.abs(), b.abs())
         # IG's map is (x - baseline) x mean gradient: zero wherever the pixel equals the black baseline, for
         # any weights, so magnitudes agree on MNIST's background whatever the model; ranked on the digit's pixels
-        keep = (x[:100] != base).any(1)
+        keep = (xs != base).any(1)
         on_digit = float(np.mean([spearman(a[i][keep[i]].abs().numpy(), b[i][keep[i]].abs().numpy())
                                   for i in range(len(keep))]))
         print(f"| {method} | {signed:.3f} signed, {magnitude:.3f} of magnitudes, {on_digit:.3f} of magnitudes on the "
-              f"digit's pixels (target < 0.3) |")
+              f"digit's pixels (target < 0.3){empty} |")
 
     print("\n| method | deletion AUC (lower is better) | insertion AUC (higher is better) | s |")
     print("| --- | --- | --- | --- |")

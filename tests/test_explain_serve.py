@@ -106,14 +106,16 @@ def test_image_files_come_as_the_multipart_form_of_predict(runs, digit_png):
         r = c.post("/v1/explain", files=files[:1], data={"target": str(other)})
         assert r.json()["explanations"][0]["target"]["label"] == other
         # what predict's form refuses is refused the same way; explain's own checks apply to form fields too
-        for bad in ({"files": [("files", ("e.png", b"", "image/png"))]}, {"files": files, "data": {"colour": "red"}},
-                    {"files": files, "data": {"files": "photo.jpg"}}):
+        for bad in ({"files": [("files", ("e.png", b"", "image/png"))]},
+                    {"files": files, "data": {"files": "photo.jpg"}},
+                    {"files": [("files", ("x.png", b"not an image", "image/png"))]}):
             assert c.post("/v1/explain", **bad).json() == c.post("/v1/predict", **bad).json()
         error(c.post("/v1/explain", files=files, data={"colour": "red"}), 422, "colour")
         assert "method" in c.post("/v1/explain", files=files, data={"colour": "red"}).json()["detail"]
         error(c.post("/v1/explain", files=files, data={"method": "shap"}), 422, "shap")
         error(c.post("/v1/explain", files=files, data={"target": "eleven"}), 422, "eleven")
-        error(c.post("/v1/explain", files=files * 5), 422, "10")  # at most 8 per request, as with JSON
+        too_many = error(c.post("/v1/explain", files=files * 5), 422, "form")  # at most 8 per request, as JSON
+        assert "8" in too_many["detail"]
     with local(create_app(runs.text)) as c:
         error(c.post("/v1/explain", files=[("files", ("a.png", digit_png, "image/png"))]), 422, "image models")
 
