@@ -153,28 +153,33 @@ def checks(args: argparse.Namespace) -> None:
     torch.manual_seed(12345)
     fresh = build_model(predictor.recipe, predictor.schema).eval()  # the same architecture, new random weights
     print("| method | randomization: mean Spearman, trained vs re-initialized (100 images) |\n| --- | --- |")
-    for method in ("gradcam", "ig"):
+    for method in ("gradcam", "guided_gradcam", "ig"):
         a, _ = attribute_images(model, x[:100], targets[:100], method, model_name=name, baseline=base)
         b, _ = attribute_images(fresh, x[:100], targets[:100], method, model_name=name, baseline=base)
+        # an empty map (Guided Grad-CAM where Grad-CAM is nowhere positive) has no ranking: such pairs left out
+        ranks = (a.flatten(1).std(1) > 0) & (b.flatten(1).std(1) > 0)
+        empty = f"; {int((a.flatten(1).std(1) == 0).sum())} trained maps empty, {int((~ranks).sum())} pairs left out"
+        a, b, xs = a[ranks], b[ranks], x[:100][ranks]
         signed, magnitude = mean_spearman(a, b), mean_spearman(a.abs(), b.abs())
         # IG's map is (x - baseline) x mean gradient: zero wherever the pixel equals the black baseline, for
         # any weights, so magnitudes agree on MNIST's background whatever the model; ranked on the digit's pixels
-        keep = (x[:100] != base).any(1)
+        keep = (xs != base).any(1)
         on_digit = float(np.mean([spearman(a[i][keep[i]].abs().numpy(), b[i][keep[i]].abs().numpy())
                                   for i in range(len(keep))]))
         print(f"| {method} | {signed:.3f} signed, {magnitude:.3f} of magnitudes, {on_digit:.3f} of magnitudes on the "
-              f"digit's pixels (target < 0.3) |")
+              f"digit's pixels (target < 0.3){empty} |")
 
     print("\n| method | deletion AUC (lower is better) | insertion AUC (higher is better) | s |")
     print("| --- | --- | --- | --- |")
-    for method in ("gradcam", "ig", "saliency", "occlusion", "random"):
+    for method in ("gradcam", "guided_gradcam", "ig", "saliency", "occlusion", "random"):
         t0 = time.perf_counter()
         if method == "random":
             maps, deltas = random_maps((len(x), *x.shape[2:])), None
         else:
             maps, deltas = attribute_images(model, x, targets, method, model_name=name, baseline=base)
         took = time.perf_counter() - t0
-        ranked = maps if method == "gradcam" else maps.abs()  # Grad-CAM ranks by its signed map (positive = for)
+        # (Guided) Grad-CAM ranks by its signed map (positive = for, what the pictures show), the others by magnitude
+        ranked = maps if method in ("gradcam", "guided_gradcam") else maps.abs()
         dele, ins = deletion_insertion(model, x, targets, ranked, base)
         print(f"| {method} | {np.mean(dele):.3f} | {np.mean(ins):.3f} | {took:.1f} |")
         if deltas is not None:

@@ -102,8 +102,8 @@ def add_explain_verb(sub: argparse._SubParsersAction,
     ex.add_argument("run")
     ex.add_argument("inputs", nargs="*", help="image files/folders, texts, CSV files or rows; - reads stdin")
     ex.add_argument("--file", help="read inputs from a file (one text per line)")
-    ex.add_argument("--method", default="auto", help=f"{', '.join(METHODS)} (auto: Grad-CAM for conv nets, "
-                                                     "else integrated gradients)")
+    ex.add_argument("--method", default="auto", help=f"{', '.join(METHODS)} (auto: Guided Grad-CAM for danlu's "
+                                                     "CNNs, Grad-CAM for other conv nets, else integrated gradients)")
     ex.add_argument("--target", help="the label to explain (default: the predicted one)")
     ex.add_argument("--top-k", type=int, default=3, help="labels shown per input")
     ex.add_argument("--steps", type=int, default=None, help="integrated-gradients steps (32 for images/texts)")

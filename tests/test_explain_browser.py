@@ -53,7 +53,7 @@ def test_an_image_shows_its_heat_map_and_the_toggle_hides_it(runs, chromium, tmp
         wait(chromium, lambda d: d.execute_script("return arguments[0].naturalWidth", heat) >= 200)  # it decoded
         predicted = chromium.find_element(By.CSS_SELECTOR, "#results .bar .label").text
         caption = chromium.find_element(By.CSS_SELECTOR, "#explain-view figcaption").text
-        assert caption.startswith("Grad-CAM") and f"explaining {predicted} " in caption
+        assert caption.startswith("Guided Grad-CAM") and f"explaining {predicted} " in caption
         chromium.find_element(By.ID, "explain-toggle").click()  # off: the view goes
         wait(chromium, lambda d: not d.find_element(By.ID, "explanation").is_displayed())
         chromium.find_element(By.ID, "explain-toggle").click()  # on again: explains the image on screen

@@ -2,7 +2,8 @@
 
 - model randomization (Adebayo et al. 2018): a trained model's maps and those of the same architecture
   with fresh weights rank pixels differently;
-- deletion / insertion (RISE): the most-attributed pixels move the class probability faster than random ones;
+- deletion / insertion (RISE): the most-attributed pixels move the class probability faster than random ones
+  (for every image method but plain Grad-CAM, whose map is too coarse on 8x8 images: a strict xfail);
 - completeness: integrated gradients' attributions add up to f(x) - f(baseline) within 5 % at the default steps.
 """
 
@@ -36,7 +37,14 @@ def _maps(explainer, model, x, targets, method):
     return attribute_images(model, x, targets, method, model_name="cnn", baseline=explainer.baseline())
 
 
-@pytest.mark.parametrize("method", ["gradcam", "ig"])
+# Guided Grad-CAM on 8x8 digits: mean Spearman 0.429 between the trained and the re-initialized model's maps
+# (over the pairs where both maps are non-empty; 2026-12-03): its guided-backpropagation factor follows the
+# input's edges whatever the weights, as Adebayo et al. found. A strict xfail so the day it passes is noticed.
+GUIDED_RANDOMIZATION = pytest.param("guided_gradcam", marks=pytest.mark.xfail(
+    strict=True, reason="guided backpropagation depends little on the weights (Adebayo et al. 2018)"))
+
+
+@pytest.mark.parametrize("method", ["gradcam", GUIDED_RANDOMIZATION, "ig"])
 def test_maps_of_a_randomized_model_differ(trained, method):
     from danlu.prepare import build_model
 
@@ -45,18 +53,25 @@ def test_maps_of_a_randomized_model_differ(trained, method):
     fresh = build_model(explainer.predictor.recipe, explainer.schema).eval()
     mine, _ = _maps(explainer, explainer.predictor.model, x, targets, method)
     theirs, _ = _maps(explainer, fresh, x, targets, method)
-    rho = mean_spearman(mine, theirs)
+    # an empty map (Guided Grad-CAM where Grad-CAM is nowhere positive: 6 of these 100 for the trained model,
+    # more for the random one) has no ranking: such pairs are left out rather than counted as differing
+    mine_ranks, theirs_ranks = mine.flatten(1).std(1) > 0, theirs.flatten(1).std(1) > 0
+    assert mine_ranks.float().mean() >= 0.9, f"{method}: {int((~mine_ranks).sum())} of {N} trained maps are empty"
+    ranked = mine_ranks & theirs_ranks
+    assert ranked.sum() >= 30, f"{method}: only {int(ranked.sum())} pairs of maps to compare"
+    rho = mean_spearman(mine[ranked], theirs[ranked])
     assert rho < 0.3, f"{method}: mean Spearman {rho:.3f} between trained and randomized maps"
-    assert mean_spearman(mine, mine) == pytest.approx(1.0)  # the measure itself sees identical maps
+    assert mean_spearman(mine[ranked], mine[ranked]) == pytest.approx(1.0)  # the measure sees identical maps
 
 
-# Grad-CAM on 8x8 digits: its map is the last conv's 4x4 grid upsampled, and ordering pixels by it is worse
-# than random both ways (deletion AUC 0.495 vs random 0.452, insertion 0.311 vs 0.432; 100 test images,
-# measured 2026-12-03). Kept as a strict xfail so the day it passes is noticed.
-GRADCAM_DELETION = pytest.param("gradcam", marks=pytest.mark.xfail(strict=True, reason="coarse 4x4 map on 8x8 digits"))
+# Plain Grad-CAM on 8x8 digits: its map is the features' 2x2 grid upsampled, and ordering pixels by it is no
+# better than random (deletion AUC 0.470 vs random 0.452, insertion 0.392 vs 0.432 for its rectified map;
+# 100 test images, 2026-12-03; the last conv's pre-activation 4x4 map: 0.495 / 0.311). Guided Grad-CAM,
+# what auto uses on danlu's CNNs, passes. Kept as a strict xfail so the day plain Grad-CAM passes is noticed.
+GRADCAM_DELETION = pytest.param("gradcam", marks=pytest.mark.xfail(strict=True, reason="coarse 2x2 map on 8x8 digits"))
 
 
-@pytest.mark.parametrize("method", ["ig", "saliency", "occlusion", GRADCAM_DELETION])
+@pytest.mark.parametrize("method", ["guided_gradcam", "ig", "saliency", "occlusion", GRADCAM_DELETION])
 def test_deletion_and_insertion_beat_random_order(trained, method):
     explainer, x, targets, _ = trained
     model = explainer.predictor.model

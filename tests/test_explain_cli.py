@@ -53,7 +53,7 @@ def test_images_write_a_png_per_input_and_json(cli, runs, digit_pngs, tmp_path):
     code, stdout, err = cli("explain", runs["cnn"], digit_pngs, "--out", out, "--json")
     assert code == 0, err
     result = last_json(stdout)
-    assert result["method"] == "gradcam" and len(result["explanations"]) == 3
+    assert result["method"] == "guided_gradcam" and len(result["explanations"]) == 3  # auto on danlu's CNNs
     saved = json.loads((out / "explanations.json").read_text())
     for row in saved["explanations"]:
         assert (out / row["map"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -81,7 +81,7 @@ def test_bad_inputs_are_refused_like_predict(cli, runs, digit_pngs, tmp_path):
     code, _, err = cli("explain", runs["cnn"], next(digit_pngs.iterdir()), "--target", "eleven", "--out", tmp_path)
     assert code == 2 and "0, 1, 2" in err
     code, _, err = cli("explain", runs["cnn"], next(digit_pngs.iterdir()), "--method", "shap", "--out", tmp_path)
-    assert code == 2 and "gradcam, ig, occlusion, saliency" in err
+    assert code == 2 and "guided_gradcam, gradcam, ig, occlusion, saliency" in err
     code, _, err = cli("explain", runs["text"], "   ", "--out", tmp_path)
     assert code == 2 and "empty" in err
     code, _, err = cli("explain", runs["text"], "很好", "--method", "gradcam", "--out", tmp_path)

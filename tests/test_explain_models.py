@@ -12,7 +12,7 @@ from danlu.explanations.fit import choose_method, methods_for, target_index
 from danlu.explanations.images import attribute_images
 from danlu.explanations.inplace import no_inplace
 from danlu.explanations.text import attribute_tokens, min_width, trim
-from danlu.models.registry import GRADCAM_LAYERS, build
+from danlu.models.registry import GRADCAM_LAYERS, GUIDED_GRADCAM_MODELS, build
 from danlu.models.specs import MODELS
 from danlu.schema import Schema
 
@@ -37,6 +37,7 @@ def test_every_image_model_explains_with_every_fitting_method(name):
     targets = torch.tensor([2])
     methods = methods_for(name, "image")
     assert ("gradcam" in methods) == (name in GRADCAM_LAYERS)
+    assert ("guided_gradcam" in methods) == (name in GUIDED_GRADCAM_MODELS)
     for method in methods:
         if method == "occlusion" and name not in SMALL:  # no gradients and no hooks: in-place layers cannot matter
             continue
@@ -112,7 +113,11 @@ def test_methods_that_do_not_fit_say_which_do():
     with pytest.raises(DanluError) as e:
         choose_method("lime", "cnn", "image")
     assert "valid methods" in e.value.hint
-    assert choose_method("auto", "cnn", "image") == "gradcam"
+    assert choose_method("auto", "cnn", "image") == "guided_gradcam"  # danlu's small CNNs (registry: why)
+    assert choose_method("auto", "resnet18", "image") == "gradcam"
+    with pytest.raises(DanluError, match="nn.ReLU") as e:
+        choose_method("guided_gradcam", "efficientnet_lite0", "image")
+    assert "gradcam" in e.value.hint
     assert choose_method("auto", "mlp", "image") == "ig"
     assert choose_method("auto", "mlp", "tabular") == "ig"
 

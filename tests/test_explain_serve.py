@@ -45,7 +45,7 @@ def test_an_image_comes_back_as_a_heat_map_and_its_raw_map(runs, digit_png):
         r = c.post("/v1/explain", json={"inputs": [b64(digit_png), "data:image/png;base64," + b64(digit_png)]})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["method"] == "gradcam" and len(body["explanations"]) == 2
+        assert body["method"] == "guided_gradcam" and len(body["explanations"]) == 2  # auto on danlu's CNNs
         row = body["explanations"][0]
         assert row["target"]["label"] == predicted["label"] == row["top"][0]["label"]
         assert abs(row["target"]["probability"] - predicted["probability"]) < 1e-4
@@ -81,7 +81,7 @@ def test_refusals_match_predict_and_name_what_fits(runs, digit_png):
             c.post("/v1/predict", content=nan, headers={"content-type": "application/json"}).json()
         error(c.post("/v1/explain", json={"inputs": [b64(digit_png)], "colour": "red"}), 422, "colour")
         error(c.post("/v1/explain", json={"inputs": [b64(digit_png)] * 9}), 422, "9")  # at most 8 per request
-        error(c.post("/v1/explain", content=b"x", headers={"content-type": "text/plain"}), 415, "application/json")
+        error(c.post("/v1/explain", content=b"x", headers={"content-type": "text/plain"}), 415, "multipart/form-data")
         error(c.post("/v1/explain", json={"inputs": [b64(digit_png)], "method": 3}), 422, "method")
         ok = c.post("/v1/explain", json={"inputs": [b64(digit_png)]}).json()
         assert ok["method"] == "ig" and ok["explanations"][0]["map"]["shape"] == [8, 8]
@@ -89,6 +89,35 @@ def test_refusals_match_predict_and_name_what_fits(runs, digit_png):
         error(c.post("/v1/explain", json={"inputs": [b64(digit_png)]}), 401, "API key")
         keyed = c.post("/v1/explain", json={"inputs": [b64(digit_png)]}, headers={"X-API-Key": "sesame"})
         assert keyed.status_code == 200
+
+
+def test_image_files_come_as_the_multipart_form_of_predict(runs, digit_png):
+    with local(create_app(runs.cnn)) as c:
+        files = [("files", ("seven.png", digit_png, "image/png")), ("files", ("again.png", digit_png, "image/png"))]
+        predicted = c.post("/v1/predict", files=files).json()["predictions"]
+        r = c.post("/v1/explain", files=files, data={"method": "ig", "top_k": "2"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["method"] == "ig" and [e["input"] for e in body["explanations"]] == ["seven.png", "again.png"]
+        for row, pred in zip(body["explanations"], predicted, strict=True):
+            assert len(row["top"]) == 2 and row["top"][0]["label"] == pred["top"][0]["label"]
+            assert Image.open(io.BytesIO(base64.b64decode(row["heatmap_png"]))).format == "PNG"
+        other = [e for e in c.get("/v1/model").json()["classes"] if e != predicted[0]["top"][0]["label"]][0]
+        r = c.post("/v1/explain", files=files[:1], data={"target": str(other)})
+        assert r.json()["explanations"][0]["target"]["label"] == other
+        # what predict's form refuses is refused the same way; explain's own checks apply to form fields too
+        for bad in ({"files": [("files", ("e.png", b"", "image/png"))]},
+                    {"files": files, "data": {"files": "photo.jpg"}},
+                    {"files": [("files", ("x.png", b"not an image", "image/png"))]}):
+            assert c.post("/v1/explain", **bad).json() == c.post("/v1/predict", **bad).json()
+        error(c.post("/v1/explain", files=files, data={"colour": "red"}), 422, "colour")
+        assert "method" in c.post("/v1/explain", files=files, data={"colour": "red"}).json()["detail"]
+        error(c.post("/v1/explain", files=files, data={"method": "shap"}), 422, "shap")
+        error(c.post("/v1/explain", files=files, data={"target": "eleven"}), 422, "eleven")
+        too_many = error(c.post("/v1/explain", files=files * 5), 422, "form")  # at most 8 per request, as JSON
+        assert "8" in too_many["detail"]
+    with local(create_app(runs.text)) as c:
+        error(c.post("/v1/explain", files=[("files", ("a.png", digit_png, "image/png"))]), 422, "image models")
 
 
 def test_table_rows_come_back_per_schema_column(runs):

@@ -131,6 +131,38 @@ def test_try_it_refuses_bad_input_and_unfinished_runs(client):
     assert r.status_code == 422 and "training" in r.json()["error"]
 
 
+def test_try_it_explains_as_serve_does(client):
+    import base64
+
+    from danlu.explanations.api import Explainer
+    from danlu.serve.explain_route import answer_body
+
+    a = built("a")
+    url = digit_data_url(7)
+    r = client.post(f"/api/runs/{a.name}/explain", json={"inputs": [url], "top_k": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # the oracle: /v1/explain's answer for the same image, built from a fresh Explainer of the run
+    png = base64.b64decode(url.split(",", 1)[1])
+    expected = answer_body(Explainer.load(a).explain([png], top_k=2, labels=["input 0"]), "image", "ig")
+    assert body == {**expected, "skipped": []}
+    assert body["method"] == "ig" and body["explanations"][0]["heatmap_png"]
+    other = next(c for c in read_json(a / "schema.json")["classes"]
+                 if str(c) != body["explanations"][0]["target"]["label"])
+    r = client.post(f"/api/runs/{a.name}/explain", json={"inputs": [url], "target": str(other)})
+    assert r.json()["explanations"][0]["target"]["label"] == other
+    # refused as predict refuses, plus what only explanations check
+    for bad, needle in ((["%%%"], "base64"), ([url] * 9, "at most 8"), ([], "nothing")):
+        r = client.post(f"/api/runs/{a.name}/explain", json={"inputs": bad})
+        assert r.status_code == 422 and needle in r.json()["error"], r.text
+    r = client.post(f"/api/runs/{a.name}/explain", json={"inputs": [url], "method": "gradcam"})
+    assert r.status_code == 422 and "ig" in r.json()["detail"]  # names the methods that fit
+    r = client.post(f"/api/runs/{a.name}/explain", json={"inputs": [url], "target": "eleven"})
+    assert r.status_code == 422 and "eleven" in r.json()["error"]
+    r = client.post(f"/api/runs/{built('live').name}/explain", json={"inputs": [url]})
+    assert r.status_code == 422 and "training" in r.json()["error"]
+
+
 def test_api_key_guards_the_api_but_not_the_page(root):
     with TestClient(create_studio_app(root, api_key="sesame"), base_url="http://127.0.0.1") as c:
         assert c.get("/api/runs").status_code == 401

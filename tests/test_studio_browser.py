@@ -94,6 +94,40 @@ def test_open_a_run_then_try_it_by_drawing_and_by_sample(studio, browser):  # no
     shot(browser, "run")
 
 
+def test_try_it_explains_with_the_why_toggle(studio, browser):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    a = built("a")
+    browser.get(f"{studio}/#/run/{a.name}")
+    samples = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#samples button.sample"))
+    assert not browser.find_element(By.ID, "try-explanation").is_displayed()  # off until asked
+    samples[0].click()
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#try-results .bar")) == 3)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#try-explain-view img.heatmap")
+    toggle = browser.find_element(By.ID, "try-explain-toggle")
+    browser.execute_script("arguments[0].scrollIntoView()", toggle)
+    toggle.click()  # on: explains the input on screen
+    heat = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#try-explain-view img.heatmap"))[0]
+    assert heat.get_attribute("src").startswith("data:image/png;base64,")
+    wait(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", heat) >= 200)  # it decoded
+    predicted = browser.find_element(By.CSS_SELECTOR, "#try-results .bar .label").text
+    caption = browser.find_element(By.CSS_SELECTOR, "#try-explain-view figcaption").text
+    assert caption.startswith("Integrated gradients") and f"explaining {predicted} " in caption
+    assert "completeness error" in caption
+    assert browser.find_element(By.ID, "try-explain-status").text.startswith("Integrated gradients:")
+    samples = browser.find_elements(By.CSS_SELECTOR, "#samples button.sample")
+    samples[1].click()  # a new input while on: explained too, the old heat map gone
+    wait(browser, lambda d: "test sample 2" in d.find_element(By.ID, "try-results").text)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#try-explain-view img.heatmap"))
+    predicted = browser.find_element(By.CSS_SELECTOR, "#try-results .bar .label").text
+    wait(browser, lambda d: f"explaining {predicted} " in d.find_element(By.CSS_SELECTOR,
+                                                                          "#try-explain-view figcaption").text)
+    shot(browser, "why")
+    browser.find_element(By.ID, "try-explain-toggle").click()  # off: the view goes
+    wait(browser, lambda d: not d.find_element(By.ID, "try-explanation").is_displayed())
+    assert not browser.find_elements(By.CSS_SELECTOR, "#try-explain-view img.heatmap")
+
+
 def test_a_training_run_updates_while_it_trains(studio, browser):  # noqa: F811
     from selenium.webdriver.common.by import By
 

@@ -9,21 +9,28 @@ from typing import Any
 
 from danlu.errors import DanluError, unknown_name
 
-# Methods per data kind, "auto"'s choice first. Grad-CAM also needs a declared layer (models.registry).
+# Methods per data kind, "auto"'s choice first. Grad-CAM also needs a declared layer, Guided Grad-CAM a model
+# listed for it, and auto picks Guided Grad-CAM where it is listed (models.registry says why).
+CAM_METHODS = ("gradcam", "guided_gradcam")
 KIND_METHODS: dict[str, tuple[str, ...]] = {
-    "image": ("gradcam", "ig", "occlusion", "saliency"),
+    "image": ("gradcam", "guided_gradcam", "ig", "occlusion", "saliency"),
     "text": ("ig",),
     "tabular": ("ig", "shap", "saliency"),
 }
-NAMES = {"gradcam": "Grad-CAM", "ig": "integrated gradients", "occlusion": "occlusion", "saliency": "saliency",
+NAMES = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM", "ig": "integrated gradients",
+         "occlusion": "occlusion", "saliency": "saliency",
          "shap": "KernelShap"}
 
 
 def methods_for(model_name: str, kind: str) -> list[str]:
     """The methods that explain this model on this kind of data, the default first."""
-    from danlu.models.registry import GRADCAM_LAYERS
+    from danlu.models.registry import GRADCAM_LAYERS, GUIDED_GRADCAM_MODELS
 
-    return [m for m in KIND_METHODS[kind] if m != "gradcam" or model_name in GRADCAM_LAYERS]
+    fits = [m for m in KIND_METHODS[kind] if (m != "gradcam" or model_name in GRADCAM_LAYERS)
+            and (m != "guided_gradcam" or model_name in GUIDED_GRADCAM_MODELS)]
+    if "guided_gradcam" in fits:
+        fits.insert(0, fits.pop(fits.index("guided_gradcam")))
+    return fits
 
 
 def choose_method(method: str, model_name: str, kind: str) -> str:
@@ -36,8 +43,12 @@ def choose_method(method: str, model_name: str, kind: str) -> str:
     if method == "auto":
         return fits[0]
     if method not in fits:
-        why = ("it needs a convolutional feature map, and this model has none" if method == "gradcam"
-               else f"it does not apply to {kind} data")
+        if method == "guided_gradcam" and "gradcam" in fits:
+            why = "guided backpropagation needs every ReLU as its own nn.ReLU module, and this model's are not"
+        elif method in CAM_METHODS:
+            why = "it needs a convolutional feature map, and this model has none"
+        else:
+            why = f"it does not apply to {kind} data"
         raise DanluError(f"--method {method} does not fit model '{model_name}' on {kind} data: {why}",
                          hint=f"methods for this model: {', '.join(fits)} (or auto = {fits[0]})")
     return method

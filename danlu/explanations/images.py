@@ -1,5 +1,5 @@
-"""Attribution maps for image models: Grad-CAM on the declared layer, integrated gradients, saliency and
-occlusion, each as one [H, W] map per image at the model's input size (channels summed)."""
+"""Attribution maps for image models: Grad-CAM and Guided Grad-CAM on the declared layer, integrated
+gradients, saliency and occlusion, each as one [H, W] map per image at the model's input size (channels summed)."""
 
 from __future__ import annotations
 
@@ -18,18 +18,14 @@ def black_baseline(normalize, shape: tuple[int, ...]) -> torch.Tensor:
 def gradcam_layer(model: nn.Module, model_name: str) -> nn.Module:
     from danlu.models.registry import GRADCAM_LAYERS
 
-    path = GRADCAM_LAYERS[model_name]
-    if not path.endswith("*"):
-        return model.get_submodule(path)
-    convs = [m for m in model.get_submodule(path[:-1]).modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1]
+    return model.get_submodule(GRADCAM_LAYERS[model_name])
 
 
 def attribute_images(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str, *,
                      model_name: str, baseline: torch.Tensor, steps: int = IG_STEPS
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(signed maps [N, H, W], IG's convergence deltas [N] or None). Grad-CAM maps are left un-rectified
-    (the page and PNGs show their positive part) so sanity checks can rank them whole."""
+    """(signed maps [N, H, W], IG's convergence deltas [N] or None). (Guided) Grad-CAM maps are left
+    un-rectified (the page and PNGs show their positive part) so sanity checks can rank them whole."""
     from danlu.explanations.inplace import no_inplace
 
     model.eval()
@@ -40,6 +36,16 @@ def attribute_images(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, m
             cam = LayerGradCam(model, gradcam_layer(model, model_name)).attribute(x, target=targets)
             maps = LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
             return maps[:, 0].detach(), None
+        if method == "guided_gradcam":
+            import warnings
+
+            from captum.attr import GuidedGradCam
+
+            with warnings.catch_warnings():  # Captum announces its ReLU hooks, and that it made x need gradients
+                warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+                warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+                attr = GuidedGradCam(model, gradcam_layer(model, model_name)).attribute(x, target=targets)
+            return attr.sum(1).detach(), None
         if method == "ig":
             from captum.attr import IntegratedGradients
 

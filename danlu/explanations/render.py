@@ -15,8 +15,9 @@ MAX_BARS = 20  # a wider table shows its 20 strongest columns
 
 
 def display_map(attr: np.ndarray, method: str) -> np.ndarray:
-    """[H, W] in [0, 1] for drawing: Grad-CAM's positive part (its convention), the magnitude of the others."""
-    m = np.maximum(attr, 0) if method == "gradcam" else np.abs(attr)
+    """[H, W] in [0, 1] for drawing: (Guided) Grad-CAM's positive part (its convention), the magnitude of the
+    others."""
+    m = np.maximum(attr, 0) if method in ("gradcam", "guided_gradcam") else np.abs(attr)
     top = float(m.max()) if m.size else 0.0
     return m / top if top > 0 else np.zeros_like(m)
 

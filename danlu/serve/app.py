@@ -176,8 +176,8 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
         if media_type(request.headers.get("content-type", "").encode("latin-1")) == b"application/json":
             return SafeJSONResponse(await predict_json(await request.body()))  # Gate refused other types
         with arriving():
-            files, top_k = await _read_form(request, max_inputs, max_body)
-        parse = partial(parse_uploads, files, top_k, schema.kind, max_inputs)
+            files, fields = await read_form(request, max_inputs, max_body)
+        parse = partial(parse_uploads, files, fields.get("top_k"), schema.kind, max_inputs)
         return SafeJSONResponse(await answer(parse, sum(len(d) for _, d in files)))
 
     @app.get("/v1/model", responses={401: ERRORS[401]},
@@ -211,7 +211,8 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     add_local_docs(app)  # /docs from local files, not a CDN
     from danlu.serve.explain_route import add_explain_route
 
-    add_explain_route(app, engine, max_inputs, data_dir, SafeJSONResponse, media_type)  # captum loads on first use
+    add_explain_route(app, engine, max_inputs, data_dir, SafeJSONResponse, media_type,  # captum loads on first use
+                      partial(read_form, max_body=max_body))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.gate = Gate(partial(FastAPI.__call__, app), metrics=metrics, max_body=max_body, predict_json=predict_json,
                     api_key=api_key, body_timeout=body_timeout_s, hosts=HostCheck(bind_host, allowed_hosts))
@@ -256,25 +257,28 @@ def _prepare(engine: Engine, parse: Callable[[], PredictRequest]) -> tuple[Any, 
     return engine.prepare(req.inputs, req.labels), req
 
 
-async def _read_form(request: Request, max_inputs: int, max_body: int) -> tuple[list[tuple[str, bytes]], Any]:
+async def read_form(request: Request, max_inputs: int, max_body: int, extra: tuple[str, ...] = ()
+                    ) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+    """(files of the field 'files', the text fields: top_k and those in ``extra``) of a multipart upload;
+    /v1/explain reads its form here too, with method and target as extra fields."""
     try:
         form = await request.form(max_files=max_inputs, max_fields=8, max_part_size=max_body)
     except HTTPException as e:
         raise RequestError("the multipart form could not be read", e.detail) from None
     try:
-        files, top_k = [], None
+        files, fields = [], {}
         for key, value in form.multi_items():
             if key == "files" and isinstance(value, UploadFile):
                 files.append((value.filename or "", await value.read()))
-            elif key == "top_k" and isinstance(value, str):
-                top_k = value
+            elif key in ("top_k", *extra) and isinstance(value, str):
+                fields[key] = value
             elif key == "files":
                 raise RequestError("the field 'files' holds text, not a file",
                                    "upload the image file itself, e.g. curl -F files=@photo.jpg (note the @)")
             else:
-                raise RequestError(f"unexpected form field '{key}'",
-                                   "upload images in the field 'files' (repeat it for several); optional: top_k")
-        return files, top_k
+                raise RequestError(f"unexpected form field '{key}'", "upload images in the field 'files' (repeat it "
+                                   f"for several); optional: {', '.join(('top_k', *extra))}")
+        return files, fields
     finally:
         await form.close()
 

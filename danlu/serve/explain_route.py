@@ -15,15 +15,15 @@ import base64
 import json
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
-from danlu.serve.docs import ERRORS
-from danlu.serve.inputs import RequestError, parse_json
+from danlu.serve.docs import ERRORS, UPLOAD_SCHEMA
+from danlu.serve.inputs import RequestError, parse_json, parse_uploads
 
 MAX_EXPLAIN_INPUTS = 8  # per request: each input costs ~32-64 forward/backward passes
 MAP_SIDE = 32  # the raw map in the answer is average-pooled to at most this many pixels a side
@@ -32,20 +32,27 @@ FIELDS = ("inputs", "top_k", "method", "target")
 EXPLAIN_OPENAPI = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {
-            "schema": {
-                "type": "object", "required": ["inputs"],
-                "properties": {
-                    "inputs": {"type": "array", "description": "as for /v1/predict (JSON only: base64 images or "
-                                                              "data URLs, texts, or feature rows)"},
-                    "top_k": {"type": "integer", "default": 3},
-                    "method": {"type": "string", "default": "auto",
-                               "description": "auto, gradcam, ig, occlusion, saliency or shap, as fits the model"},
-                    "target": {"type": ["string", "null"], "default": None,
-                               "description": "the class (or regression target) to explain; default the prediction"},
-                }},
-            "example": {"inputs": ["data:image/png;base64,iVBORw0KGgo..."], "method": "auto"},
-        }},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object", "required": ["inputs"],
+                    "properties": {
+                        "inputs": {"type": "array", "description": "as for /v1/predict (base64 images or data URLs, "
+                                                                  "texts, or feature rows)"},
+                        "top_k": {"type": "integer", "default": 3},
+                        "method": {"type": "string", "default": "auto",
+                                   "description": "auto, gradcam, guided_gradcam, ig, occlusion, saliency or shap, "
+                                                  "as fits the model"},
+                        "target": {"type": ["string", "null"], "default": None,
+                                   "description": "the class (or regression target) to explain; default the "
+                                                  "prediction"},
+                    }},
+                "example": {"inputs": ["data:image/png;base64,iVBORw0KGgo..."], "method": "auto"},
+            },
+            "multipart/form-data": {"schema": {  # /v1/predict's upload form, plus method and target
+                **UPLOAD_SCHEMA, "properties": {**UPLOAD_SCHEMA["properties"], "method": {"type": "string"},
+                                                "target": {"type": "string"}}}},
+        },
     }
 }
 
@@ -66,7 +73,8 @@ def parse_explain(body: bytes, schema: Any, max_inputs: int) -> tuple[Any, str, 
     method = payload.pop("method", "auto")
     target = payload.pop("target", None)
     if not isinstance(method, str):
-        raise RequestError('"method" must be a string', "auto, gradcam, ig, occlusion, saliency or shap")
+        raise RequestError('"method" must be a string', "auto, gradcam, guided_gradcam, ig, occlusion, saliency "
+                           "or shap")
     if target is not None and not isinstance(target, str | int) or isinstance(target, bool):
         raise RequestError('"target" must be a label (a string) or null', "null explains the predicted class")
     req = parse_json(json.dumps(payload, allow_nan=False).encode(), schema, max_inputs)
@@ -105,6 +113,24 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def answer_body(records: list[dict], kind: str, method: str) -> dict[str, Any]:
+    """The JSON answer for an Explainer's records: the web pages draw it (static/explain.js), the studio's
+    "try it" answers with it too."""
+    from danlu.explanations.api import public_row
+
+    rows = []
+    for rec in records:
+        row = public_row(rec)
+        if kind == "image":
+            from danlu.explanations.render import display_map, overlay_png
+
+            png = overlay_png(rec["pixels"], display_map(rec["map"], method))
+            row["heatmap_png"] = base64.b64encode(png).decode("ascii")
+            row["map"] = pooled_map(rec["map"])
+        rows.append(row)
+    return _clean({"method": method, "explanations": rows})
+
+
 class ExplainService:
     """Explainers per method for one served run, and the one lock they run under."""
 
@@ -134,7 +160,6 @@ class ExplainService:
         return self._explainers[method]
 
     def answer(self, req: Any, method: str, target: Any) -> dict[str, Any]:
-        from danlu.explanations.api import public_row
         from danlu.explanations.fit import target_index
 
         explainer = self.explainer(method)
@@ -148,23 +173,15 @@ class ExplainService:
                 records = explainer.texts(x, req.labels, [s.strip() for s in req.inputs], t, req.top_k)
             else:
                 records = explainer.rows(x, req.labels, t, req.top_k)
-        rows = []
-        for rec in records:
-            row = public_row(rec)
-            if kind == "image":
-                from danlu.explanations.render import display_map, overlay_png
-
-                png = overlay_png(rec["pixels"], display_map(rec["map"], explainer.method))
-                row["heatmap_png"] = base64.b64encode(png).decode("ascii")
-                row["map"] = pooled_map(rec["map"])
-            rows.append(row)
-        return _clean({"method": explainer.method, "explanations": rows})
+        return answer_body(records, kind, explainer.method)
 
 
 def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path | None,
-                      respond: Callable[[Any], Any], media_type: Callable[[bytes], bytes]) -> None:
+                      respond: Callable[[Any], Any], media_type: Callable[[bytes], bytes],
+                      read_form: Callable[..., Awaitable[tuple[list[tuple[str, bytes]], dict[str, str]]]]) -> None:
     """Register POST /v1/explain on a served run's app (the Gate in front checks host, key and body size).
-    ``respond`` and ``media_type`` are the app's own (passed in: this module is imported by danlu.serve.app)."""
+    ``respond``, ``media_type`` and ``read_form`` (/v1/predict's multipart reader) are the app's own (passed
+    in: this module is imported by danlu.serve.app)."""
 
     service = ExplainService(engine, data_dir)
     limit = min(max_inputs, MAX_EXPLAIN_INPUTS)
@@ -172,13 +189,20 @@ def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path
     # response_model=None and no return annotation: the answer is built here, and a string annotation
     # (this module has postponed annotations) would break /openapi.json for the whole server
     @app.post("/v1/explain", openapi_extra=EXPLAIN_OPENAPI, responses=ERRORS, response_model=None,
-              summary="Explain predictions: image heat maps, token scores, or feature attributions (JSON)")
+              summary="Explain predictions: image heat maps, token scores, or feature attributions "
+                      "(JSON or multipart files)")
     async def explain(request: Request):
         kind = media_type(request.headers.get("content-type", "").encode("latin-1"))
-        if kind != b"application/json":
+        if kind == b"multipart/form-data":  # image files, as /v1/predict takes them, plus method and target
+            files, fields = await read_form(request, limit, extra=("method", "target"))
+            req = parse_uploads(files, fields.get("top_k"), engine.schema.kind, limit)
+            method, target = fields.get("method", "auto"), fields.get("target")
+        elif kind == b"application/json":
+            req, method, target = parse_explain(await request.body(), engine.schema, limit)
+        else:
             shown = kind.decode("latin-1")[:60] or "none"
-            raise RequestError(f"the content type must be application/json, not {shown}",
+            raise RequestError(f"the content type must be application/json or multipart/form-data, not {shown}",
                                'send {"inputs": [...]} with the header Content-Type: application/json '
-                               "(images as base64 or data URLs)", status=415)
-        req, method, target = parse_explain(await request.body(), engine.schema, limit)
+                               "(images as base64 or data URLs), or image files in the form field 'files'",
+                               status=415)
         return respond(await run_in_threadpool(service.answer, req, method, target))

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from danlu.errors import DanluError
+from danlu.studio.explaining import MAX_EXPLAIN_INPUTS, Explainers, explain_body_model
 from danlu.studio.folders import RunsIndex
 
 STATIC = Path(__file__).parent / "static"
@@ -44,6 +45,9 @@ class TryBody(BaseModel):
     inputs: list[str | list[float | str | None] | dict[str, float | str | None]] = Field(
         description="data URLs or base64 images (image runs), texts (text runs), or feature rows (tabular runs)")
     top_k: int = Field(3, ge=1, le=50)
+
+
+ExplainTryBody = explain_body_model(TryBody)
 
 
 class Predictors:
@@ -181,6 +185,21 @@ def create_studio_app(runs_dir: str | Path, api_key: str | None = None, *, bind_
             raise DanluError("nothing to predict", hint="give at least one input")
         return await run_in_threadpool(_predict, predictors, index, name, body)
 
+    explainers = Explainers()
+
+    @app.post("/api/runs/{name}/explain", summary="Why a finished run says what it says: /v1/explain's answer")
+    async def explain(name: str, body: ExplainTryBody) -> dict[str, Any]:  # type: ignore[valid-type]
+        if len(body.inputs) > MAX_EXPLAIN_INPUTS:
+            raise DanluError(f"{len(body.inputs)} inputs; at most {MAX_EXPLAIN_INPUTS} at a time for explanations")
+        if not body.inputs:
+            raise DanluError("nothing to explain", hint="give at least one input")
+
+        def run() -> dict[str, Any]:
+            predictor, inputs, labels = _try_inputs(predictors, index, name, body)
+            return explainers.explain(name, predictor, inputs, labels, body.method, body.target, body.top_k)
+
+        return await run_in_threadpool(run)
+
     add_local_docs(app)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -194,17 +213,21 @@ def create_studio_app(runs_dir: str | Path, api_key: str | None = None, *, bind_
     return app
 
 
-def _predict(predictors: Predictors, index: RunsIndex, name: str, body: TryBody) -> dict[str, Any]:
+def _try_inputs(predictors: Predictors, index: RunsIndex, name: str, body: TryBody
+                ) -> tuple[Any, list[Any], list[str] | None]:
+    """(the run's Predictor, its inputs decoded, their labels): what predict and explain both take."""
     detail = index.summary(index.path_of(name))
     if detail["status"] != "done":
         raise DanluError(f"the run {name} is {detail['status']}, not done", hint="try a finished run")
     predictor = predictors.get(name)
-    kind = predictor.schema.kind
-    if kind == "image":
+    if predictor.schema.kind == "image":
         inputs: list[Any] = [_decode_image(x, i) for i, x in enumerate(body.inputs)]
-        labels = [f"input {i}" for i in range(len(inputs))]
-    else:
-        inputs, labels = list(body.inputs), None
+        return predictor, inputs, [f"input {i}" for i in range(len(inputs))]
+    return predictor, list(body.inputs), None
+
+
+def _predict(predictors: Predictors, index: RunsIndex, name: str, body: TryBody) -> dict[str, Any]:
+    predictor, inputs, labels = _try_inputs(predictors, index, name, body)
     skipped: list[str] = []
     rows = predictor.predict(inputs, top_k=body.top_k, labels=labels, skipped=skipped)
-    return {"predictions": rows, "skipped": skipped, "kind": kind}
+    return {"predictions": rows, "skipped": skipped, "kind": predictor.schema.kind}

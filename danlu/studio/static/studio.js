@@ -180,11 +180,45 @@ async function showRun(name) {
   if (d.status === "training" || d.status === "evaluating") poll();
 }
 
+// "Why?": the input on screen explained by POST api/runs/NAME/explain, drawn by serve's shared explain.js
+function whyToggle(d) {
+  const toggle = h("input", { type: "checkbox", id: "try-explain-toggle" });
+  const status = h("p", { id: "try-explain-status", class: "muted small" });
+  const shown = h("div", { id: "try-explain-view" });
+  const box = h("div", { id: "try-explanation", hidden: true }, status, shown);
+  let input = null, latest = 0;  // only the newest input's explanation is shown
+  const explain = async () => {
+    const mine = ++latest;
+    shown.replaceChildren();
+    box.hidden = !(input && toggle.checked);
+    if (box.hidden) return;
+    status.textContent = "Explaining…";
+    try {
+      const r = await api(`api/runs/${encodeURIComponent(d.run)}/explain`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ inputs: input.inputs, top_k: 3 }) });
+      const j = await r.json();
+      if (mine !== latest) return;
+      const { status: line, items } = danluExplanation(j, [input.label]);
+      status.textContent = line;
+      shown.replaceChildren(...items);
+    } catch (e) {
+      if (mine !== latest) return;
+      status.textContent = "";
+      shown.replaceChildren(h("p", { class: "problems" }, e.message));
+    }
+  };
+  toggle.addEventListener("change", explain);
+  const label = h("label", { class: "small", title: "Show which pixels, words or features the prediction rests on" }, toggle, " Why?");
+  return { label, box, show: (inputs, name) => { input = inputs ? { inputs, label: name } : null; explain(); } };
+}
+
 function tryIt(d) {
   const out = h("div", { id: "try-results" });
-  const card = h("section", { class: "card", id: "try" }, h("h2", {}, "Try it"));
+  const why = whyToggle(d);
+  const card = h("section", { class: "card", id: "try" }, h("h2", {}, "Try it ", why.label));
   const send = async (inputs, label) => {
     out.replaceChildren(h("p", { class: "muted" }, `predicting ${label}…`));
+    why.show(null);
     try {
       const r = await api(`api/runs/${encodeURIComponent(d.run)}/predict`, {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ inputs, top_k: 3 }) });
@@ -195,6 +229,7 @@ function tryIt(d) {
           h("div", {}, h("div", { class: "fill", style: null, "data-p": t.probability })), h("span", { class: "num prob" }, (t.probability * 100).toFixed(1) + " %")))
           : h("pre", {}, JSON.stringify(row.prediction, null, 1))));
       out.querySelectorAll(".fill").forEach(el => { el.style.width = `${Number(el.dataset.p) * 100}%`; });
+      why.show(inputs, label);
     } catch (e) { out.replaceChildren(h("p", { class: "problems" }, e.message)); }
   };
   if (d.kind === "image") {
@@ -217,7 +252,7 @@ function tryIt(d) {
       } }, "Predict"));
   }
   const samples = h("div", {});
-  card.append(samples, out);
+  card.append(samples, out, why.box);
   getJSON(`api/runs/${encodeURIComponent(d.run)}/samples`).then(j => danluSamples(samples, j.samples, d.kind,
     s => send([s.input], s.name))).catch(() => {});
   return card;
