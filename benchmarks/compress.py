@@ -3,6 +3,7 @@
     DANLU_DATA=/work/shared/datasets .venv/bin/python benchmarks/compress.py                 # trains mnist-cnn
     .venv/bin/python benchmarks/compress.py --cnn-run runs/20250101-120000-mnist-cnn --seeds 3
     .venv/bin/python benchmarks/compress.py --only quantize --threads 1
+    .venv/bin/python benchmarks/compress.py --only distill --seeds 3 --cnn-run RUN --runs-dir D --reuse  # resume
     .venv/bin/python benchmarks/compress.py --only text --lstm-run RUN --minilm-run RUN   # the text rows
 
 Sections (each prints danlu's before/after table, timed with the same pinned threads for every variant):
@@ -74,12 +75,30 @@ def prune_section(run: Path, threads: int, runs_dir: Path, fraction: float, epoc
               f"{new.latency_ms[64]:.2f} ms)")]}
 
 
-def distill_section(teacher: Path, runs_dir: Path, seeds: int) -> dict:
+def finished_run(recipe: str, runs_dir: Path, *overrides: str) -> tuple[Path, dict, float] | None:
+    """A finished run in runs_dir whose resolved recipe is exactly the one ``train_run`` would train (for --reuse:
+    accuracy does not depend on when a run was trained; its wall time is then unknown, NaN)."""
+    from danlu.recipe import load_recipe
+    from danlu.runs import list_runs, read_json, read_run_recipe
+
+    wanted = load_recipe(recipe, list(overrides)).with_absolute_paths().to_dict()
+    for run in reversed(list_runs(runs_dir)):
+        try:
+            done = read_json(run / "status.json").get("status") == "done"
+            if done and read_run_recipe(run) == wanted:
+                return run, read_json(run / "report.json")["metrics"], float("nan")
+        except Exception:  # a damaged or foreign folder is simply not reused
+            continue
+    return None
+
+
+def distill_section(teacher: Path, runs_dir: Path, seeds: int, reuse: bool = False) -> dict:
     rows = []
     for seed in range(seeds):
-        _, plain, t_plain = train_run("mnist-mlp", runs_dir, f"seed={seed}")
-        _, dist, t_dist = train_run("mnist-mlp-distilled", runs_dir, f"seed={seed}",
-                                    f"train.distill.teacher={teacher}")
+        plain_args = ("mnist-mlp", runs_dir, f"seed={seed}")
+        dist_args = ("mnist-mlp-distilled", runs_dir, f"seed={seed}", f"train.distill.teacher={teacher}")
+        _, plain, t_plain = (reuse and finished_run(*plain_args)) or train_run(*plain_args)
+        _, dist, t_dist = (reuse and finished_run(*dist_args)) or train_run(*dist_args)
         rows.append({"seed": seed, "labels_only": plain["accuracy"], "distilled": dist["accuracy"],
                      "labels_only_s": round(t_plain, 1), "distilled_s": round(t_dist, 1)})
         print(f"  seed {seed}: labels only {100 * plain['accuracy']:.2f} % ({t_plain:.0f} s), distilled "
@@ -133,6 +152,8 @@ def main() -> None:
     p.add_argument("--fraction", type=float, default=0.5)
     p.add_argument("--finetune-epochs", type=float, default=1)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--reuse", action="store_true", help="distill: take the accuracy of a finished run in --runs-dir "
+                                                        "with exactly the same resolved recipe instead of training it")
     p.add_argument("--lstm-run", type=Path)
     p.add_argument("--minilm-run", type=Path)
     p.add_argument("--out", type=Path, help="write every number as JSON here")
@@ -155,7 +176,7 @@ def main() -> None:
         results["prune"] = prune_section(cnn, a.threads, a.runs_dir, a.fraction, a.finetune_epochs)
     if "distill" in sections:
         print(f"\n## distillation: mnist-mlp from {cnn.name}, {a.seeds} seed(s)\n")
-        results["distill"] = distill_section(cnn, a.runs_dir, a.seeds)
+        results["distill"] = distill_section(cnn, a.runs_dir, a.seeds, a.reuse)
     if "text" in sections:
         print("\n## int8 (dynamic) of the text models\n")
         results["text"] = text_section({"chnsenticorp-lstm": a.lstm_run, "sst2-minilm": a.minilm_run}, a.threads,

@@ -150,6 +150,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
             raise
         run.set_status("done", **done)
         _finish_tracking(tracked, report, "done")
+        if teacher is not None and run.writer and len(splits.test):  # teacher vs student, as compress's tables
+            teacher.write_table(run.path, splits.test)
     if group:
         group.close()
     return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report, writer=run.writer)

@@ -132,9 +132,10 @@ def cmd_runs(a: argparse.Namespace) -> None:
         if not a.run:
             raise DanluError("runs show needs a RUN", hint="danlu runs lists them")
         run = resolve_run(a.run, a.runs_dir)
-        from danlu.compress.lineage import describe, read_lineage
+        from danlu.compress.lineage import describe, describe_int8, int8_variant, read_lineage
 
         lineage = read_lineage(run)  # where a pruned or distilled run came from
+        int8 = int8_variant(run)  # model.int8.onnx beside the model (danlu compress --quantize int8)
 
         def read_object(name: str) -> dict:
             data = read_json(run / name)
@@ -151,11 +152,15 @@ def cmd_runs(a: argparse.Namespace) -> None:
                 shown["metrics"] = read_object("report.json").get("metrics", {})
             if lineage is not None:
                 shown["lineage"] = lineage
+            if int8 is not None:
+                shown["int8"] = int8
             _print_json(shown)
             return
         print(f"run: {run}")
         if lineage is not None:
             print(f"lineage: {describe(lineage)}")
+        if int8 is not None:
+            print(describe_int8(int8))
         print((run / "recipe.yaml").read_text(encoding="utf-8"))
         for name in ("status.json", "report.json"):
             if (run / name).exists():

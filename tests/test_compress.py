@@ -58,13 +58,35 @@ def test_dynamic_int8_exports_first_writes_the_model_and_one_table(runs, tmp_pat
     assert abs(meta["fp32"] - meta["int8"]) <= 1.0 and meta["agreement"] > 0.97
     ops = {n.op_type for n in onnx.load(str(run / "model.int8.onnx")).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear"}
-    table = json.loads((run / "compress.json").read_text())
+    table = json.loads((run / "compress.json").read_text())["tables"]["int8"]
     names = [v["name"] for v in table["variants"]]
     assert names == ["fp32 (PyTorch)", "fp32 (ONNX)", "int8 (ONNX)"]
     int8 = table["variants"][2]
     assert int8["file_bytes"] < table["variants"][1]["file_bytes"] / 2.5  # weights in one byte, not four
     assert set(int8["latency_ms"]) == {"1", "64"} and table["machine"]["threads"] == 1
     assert "| int8 (ONNX) |" in (run / "compress.md").read_text()
+    assert main(["runs", "show", str(run)]) == 0  # the int8 variant beside the model, with its metrics
+    shown = capsys.readouterr().out
+    assert "int8: model.int8.onnx (dynamic; accuracy" in shown and "stale" not in shown
+    (run / "model.safetensors").write_bytes((runs.cnn / "model.safetensors").read_bytes())  # other weights
+    assert main(["runs", "show", str(run), "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["int8"]["current"] is False
+    assert main(["runs", "show", str(run)]) == 0
+    assert "stale: the weights changed since" in capsys.readouterr().out
+
+
+def test_a_model_the_quantizer_fails_on_is_refused_and_nothing_is_written(runs, tmp_path, capsys, monkeypatch):
+    import onnxruntime.quantization
+
+    def fails(*args, **kwargs):
+        raise ValueError("Unsupported op: Foo\nmore detail")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", fails)
+    run = fresh(runs.mlp, tmp_path)
+    code, out, err = compress(run, "--quantize", "int8", capsys=capsys)
+    assert code == 2 and "ONNX Runtime cannot quantize this model (ValueError: Unsupported op: Foo)" in err
+    assert "--backend onnx" in err
+    assert not (run / "model.int8.onnx").exists() and not (run / "compress.json").exists()
 
 
 def test_predict_with_the_int8_backend_agrees_with_torch(runs, tmp_path, capsys):
@@ -161,11 +183,35 @@ def test_pruning_writes_a_new_run_that_rebuilds_from_its_recipe(runs, tmp_path, 
     assert result["metrics"]["accuracy"] > 0.8
     lineage = json.loads((new / "lineage.json").read_text())
     assert lineage["method"] == "prune" and lineage["source"] == str(run) and lineage["fraction"] == 0.5
-    table = json.loads((new / "compress.json").read_text())
+    table = json.loads((new / "compress.json").read_text())["tables"]["prune"]
     assert table["variants"][1]["parameters"] < table["variants"][0]["parameters"]
     assert main(["runs", "show", str(new)]) == 0
     assert "lineage: pruned 50 %" in capsys.readouterr().out
     assert main(["export", str(new)]) == 0  # exported like any run
+    # pruned, then quantized (as `danlu compress` advises): the pruning's table stays beside the int8 one
+    assert compress(new, "--quantize", "int8", capsys=capsys)[0] == 0
+    tables = json.loads((new / "compress.json").read_text())["tables"]
+    assert list(tables) == ["prune", "int8"] and tables["prune"]["variants"] == table["variants"]
+    md = (new / "compress.md").read_text()
+    assert "## pruned 50 % + 1 epoch(s) of" in md and "## int8 (dynamic) of" in md
+
+
+def test_a_one_table_compress_json_from_before_is_kept_under_its_method(tmp_path):
+    """compress.json once held one table at its top level; adding a table keeps that one."""
+    from danlu.compress.measure import Variant, read_tables, write_table
+
+    row = Variant("original (a)", 10, 40, {1: 0.1, 64: 2.0}, "accuracy", 97.0)
+    small = Variant("compressed (b)", 5, 20, {1: 0.05, 64: 1.0}, "accuracy", 96.5, 0.99, "pruned 50 %")
+    info = {"run": "b", "method": "pruned 50 %", "machine": {"threads": 1, "cpu": "x", "cores": 2, "torch": "t",
+                                                             "onnxruntime": "o"}, "test": "9 test samples"}
+    (tmp_path / "compress.json").write_text(json.dumps({**info, "variants": [row.as_json(), small.as_json()]}))
+    write_table(tmp_path, "int8", [row, small], {**info, "method": "int8 (dynamic)"})
+    tables = read_tables(tmp_path)
+    assert list(tables) == ["prune", "int8"] and tables["prune"]["variants"][1]["name"] == "compressed (b)"
+    assert "## pruned 50 % of b" in (tmp_path / "compress.md").read_text()
+    (tmp_path / "compress.json").write_text("{not json")  # damaged: rewritten, not a crash
+    write_table(tmp_path, "int8", [row, small], {**info, "method": "int8 (dynamic)"})
+    assert list(read_tables(tmp_path)) == ["int8"]
 
 
 def test_pruning_a_conv_net_without_fine_tuning_keeps_the_pruned_function(runs, tmp_path, capsys):
@@ -212,17 +258,50 @@ def test_distill_step_mixes_soft_and_hard_losses():
 
 
 def test_a_distilled_student_records_its_teacher(runs, tmp_path, cli):
-    code, out, err = cli("train", "digits-mlp", "train.epochs=2", "model.hidden=[32]",
+    """On another seed than the teacher's: other normalization statistics (sampled from another split), which
+    were refused before; the teacher now reads the batch re-mapped to its own."""
+    from danlu.schema import Schema
+
+    code, out, err = cli("train", "digits-mlp", "seed=1", "train.epochs=2", "model.hidden=[32]",
                          f"train.distill.teacher={runs.mlp}", "train.distill.temperature=3", "--quiet", "--json")
     assert code == 0, err
-    student = last_json(out)["run"]
-    lineage = json.loads((tmp_path / "runs" / student.rsplit("/", 1)[-1] / "lineage.json").read_text())
+    student = tmp_path / "runs" / last_json(out)["run"].rsplit("/", 1)[-1]
+    assert Schema.load(student / "schema.json").mean != Schema.load(runs.mlp / "schema.json").mean  # this case
+    lineage = json.loads((student / "lineage.json").read_text())
     from danlu.export import weights_digest
 
     assert lineage["teacher"] == str(runs.mlp) and lineage["teacher_weights_sha256"] == weights_digest(runs.mlp)
     assert lineage["temperature"] == 3.0 and lineage["alpha"] == 0.7
-    code, out, err = cli("runs", "show", student, "--json")
+    code, out, err = cli("runs", "show", str(student), "--json")
     assert last_json(out)["lineage"]["method"] == "distill"
+    table = json.loads((student / "compress.json").read_text())["tables"]["distill"]  # teacher vs student
+    teacher_row, student_row = table["variants"]
+    assert teacher_row["name"] == f"teacher ({runs.mlp.name})" and student_row["name"] == f"student ({student.name})"
+    assert student_row["parameters"] < teacher_row["parameters"] and 0 < student_row["agreement"] <= 1
+    assert student_row["metric"] == pytest.approx(100 * last_json(out)["metrics"]["accuracy"])
+    assert "| teacher (" in (student / "compress.md").read_text()
+
+
+def test_the_teacher_reads_the_batch_in_its_own_normalization():
+    from danlu.compress.distill import Renormalize
+
+    raw = torch.rand(4, 3, 5, 5)
+    ms, ss, mt, st = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], [0.45, 0.42, 0.31], [0.21, 0.2, 0.33]
+
+    def norm(m, s):
+        return (raw - torch.tensor(m).view(1, 3, 1, 1)) / torch.tensor(s).view(1, 3, 1, 1)
+
+    assert torch.allclose(Renormalize((ms, ss), (mt, st), image=True)(norm(ms, ss)), norm(mt, st), atol=1e-6)
+    seen = []
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(75, 3))
+    teacher.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+
+    def plain(xb, yb):
+        out = torch.zeros(len(xb), 3, requires_grad=True)
+        return out.sum(), out
+
+    DistillStep(plain, teacher, 2.0, 0.5, Renormalize((ms, ss), (mt, st), image=True))(norm(ms, ss), None)
+    assert torch.allclose(seen[0], norm(mt, st), atol=1e-6)
 
 
 def test_a_teacher_that_reads_other_input_is_refused_before_any_file(runs, tmp_path, cli):
@@ -235,6 +314,12 @@ def test_a_teacher_that_reads_other_input_is_refused_before_any_file(runs, tmp_p
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     code, out, err = cli("train", "digits-mlp", "train.epochs=1", "train.distill.teacher=no-such-run")
     assert code == 2 and "no run folder" in err
+    bigger = runs.root / "teacher-16px"  # the same classes, another input shape
+    train("digits-mlp", ["train.epochs=1", "data.image_size=16", "model.hidden=[16]"], run_dir=bigger,
+          progress=False)
+    code, out, err = cli("train", "digits-mlp", "train.epochs=1", f"train.distill.teacher={bigger}")
+    assert code == 2 and "input shape [1, 16, 16]" in err and "[1, 8, 8]" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_recipes_without_distill_read_as_before():

@@ -1,4 +1,5 @@
-"""The before/after table of two runs (a source and its pruned or distilled successor), timed in PyTorch."""
+"""The before/after table of two runs (a source and its pruned successor, a teacher and its distilled student),
+timed in PyTorch."""
 
 from __future__ import annotations
 
@@ -22,14 +23,16 @@ def run_variant(predictor: Any, test: Any, threads: int, name: str, note: str = 
     return v, out
 
 
-def compare_runs(before: Any, after: Any, test: Any, threads: int, note: str) -> tuple[list[Any], str]:
-    """Rows for ``before`` and ``after`` (Predictors on the same test set); written into ``after``'s folder."""
+def compare_runs(before: Any, after: Any, test: Any, threads: int, note: str, *, key: str = "prune",
+                 roles: tuple[str, str] = ("original", "compressed")) -> tuple[list[Any], str]:
+    """Rows for ``before`` and ``after`` (Predictors on the same test set), written as the ``key`` table of
+    ``after``'s folder; ``roles`` name the two rows."""
     from danlu.compress.measure import agreement, machine, write_table
 
-    base, base_out = run_variant(before, test, threads, f"original ({before.run_dir.name})")
-    new, new_out = run_variant(after, test, threads, f"compressed ({after.run_dir.name})", note)
+    base, base_out = run_variant(before, test, threads, f"{roles[0]} ({before.run_dir.name})")
+    new, new_out = run_variant(after, test, threads, f"{roles[1]} ({after.run_dir.name})", note)
     new.agreement = agreement(new_out, base_out, before.schema)
     info = {"run": after.run_dir.name, "source": str(before.run_dir), "method": note, "machine": machine(threads),
             "test": test.note or f"{len(test.labels)} test samples"}
     variants = [base, new]
-    return variants, write_table(after.run_dir, variants, info)
+    return variants, write_table(after.run_dir, key, variants, info)

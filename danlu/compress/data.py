@@ -22,9 +22,6 @@ class TestSet:
 
 
 def load_test_set(predictor: Any, data_dir: Path | None, say: Any = print) -> TestSet:
-    import torch
-
-    from danlu.inference import make_loader
     from danlu.prepare import prepare
     from danlu.run_folder import RunFolder
 
@@ -46,13 +43,22 @@ def load_test_set(predictor: Any, data_dir: Path | None, say: Any = print) -> Te
     if len(splits.test) == 0:
         raise DanluError("the run's test split is empty, so the compressed model cannot be checked",
                          hint="train with data.test_fraction > 0")
-    loader = make_loader(splits.test, predictor.schema, predictor.recipe, train=False, generator=None,
+    return test_set_of(predictor, splits.test, splits.train)
+
+
+def test_set_of(predictor: Any, test: Any, train: Any = None) -> TestSet:
+    """A split already at hand (a training run's own test split) as model-ready CPU batches with labels."""
+    import torch
+
+    from danlu.inference import make_loader
+
+    loader = make_loader(test, predictor.schema, predictor.recipe, train=False, generator=None,
                          device=torch.device("cpu"), channels_last=False)
     xs, ys = [], []
     for x, y in loader:
         xs.append(x.contiguous())
         ys.append(y)
-    return TestSet(xs, torch.cat(ys), splits.train)
+    return TestSet(xs, torch.cat(ys), train)
 
 
 def calibration_batches(predictor: Any, train: Any, samples: int, batch: int = 32) -> list[Any]:

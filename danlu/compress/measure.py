@@ -2,7 +2,8 @@
 
 Every variant (PyTorch fp32, ONNX fp32, ONNX int8, a pruned or distilled run) is timed the same way: the
 same inputs, threads pinned to the same count for PyTorch and ONNX Runtime, the median of repeated calls
-after a warm-up. The table is printed and written as compress.json / compress.md.
+after a warm-up. The table is printed and written into compress.json / compress.md, one table per method (int8, prune,
+distill) beside the others.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from danlu.runs import atomic_write_text, write_json
 
 TABLE_JSON, TABLE_MD = "compress.json", "compress.md"
+TABLE_FORMAT = "danlu-compress/2"  # {"tables": {key: table}}, one per method
 BATCHES = (1, 64)
 
 
@@ -174,7 +176,7 @@ def machine(threads: int) -> dict[str, Any]:
 def markdown(variants: list[Variant], info: dict[str, Any]) -> str:
     """The table as Markdown, with the ratios against the first row."""
     base = variants[0]
-    lines = [f"# compression of {info.get('run', '?')}", "",
+    lines = [f"## {info.get('method', 'compression')} of {info.get('run', '?')}", "",
              f"Latency: median of repeated calls, {info['machine']['threads']} thread(s) for PyTorch and ONNX "
              f"Runtime alike, on {info['machine']['cpu']} ({info['machine']['cores']} cores); torch "
              f"{info['machine']['torch']}, onnxruntime {info['machine']['onnxruntime']}.", "",
@@ -195,9 +197,46 @@ def markdown(variants: list[Variant], info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(folder: Path, variants: list[Variant], info: dict[str, Any]) -> str:
-    """compress.json and compress.md in ``folder``; returns the Markdown."""
+def write_table(folder: Path, key: str, variants: list[Variant], info: dict[str, Any]) -> str:
+    """Add (or replace) the ``key`` table (int8, prune, distill) in the folder's compress.json and compress.md,
+    keeping the others: quantizing a pruned run must not erase the table of its pruning. Returns this table's
+    Markdown."""
     text = markdown(variants, info)
-    write_json(folder / TABLE_JSON, {**info, "variants": [v.as_json() for v in variants]})
-    atomic_write_text(folder / TABLE_MD, text)
+    tables = {k: v for k, v in read_tables(folder).items() if k != key}
+    tables[key] = {**info, "variants": [v.as_json() for v in variants], "markdown": text}
+    write_json(folder / TABLE_JSON, {"format": TABLE_FORMAT, "tables": tables})
+    atomic_write_text(folder / TABLE_MD, f"# compression tables of {folder.name}\n\n"
+                      + "\n".join(t.get("markdown", "") for t in tables.values()))
     return text
+
+
+def read_tables(folder: Path) -> dict[str, dict[str, Any]]:
+    """The tables of compress.json by key; a file written before there were several (one table at the top
+    level) counts as the table of its method; a damaged or foreign file counts as none (it is rewritten)."""
+    from danlu.errors import DanluError
+    from danlu.runs import read_json
+
+    path = Path(folder) / TABLE_JSON
+    if not path.is_file():
+        return {}
+    try:
+        data = read_json(path)
+    except (OSError, DanluError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    if isinstance(data.get("tables"), dict):
+        return {k: v for k, v in data["tables"].items() if isinstance(v, dict)}
+    if isinstance(data.get("variants"), list) and isinstance(data.get("machine"), dict):  # the one-table layout
+        try:
+            rows = [Variant(**{**{k: v[k] for k in FIELDS}, "latency_ms": {int(b): ms for b, ms in
+                                                                           v["latency_ms"].items()}})
+                    for v in data["variants"]]
+            data = {**data, "markdown": markdown(rows, data)}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return {}
+        return {"int8" if str(data.get("method", "")).startswith("int8") else "prune": data}
+    return {}
+
+
+FIELDS = ("name", "parameters", "file_bytes", "latency_ms", "metric_name", "metric", "agreement", "note")

@@ -117,7 +117,7 @@ def quantize_run(run: str | Path, *, calibration: int = 256, per_channel: bool =
     info = {"run": run_dir.name, "method": f"int8 ({mode})", "machine": machine(threads),
             "test": test.note or f"{len(test.labels)} test samples"}
     atomic_write_bytes(path, int8_bytes)
-    table = write_table(run_dir, variants, info)
+    table = write_table(run_dir, "int8", variants, info)
     write_json(meta_path, {  # last: its digests mark the int8 model complete and current
         "format": INT8_FORMAT, "mode": mode, "per_channel": per_channel,
         "calibration_samples": sum(len(b) for b in calib) if calib else 0,
