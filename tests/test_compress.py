@@ -328,3 +328,22 @@ def test_recipes_without_distill_read_as_before():
     assert "distill" not in load_recipe("digits-mlp").to_yaml()
     distilled = load_recipe("mnist-mlp-distilled")
     assert distilled.train.distill.teacher == "mnist-cnn" and distilled.train.distill.temperature == 4
+
+
+def test_preprocessing_leaves_nothing_in_the_current_folder(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference dumps its model into the current folder when it gives up
+    (it did so with a 90 MB file for MiniLM): the pre-processing step runs from its own temporary folder."""
+    import onnxruntime.quantization.shape_inference as shape_inference
+
+    def dump_and_fail(src, dst, **_):
+        open("sym_shape_infer_temp.onnx", "wb").write(b"x")  # what ORT does, relative to the cwd
+        raise Exception("Incomplete symbolic shape inference")
+
+    user, work = tmp_path / "user", tmp_path / "work"
+    user.mkdir(), work.mkdir()
+    (user / "model.onnx").write_bytes(b"")
+    monkeypatch.setattr(shape_inference, "quant_pre_process", dump_and_fail)
+    monkeypatch.chdir(user)
+    src = quantize._preprocessed(__import__("pathlib").Path("model.onnx"), work / "pre.onnx")
+    assert src.name == "model.onnx" and sorted(p.name for p in user.iterdir()) == ["model.onnx"]
+    assert (work / "sym_shape_infer_temp.onnx").exists()

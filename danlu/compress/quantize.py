@@ -161,10 +161,17 @@ def quantize_bytes(fp32: bytes, mode: str, calibration: list[Any] | None, per_ch
 def _preprocessed(src: Path, dst: Path) -> Path:
     """Shape inference and graph optimization before quantization, as ONNX Runtime advises; the plain graph
     when that step fails on a model (it is an optimization of the result, not a requirement)."""
+    import contextlib
+
     try:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        # when its symbolic shape inference is incomplete (MiniLM's graph), ONNX Runtime saves the model as
+        # sym_shape_infer_temp.onnx + a ~90 MB external-data file into the current folder before it raises:
+        # run it from dst's (temporary) folder so the user's folder is not littered
+        src, dst = src.resolve(), dst.resolve()
+        with contextlib.chdir(dst.parent):
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
         return dst
     except Exception:  # the pre-processor fails on some exporters' graphs; quantizing the plain one still works
         return src
