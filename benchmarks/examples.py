@@ -1,6 +1,6 @@
 """The articles' examples in full mode, against their targets: accuracy and wall time, process start → exit.
 
-    python benchmarks/examples.py                       # all five (CIFAR-10 ~22 min, MiniLM not included)
+    python benchmarks/examples.py                       # all five (CIFAR-10 ~6 min, MiniLM not included)
     python benchmarks/examples.py mnist_mlp ants_bees_transfer
     python benchmarks/examples.py chinese_reviews --transfer   # adds the MiniLM fine-tune (~12 min)
 
