@@ -156,6 +156,18 @@ def test_fedprox_runs_and_records_its_weight(tmp_path):
     assert status["federated"]["strategy"] == "fedprox" and status["federated"]["proximal-mu"] == 0.1
 
 
+def test_group_norm_federates_where_batchnorm_is_refused(tmp_path):
+    """digits-mlp with model.norm=group: GroupNorm's weights are averaged like any others (no statistics)."""
+    r = federate("digits-mlp", "model.norm=group", "train.lr=0.01", "--clients", 3, "--rounds", 2,
+                 "--runs-dir", tmp_path / "runs", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = Path(json.loads(r.stdout.strip().splitlines()[-1])["run"])
+    status = json.loads((run / "status.json").read_text())
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["test_accuracy"] > status["federated"]["initial"]["test_accuracy"] + 0.2
+    assert "norm: group" in (run / "recipe.yaml").read_text()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -164,12 +176,12 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("args, message", [
     (["--clients", 5000], "more than the"),
-    ([], "BatchNorm"),  # digits-mlp as built in: BatchNorm on
+    ([], "model.norm=group"),  # digits-mlp as built in: BatchNorm is refused, the fix named
     (["--superlink", "UNREACHABLE"], "cannot reach a SuperLink"),
 ])
 def test_bad_input_in_flowers_environment_exits_2_and_writes_nothing(tmp_path, args, message):
     args = [f"127.0.0.1:{_free_port()}" if a == "UNREACHABLE" else a for a in args]
-    extra = [NO_BN] if "BatchNorm" != message else []
+    extra = [NO_BN] if "model.norm=group" != message else []
     r = federate("digits-mlp", *extra, *args, "--runs-dir", tmp_path / "runs")
     assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "runs").exists()
