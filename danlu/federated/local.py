@@ -81,7 +81,8 @@ class ProximalStep:
 
 def train_locally(model: nn.Module, train: Any, schema: Any, recipe: Recipe, *, epochs: float, seed: int,
                   mu: float = 0.0) -> dict[str, float]:
-    """Train ``model`` in place on a client's share with danlu's loop; returns the last epoch's row."""
+    """Train ``model`` in place on a client's share with danlu's loop; returns the last epoch's row (with
+    ``dp_steps``, the DP-SGD steps taken, when the recipe trains privately)."""
     from danlu.data.splits import Splits
     from danlu.training import build_loop, fit
 
@@ -91,7 +92,10 @@ def train_locally(model: nn.Module, train: Any, schema: Any, recipe: Recipe, *, 
     if mu > 0:
         loop.step = ProximalStep(loop.step, model, mu)
     fit(loop)
-    return loop.history[-1]
+    row = dict(loop.history[-1])
+    if loop.privacy is not None:
+        row["dp_steps"] = loop.privacy.steps
+    return row
 
 
 def score(model: nn.Module, split: Any, schema: Any, recipe: Recipe) -> dict[str, float]:
