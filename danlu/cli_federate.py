@@ -16,7 +16,7 @@ def cmd_federate(a: argparse.Namespace) -> None:
     result = federate(a.recipe, a.overrides, clients=a.clients, rounds=a.rounds, fraction=a.fraction,
                       local_epochs=a.local_epochs, split=a.split, strategy=a.strategy, mu=a.mu,
                       runs_dir=a.runs_dir, data_dir=a.data_dir, run_dir=a.run_dir, superlink=a.superlink,
-                      progress=not a.quiet)
+                      privacy=a.privacy, progress=not a.quiet)
     if a.json:
         print(json.dumps(result.as_json(), ensure_ascii=False, allow_nan=False))
     else:
@@ -35,6 +35,9 @@ def add_federate_verb(sub: argparse._SubParsersAction, common: Callable[[argpars
     f.add_argument("--split", default="iid", help="iid | shards (2 label shards per client) | dirichlet:ALPHA")
     f.add_argument("--strategy", default="fedavg", help="fedavg | fedprox")
     f.add_argument("--mu", type=float, default=0.01, help="FedProx's proximal weight (with --strategy fedprox)")
+    f.add_argument("--privacy", metavar="KEY=V,...", default=None,
+                   help="DP-SGD on every client (Opacus): epsilon=3 (per-client budget over all rounds) or "
+                        "noise_multiplier=1.1; also delta, max_grad_norm, accountant. Same as train.privacy.*")
     f.add_argument("--superlink", metavar="HOST:PORT", default=None,
                    help="submit to a running SuperLink's control API (e.g. 127.0.0.1:9093) instead of simulating")
     f.add_argument("--run-dir", default=None, help="the new run's folder (default: a fresh one under --runs-dir)")

@@ -3,7 +3,8 @@
 Opacus does the mathematics (per-sample gradients, clipping and noise in ``DPOptimizer``, the accountants);
 this module is what danlu adds around it: the recipe's privacy block turned into a plan (δ, σ, q, steps)
 with every refusal before a file is written, the model made trainable privately (LSTM/GRU → Opacus' DP
-versions with the same state_dict names; BatchNorm and the pretrained transformer refused, with reasons),
+versions with the same state_dict names; BatchNorm refused with the fix model.norm=group, the pretrained
+transformer refused with its reason),
 the loop's model/optimizer/step wrapped, and ε after every epoch from the accountant. ``make_private`` is
 the engine without danlu's loop, for other training drivers (the federated clients).
 
@@ -111,8 +112,8 @@ def calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, acco
 def check_model(model: nn.Module, model_name: str) -> list[str]:
     """Make ``model`` trainable with per-sample gradients, in place; returns notes. Refuses what cannot be.
 
-    BatchNorm is refused, not swapped for GroupNorm: the run's model is rebuilt from its recipe for predict,
-    export and serve, and a silent swap would leave those with another architecture than the trained one.
+    BatchNorm is refused with the fix ``model.norm=group``, not swapped silently: the run's model is rebuilt from
+    its recipe for predict, export and serve, so the GroupNorm must be in the recipe, not only in the trained loop.
     LSTM/GRU layers become Opacus' DPLSTM/DPGRU, whose state_dict has the same names and shapes, so the
     saved weights load into the plain layers at inference and give the same outputs.
     """
@@ -122,14 +123,15 @@ def check_model(model: nn.Module, model_name: str) -> list[str]:
     if model_name in REFUSED_MODELS:
         why, hint = REFUSED_MODELS[model_name]
         raise RecipeError(why, hint=hint)
-    bn = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    from danlu.models.norm import batchnorm_layers, groupnorm_hint
+
+    bn = batchnorm_layers(model)
     if bn:
-        own = model_name in ("mlp", "cnn")
         raise RecipeError(
             f"model {model_name} has BatchNorm layers (at {', '.join(bn[:3])}{' …' if len(bn) > 3 else ''}): batch "
             "statistics mix the examples of a batch, so no per-sample gradient exists to clip",
-            hint=("set model.batch_norm=false" if own else "use model.name=cnn (no BatchNorm)") +
-                 "; danlu refuses BatchNorm rather than replacing it by GroupNorm behind your back")
+            hint=groupnorm_hint(model_name) + "; danlu refuses BatchNorm rather than swapping it for GroupNorm "
+                 "behind the recipe's back")
     notes = []
     swapped = _swap_rnns(model)
     if swapped:

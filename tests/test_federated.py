@@ -156,6 +156,47 @@ def test_fedprox_runs_and_records_its_weight(tmp_path):
     assert status["federated"]["strategy"] == "fedprox" and status["federated"]["proximal-mu"] == 0.1
 
 
+def test_group_norm_federates_where_batchnorm_is_refused(tmp_path):
+    """digits-mlp with model.norm=group: GroupNorm's weights are averaged like any others (no statistics)."""
+    r = federate("digits-mlp", "model.norm=group", "train.lr=0.01", "--clients", 3, "--rounds", 2,
+                 "--runs-dir", tmp_path / "runs", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = Path(json.loads(r.stdout.strip().splitlines()[-1])["run"])
+    status = json.loads((run / "status.json").read_text())
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["test_accuracy"] > status["federated"]["initial"]["test_accuracy"] + 0.2
+    assert "norm: group" in (run / "recipe.yaml").read_text()
+
+
+def test_private_federation_reports_each_clients_epsilon_from_the_accountant(tmp_path):
+    """--privacy epsilon=8: DP-SGD on each client; every client's ε (over all the rounds it took part in) is in
+    each round's row and the report, stays within the budget, and is Opacus' accountant over its steps."""
+    from danlu.privacy import epsilon_of
+
+    r = federate("digits-mlp", "model.norm=group", "model.hidden=[32]", "train.batch_size=16", "--clients", 3,
+                 "--rounds", 2, "--fraction", 0.67, "--privacy", "epsilon=8", "--runs-dir", tmp_path / "runs",
+                 "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = Path(json.loads(r.stdout.strip().splitlines()[-1])["run"])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(row["client_epsilon"]) == set(row["client_samples"]) for row in rows)  # 2 of 3 clients a round
+    assert rows[0]["epsilon"] <= rows[1]["epsilon"] <= 8.0 + 1e-6
+    p = json.loads((run / "report.json").read_text())["privacy"]
+    assert p["target_epsilon"] == 8.0 and p["epsilon"] == max(c["epsilon"] for c in p["per_client"].values())
+    steps_per_round = {}
+    for pid, c in p["per_client"].items():
+        rounds_in = sum(pid in row["client_samples"] for row in rows)
+        steps_per_round.setdefault(rounds_in, set()).add(c["steps"] / rounds_in)
+        assert c["delta"] == pytest.approx(1 / (10 * c["samples"]))
+        assert c["epsilon"] == pytest.approx(epsilon_of(p["noise_multiplier"], 16 / c["samples"], c["steps"],
+                                                        c["delta"], "rdp"), rel=1e-9)
+    if 1 in steps_per_round and 2 in steps_per_round:  # a client sampled once spent less than one sampled twice
+        once = min(c["epsilon"] for pid, c in p["per_client"].items()
+                   if sum(pid in row["client_samples"] for row in rows) == 1)
+        assert once < p["epsilon"]
+    assert "Differential privacy" in (run / "report.md").read_text()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -164,12 +205,16 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("args, message", [
     (["--clients", 5000], "more than the"),
-    ([], "BatchNorm"),  # digits-mlp as built in: BatchNorm on
+    ([], "model.norm=group"),  # digits-mlp as built in: BatchNorm is refused, the fix named
     (["--superlink", "UNREACHABLE"], "cannot reach a SuperLink"),
+    (["--privacy", "epsilon=1e-9"], "cannot be reached by every client"),
+    (["--privacy", "epsilon=3,delta=0.01"], "not below 1/N"),
+    (["--privacy", "epsilon=3", "--strategy", "fedprox"], "proximal term"),
+    (["--privacy", "epsilon"], "KEY=VALUE"),
 ])
 def test_bad_input_in_flowers_environment_exits_2_and_writes_nothing(tmp_path, args, message):
     args = [f"127.0.0.1:{_free_port()}" if a == "UNREACHABLE" else a for a in args]
-    extra = [NO_BN] if "BatchNorm" != message else []
+    extra = [NO_BN] if "model.norm=group" != message else []
     r = federate("digits-mlp", *extra, *args, "--runs-dir", tmp_path / "runs")
     assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "runs").exists()

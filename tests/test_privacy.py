@@ -127,7 +127,8 @@ def test_epsilon_1_gives_smaller_epsilon_than_8_and_matches_the_accountant(cli):
 @pytest.mark.parametrize("overrides, said, fix", [
     (["train.privacy.epsilon=3", "train.privacy.delta=0.01"], "not below 1/N", "delta: auto"),
     (["train.privacy.epsilon=1e-9"], "cannot be reached", "raise train.privacy.epsilon"),
-    (["train.privacy.epsilon=3", "model.batch_norm=true"], "BatchNorm", "model.batch_norm=false"),
+    (["train.privacy.epsilon=3", "model.batch_norm=true"], "BatchNorm", "model.norm=group"),
+    (["train.privacy.epsilon=3", "model.norm=batch"], "BatchNorm", "model.norm=group"),
     (["train.privacy.epsilon=3", "train.grad_clip=1"], "per-sample clipping", "max_grad_norm"),
     (["train.privacy.max_grad_norm=1"], "exactly one of epsilon and noise_multiplier", "noise_multiplier"),
 ])
@@ -136,6 +137,16 @@ def test_bad_privacy_input_exits_2_with_reason_and_fix_and_writes_nothing(cli, t
     assert code == 2
     assert said in err and fix in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_group_norm_trains_privately_where_batchnorm_is_refused(cli):
+    """digits-mlp as built in has BatchNorm; model.norm=group (the refusal's fix) trains with DP-SGD."""
+    code, out, err = cli("train", "digits-mlp", *PRIVATE, "model.norm=group", "model.hidden=[32,16]",
+                         "train.privacy.noise_multiplier=1", "--json", "--quiet")
+    assert code == 0, err
+    run = Path(last_json(out)["run"])
+    assert json.loads((run / "report.json").read_text())["privacy"]["epsilon"] > 0
+    assert "norm: group" in (run / "recipe.yaml").read_text()
 
 
 def test_lstm_becomes_opacus_dp_lstm_with_the_same_weights_and_outputs():

@@ -41,6 +41,19 @@ def client_share(fed: Federation, node_config: Any) -> tuple[Any, Any, Any, int]
     return share, schema, recipe, pid
 
 
+def _privacy_spent(recipe: Any, context: Context, n: int, row: dict) -> dict[str, float]:
+    """This client's ε over every DP step it has taken in this run: the step count lives in the node's state,
+    which Flower keeps across rounds (in the simulation and on a SuperNode)."""
+    if recipe.train.privacy is None:
+        return {}
+    from danlu.federated.private import spent
+
+    before = int(context.state["danlu-dp"]["steps"]) if "danlu-dp" in context.state else 0
+    steps = before + int(row["dp_steps"])
+    context.state["danlu-dp"] = MetricRecord({"steps": steps})
+    return {"dp-steps": steps, **{f"dp-{k}": v for k, v in spent(recipe, n, steps).items()}}
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global weights in ``msg``."""
@@ -55,5 +68,5 @@ def train(msg: Message, context: Context) -> Message:
                         seed=recipe.seed + 7919 * server_round + pid, mu=mu)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     metrics = MetricRecord({"num-examples": len(share), "train_loss": float(row["train_loss"]),
-                            "partition-id": pid})
+                            "partition-id": pid, **_privacy_spent(recipe, context, len(share), row)})
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)

@@ -34,16 +34,19 @@ def build_model(recipe: Recipe, schema: Any) -> nn.Module:
 
     torch.manual_seed(recipe.seed)  # every party starts from the same weights even before the first broadcast
     model = build(recipe.model.name, recipe.model.options, schema, training=True)
-    check_no_batchnorm(model)
+    check_no_batchnorm(model, recipe.model.name)
     return model
 
 
-def check_no_batchnorm(model: nn.Module) -> None:
-    """FedAvg over BatchNorm's running statistics mixes clients' input distributions blindly; refuse it."""
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise RecipeError("this model has BatchNorm layers: federated averaging would average their running "
-                          "statistics across clients blindly, so danlu federate refuses them",
-                          hint="train without them: model.batch_norm=false (mnist-cnn has none)")
+def check_no_batchnorm(model: nn.Module, model_name: str) -> None:
+    """FedAvg over BatchNorm's running statistics mixes clients' input distributions blindly; refuse it and
+    point at GroupNorm, whose only state is affine weights that average like any others."""
+    from danlu.models.norm import batchnorm_layers, groupnorm_hint
+
+    if batchnorm_layers(model):
+        raise RecipeError(f"model {model_name} has BatchNorm layers: federated averaging would average their "
+                          "running statistics across clients blindly, so danlu federate refuses them",
+                          hint=groupnorm_hint(model_name) + " (mnist-cnn has no norm layers)")
 
 
 def labels_of(split: Any) -> Any:
@@ -78,7 +81,8 @@ class ProximalStep:
 
 def train_locally(model: nn.Module, train: Any, schema: Any, recipe: Recipe, *, epochs: float, seed: int,
                   mu: float = 0.0) -> dict[str, float]:
-    """Train ``model`` in place on a client's share with danlu's loop; returns the last epoch's row."""
+    """Train ``model`` in place on a client's share with danlu's loop; returns the last epoch's row (with
+    ``dp_steps``, the DP-SGD steps taken, when the recipe trains privately)."""
     from danlu.data.splits import Splits
     from danlu.training import build_loop, fit
 
@@ -88,7 +92,10 @@ def train_locally(model: nn.Module, train: Any, schema: Any, recipe: Recipe, *, 
     if mu > 0:
         loop.step = ProximalStep(loop.step, model, mu)
     fit(loop)
-    return loop.history[-1]
+    row = dict(loop.history[-1])
+    if loop.privacy is not None:
+        row["dp_steps"] = loop.privacy.steps
+    return row
 
 
 def score(model: nn.Module, split: Any, schema: Any, recipe: Recipe) -> dict[str, float]:

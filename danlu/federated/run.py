@@ -15,14 +15,14 @@ def federate(recipe: str | Path = "digits-mlp", overrides: list[str] | tuple[str
              rounds: int = 10, fraction: float = 1.0, local_epochs: float = 1.0, split: str = "iid",
              strategy: str = "fedavg", mu: float = 0.01, runs_dir: Path | None = None,
              data_dir: Path | None = None, run_dir: Path | None = None, superlink: str | None = None,
-             progress: bool = True) -> Any:
+             privacy: str | None = None, progress: bool = True) -> Any:
     """Federated training of ``recipe``'s model over ``clients`` shares of its training data."""
     from danlu.api import TrainResult
     from danlu.recipe import load_recipe
 
     t0 = time.perf_counter()
     say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
-    rec = load_recipe(str(recipe), list(overrides)).with_absolute_paths()
+    rec = load_recipe(str(recipe), [*overrides, *privacy_overrides(privacy)]).with_absolute_paths()
     fed = _federation(rec, clients, rounds, fraction, local_epochs, split, strategy, mu, data_dir, run_dir).check()
     if superlink is not None:
         from danlu.federated.deploy import check_reachable
@@ -32,6 +32,8 @@ def federate(recipe: str | Path = "digits-mlp", overrides: list[str] | tuple[str
 
     require_flower()
     check_data(fed)  # too many clients, BatchNorm, an empty share: refused before any file is written
+    if rec.train.privacy is not None:  # DP-SGD on every client: σ fixed for all of them, refusals first
+        plan_privacy(fed, rec, say)
     if superlink is not None:
         from danlu.federated.deploy import submit
 
@@ -58,6 +60,36 @@ def _federation(rec: Any, clients: int, rounds: int, fraction: float, local_epoc
                       local_epochs=local_epochs, split=split, strategy=strategy, proximal_mu=mu,
                       run_dir=str(Path(run_dir).resolve()) if run_dir else "",
                       data_dir=str(Path(data_dir).resolve()) if data_dir else "")
+
+
+def privacy_overrides(spec: str | None) -> list[str]:
+    """``--privacy epsilon=3,max_grad_norm=1`` → ``train.privacy.epsilon=3 train.privacy.max_grad_norm=1``."""
+    if spec is None:
+        return []
+    items = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if not items or any("=" not in p for p in items):
+        raise DanluError(f"--privacy {spec}: expected KEY=VALUE pairs",
+                         hint="e.g. --privacy epsilon=3, or --privacy noise_multiplier=1.1,max_grad_norm=1,delta=auto")
+    return [f"train.privacy.{p}" for p in items]
+
+
+def plan_privacy(fed: Any, rec: Any, say: Any) -> None:
+    """Calibrate one σ for all clients (a target ε must hold for each even if sampled every round), check the
+    model trains privately, and give the clients the recipe with that σ."""
+    from danlu.federated.local import build_model, labels_of, prepared
+    from danlu.federated.private import client_recipe_json, plan, share_sizes
+    from danlu.privacy import check_model
+
+    splits, schema, recipe = prepared(fed.recipe_json, fed.data_dir or None)
+    if hasattr(splits.train, "stream_loader"):
+        raise DanluError("--privacy needs the in-memory loader (Poisson sampling draws from a client's whole share)",
+                         hint="set data.loader=memory")
+    check_model(build_model(recipe, schema), recipe.model.name)
+    dp = plan(fed, recipe, share_sizes(labels_of(splits.train), fed, recipe.seed))
+    fed.recipe_json = client_recipe_json(fed.recipe_json, dp)
+    fed.dp_target_epsilon = float(dp["target_epsilon"] or 0.0)
+    say(f"privacy: DP-SGD on every client, σ = {dp['noise_multiplier']:.4f}, C = {dp['max_grad_norm']:g}; a client "
+        f"sampled in all {fed.rounds} rounds would reach ε = {dp['worst_case_epsilon']:.3f} ({dp['accountant']})")
 
 
 def check_data(fed: Any) -> None:

@@ -26,6 +26,7 @@ class _RecordsClients:
     """Keeps who trained in the last round and on how many samples (Flower aggregates that away)."""
 
     last_clients: list[dict[str, Any]]
+    privacy: dict[str, dict[str, Any]]  # partition → its latest ε, δ, steps (DP clients only)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
         replies = list(replies)
@@ -35,8 +36,14 @@ class _RecordsClients:
                 raise RuntimeError(f"client {m.metadata.src_node_id} failed in round {server_round}: "
                                    f"{m.error.reason}")
             r = m.content["metrics"]
-            self.last_clients.append({"partition": int(r["partition-id"]), "samples": int(r["num-examples"]),
-                                      "train_loss": float(r["train_loss"])})
+            client = {"partition": int(r["partition-id"]), "samples": int(r["num-examples"]),
+                      "train_loss": float(r["train_loss"])}
+            if "dp-epsilon" in r:  # the client's ε over all its DP steps so far (danlu/federated/private.py)
+                client.update(epsilon=float(r["dp-epsilon"]), delta=float(r["dp-delta"]), steps=int(r["dp-steps"]),
+                              sample_rate=float(r["dp-sample_rate"]))
+                self.privacy[str(client["partition"])] = {k: client[k] for k in
+                                                          ("epsilon", "delta", "steps", "sample_rate", "samples")}
+            self.last_clients.append(client)
         self.last_clients.sort(key=lambda c: c["partition"])
         return super().aggregate_train(server_round, replies)
 
@@ -52,9 +59,10 @@ class RecordingFedProx(_RecordsClients, FedProx):
 def make_strategy(fed: Federation) -> _RecordsClients:
     common = {"fraction_train": fed.fraction, "fraction_evaluate": 0.0, "min_train_nodes": 1,
               "min_evaluate_nodes": 0, "min_available_nodes": fed.clients}
-    if fed.strategy == "fedprox":
-        return RecordingFedProx(proximal_mu=fed.proximal_mu, **common)
-    return RecordingFedAvg(**common)
+    strategy = RecordingFedProx(proximal_mu=fed.proximal_mu, **common) if fed.strategy == "fedprox" else \
+        RecordingFedAvg(**common)
+    strategy.privacy = {}
+    return strategy
 
 
 def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = print,
@@ -98,6 +106,9 @@ def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = pri
                **metrics, "clients": len(clients), "samples": samples,
                "client_samples": {str(c["partition"]): c["samples"] for c in clients},
                "round_s": round(time.perf_counter() - clock[0], 3)}
+        if strategy.privacy:  # this round's clients' ε, and the largest any client has spent so far
+            row["client_epsilon"] = {str(c["partition"]): c["epsilon"] for c in clients}
+            row["epsilon"] = max(c["epsilon"] for c in strategy.privacy.values())
         clock[0] = time.perf_counter()
         run.append_metrics(row)
         run.save_model(model, {"epoch": server_round, "round": server_round, **metrics})
@@ -116,6 +127,16 @@ def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = pri
             raise
         done = {"epochs": fed.rounds, "best_epoch": fed.rounds, "stopped_early": False, "resumable": False,
                 "federated": {**summary, "initial": initial}}
+        if strategy.privacy:  # report.json/.md's privacy section (evaluation reads it from status.json)
+            from danlu.federated.private import client_steps
+            from danlu.federated.private import summary as dp_summary
+
+            cfg = recipe.train.privacy
+            dp = {"noise_multiplier": cfg.noise_multiplier, "accountant": cfg.accountant,
+                  "max_grad_norm": cfg.max_grad_norm, "target_epsilon": fed.dp_target_epsilon or None}
+            smallest = min(c["samples"] for c in strategy.privacy.values())
+            done["privacy"] = dp_summary(recipe, dp, strategy.privacy,
+                                         fed.rounds * client_steps(recipe, smallest, fed.local_epochs)[1])
         run.load_model(model)
         run.set_status("evaluating", **done)
         notes = [*splits.notes, f"federated: {fed.clients} clients ({fed.split} split), {fed.per_round} per round, "

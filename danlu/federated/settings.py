@@ -28,6 +28,7 @@ class Federation:
     run_dir: str = ""
     data_dir: str = ""
     timeout_s: float = 3600.0
+    dp_target_epsilon: float = 0.0  # --privacy epsilon=…: the per-client budget σ was calibrated to (0: none)
 
     def check(self) -> Federation:
         """The bad inputs that need no data: refused before anything is loaded or written."""
@@ -62,7 +63,8 @@ class Federation:
         return {"recipe": self.recipe_json, "clients": self.clients, "rounds": self.rounds,
                 "fraction": float(self.fraction), "local-epochs": float(self.local_epochs), "split": self.split,
                 "strategy": self.strategy, "proximal-mu": float(self.proximal_mu), "run-dir": self.run_dir,
-                "data-dir": self.data_dir, "timeout-s": float(self.timeout_s)}
+                "data-dir": self.data_dir, "timeout-s": float(self.timeout_s),
+                "dp-target-epsilon": float(self.dp_target_epsilon)}
 
     @classmethod
     def from_run_config(cls, cfg: Any) -> Federation:
@@ -70,7 +72,8 @@ class Federation:
                    fraction=float(cfg["fraction"]), local_epochs=float(cfg["local-epochs"]),
                    split=str(cfg.get("split", "iid")), strategy=str(cfg.get("strategy", "fedavg")),
                    proximal_mu=float(cfg.get("proximal-mu", 0.01)), run_dir=str(cfg.get("run-dir", "")),
-                   data_dir=str(cfg.get("data-dir", "")), timeout_s=float(cfg.get("timeout-s", 3600.0)))
+                   data_dir=str(cfg.get("data-dir", "")), timeout_s=float(cfg.get("timeout-s", 3600.0)),
+                   dp_target_epsilon=float(cfg.get("dp-target-epsilon", 0.0)))
 
     def summary(self) -> dict[str, Any]:
         """What status.json records of the federation (the recipe is in recipe.yaml already)."""

@@ -9,18 +9,19 @@ import torch
 from torch import nn
 
 from danlu.models.layers import Dropout
+from danlu.models.norm import norm_layer, resolve_norm
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
 def _dense_stack(in_features: int, hidden: Sequence[int], num_outputs: int, dropout: float,
-                 batch_norm: bool = False, activation: str = "relu") -> list[nn.Module]:
+                 norm: str = "none", activation: str = "relu", norm_groups: int = 8) -> list[nn.Module]:
     layers: list[nn.Module] = []
     width = in_features
     for h in hidden:
         layers.append(nn.Linear(width, h))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(h))
+        if (layer := norm_layer(norm, h, norm_groups, spatial=False)) is not None:
+            layers.append(layer)
         layers.append(ACTIVATIONS[activation]())
         if dropout > 0:
             layers.append(Dropout(dropout))
@@ -30,28 +31,32 @@ def _dense_stack(in_features: int, hidden: Sequence[int], num_outputs: int, drop
 
 
 class MLP(nn.Sequential):
-    """Flatten → [Dense → (BN) → act → (Dropout)]* → Dense. Article 1's model with hidden=[128]."""
+    """Flatten → [Dense → (BN/GN) → act → (Dropout)]* → Dense. Article 1's model with hidden=[128]."""
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, hidden: Sequence[int] = (128,),
-                 dropout: float = 0.2, batch_norm: bool = False, activation: str = "relu"):
+                 dropout: float = 0.2, batch_norm: bool = False, activation: str = "relu", norm: str | None = None,
+                 norm_groups: int = 8):
         super().__init__(nn.Flatten(), *_dense_stack(math.prod(input_shape), hidden, num_outputs, dropout,
-                                                     batch_norm, activation))
+                                                     resolve_norm(norm, batch_norm), activation, norm_groups))
 
 
 class ConvNet(nn.Module):
-    """[Conv → (BN) → MaxPool → act]* → Flatten → dense layers; article 4's model with the defaults."""
+    """[Conv → (BN/GN) → MaxPool → act]* → Flatten → dense layers; article 4's model with the defaults."""
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64),
                  kernel_size: int = 3, padding: str = "valid", pool: int = 2, hidden: Sequence[int] = (128,),
-                 dropout: float = 0.0, batch_norm: bool = False, activation: str = "relu"):
+                 dropout: float = 0.0, batch_norm: bool = False, norm: str | None = None, norm_groups: int = 8,
+                 activation: str = "relu"):
         super().__init__()
+        norm = resolve_norm(norm, batch_norm)
         blocks: list[nn.Module] = []
         c_in = input_shape[0]
         for c in channels:
+            # a norm layer's shift makes the conv's bias redundant
             blocks.append(nn.Conv2d(c_in, c, kernel_size, padding=0 if padding == "valid" else kernel_size // 2,
-                                    bias=not batch_norm))
-            if batch_norm:
-                blocks.append(nn.BatchNorm2d(c))
+                                    bias=norm == "none"))
+            if (layer := norm_layer(norm, c, norm_groups, spatial=True)) is not None:
+                blocks.append(layer)
             # max-pool before the activation: the same function (ReLU and tanh, the two offered, are monotonic,
             # so they commute), but the activation and its backward touch 4× fewer values: mnist-cnn trains
             # 20 % faster (2,608 vs 2,169 samples/s)

@@ -15,17 +15,25 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from danlu.models.norm import norm_layer
 
-def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+def _norm(width: int, norm: str, groups: int) -> nn.Module:
+    layer = norm_layer(norm, width, groups, spatial=True)
+    assert layer is not None, "fast_resnet always normalizes (batch or group)"
+    return layer
+
+
+def _conv_bn(c_in: int, c_out: int, norm: str = "batch", groups: int = 8) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _norm(c_out, norm, groups), nn.ReLU(inplace=True)]
 
 
 class Residual(nn.Module):
-    """x + f(x): two conv-BN-ReLU layers at constant width."""
+    """x + f(x): two conv-BN-ReLU layers at constant width (GroupNorm in place of BN with norm=group)."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, norm: str = "batch", groups: int = 8):
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn(width, width), *_conv_bn(width, width))
+        self.body = nn.Sequential(*_conv_bn(width, width, norm, groups), *_conv_bn(width, width, norm, groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -36,7 +44,7 @@ class FastResNet(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, stem: int = 32,
                  widths: Sequence[int] = (64, 128, 256), residual: Sequence[bool] | bool = True,
-                 tta_flip: bool = True):
+                 tta_flip: bool = True, norm: str = "batch", norm_groups: int = 8):
         super().__init__()
         from danlu.errors import DanluError
 
@@ -49,13 +57,13 @@ class FastResNet(nn.Module):
             raise DanluError(f"images of {list(input_shape)} are too small for {len(widths)} stages (each halves "
                              f"the size; {len(widths)} need at least {2 ** len(widths)} px)",
                              hint="raise data.image_size or give model.widths fewer entries")
-        layers: list[nn.Module] = _conv_bn(c_in, stem)
+        layers: list[nn.Module] = _conv_bn(c_in, stem, norm, norm_groups)
         prev = stem
         for width, res in zip(widths, flags, strict=True):
-            layers += [nn.Conv2d(prev, width, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(prev, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                       _norm(width, norm, norm_groups), nn.ReLU(inplace=True)]
             if res:
-                layers.append(Residual(width))
+                layers.append(Residual(width, norm, norm_groups))
             prev = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(prev, num_outputs))

@@ -6,17 +6,31 @@ The builders live in the family modules and are looked up in ``danlu.models.regi
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from danlu.errors import RecipeError, unknown_name
 
 Size = Annotated[int, Field(ge=1)]  # a layer width or channel count
+# batch: BatchNorm; group: GroupNorm (no batch statistics: trains with DP and federates); none
+Norm = Literal["batch", "group", "none"]
 
 
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+
+def _check_groups(norm: str | None, batch_norm: bool, groups: int, widths: list[int], what: str) -> None:
+    """GroupNorm splits each layer's channels into ``norm_groups`` equal groups: every width must divide."""
+    if (norm if norm is not None else ("batch" if batch_norm else "none")) != "group":
+        return
+    bad = [w for w in widths if w % groups]
+    if bad:
+        raise ValueError(f"model.norm=group splits each of the {what} into model.norm_groups={groups} groups, but "
+                         f"{', '.join(map(str, bad))} is not a multiple of {groups} (set model.norm_groups to a "
+                         f"common divisor, e.g. {math.gcd(groups, *widths)})")
 
 
 class MLPOptions(_Options):
@@ -25,11 +39,18 @@ class MLPOptions(_Options):
     hidden: list[Size] = [128]
     dropout: float = Field(0.2, ge=0, lt=1)
     batch_norm: bool = False
+    norm: Norm | None = None  # None: batch_norm decides (batch if true, else none); given, it wins
+    norm_groups: Size = 8  # GroupNorm's groups per layer (with norm=group)
     activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
+
+    @model_validator(mode="after")
+    def _groups_divide(self) -> MLPOptions:
+        _check_groups(self.norm, self.batch_norm, self.norm_groups, self.hidden, "model.hidden widths")
+        return self
 
 
 class CNNOptions(_Options):
-    """Conv blocks (conv → [BN] → max-pool → activation), then dense layers; every shape is inferred."""
+    """Conv blocks (conv → [BN or GroupNorm] → max-pool → activation), then dense layers; shapes inferred."""
 
     channels: list[Size] = [32, 64]
     kernel_size: int = Field(3, ge=1)
@@ -40,6 +61,13 @@ class CNNOptions(_Options):
     batch_norm: bool = False
     # monotonic ones only, so pooling first is the same function; tanh trains better under DP-SGD
     activation: Literal["relu", "tanh"] = "relu"
+    norm: Norm | None = None  # None: batch_norm decides (batch if true, else none); given, it wins
+    norm_groups: Size = 8  # GroupNorm's groups per conv block (with norm=group)
+
+    @model_validator(mode="after")
+    def _groups_divide(self) -> CNNOptions:
+        _check_groups(self.norm, self.batch_norm, self.norm_groups, self.channels, "model.channels")
+        return self
 
 
 class SimpleCNNOptions(_Options):
@@ -57,6 +85,13 @@ class FastResNetOptions(_Options):
     widths: list[Size] = Field([64, 128, 256], min_length=1)
     residual: bool | list[bool] = True  # one flag for all stages, or one per stage
     tta_flip: bool = True  # eval mode averages the logits of the image and its mirror
+    norm: Literal["batch", "group"] = "batch"  # group: GroupNorm, for DP training and federation
+    norm_groups: Size = 8
+
+    @model_validator(mode="after")
+    def _groups_divide(self) -> FastResNetOptions:
+        _check_groups(self.norm, False, self.norm_groups, [self.stem, *self.widths], "model.stem and model.widths")
+        return self
 
 
 class PretrainedOptions(_Options):
@@ -124,7 +159,9 @@ def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         msgs = []
         for err in e.errors():
             key = ".".join(str(x) for x in err["loc"])
-            if err["type"] == "extra_forbidden":
+            if not key:  # a check across options (model_validator)
+                msgs.append(str(err["msg"]).removeprefix("Value error, "))
+            elif err["type"] == "extra_forbidden":
                 msgs.append(f"model.{key}: unknown option for model '{name}'")
             else:
                 msgs.append(f"model.{key}: {err['msg']} (got {err.get('input')!r})")
