@@ -80,3 +80,13 @@ def test_cnn_activation_option_builds_tanh_and_keeps_relu_layout():
     assert load_recipe("mnist-cnn", ["model.activation=tanh"]).model.options["activation"] == "tanh"
     with pytest.raises(DanluError, match="relu"):  # non-monotonic ones would not commute with the pool
         load_recipe("mnist-cnn", ["model.activation=gelu"])
+
+
+def test_tanh_cnn_is_not_explained_by_guided_backprop():
+    from danlu.explanations.fit import choose_method, methods_for
+
+    assert methods_for("cnn", "image")[0] == "guided_gradcam"
+    tanh = methods_for("cnn", "image", {"activation": "tanh"})
+    assert "guided_gradcam" not in tanh and tanh[0] == "gradcam"
+    with pytest.raises(DanluError, match="tanh"):
+        choose_method("guided_gradcam", "cnn", "image", {"activation": "tanh"})

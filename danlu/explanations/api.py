@@ -26,7 +26,7 @@ class Explainer:
         self.requested = method  # --global: auto means permutation importance, a named method its attributions
         self.schema = predictor.schema
         self.model_name = predictor.recipe.model.name
-        self.method = choose_method(method, self.model_name, self.schema.kind)
+        self.method = choose_method(method, self.model_name, self.schema.kind, predictor.recipe.model.options)
         self.steps = steps
         self._baseline: torch.Tensor | None = None
 
@@ -39,7 +39,7 @@ class Explainer:
 
         if method != "auto":  # refuse a wrong method before the model loads
             _, recipe, schema = load_run(run, runs_dir)
-            choose_method(method, recipe.model.name, schema.kind)
+            choose_method(method, recipe.model.name, schema.kind, recipe.model.options)
             assert schema.kind in KIND_METHODS
         return cls(Predictor.load(run, runs_dir), method, steps)
 

@@ -22,29 +22,32 @@ NAMES = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM", "ig": "inte
          "shap": "KernelShap"}
 
 
-def methods_for(model_name: str, kind: str) -> list[str]:
+def methods_for(model_name: str, kind: str, options: dict | None = None) -> list[str]:
     """The methods that explain this model on this kind of data, the default first."""
     from danlu.models.registry import GRADCAM_LAYERS, GUIDED_GRADCAM_MODELS
 
+    # guided backpropagation guides through ReLUs: a cnn built with model.activation=tanh has none
+    guided = model_name in GUIDED_GRADCAM_MODELS and (options or {}).get("activation", "relu") == "relu"
     fits = [m for m in KIND_METHODS[kind] if (m != "gradcam" or model_name in GRADCAM_LAYERS)
-            and (m != "guided_gradcam" or model_name in GUIDED_GRADCAM_MODELS)]
+            and (m != "guided_gradcam" or guided)]
     if "guided_gradcam" in fits:
         fits.insert(0, fits.pop(fits.index("guided_gradcam")))
     return fits
 
 
-def choose_method(method: str, model_name: str, kind: str) -> str:
+def choose_method(method: str, model_name: str, kind: str, options: dict | None = None) -> str:
     """``auto`` → the model's default; a method that does not fit says which ones do."""
     from danlu.explanations import METHODS
 
     if method not in METHODS:
         raise unknown_name("method", method, METHODS)
-    fits = methods_for(model_name, kind)
+    fits = methods_for(model_name, kind, options)
     if method == "auto":
         return fits[0]
     if method not in fits:
         if method == "guided_gradcam" and "gradcam" in fits:
-            why = "guided backpropagation needs every ReLU as its own nn.ReLU module, and this model's are not"
+            why = ("guided backpropagation needs every ReLU as its own nn.ReLU module, and this model's are not "
+                   "(or it has none: model.activation=tanh)")
         elif method in CAM_METHODS:
             why = "it needs a convolutional feature map, and this model has none"
         else:
