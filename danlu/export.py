@@ -202,12 +202,10 @@ def _output_name(schema: Any) -> str:
     return "probabilities" if schema.task == "classification" else "values"
 
 
-def _test_batches(predictor: Any, data_dir: Path | None, say: Any = print) -> list[Any]:
-    """The run's test split as model-ready CPU batches, preprocessed exactly as in evaluation; when that
-    data cannot be read, the parity sample kept in the run folder at training time."""
-    import torch
-
-    from danlu.inference import make_loader
+def test_split_or_parity(predictor: Any, data_dir: Path | None, what: str, verb: str) -> tuple[Any, Any, Any, str]:
+    """(test split, training split, None, "") from the run's data, preprocessed as in evaluation; or, when that
+    data cannot be read, (None, None, the parity inputs kept in the run folder at training time, why). ``what``
+    is checked and ``verb`` names the command, for the messages (export and compress share this)."""
     from danlu.prepare import prepare
     from danlu.run_folder import RunFolder
 
@@ -216,19 +214,31 @@ def _test_batches(predictor: Any, data_dir: Path | None, say: Any = print) -> li
     except DataError as e:
         sample = RunFolder(predictor.run_dir).load_parity()
         if sample is None:
-            raise DataError(f"the export is checked against PyTorch on the run's test split, and that data cannot "
-                            f"be read: {e.message}", hint="put the training data back where the run found it (see "
-                            "its recipe.yaml), or point --data-dir / DANLU_DATA at it") from None
-        say(f"the run's data cannot be read ({e.message.splitlines()[0][:120]}); checking against the "
-            f"{len(sample[0])} test samples kept in the run folder")
-        return list(sample[0].split(64))
+            raise DataError(f"{what} is checked on the run's test split, and that data cannot be read: "
+                            f"{e.message}", hint="put the training data back where the run found it (see its "
+                            "recipe.yaml), or point --data-dir / DANLU_DATA at it") from None
+        return None, None, sample[0], e.message.splitlines()[0][:120]
     if data_schema.classes != predictor.schema.classes:
         raise DanluError(f"the data now has classes {data_schema.classes}, the run was trained on "
-                         f"{predictor.schema.classes}", hint="export with the data the run was trained on")
+                         f"{predictor.schema.classes}", hint=f"{verb} with the data the run was trained on")
     if len(splits.test) == 0:
-        raise DanluError("the run's test split is empty, so the export cannot be checked",
+        raise DanluError(f"the run's test split is empty, so {what} cannot be checked",
                          hint="train with data.test_fraction > 0")
-    loader = make_loader(splits.test, predictor.schema, predictor.recipe, train=False, generator=None,
+    return splits.test, splits.train, None, ""
+
+
+def _test_batches(predictor: Any, data_dir: Path | None, say: Any = print) -> list[Any]:
+    """The run's test split as model-ready CPU batches; when that data cannot be read, the parity sample."""
+    import torch
+
+    from danlu.inference import make_loader
+
+    test, _, parity, why = test_split_or_parity(predictor, data_dir, "the export", "export")
+    if parity is not None:
+        say(f"the run's data cannot be read ({why}); checking against the {len(parity)} test samples kept in the "
+            "run folder")
+        return list(parity.split(64))
+    loader = make_loader(test, predictor.schema, predictor.recipe, train=False, generator=None,
                          device=torch.device("cpu"), channels_last=False)
     return [x.contiguous() for x, _ in loader]
 

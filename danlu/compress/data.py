@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from danlu.errors import DanluError, DataError
-
 
 @dataclass
 class TestSet:
@@ -22,28 +20,15 @@ class TestSet:
 
 
 def load_test_set(predictor: Any, data_dir: Path | None, say: Any = print) -> TestSet:
-    from danlu.prepare import prepare
-    from danlu.run_folder import RunFolder
+    from danlu.export import test_split_or_parity
 
-    try:
-        splits, data_schema, _ = prepare(predictor.recipe, data_dir, for_inference=True)
-    except DataError as e:
-        sample = RunFolder(predictor.run_dir).load_parity()
-        if sample is None:
-            raise DataError(f"compression is checked on the run's test split, and that data cannot be read: "
-                            f"{e.message}", hint="put the training data back where the run found it (see its "
-                            "recipe.yaml), or point --data-dir / DANLU_DATA at it") from None
-        note = (f"the run's data cannot be read; compared on the {len(sample[0])} test samples kept in the run "
+    test, train, parity, _ = test_split_or_parity(predictor, data_dir, "the compressed model", "compress")
+    if parity is not None:
+        note = (f"the run's data cannot be read; compared on the {len(parity)} test samples kept in the run "
                 "folder (agreement with fp32, no labels)")
         say(f"note: {note}")
-        return TestSet(list(sample[0].split(64)), None, None, note)
-    if data_schema.classes != predictor.schema.classes:
-        raise DanluError(f"the data now has classes {data_schema.classes}, the run was trained on "
-                         f"{predictor.schema.classes}", hint="compress with the data the run was trained on")
-    if len(splits.test) == 0:
-        raise DanluError("the run's test split is empty, so the compressed model cannot be checked",
-                         hint="train with data.test_fraction > 0")
-    return test_set_of(predictor, splits.test, splits.train)
+        return TestSet(list(parity.split(64)), None, None, note)
+    return test_set_of(predictor, test, train)
 
 
 def test_set_of(predictor: Any, test: Any, train: Any = None) -> TestSet:
