@@ -49,14 +49,20 @@ def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _reverse_index(lengths: torch.Tensor, width: int) -> torch.Tensor:
-    """Gather index that reverses each row's first ``length`` positions and leaves the padding in place."""
+    """Row index into [B·L, H] that reverses each text's first ``length`` positions and leaves the padding in
+    place, flattened to [B·L]."""
     pos = torch.arange(width, device=lengths.device)[None, :]
     flipped = lengths[:, None] - 1 - pos
-    return torch.where(flipped >= 0, flipped, pos)
+    rows = torch.arange(lengths.size(0), device=lengths.device)[:, None] * width
+    return (rows + torch.where(flipped >= 0, flipped, pos)).reshape(-1)
 
 
 def _time_gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return x.gather(1, index[..., None].expand(-1, -1, x.size(2)))
+    """x[b, index[b, t]] for all b, t, as whole-row copies: ``index_select`` on [B·L, H] exports to ONNX Gather,
+    where ``x.gather(1, index.expand(...))`` exported to GatherElements over an index as large as x, which was
+    a fifth of the int8 LSTM's ONNX Runtime time (20 of 134 ms at batch 64 × 160 tokens)."""
+    b, length, h = x.shape
+    return x.reshape(b * length, h).index_select(0, index).view(b, length, h)
 
 
 class _StackedRNN(nn.Module):
