@@ -13,6 +13,7 @@ Opacus is imported only here, and only when a recipe asks for privacy.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -256,7 +257,8 @@ class PrivacyAccountant(Callback):
         return epsilon_of(p.noise_multiplier, p.sample_rate, self.steps, p.delta, p.accountant)
 
     def on_epoch_end(self, loop: Any, metrics: dict[str, float]) -> None:
-        metrics["epsilon"] = self.epsilon()
+        if math.isfinite(eps := self.epsilon()):  # no noise: ε is infinite, which JSON cannot hold; left out
+            metrics["epsilon"] = eps
 
     def state_dict(self) -> dict[str, Any]:
         return {"dp_steps": self.steps}
@@ -267,7 +269,8 @@ class PrivacyAccountant(Callback):
     def summary(self) -> dict[str, Any]:
         """The report's privacy block: what was spent, how it was computed, and what it does not cover."""
         p = self.plan
-        return {"epsilon": self.epsilon(), "delta": p.delta, "accountant": p.accountant,
+        eps = self.epsilon()
+        return {"epsilon": eps if math.isfinite(eps) else None, "delta": p.delta, "accountant": p.accountant,
                 "opacus": opacus_version(), "noise_multiplier": p.noise_multiplier, "sample_rate": p.sample_rate,
                 "steps": self.steps, "planned_steps": p.steps, "max_grad_norm": p.max_grad_norm,
                 "expected_batch_size": p.expected_batch_size, "n_train": p.n_train,
@@ -298,7 +301,8 @@ def report_lines(privacy: dict[str, Any]) -> list[str]:
     """report.md's privacy section."""
     p = privacy
     lines = ["", "## Differential privacy", "",
-             f"ε = {p['epsilon']:.3f} at δ = {p['delta']:.3g} ({p['accountant'].upper()} accountant, "
+             (f"ε = {p['epsilon']:.3f}" if p["epsilon"] is not None else "ε = ∞ (no noise: no privacy guarantee)")
+             + f" at δ = {p['delta']:.3g} ({p['accountant'].upper()} accountant, "
              f"Opacus {p['opacus']}), after {p['steps']} steps"
              + (f" of {p['planned_steps']} planned" if p["steps"] != p["planned_steps"] else "") + ".", "",
              "| quantity | value |", "| --- | --- |",

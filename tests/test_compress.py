@@ -327,7 +327,7 @@ def test_recipes_without_distill_read_as_before():
 
     assert "distill" not in load_recipe("digits-mlp").to_yaml()
     distilled = load_recipe("mnist-mlp-distilled")
-    assert distilled.train.distill.teacher == "mnist-cnn" and distilled.train.distill.temperature == 4
+    assert distilled.train.distill.teacher == "mnist-cnn" and distilled.train.distill.temperature == 1
 
 
 def test_preprocessing_leaves_nothing_in_the_current_folder(tmp_path, monkeypatch):

@@ -124,6 +124,19 @@ def test_epsilon_1_gives_smaller_epsilon_than_8_and_matches_the_accountant(cli):
     assert code == 0, err
 
 
+def test_noise_multiplier_0_clips_only_and_the_run_finishes_with_an_infinite_epsilon(cli):
+    """σ = 0 (clipping without noise, to see what clipping alone costs) once failed after its first epoch:
+    ε = inf in metrics.jsonl is not JSON. The epoch rows leave ε out; the report says ∞ and no guarantee."""
+    code, out, err = cli("train", "digits-mlp", *PRIVATE, "train.privacy.epsilon=null",
+                         "train.privacy.noise_multiplier=0", "--json", "--quiet")
+    assert code == 0, err
+    run = Path(last_json(out)["run"])
+    p = json.loads((run / "report.json").read_text())["privacy"]
+    assert p["epsilon"] is None and p["noise_multiplier"] == 0
+    assert all("epsilon" not in json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())
+    assert "ε = ∞ (no noise: no privacy guarantee)" in (run / "report.md").read_text()
+
+
 @pytest.mark.parametrize("overrides, said, fix", [
     (["train.privacy.epsilon=3", "train.privacy.delta=0.01"], "not below 1/N", "delta: auto"),
     (["train.privacy.epsilon=1e-9"], "cannot be reached", "raise train.privacy.epsilon"),
