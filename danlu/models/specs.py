@@ -88,7 +88,7 @@ class FastResNetOptions(_Options):
     norm: Literal["batch", "group"] = "batch"  # group: GroupNorm, for DP training and federation
     norm_groups: Size = 8
     # the fast-CIFAR tricks, off by default (danlu/models/fast.py):
-    whiten: int = Field(0, ge=0, le=7)  # K > 0: a frozen KxK patch-whitening conv, fit on data, replaces the stem
+    whiten: int = Field(0, ge=0, le=7)  # K > 0: a frozen KxK patch-whitening conv fit on data replaces the stem conv
     activation: Literal["relu", "gelu"] = "relu"
     logit_scale: float = Field(1.0, gt=0, allow_inf_nan=False)  # the head's output times this (e.g. 1/9)
     head_bias: bool = True
