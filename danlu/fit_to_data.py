@@ -34,17 +34,27 @@ class FitToData(Callback):
 @torch.no_grad()
 def training_sample(loop: Loop, samples: int, seed: int) -> torch.Tensor:
     """Up to ``samples`` training inputs, drawn at random with ``seed`` (the loop's own generator is left alone,
-    so the run's batches are the same with or without a fit), normalized, without augmentation."""
+    so the run's batches are the same with or without a fit, and every rank of a distributed run draws the
+    same sample), normalized, without augmentation (a streamed folder's batches are augmented as in training)."""
     from danlu.inference import make_loader
 
-    split = getattr(loop.train_loader, "split", None)
+    train = getattr(loop.train_loader, "inner", loop.train_loader)  # a distributed run's whole split, not a shard
+    split = getattr(train, "split", None)
     if split is not None and hasattr(split, "subset"):
         n = min(samples, len(split))
         idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n].sort().values
         loader = make_loader(split.subset(idx), loop.schema, loop.recipe, train=False, generator=None,
                              device=torch.device("cpu"), channels_last=False)
-    else:  # a streamed image folder: its first batches, as the training loader gives them
-        loader = loop.train_loader
+        return _first(loader, samples)
+    # a streamed image folder: the training loader's first batches, drawn with a generator of their own
+    saved, train.generator = train.generator, torch.Generator().manual_seed(seed)
+    try:
+        return _first(train, samples)
+    finally:
+        train.generator = saved
+
+
+def _first(loader: object, samples: int) -> torch.Tensor:
     xs, have = [], 0
     for x, _ in loader:
         xs.append(x.float().cpu())

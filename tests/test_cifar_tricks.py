@@ -215,3 +215,37 @@ def test_bad_options_are_recipe_errors():
         load_recipe("cifar10-fast", ["model.tta=mirror"])
     with pytest.raises(RecipeError, match="alpha"):
         load_recipe("cifar10-fast", ["train.lookahead.alpha=1.5"])
+
+
+def test_training_sample_is_seeded_unaugmented_and_leaves_the_run_generator_alone():
+    from danlu.data.tensors import TensorLoader, TensorSplit
+    from danlu.fit_to_data import training_sample
+    from danlu.recipe import load_recipe
+    from danlu.schema import Schema
+
+    schema = Schema("image", "classification", [3, 8, 8], classes=["a", "b"], mean=[0.5] * 3, std=[0.25] * 3)
+    split = TensorSplit(torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8), torch.zeros(50, dtype=torch.long))
+    gen = torch.Generator().manual_seed(7)
+    loader = TensorLoader(split, 16, kind="image", shuffle=True, generator=gen)
+    loop = SimpleNamespace(train_loader=loader, schema=schema, recipe=load_recipe("cifar10-fast"))
+    before = gen.get_state()
+    x = training_sample(loop, 20, seed=3)
+    assert x.shape == (20, 3, 8, 8) and torch.equal(gen.get_state(), before)
+    sharded = SimpleNamespace(train_loader=SimpleNamespace(inner=loader), schema=schema, recipe=loop.recipe)
+    assert torch.equal(training_sample(sharded, 20, seed=3), x)  # every rank of a distributed run: the same
+    reference = (split.x.float() / 255 - 0.5) / 0.25
+    gap, rows = (x[:, None] - reference[None]).abs().flatten(2).amax(-1).min(1)
+    assert gap.max() < 1e-5 and len(set(rows.tolist())) == 20  # normalized, not augmented, distinct images
+    assert rows.tolist() != list(range(20))  # a random subset, not the split's first images
+
+    class Streamed:  # a streamed folder's loader: iterated with a generator of the sample's own
+        def __init__(self):
+            self.generator = gen
+
+        def __iter__(self):
+            assert self.generator is not gen
+            yield from ((torch.ones(8, 3, 8, 8), torch.zeros(8)) for _ in range(5))
+
+    streamed = SimpleNamespace(train_loader=Streamed(), schema=schema, recipe=loop.recipe)
+    assert training_sample(streamed, 20, seed=3).shape == (20, 3, 8, 8)
+    assert streamed.train_loader.generator is gen
