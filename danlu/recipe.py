@@ -119,6 +119,14 @@ class EarlyStopConfig(_Strict):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+class LookaheadConfig(_Strict):
+    """train.lookahead: pull the weights back to a slow average every few steps (danlu/lookahead.py)."""
+
+    every: int = Field(5, ge=1)  # steps between pulls (each epoch also ends on one)
+    alpha: float = Field(0.77, ge=0, lt=1)  # the slow weights' share at a pull at the end of training
+    ramp: float = Field(3.0, ge=0)  # the share grows as alpha·(step/total)^ramp; 0: alpha throughout
+
+
 ACCOUNTANTS = ("rdp", "prv")
 
 
@@ -194,6 +202,7 @@ class TrainConfig(_Strict):
     track: list[str] = Field(default_factory=list)  # tracking outlets: tensorboard, mlflow (danlu/tracking.py)
     track_every_steps: int = Field(0, ge=0)  # also log the batch loss every N steps (0: per epoch only)
     privacy: PrivacyConfig | None = None  # differentially private training (DP-SGD); off by default
+    lookahead: LookaheadConfig | None = None  # slow-weight averaging every few steps; off by default
 
     @model_validator(mode="after")
     def _private_compatible(self) -> TrainConfig:

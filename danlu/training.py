@@ -213,11 +213,21 @@ def monitor_name(recipe: Recipe, schema: Schema, has_val: bool) -> str:
 
 def standard_callbacks(recipe: Recipe, schema: Schema, has_val: bool, run: Any, *, resume: bool,
                        progress: bool, extra: list[Callback] = (), resumable: bool = True) -> list[Callback]:
-    """Early stopping (when the recipe asks), the caller's callbacks, progress, and the run recorder last."""
+    """The data fit (new runs), lookahead and early stopping (when the recipe asks), the caller's callbacks,
+    progress, and the run recorder last."""
     from danlu.callbacks import EarlyStopping, ProgressBar, RunRecorder
 
     monitor = monitor_name(recipe, schema, has_val)
     out: list[Callback] = []
+    if not resume:  # a model that fits layers to the data (patch whitening) does so once; a resumed run has them
+        from danlu.fit_to_data import FitToData
+
+        out.append(FitToData(seed=recipe.seed))
+    if recipe.train.lookahead is not None:
+        from danlu.lookahead import Lookahead
+
+        la = recipe.train.lookahead
+        out.append(Lookahead(la.every, la.alpha, la.ramp))
     stop = recipe.train.early_stop
     if stop:
         out.append(EarlyStopping(monitor if stop.metric == "auto" else stop.metric, stop.patience, stop.min_delta))

@@ -186,7 +186,7 @@ def test_the_import_graph_has_no_circle():
 LAYERS = [
     {"danlu.errors", "danlu.schema", "danlu.runs", "danlu.metrics", "danlu.recipe"},
     {"danlu.checkpoint", "danlu.run_folder", "danlu.tasks", "danlu.prepare"},
-    {"danlu.inference", "danlu.predictor", "danlu.optim", "danlu.callbacks"},
+    {"danlu.inference", "danlu.predictor", "danlu.optim", "danlu.callbacks", "danlu.fit_to_data", "danlu.lookahead"},
     {"danlu.training", "danlu.evaluation", "danlu.export", "danlu.distributed", "danlu.privacy"},
     {"danlu.api", "danlu.tune"},
     {"danlu.cli", "danlu.cli_serve", "danlu.distributed_launch", "danlu.cli_explain", "danlu.cli_compress",

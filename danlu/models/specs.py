@@ -87,6 +87,12 @@ class FastResNetOptions(_Options):
     tta_flip: bool = True  # eval mode averages the logits of the image and its mirror
     norm: Literal["batch", "group"] = "batch"  # group: GroupNorm, for DP training and federation
     norm_groups: Size = 8
+    # the fast-CIFAR tricks, off by default (danlu/models/fast.py):
+    whiten: int = Field(0, ge=0, le=7)  # K > 0: a frozen KxK patch-whitening conv fit on data replaces the stem conv
+    activation: Literal["relu", "gelu"] = "relu"
+    logit_scale: float = Field(1.0, gt=0, allow_inf_nan=False)  # the head's output times this (e.g. 1/9)
+    head_bias: bool = True
+    tta: Literal["none", "flip", "flip_translate"] | None = None  # None: tta_flip decides (flip or none)
 
     @model_validator(mode="after")
     def _groups_divide(self) -> FastResNetOptions:
