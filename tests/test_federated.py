@@ -220,6 +220,15 @@ def test_bad_input_in_flowers_environment_exits_2_and_writes_nothing(tmp_path, a
     assert not (tmp_path / "runs").exists()
 
 
+
+def test_a_model_fit_to_data_is_refused(tmp_path):
+    """Patch whitening is fit before a new run's first step (danlu/fit_to_data.py); no client runs that seam, so
+    the federated model would have kept random frozen first-layer filters without a word."""
+    r = federate("digits-mlp", "model={name: fast_resnet, whiten: 2, stem: 8, widths: [8, 8], norm: group, "
+                 "norm_groups: 4}", "tune=null", "--runs-dir", tmp_path / "runs")
+    assert r.returncode == 2 and "model.whiten=0" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
 # ---------------------------------------------------------------- Flower: a real SuperLink and two SuperNodes
 
 

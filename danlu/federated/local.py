@@ -35,6 +35,10 @@ def build_model(recipe: Recipe, schema: Any) -> nn.Module:
     torch.manual_seed(recipe.seed)  # every party starts from the same weights even before the first broadcast
     model = build(recipe.model.name, recipe.model.options, schema, training=True)
     check_no_batchnorm(model, recipe.model.name)
+    if getattr(model, "fits_to_data", False):  # its fit runs before a new run's first step, which no client has
+        raise RecipeError(f"model {recipe.model.name} fits a layer to the data before training (model.whiten: patch "
+                          "whitening), which federated training does not do: it would keep random frozen filters",
+                          hint="federate without model.whiten (model.whiten=0)")
     return model
 
 
