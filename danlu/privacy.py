@@ -94,6 +94,11 @@ def epsilon_of(noise_multiplier: float, sample_rate: float, steps: int, delta: f
         return float(acc.get_epsilon(delta=delta))
 
 
+def recorded_epsilon(epsilon: float) -> float | None:
+    """ε as run folders store it: without noise (σ = 0) it is infinite, which JSON cannot hold, so None."""
+    return epsilon if math.isfinite(epsilon) else None
+
+
 def calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
     """σ that reaches ``epsilon`` after ``steps`` steps; an unreachable ε is a RecipeError with the fix."""
     from opacus.accountants.utils import get_noise_multiplier
@@ -257,7 +262,7 @@ class PrivacyAccountant(Callback):
         return epsilon_of(p.noise_multiplier, p.sample_rate, self.steps, p.delta, p.accountant)
 
     def on_epoch_end(self, loop: Any, metrics: dict[str, float]) -> None:
-        if math.isfinite(eps := self.epsilon()):  # no noise: ε is infinite, which JSON cannot hold; left out
+        if (eps := recorded_epsilon(self.epsilon())) is not None:
             metrics["epsilon"] = eps
 
     def state_dict(self) -> dict[str, Any]:
@@ -269,8 +274,7 @@ class PrivacyAccountant(Callback):
     def summary(self) -> dict[str, Any]:
         """The report's privacy block: what was spent, how it was computed, and what it does not cover."""
         p = self.plan
-        eps = self.epsilon()
-        return {"epsilon": eps if math.isfinite(eps) else None, "delta": p.delta, "accountant": p.accountant,
+        return {"epsilon": recorded_epsilon(self.epsilon()), "delta": p.delta, "accountant": p.accountant,
                 "opacus": opacus_version(), "noise_multiplier": p.noise_multiplier, "sample_rate": p.sample_rate,
                 "steps": self.steps, "planned_steps": p.steps, "max_grad_norm": p.max_grad_norm,
                 "expected_batch_size": p.expected_batch_size, "n_train": p.n_train,

@@ -197,6 +197,20 @@ def test_private_federation_reports_each_clients_epsilon_from_the_accountant(tmp
     assert "Differential privacy" in (run / "report.md").read_text()
 
 
+def test_private_federation_without_noise_finishes_with_an_infinite_epsilon(tmp_path):
+    """--privacy noise_multiplier=0 (clipping only) once ended in an internal error after the first round: ε = ∞
+    is not JSON. Rows and the report now record None and report.md says there is no guarantee."""
+    r = federate("digits-mlp", "model.norm=group", "model.hidden=[32]", "train.batch_size=16", "--clients", 2,
+                 "--rounds", 1, "--privacy", "noise_multiplier=0", "--runs-dir", tmp_path / "runs", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = Path(json.loads(r.stdout.strip().splitlines()[-1])["run"])
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "epsilon" not in row and set(row["client_epsilon"].values()) == {None}
+    p = json.loads((run / "report.json").read_text())["privacy"]
+    assert p["epsilon"] is None and all(c["epsilon"] is None for c in p["per_client"].values())
+    assert "ε = ∞ (no noise: no privacy guarantee)" in (run / "report.md").read_text()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

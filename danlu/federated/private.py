@@ -95,10 +95,11 @@ def spent(recipe: Any, n: int, steps: int) -> dict[str, float]:
 
 def summary(recipe: Any, dp: dict[str, Any], clients: dict[str, dict[str, Any]], planned_steps: int) -> dict:
     """report.json's privacy block: the worst client's numbers (what report.md's table shows) and every client's."""
-    from danlu.privacy import opacus_version
+    from danlu.privacy import opacus_version, recorded_epsilon
 
     pid, worst = max(clients.items(), key=lambda kv: kv[1]["epsilon"])
-    return {"epsilon": worst["epsilon"], "delta": worst["delta"], "accountant": dp["accountant"],
+    clients = {k: {**c, "epsilon": recorded_epsilon(c["epsilon"])} for k, c in clients.items()}
+    return {"epsilon": recorded_epsilon(worst["epsilon"]), "delta": worst["delta"], "accountant": dp["accountant"],
             "opacus": opacus_version(), "noise_multiplier": dp["noise_multiplier"],
             "sample_rate": worst["sample_rate"], "steps": worst["steps"], "planned_steps": planned_steps,
             "max_grad_norm": dp["max_grad_norm"], "expected_batch_size": recipe.train.batch_size,

@@ -107,8 +107,11 @@ def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = pri
                "client_samples": {str(c["partition"]): c["samples"] for c in clients},
                "round_s": round(time.perf_counter() - clock[0], 3)}
         if strategy.privacy:  # this round's clients' ε, and the largest any client has spent so far
-            row["client_epsilon"] = {str(c["partition"]): c["epsilon"] for c in clients}
-            row["epsilon"] = max(c["epsilon"] for c in strategy.privacy.values())
+            from danlu.privacy import recorded_epsilon
+
+            row["client_epsilon"] = {str(c["partition"]): recorded_epsilon(c["epsilon"]) for c in clients}
+            if (eps := recorded_epsilon(max(c["epsilon"] for c in strategy.privacy.values()))) is not None:
+                row["epsilon"] = eps
         clock[0] = time.perf_counter()
         run.append_metrics(row)
         run.save_model(model, {"epoch": server_round, "round": server_round, **metrics})
