@@ -180,16 +180,22 @@ class RMSprop(Optimizer):
             torch._foreach_addcdiv_(params, grads, avg, value=-g["lr"])
 
 
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizer:
     """No weight decay on biases and norm layers (1-D params): decaying them only hurts."""
-    decay, no_decay = [], []
+    scaled = {id(m.bias) for m in model.modules() if isinstance(m, NORM_LAYERS) and m.bias is not None
+              } if cfg.norm_bias_lr_scale != 1.0 else set()
+    decay, no_decay, norm_bias = [], [], []
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            (norm_bias if id(p) in scaled else no_decay if p.ndim <= 1 else decay).append(p)
     if cfg.weight_decay:
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     else:  # one group: every update op then runs once over all params
         groups = [{"params": decay + no_decay, "weight_decay": 0.0}]
+    groups.append({"params": norm_bias, "weight_decay": 0.0, "lr": cfg.lr * cfg.norm_bias_lr_scale})
     groups = [g for g in groups if g["params"]]
     name = cfg.optimizer
     if name == "sgd":

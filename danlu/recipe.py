@@ -187,6 +187,9 @@ class TrainConfig(_Strict):
     step_epochs: int = Field(10, ge=1)  # step schedule: decay every N epochs
     gamma: float = Field(0.1, gt=0, le=1)  # step schedule: decay factor
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine: final lr as a fraction of lr
+    # lr multiplier for the shifts (biases) of BatchNorm/GroupNorm layers: with frozen BN scales and scaled-down
+    # logits (the airbench nets) the shifts barely move at the weights' lr; airbench trains them 64x faster
+    norm_bias_lr_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)  # max global gradient norm
     monitor: str = "auto"  # metric that picks the best checkpoint; auto = val_accuracy or val_loss

@@ -249,3 +249,51 @@ def test_training_sample_is_seeded_unaugmented_and_leaves_the_run_generator_alon
     streamed = SimpleNamespace(train_loader=Streamed(), schema=schema, recipe=loop.recipe)
     assert training_sample(streamed, 20, seed=3).shape == (20, 3, 8, 8)
     assert streamed.train_loader.generator is gen
+
+
+def test_double_stages_frozen_norm_scales_and_dirac_init():
+    """block=double: conv → pool → BN → act → conv → BN → act a stage, no skip; norm_scale=false leaves every
+    BN scale at 1 out of training; dirac starts each conv's first filters as the identity."""
+    from danlu.models import build
+    from danlu.schema import Schema
+
+    schema = Schema("image", "classification", [3, 32, 32], classes=[str(i) for i in range(10)])
+    model = build("fast_resnet", {"whiten": 2, "widths": [16, 32, 32], "block": "double", "norm_scale": False,
+                                  "dirac": True, "activation": "gelu"}, schema)
+    convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6 and not any(isinstance(m, nn.Module) and type(m).__name__ == "Residual"
+                                       for m in model.modules())
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 6 and all(not b.weight.requires_grad and b.bias.requires_grad for b in bns)
+    second = convs[1]  # 16 → 16 at 15 px: its first 16 filters are the identity
+    x = torch.randn(2, 16, 15, 15)
+    torch.testing.assert_close(second(x), x)
+    third = convs[2]  # 16 → 32: the first 16 output channels copy the input, the others are random
+    out = third(x)
+    torch.testing.assert_close(out[:, :16], x)
+    assert not torch.allclose(out[:, 16:], torch.zeros_like(out[:, 16:]))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_norm_bias_lr_scale_gives_norm_shifts_their_own_lr_through_the_schedule():
+    from danlu.models import build
+    from danlu.optim import build_optimizer, build_schedule
+    from danlu.recipe import load_recipe
+    from danlu.schema import Schema
+
+    schema = Schema("image", "classification", [3, 32, 32], classes=[str(i) for i in range(10)])
+    recipe = load_recipe("cifar10-fast", ["train.norm_bias_lr_scale=64", "train.lr=0.5"])
+    model = build("fast_resnet", dict(recipe.model.options), schema)
+    opt = build_optimizer(model, recipe.train)
+    shifts = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    fast = [g for g in opt.param_groups if g["initial_lr"] == 32.0]
+    assert len(fast) == 1 and {id(p) for p in fast[0]["params"]} == shifts and fast[0]["weight_decay"] == 0
+    others = [p for g in opt.param_groups if g is not fast[0] for p in g["params"]]
+    assert not shifts & {id(p) for p in others} and all(g["initial_lr"] == 0.5 for g in opt.param_groups
+                                                         if g is not fast[0])
+    sched = build_schedule(opt, recipe.train, steps_per_epoch=10)
+    for _ in range(7):
+        sched.step()
+    assert fast[0]["lr"] == pytest.approx(64 * opt.param_groups[0]["lr"])
+    default = build_optimizer(model, load_recipe("cifar10-fast").train)
+    assert len(default.param_groups) == 2  # unset, the groups are the ones built before the option

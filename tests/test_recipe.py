@@ -90,3 +90,29 @@ def test_tanh_cnn_is_not_explained_by_guided_backprop():
     assert "guided_gradcam" not in tanh and tanh[0] == "gradcam"
     with pytest.raises(DanluError, match="tanh"):
         choose_method("guided_gradcam", "cnn", "image", {"activation": "tanh"})
+
+
+def test_cnn_per_layer_kernels_strides_padding_and_overlapping_pool():
+    """Papernot et al.'s DP CNN (8x8 stride 2 pad 2 → pool 2 stride 1 → 4x4 stride 2 → pool 2 stride 1 →
+    32 → 10) is a recipe away: its 26,010 parameters and flatten size come out as in the paper's net."""
+    import torch
+    from torch import nn
+
+    from danlu.models.basic import ConvNet
+
+    opts = ["model.channels=[16,32]", "model.kernel_size=[8,4]", "model.stride=2", "model.padding=[2,0]",
+            "model.pool_stride=1", "model.hidden=[32]", "model.activation=tanh"]
+    recipe = load_recipe("mnist-cnn", opts)
+    assert recipe.model.options["kernel_size"] == [8, 4] and recipe.model.options["pool_stride"] == 1
+    net = ConvNet([1, 28, 28], 10, channels=[16, 32], kernel_size=[8, 4], stride=2, padding=[2, 0], pool=2,
+                  pool_stride=1, hidden=[32], activation="tanh")
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.kernel_size, c.stride, c.padding) for c in convs] == [((8, 8), (2, 2), (2, 2)), ((4, 4), (2, 2), (0, 0))]
+    assert all(p.stride == 1 for p in net.modules() if isinstance(p, nn.MaxPool2d))
+    assert net.classifier[1].in_features == 32 * 4 * 4 and sum(p.numel() for p in net.parameters()) == 26_010
+    assert net(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    # one number still means every layer, and the defaults build the net they built before
+    assert [c.kernel_size for c in ConvNet([1, 28, 28], 10, kernel_size=5).modules()
+            if isinstance(c, nn.Conv2d)] == [(5, 5), (5, 5)]
+    with pytest.raises(DanluError, match="model.kernel_size has 3 entries for 2 conv layers"):
+        load_recipe("mnist-cnn", ["model.kernel_size=[3,3,3]"])

@@ -44,24 +44,25 @@ class ConvNet(nn.Module):
     """[Conv → (BN/GN) → MaxPool → act]* → Flatten → dense layers; article 4's model with the defaults."""
 
     def __init__(self, input_shape: Sequence[int], num_outputs: int, channels: Sequence[int] = (32, 64),
-                 kernel_size: int = 3, padding: str = "valid", pool: int = 2, hidden: Sequence[int] = (128,),
-                 dropout: float = 0.0, batch_norm: bool = False, norm: str | None = None, norm_groups: int = 8,
-                 activation: str = "relu"):
+                 kernel_size: int | Sequence[int] = 3, padding: str | int | Sequence[int] = "valid", pool: int = 2,
+                 hidden: Sequence[int] = (128,), dropout: float = 0.0, batch_norm: bool = False,
+                 norm: str | None = None, norm_groups: int = 8, activation: str = "relu",
+                 stride: int | Sequence[int] = 1, pool_stride: int | None = None):
         super().__init__()
         norm = resolve_norm(norm, batch_norm)
         blocks: list[nn.Module] = []
         c_in = input_shape[0]
-        for c in channels:
+        kernels, strides, pads = (_per_layer(v, len(channels)) for v in (kernel_size, stride, padding))
+        for c, k, s, pad in zip(channels, kernels, strides, pads, strict=True):
             # a norm layer's shift makes the conv's bias redundant
-            blocks.append(nn.Conv2d(c_in, c, kernel_size, padding=0 if padding == "valid" else kernel_size // 2,
-                                    bias=norm == "none"))
+            blocks.append(nn.Conv2d(c_in, c, k, stride=s, padding=_padding(pad, k), bias=norm == "none"))
             if (layer := norm_layer(norm, c, norm_groups, spatial=True)) is not None:
                 blocks.append(layer)
             # max-pool before the activation: the same function (ReLU and tanh, the two offered, are monotonic,
             # so they commute), but the activation and its backward touch 4× fewer values: mnist-cnn trains
             # 20 % faster (2,608 vs 2,169 samples/s)
             if pool > 1:
-                blocks.append(nn.MaxPool2d(pool))
+                blocks.append(nn.MaxPool2d(pool, stride=pool_stride or pool))
             blocks.append(nn.ReLU(inplace=True) if activation == "relu" else ACTIVATIONS[activation]())
             c_in = c
         self.features = nn.Sequential(*blocks)
@@ -80,6 +81,18 @@ class SimpleCNN(ConvNet):
                  dropout: float = 0.0):
         super().__init__(input_shape, num_outputs, channels=[channels], kernel_size=3, padding="same", pool=2,
                          hidden=[hidden], dropout=dropout)
+
+
+def _per_layer(value: object, layers: int) -> list:
+    """A per-layer option as a list: one value repeated for every layer, or the list as given."""
+    return list(value) if isinstance(value, (list, tuple)) else [value] * layers
+
+
+def _padding(padding: str | int, kernel: int) -> int:
+    """Pixels padded on each side: 'valid' none, 'same' half the kernel (the size kept at stride 1)."""
+    if padding == "valid":
+        return 0
+    return kernel // 2 if padding == "same" else int(padding)
 
 
 def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:

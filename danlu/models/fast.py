@@ -10,7 +10,9 @@ in eval mode, so the test split, export and serving all see the same model.
 Options from the fast-CIFAR literature, all off by default (old recipes and runs build the same net):
 ``whiten=K`` puts a frozen K×K patch-whitening conv in place of the stem (danlu/models/whitening.py; fit
 once on training images through ``fit_to_data``), ``activation=gelu``, and ``logit_scale`` (with
-``head_bias``) to shrink the head's output, which acts like a higher softmax temperature early in training.
+``head_bias``) to shrink the head's output, which acts like a higher softmax temperature early in training;
+``block=double`` makes each stage conv → pool → BN → act → conv → BN → act with no skip (the airbench nets'
+stage), ``norm_scale=false`` freezes the BN scales at 1, and ``dirac`` starts each conv as a partial identity.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from danlu.models.norm import norm_layer
 TTA_MODES = ("none", "flip", "flip_translate")
 
 
-def _norm(width: int, norm: str, groups: int) -> nn.Module:
+def _norm(width: int, norm: str, groups: int, scale: bool = True) -> nn.Module:
     layer = norm_layer(norm, width, groups, spatial=True)
     assert layer is not None, "fast_resnet always normalizes (batch or group)"
+    if not scale:  # the scale stays 1: the next conv's weights carry it, one parameter less to fight the noise of
+        layer.weight.requires_grad_(False)
     return layer
 
 
@@ -35,18 +39,19 @@ def _act(activation: str) -> nn.Module:
     return nn.GELU() if activation == "gelu" else nn.ReLU(inplace=True)
 
 
-def _conv_bn(c_in: int, c_out: int, norm: str = "batch", groups: int = 8, activation: str = "relu"
-             ) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _norm(c_out, norm, groups), _act(activation)]
+def _conv_bn(c_in: int, c_out: int, norm: str = "batch", groups: int = 8, activation: str = "relu",
+             scale: bool = True) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _norm(c_out, norm, groups, scale), _act(activation)]
 
 
 class Residual(nn.Module):
     """x + f(x): two conv-BN-ReLU layers at constant width (GroupNorm in place of BN with norm=group)."""
 
-    def __init__(self, width: int, norm: str = "batch", groups: int = 8, activation: str = "relu"):
+    def __init__(self, width: int, norm: str = "batch", groups: int = 8, activation: str = "relu",
+                 scale: bool = True):
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn(width, width, norm, groups, activation),
-                                  *_conv_bn(width, width, norm, groups, activation))
+        self.body = nn.Sequential(*_conv_bn(width, width, norm, groups, activation, scale),
+                                  *_conv_bn(width, width, norm, groups, activation, scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -59,7 +64,7 @@ class FastResNet(nn.Module):
                  widths: Sequence[int] = (64, 128, 256), residual: Sequence[bool] | bool = True,
                  tta_flip: bool = True, norm: str = "batch", norm_groups: int = 8, whiten: int = 0,
                  activation: str = "relu", logit_scale: float = 1.0, head_bias: bool = True,
-                 tta: str | None = None):
+                 tta: str | None = None, block: str = "residual", norm_scale: bool = True, dirac: bool = False):
         super().__init__()
         from danlu.errors import DanluError
 
@@ -90,11 +95,17 @@ class FastResNet(nn.Module):
             prev = stem
         for width, res in zip(widths, flags, strict=True):
             layers += [nn.Conv2d(prev, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
-                       _norm(width, norm, norm_groups), _act(activation)]
-            if res:
-                layers.append(Residual(width, norm, norm_groups, activation))
+                       _norm(width, norm, norm_groups, norm_scale), _act(activation)]
+            if block == "double":  # a second conv-BN-act without the skip (the airbench nets' stage)
+                layers += _conv_bn(width, width, norm, norm_groups, activation, norm_scale)
+            elif res:
+                layers.append(Residual(width, norm, norm_groups, activation, norm_scale))
             prev = width
         self.features = nn.Sequential(*layers)
+        if dirac:
+            for m in self.features.modules():
+                if isinstance(m, nn.Conv2d):
+                    _dirac_init(m)
         self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(prev, num_outputs, bias=head_bias))
         self.logit_scale = float(logit_scale)
         self.tta = tta if tta is not None else ("flip" if tta_flip else "none")
@@ -133,6 +144,14 @@ class FastResNet(nn.Module):
         for v in views[1:]:
             out = out + self.logits(v)
         return out / len(views)
+
+
+@torch.no_grad()
+def _dirac_init(conv: nn.Conv2d) -> None:
+    """The first min(in, out) filters start as the identity (the rest keep their random init): each conv
+    begins by passing its input through, so a deep stack starts close to a shallow one."""
+    n = min(conv.in_channels, conv.out_channels)
+    nn.init.dirac_(conv.weight[:n])
 
 
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

@@ -53,9 +53,12 @@ class CNNOptions(_Options):
     """Conv blocks (conv → [BN or GroupNorm] → max-pool → activation), then dense layers; shapes inferred."""
 
     channels: list[Size] = [32, 64]
-    kernel_size: int = Field(3, ge=1)
-    padding: Literal["valid", "same"] = "valid"
+    # one value for every conv layer, or a list with one per entry of model.channels
+    kernel_size: Size | list[Size] = 3
+    stride: Size | list[Size] = 1
+    padding: Literal["valid", "same"] | Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] = "valid"
     pool: int = Field(2, ge=1)
+    pool_stride: Size | None = None  # None: the pool's size (non-overlapping); 1: Papernot et al.'s DP CNN
     hidden: list[Size] = [128]
     dropout: float = Field(0.0, ge=0, lt=1)
     batch_norm: bool = False
@@ -67,6 +70,11 @@ class CNNOptions(_Options):
     @model_validator(mode="after")
     def _groups_divide(self) -> CNNOptions:
         _check_groups(self.norm, self.batch_norm, self.norm_groups, self.channels, "model.channels")
+        for name in ("kernel_size", "stride", "padding"):
+            value = getattr(self, name)
+            if isinstance(value, list) and len(value) != len(self.channels):
+                raise ValueError(f"model.{name} has {len(value)} entries for {len(self.channels)} conv layers "
+                                 f"(model.channels={self.channels}): give one per layer, or one number for all")
         return self
 
 
@@ -93,6 +101,9 @@ class FastResNetOptions(_Options):
     logit_scale: float = Field(1.0, gt=0, allow_inf_nan=False)  # the head's output times this (e.g. 1/9)
     head_bias: bool = True
     tta: Literal["none", "flip", "flip_translate"] | None = None  # None: tta_flip decides (flip or none)
+    block: Literal["residual", "double"] = "residual"  # double: two convs a stage, no skip (model.residual unused)
+    norm_scale: bool = True  # false: BN scales frozen at 1
+    dirac: bool = False  # each conv starts as a partial identity
 
     @model_validator(mode="after")
     def _groups_divide(self) -> FastResNetOptions:
