@@ -3,6 +3,7 @@
     python benchmarks/cifar.py                              # plain loop, danlu (this tree), cifar10-fast
     python benchmarks/cifar.py --old /tmp/cifar-old         # also danlu from another checkout, back to back
     python benchmarks/cifar.py --samples 4000 --only cnn    # shorter
+    python benchmarks/cifar.py --only fast                  # cifar10-fast's bf16 step against fp32
 
 Each measurement runs in its own process (as `danlu train` does: glibc setting from danlu.runtime, same
 torch threads) on the first --samples training images: one epoch (train.epochs=1) of danlu's own ``fit`` (its
@@ -144,17 +145,21 @@ def main() -> None:
     cache = os.environ.get("DANLU_BENCH_CACHE") or tempfile.mkdtemp(prefix="danlu-bench-cifar-")
     runs = []
     if args.only in (None, "cnn"):
-        runs.append(("plain loop, same net (this tree's data)", here, "plain", "cifar10-cnn"))
+        runs.append(("plain loop, same net (this tree's data)", here, "plain", "cifar10-cnn", []))
         if args.old:
-            runs.append((f"danlu cifar10-cnn, old tree {args.old}", args.old.resolve(), "danlu", "cifar10-cnn"))
-        runs.append(("danlu cifar10-cnn, this tree", here, "danlu", "cifar10-cnn"))
+            runs.append((f"danlu cifar10-cnn, old tree {args.old}", args.old.resolve(), "danlu", "cifar10-cnn", []))
+        runs.append(("danlu cifar10-cnn, this tree", here, "danlu", "cifar10-cnn", []))
     if args.only in (None, "fast"):
-        runs.append(("danlu cifar10-fast, this tree", here, "danlu", "cifar10-fast"))
+        # the recipe's bf16 training step against the same net in fp32, back to back (bf16 needs a CPU with
+        # AVX512-BF16 or AMX; elsewhere both rows are fp32)
+        runs.append(("danlu cifar10-fast, fp32 step (train.amp=true)", here, "danlu", "cifar10-fast",
+                     ["train.amp=true"]))
+        runs.append(("danlu cifar10-fast as shipped (train.amp=bf16)", here, "danlu", "cifar10-fast", []))
     print(f"{args.samples} training images per run; cache {cache}\n")
     print("| run | input | samples/s | user s | sys s | samples per CPU-s | minor faults | GFLOP/s (of peak) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for label, tree, kind, recipe in runs:
-        r = run_worker(tree, kind, recipe, args.samples, args.set, cache)
+    for label, tree, kind, recipe, extra in runs:
+        r = run_worker(tree, kind, recipe, args.samples, [*args.set, *extra], cache)
         peak = (f"{r['train_gflops']:.0f} of {r['peak_gflops']:.0f} ({100 * r['fraction_of_peak']:.0f} %)"
                 if "train_gflops" in r else "")
         print(f"| {label} | {'×'.join(map(str, r['input_shape']))} | {r['samples_per_s']:,.0f} | {r['user_s']:.1f} | "

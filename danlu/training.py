@@ -18,7 +18,15 @@ from torch import nn
 from danlu.callbacks import Callback, Stop, overrides
 from danlu.data.splits import Splits
 from danlu.errors import DanluError, did_you_mean
-from danlu.inference import amp_dtype, compiled_for, evaluate_loader, make_loader, place_model, select_device
+from danlu.inference import (
+    amp_dtype,
+    compiled_for,
+    evaluate_loader,
+    make_loader,
+    place_model,
+    select_device,
+    step_amp_dtype,
+)
 from danlu.metrics import headline
 from danlu.optim import build_optimizer, build_schedule
 from danlu.recipe import Recipe
@@ -89,8 +97,9 @@ def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
     if steps == 0:
         raise DanluError("the training split is empty", hint="check the data, data.limit_train and the fractions")
     optimizer = build_optimizer(model, cfg)
-    amp = amp_dtype(device, cfg.amp)
-    step = SupervisedStep(compiled_for(model, cfg.compile, device), loss_fn(schema, cfg.label_smoothing), amp, device)
+    amp = amp_dtype(device, cfg.amp)  # evaluation's
+    step = SupervisedStep(compiled_for(model, cfg.compile, device), loss_fn(schema, cfg.label_smoothing),
+                          step_amp_dtype(device, cfg.amp), device)
     loop = Loop(model, optimizer, build_schedule(optimizer, cfg, steps), generator, schema, recipe, train_loader,
                 val_loader, step, device, amp, cfg.epoch_count, steps, cfg.total_steps(steps), list(callbacks))
     if cfg.privacy is not None:  # DP-SGD: per-sample clipping and noise, ε after every epoch (danlu/privacy.py)

@@ -159,3 +159,46 @@ def test_cifar10_fast_one_epoch_on_a_real_subset(cli, tmp_path):
     assert json.loads((Path(res["run"]) / "schema.json").read_text())["input_shape"] == [3, 32, 32]
     assert 0.0 <= res["metrics"]["accuracy"] <= 1.0
 
+
+
+def test_amp_bf16_runs_the_cpu_training_step_in_bf16_only_where_the_cpu_has_it(monkeypatch):
+    """train.amp=bf16: the step autocasts to bf16 on a CPU with native bf16, stays fp32 on one without;
+    evaluation on a CPU is fp32 either way (the reported metrics are the served model's)."""
+    from danlu.inference import amp_dtype, cpu_has_native_bf16, step_amp_dtype
+    from danlu.recipe import load_recipe
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("DANLU_CPU_BF16", "1")
+    assert cpu_has_native_bf16() and step_amp_dtype(cpu, "bf16") == torch.bfloat16
+    assert step_amp_dtype(cpu, True) is None and amp_dtype(cpu, "bf16") is None
+    monkeypatch.setenv("DANLU_CPU_BF16", "0")
+    assert step_amp_dtype(cpu, "bf16") is None
+    assert load_recipe("cifar10-fast", ["train.amp=bf16"]).train.amp == "bf16"
+    with pytest.raises(DanluError, match="bf16"):
+        load_recipe("cifar10-fast", ["train.amp=fp8"])
+
+
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_a_bf16_run_trains_and_reports_fp32_metrics(tmp_path, monkeypatch, native):
+    import danlu
+    from danlu.training import SupervisedStep
+
+    seen = []
+    original = SupervisedStep.__call__
+
+    def spy(self, x, y):
+        seen.append(self.amp)
+        return original(self, x, y)
+
+    monkeypatch.setattr(SupervisedStep, "__call__", spy)
+    monkeypatch.setenv("DANLU_CPU_BF16", native)
+    _write_cifar_bin(tmp_path / "cifar")
+    result = danlu.train("cifar10-fast", [f"data.root={tmp_path / 'cifar'}", "train.epochs=1", "train.amp=bf16",
+                                          "train.batch_size=32", "model.stem=8", "model.widths=[16,16]"],
+                         runs_dir=tmp_path / "runs", progress=False, plots=False)
+    assert set(seen) == ({torch.bfloat16} if native == "1" else {None})
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0
+    # the saved weights are fp32 and the test metrics are recomputed the same by a fresh evaluation
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(result.run / "model.safetensors").values()} <= {torch.float32, torch.int64}

@@ -82,7 +82,7 @@ class InterruptAfter(Callback):
 
 
 def _train(tmp_path: Path, name: str, overrides: list[str], callbacks=()):
-    return danlu.train("cifar10-fast", [f"data.root={tmp_path / 'cifar'}", *SMALL, *overrides],
+    return danlu.train("cifar10-fast-resnet", [f"data.root={tmp_path / 'cifar'}", *SMALL, *overrides],
                        runs_dir=tmp_path / name, progress=False, plots=False, callbacks=list(callbacks))
 
 
@@ -227,7 +227,7 @@ def test_training_sample_is_seeded_unaugmented_and_leaves_the_run_generator_alon
     split = TensorSplit(torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8), torch.zeros(50, dtype=torch.long))
     gen = torch.Generator().manual_seed(7)
     loader = TensorLoader(split, 16, kind="image", shuffle=True, generator=gen)
-    loop = SimpleNamespace(train_loader=loader, schema=schema, recipe=load_recipe("cifar10-fast"))
+    loop = SimpleNamespace(train_loader=loader, schema=schema, recipe=load_recipe("cifar10-fast-resnet"))
     before = gen.get_state()
     x = training_sample(loop, 20, seed=3)
     assert x.shape == (20, 3, 8, 8) and torch.equal(gen.get_state(), before)
@@ -295,5 +295,5 @@ def test_norm_bias_lr_scale_gives_norm_shifts_their_own_lr_through_the_schedule(
     for _ in range(7):
         sched.step()
     assert fast[0]["lr"] == pytest.approx(64 * opt.param_groups[0]["lr"])
-    default = build_optimizer(model, load_recipe("cifar10-fast").train)
+    default = build_optimizer(model, load_recipe("cifar10-fast-resnet").train)
     assert len(default.param_groups) == 2  # unset, the groups are the ones built before the option

@@ -156,7 +156,9 @@ def load_stream(layout, cfg: DataConfig, seed: int, size: int, channels: int, hi
     splits = {k: StreamSplit(list(p), np.asarray(y).tolist(), size, channels, ref) for k, (p, y) in parts.items()}
     if len(splits["train"]) == 0:
         raise DataError(f"no training images in {folder}")
-    if hints.get("mean") is not None:
+    if not cfg.normalize:  # pixels in [0, 1] as they are
+        ref["mean"], ref["std"] = [0.0] * channels, [1.0] * channels
+    elif hints.get("mean") is not None:
         ref["mean"], ref["std"] = list(hints["mean"]), list(hints["std"])
     else:  # the same images the in-memory loader would use, so data.loader never changes the normalization
         train = splits["train"]

@@ -198,7 +198,9 @@ def load_images(cfg: DataConfig, seed: int, data_dir: Path | None, hints: dict) 
             raise DataError(f"the {split} split of {name} has no images", hint=hint)
     c, h, w = tensors["train"].x.shape[1:]
     mean, std = hints.get("mean"), hints.get("std")
-    if mean is None:
+    if not cfg.normalize:  # pixels in [0, 1] as they are
+        mean, std = [0.0] * int(c), [1.0] * int(c)
+    elif mean is None:
         train_x = tensors["train"].x
         mean, std = channel_stats(train_x.index_select(0, torch.from_numpy(stats_sample(len(train_x)))))
     schema = Schema(kind="image", task="classification", input_shape=[int(c), int(h), int(w)], classes=classes,
