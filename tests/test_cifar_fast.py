@@ -202,3 +202,27 @@ def test_a_bf16_run_trains_and_reports_fp32_metrics(tmp_path, monkeypatch, nativ
     from safetensors.torch import load_file
 
     assert {t.dtype for t in load_file(result.run / "model.safetensors").values()} <= {torch.float32, torch.int64}
+
+
+@pytest.mark.parametrize("loader", ["memory", "stream"])
+def test_normalize_false_keeps_pixels_in_unit_range_for_both_loaders(cli, tmp_path, loader):
+    """data.normalize=false: mean 0 and std 1 in the schema, so the model, predict and serve see pixels / 255."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3)).astype(np.uint8)).save(root / split / c / f"{i}.png")
+    code, out, err = cli("train", "imagefolder-cnn", f"data.root={root}", "data.image_size=16", "train.epochs=1",
+                         f"data.loader={loader}", "data.normalize=false", "model.channels=[4]", "model.hidden=[8]",
+                         "--json", "--quiet")
+    assert code == 0, err
+    schema = json.loads((Path(last_json(out)["run"]) / "schema.json").read_text())
+    assert schema["mean"] == [0.0, 0.0, 0.0] and schema["std"] == [1.0, 1.0, 1.0]
+    code, out, err = cli("train", "imagefolder-cnn", f"data.root={root}", "data.image_size=16", "train.epochs=1",
+                         f"data.loader={loader}", "model.channels=[4]", "model.hidden=[8]", "--json", "--quiet")
+    assert code == 0, err
+    assert json.loads((Path(last_json(out)["run"]) / "schema.json").read_text())["mean"] != [0.0, 0.0, 0.0]

@@ -30,7 +30,7 @@ TTA_MODES = ("none", "flip", "flip_translate")
 def _norm(width: int, norm: str, groups: int, scale: bool = True) -> nn.Module:
     layer = norm_layer(norm, width, groups, spatial=True)
     assert layer is not None, "fast_resnet always normalizes (batch or group)"
-    if not scale:  # the scale stays 1: the next conv's weights carry it, one parameter less to fight the noise of
+    if not scale:  # the scale stays 1 (the airbench nets): the next conv's weights can carry it
         layer.weight.requires_grad_(False)
     return layer
 
