@@ -62,9 +62,11 @@ def _result(samples: int, wall: float, before: tuple, after: tuple, **extra) -> 
 
 def worker(kind: str, recipe: str, samples: int, overrides: list[str]) -> dict:
     """One measurement, inside this process (called with --worker)."""
-    from danlu.runtime import keep_freed_memory
+    import danlu.runtime
 
-    keep_freed_memory()  # what the CLI does before training
+    danlu.runtime.keep_freed_memory()  # what the CLI does before training
+    if hasattr(danlu.runtime, "allocate_big_blocks_from_heap"):  # an older tree (--old) may not have it
+        danlu.runtime.allocate_big_blocks_from_heap()
     import torch
 
     from danlu.prepare import prepare

@@ -413,10 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_cli(getattr(a, "verbose", 0), getattr(a, "quiet", False))
     if argv is None and a.func in (cmd_train, cmd_evaluate):
         from danlu import plot_worker
-        from danlu.runtime import keep_freed_memory
+        from danlu.runtime import allocate_big_blocks_from_heap, keep_freed_memory
 
         plot_worker.start()  # before torch's import, so matplotlib loads beside it
         keep_freed_memory()
+        allocate_big_blocks_from_heap()
     try:
         a.func(a)
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8  # glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -3, -4, -8  # glibc's mallopt
 
 
 def keep_freed_memory() -> bool:
@@ -24,6 +24,25 @@ def keep_freed_memory() -> bool:
         return all([libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1, libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1,
                     libc.mallopt(_M_TOP_PAD, 64 << 20) == 1])
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+
+
+def allocate_big_blocks_from_heap() -> bool:
+    """Serve big allocations from the heap too, never from a fresh mmap (glibc ``M_MMAP_MAX`` 0): for training.
+
+    ``keep_freed_memory`` cannot raise the mmap threshold past 32 MB (glibc's cap), and a conv net's activations
+    at a large batch are bigger: cifar10-fast's first stage at batch 1,024 is 252 MB, which glibc mapped and
+    unmapped, and the kernel faulted in again, every step. Without mmap its fp32 step trained 1.53x faster (452
+    vs 295 samples/s; sys 8.4 -> 2.3 CPU-s, 2.38 M -> 0.46 M page faults for 3,000 images). Not for the server,
+    whose rare big decodes must go back to the kernel. A no-op off glibc. Returns whether it applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_MAX, 0) == 1
+    except (OSError, AttributeError):
         return False
 
 
