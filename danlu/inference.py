@@ -62,6 +62,9 @@ def amp_dtype(device: torch.device, enabled: bool | str) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+_SAID = {"no_bf16": False}
+
+
 def step_amp_dtype(device: torch.device, setting: bool | str) -> torch.dtype | None:
     """The training step's autocast: as ``amp_dtype`` on CUDA; with ``train.amp: bf16`` also bf16 on a CPU
     that computes it natively (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions train cifar10-fast's net
@@ -70,10 +73,13 @@ def step_amp_dtype(device: torch.device, setting: bool | str) -> torch.dtype | N
     if device.type == "cpu" and setting == "bf16":
         if cpu_has_native_bf16():
             return torch.bfloat16
-        import logging
+        if not _SAID["no_bf16"]:  # once a process: a federation builds a loop per client and round
+            import logging
 
-        logging.getLogger("danlu").info("train.amp=bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), "
-                                        "so the training step stays fp32")
+            _SAID["no_bf16"] = True
+            logging.getLogger("danlu").warning(
+                "train.amp=bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so the training step runs in "
+                "fp32, about half as fast as with it (cifar10-fast: 376 vs 814 samples/s on a Zen 4 CPU)")
         return None
     return amp_dtype(device, setting)
 

@@ -226,3 +226,17 @@ def test_normalize_false_keeps_pixels_in_unit_range_for_both_loaders(cli, tmp_pa
                          f"data.loader={loader}", "model.channels=[4]", "model.hidden=[8]", "--json", "--quiet")
     assert code == 0, err
     assert json.loads((Path(last_json(out)["run"]) / "schema.json").read_text())["mean"] != [0.0, 0.0, 0.0]
+
+
+def test_a_cpu_without_bf16_says_once_that_the_step_stays_fp32(monkeypatch, caplog):
+    import logging
+
+    import danlu.inference as inference
+
+    monkeypatch.setenv("DANLU_CPU_BF16", "0")
+    monkeypatch.setitem(inference._SAID, "no_bf16", False)
+    with caplog.at_level(logging.WARNING, logger="danlu"):
+        for _ in range(3):
+            assert inference.step_amp_dtype(torch.device("cpu"), "bf16") is None
+    said = [r.getMessage() for r in caplog.records if "native bf16" in r.getMessage()]
+    assert len(said) == 1 and "fp32" in said[0]
