@@ -69,7 +69,7 @@ def step_amp_dtype(device: torch.device, setting: bool | str) -> torch.dtype | N
     """The training step's autocast: as ``amp_dtype`` on CUDA; with ``train.amp: bf16`` also bf16 on a CPU
     that computes it natively (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions train cifar10-fast's net
     2.06x faster than fp32 (1,610 vs 782 samples/s, Zen 4 EPYC, 2 cores). Elsewhere bf16 is emulated and
-    slower than fp32, so the step stays fp32 (with a log line saying so)."""
+    slower than fp32, so the step stays fp32 (with a warning, once a process)."""
     if device.type == "cpu" and setting == "bf16":
         if cpu_has_native_bf16():
             return torch.bfloat16
