@@ -212,6 +212,13 @@ class TrainConfig(_Strict):
     privacy: PrivacyConfig | None = None  # differentially private training (DP-SGD); off by default
     lookahead: LookaheadConfig | None = None  # slow-weight averaging every few steps; off by default
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_choices(cls, v: object) -> object:
+        if isinstance(v, str) and v.lower() not in ("bf16", "true", "false", "yes", "no", "on", "off", "1", "0"):
+            raise ValueError("train.amp is true, false or bf16")
+        return v
+
     @model_validator(mode="after")
     def _private_compatible(self) -> TrainConfig:
         if self.privacy is not None and self.grad_clip:
