@@ -7,6 +7,7 @@ usual report, plots and parity sample, plus plots/accuracy_by_round.png.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -120,6 +121,10 @@ def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = pri
             + f" ({row['round_s']:.1f} s)")
         return MetricRecord(metrics)
 
+    # Flower samples each round's clients with the module-level `random`: seeding it makes a simulation (fixed
+    # node ids) pick the same clients every time; a deployed SuperLink's node ids are its own, so there it only
+    # fixes the draw, not who is drawn
+    random.seed(recipe.seed)
     with run.lock():
         try:
             strategy.start(grid=grid, initial_arrays=ArrayRecord(_cpu_state(model)), num_rounds=fed.rounds,
