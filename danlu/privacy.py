@@ -226,7 +226,7 @@ class PrivateStep:
         self.grad_module, self.criterion = grad_module, criterion
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.grad_module(x)
+        out = self.grad_module(x.contiguous())  # NCHW: see make_private
         if len(y) == 0:
             return out.sum() * 0.0, out
         return self.criterion(out, y), out
@@ -242,6 +242,9 @@ def make_private(model: nn.Module, optimizer: Any, plan: PrivacyPlan, generator:
 
     # the first layer's input needs no gradient, and torch says so on every backward through Opacus' hooks
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+    # Opacus' conv per-sample gradients (opacus.utils.tensor_utils.unfold2d) take the input apart with strides
+    # computed for NCHW: channels-last weights or inputs give wrong gradients without an error
+    model.to(memory_format=torch.contiguous_format)
     grad_module = GradSampleModule(model, loss_reduction="mean")
     dp = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
                      expected_batch_size=plan.expected_batch_size, loss_reduction="mean", generator=generator)

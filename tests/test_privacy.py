@@ -22,6 +22,11 @@ PRIVATE = ["model.batch_norm=false", "model.hidden=[32]", "model.dropout=0", "tr
            "train.schedule=none"]
 
 
+# two convs: the second one's input has 8 channels, where a channels-last layout differs from NCHW
+CNN = ["model.name=cnn", "model.channels=[8,16]", "model.kernel_size=3", "model.padding=same", "model.pool=2",
+       "model.activation=tanh"]
+
+
 def _private_loop(*overrides: str):
     from danlu.prepare import prepare
     from danlu.training import build_loop
@@ -46,11 +51,13 @@ def _per_sample_clipped_sum(model: nn.Module, loss_fn, x: torch.Tensor, y: torch
     return total, norms
 
 
-def test_per_sample_gradients_clipped_and_noise_has_configured_scale():
+@pytest.mark.parametrize("model", [[], CNN], ids=["mlp", "cnn"])
+def test_per_sample_gradients_clipped_and_noise_has_configured_scale(model):
     """With σ = 0 the DP gradient is exactly Σ clip(∇ℓ_i) / B (each clipped norm ≤ C); with σ = 2 the rest is
-    Gaussian noise of std σ·C/B. Runs through danlu's own loop pieces: Poisson loader, danlu's Adam wrapped."""
-    clip = 0.05  # well below the digits MLP's per-sample norms, so clipping really bites
-    loop = _private_loop("train.privacy.noise_multiplier=0", f"train.privacy.max_grad_norm={clip}")
+    Gaussian noise of std σ·C/B. Runs through danlu's own loop pieces: Poisson loader, danlu's Adam wrapped.
+    The CNN case caught channels-last inputs, whose conv per-sample gradients Opacus computes scrambled."""
+    clip = 0.05  # well below the digits models' per-sample norms, so clipping really bites
+    loop = _private_loop(*model, "train.privacy.noise_multiplier=0", f"train.privacy.max_grad_norm={clip}")
     assert loop.train_loader.poisson and type(loop.optimizer).__name__ == "DPOptimizer"
     assert type(loop.optimizer.original_optimizer).__module__ == "danlu.optim"
     x, y = next(iter(loop.train_loader))
