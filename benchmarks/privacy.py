@@ -1,7 +1,7 @@
 """DP-SGD on MNIST: mnist-cnn-dp's test accuracy and wall time at ε = 1, 3 and 8 (δ = 1e-5), beside the same
 architecture trained without privacy for the same epochs.
 
-    python benchmarks/privacy.py                              # the recipe as shipped (12 epochs, all of MNIST)
+    python benchmarks/privacy.py                              # the recipe as shipped (40 epochs, all of MNIST)
     python benchmarks/privacy.py --epochs 2 --limit-train 6000  # what fits a busy 2-core machine in ~10 min
 
 Target (issue 14): ≥ 97.0 % at ε ≤ 3 in ≤ 15 min on the 2-core CPU. The noise is calibrated to each ε for
