@@ -226,7 +226,7 @@ class PrivateStep:
         self.grad_module, self.criterion = grad_module, criterion
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.grad_module(x.contiguous())  # NCHW: see make_private
+        out = self.grad_module(x)
         if len(y) == 0:
             return out.sum() * 0.0, out
         return self.criterion(out, y), out
@@ -242,13 +242,26 @@ def make_private(model: nn.Module, optimizer: Any, plan: PrivacyPlan, generator:
 
     # the first layer's input needs no gradient, and torch says so on every backward through Opacus' hooks
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
-    # Opacus' conv per-sample gradients (opacus.utils.tensor_utils.unfold2d) take the input apart with strides
-    # computed for NCHW: channels-last weights or inputs give wrong gradients without an error
-    model.to(memory_format=torch.contiguous_format)
+    _register_layout_safe_conv2d()
     grad_module = GradSampleModule(model, loss_reduction="mean")
     dp = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
                      expected_batch_size=plan.expected_batch_size, loss_reduction="mean", generator=generator)
     return grad_module, dp
+
+
+def _register_layout_safe_conv2d() -> None:
+    """Opacus' Conv2d per-sample gradients unfold the layer's input with ``as_strided`` and strides computed for
+    NCHW (opacus.utils.tensor_utils.unfold2d, Opacus 1.6): a channels-last input is read scrambled, without an
+    error (the second conv of mnist-cnn-dp got updates at cosine 0.05 to the true ones). Registered in its place,
+    through Opacus' own extension point: the same computation on an NCHW copy of the input. Conv nets keep
+    training channels-last, 1.4-1.7x faster per DP step than NCHW on mnist-cnn-dp's net (5,040-5,190 vs
+    7,350-8,630 samples/s, batch 512, 2-core EPYC Zen 2)."""
+    from opacus.grad_sample.conv import compute_conv_grad_sample
+    from opacus.grad_sample.utils import register_grad_sampler
+
+    @register_grad_sampler(nn.Conv2d)
+    def conv2d_any_layout(layer: nn.Conv2d, activations: list[torch.Tensor], backprops: torch.Tensor) -> Any:
+        return compute_conv_grad_sample(layer, [a.contiguous() for a in activations], backprops)
 
 
 class PrivacyAccountant(Callback):

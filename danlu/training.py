@@ -87,10 +87,7 @@ def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = select_device(cfg.device)
-    # not under DP: Opacus' conv per-sample gradients unfold the input with strides that assume NCHW, and
-    # read a channels-last input scrambled (mnist-cnn-dp's second conv got gradients at cosine 0.05 to the
-    # true ones)
-    channels_last = place_model(model, schema, device, cfg.channels_last and cfg.privacy is None)
+    channels_last = place_model(model, schema, device, cfg.channels_last)
     generator = torch.Generator().manual_seed(recipe.seed)
     train_loader = make_loader(splits.train, schema, recipe, train=True, generator=generator, device=device,
                                channels_last=channels_last)

@@ -55,12 +55,15 @@ def _per_sample_clipped_sum(model: nn.Module, loss_fn, x: torch.Tensor, y: torch
 def test_per_sample_gradients_clipped_and_noise_has_configured_scale(model):
     """With σ = 0 the DP gradient is exactly Σ clip(∇ℓ_i) / B (each clipped norm ≤ C); with σ = 2 the rest is
     Gaussian noise of std σ·C/B. Runs through danlu's own loop pieces: Poisson loader, danlu's Adam wrapped.
-    The CNN case caught channels-last inputs, whose conv per-sample gradients Opacus computes scrambled."""
+    The CNN case trains channels-last, whose conv per-sample gradients Opacus alone computes scrambled."""
     clip = 0.05  # well below the digits models' per-sample norms, so clipping really bites
     loop = _private_loop(*model, "train.privacy.noise_multiplier=0", f"train.privacy.max_grad_norm={clip}")
     assert loop.train_loader.poisson and type(loop.optimizer).__name__ == "DPOptimizer"
     assert type(loop.optimizer.original_optimizer).__module__ == "danlu.optim"
     x, y = next(iter(loop.train_loader))
+    if model:  # the conv net trains channels-last, as without privacy: the layout Opacus alone gets wrong
+        second = [m for m in loop.model.modules() if isinstance(m, nn.Conv2d)][1].weight  # 8 input channels
+        assert second.is_contiguous(memory_format=torch.channels_last) and not second.is_contiguous()
     params = [p for p in loop.model.parameters()]
     expected, norms = _per_sample_clipped_sum(loop.model, loop.step.criterion, x, y, clip)
     assert max(norms) <= clip * (1 + 1e-4) and min(norms) > 0.5 * clip
