@@ -51,8 +51,6 @@ def place_model(model: nn.Module, schema: Schema, device: torch.device, channels
     use = channels_last and schema.kind == "image" and has_conv(model)
     if use:
         model.to(memory_format=torch.channels_last)
-    elif channels_last is False and has_conv(model):  # asked for NCHW: undo an earlier placement's conversion
-        model.to(memory_format=torch.contiguous_format)
     return use
 
 

@@ -82,7 +82,7 @@ class DataConfig(_Strict):
     max_memory_mb: int = Field(4096, ge=1)  # above this, auto uses the streaming loader
     limit_train: int | None = Field(None, ge=1)  # cap on training samples (quick experiments)
     # images: standardize each channel with the training split's mean and std; false keeps pixels in [0, 1]
-    # (a tanh net under DP-SGD saturates less on them: README, "Differential privacy")
+    # (as Tramèr & Boneh train their DP CNN: mnist-cnn-dp)
     normalize: bool = True
     # tabular
     features: list[str] | None = None  # feature columns; None = every column but the target
