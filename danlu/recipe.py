@@ -23,10 +23,12 @@ SCHEDULES = ("none", "step", "cosine", "linear", "onecycle")
 DATASETS = (
     "digits", "iris", "breast_cancer", "diabetes", "wine",
     "mnist", "fashion-mnist", "cifar10", "imagefolder", "csv", "text", "chnsenticorp", "sst2",
+    "audiofolder", "mandarin-tones",
 )
 DATASET_ALIASES = {"breast-cancer": "breast_cancer", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
                    "cifar-10": "cifar10", "sst-2": "sst2", "image_folder": "imagefolder", "images": "imagefolder",
-                   "tabular": "csv"}
+                   "tabular": "csv", "audio_folder": "audiofolder", "audio": "audiofolder",
+                   "mandarin_tones": "mandarin-tones"}
 
 
 class InvalidValue(ValueError):
@@ -95,6 +97,13 @@ class DataConfig(_Strict):
     max_len: int | None = Field(None, ge=1)  # None = a length percentile of the training texts
     min_freq: int = Field(1, ge=1)
     max_vocab: int | None = Field(None, ge=10)
+    # audio (danlu/data/audio.py): every clip decoded to mono at sample_rate, cropped or zero-padded to seconds
+    sample_rate: int | None = Field(None, ge=1000, le=192_000)  # None = 16 kHz
+    seconds: float | None = Field(None, gt=0, le=600)  # None = 1 s (mandarin-tones: 0.64 s)
+    fit: Literal["center", "start"] = "center"  # where a short clip sits in the padding / a long one is cut
+    split: Literal["syllable", "speaker"] | None = None  # mandarin-tones: hold out syllables or a speaker
+    speaker: str | None = None  # mandarin-tones with split=speaker: the training speaker (3 or 5)
+    neutral: Literal["class", "drop"] = "drop"  # mandarin-tones: the neutral tone as a fifth class, or dropped
 
     @field_validator("tokenizer")
     @classmethod

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, m
 
 from danlu.errors import RunError
 
-Kind = Literal["image", "tabular", "text"]
+Kind = Literal["image", "tabular", "text", "audio"]
 Task = Literal["classification", "regression"]
 MAX_SIDE = 1 << 16  # no input dimension of a real run comes near this; a bigger one is a damaged file
 
@@ -26,7 +26,7 @@ MAX_SIDE = 1 << 16  # no input dimension of a real run comes near this; a bigger
 class Schema:
     kind: Kind
     task: Task
-    input_shape: list[int]  # image: [C, H, W]; tabular: [F]; text: [max_len]
+    input_shape: list[int]  # image: [C, H, W]; tabular: [F]; text: [max_len]; audio: [samples]
     classes: list[str] | None = None  # classification label names, index = class id
     targets: list[str] | None = None  # regression target names
     mean: list[float] | None = None  # per channel (image) or per feature (tabular)
@@ -36,6 +36,7 @@ class Schema:
     features: list[str] | None = None  # tabular column names, in model input order
     categories: dict[str, list[str]] = field(default_factory=dict)  # tabular one-hot columns
     text: dict[str, Any] = field(default_factory=dict)  # tokenizer name, pad_id, vocab size, max_len
+    audio: dict[str, Any] = field(default_factory=dict)  # sample_rate, seconds, fit, samples (danlu/data/audio.py)
     source: str = ""  # dataset name, for the model card
 
     @property
@@ -106,6 +107,7 @@ class SchemaFile(BaseModel):
     features: list[StrictStr] | None = None
     categories: dict[str, list[StrictStr]] = {}
     text: dict[str, Any] = {}
+    audio: dict[str, Any] = {}
     source: StrictStr = ""
 
     @model_validator(mode="after")
@@ -138,7 +140,21 @@ class SchemaFile(BaseModel):
             self._check_tabular()
         if self.kind == "text":
             self._check_text()
+        if self.kind == "audio":
+            self._check_audio()
         return self
+
+    def _check_audio(self) -> None:
+        a = self.audio
+        rate, seconds = a.get("sample_rate"), a.get("seconds")
+        if not _is_int(rate) or not 1000 <= rate <= 192_000:
+            raise ValueError(f"audio.sample_rate must be a whole number of Hz from 1000 to 192000 (got {_short(rate)})")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= 600:
+            raise ValueError(f"audio.seconds must be a number of seconds in (0, 600] (got {_short(seconds)})")
+        if a.get("fit", "center") not in ("center", "start"):
+            raise ValueError(f"audio.fit is center or start (got {_short(a.get('fit'))})")
+        if self.input_shape[0] != max(1, round(rate * seconds)):
+            raise ValueError(f"input_shape {self.input_shape} is not audio.sample_rate x audio.seconds samples")
 
     def _check_tabular(self) -> None:
         features = self.features or []
