@@ -150,44 +150,59 @@ class Yin(nn.Module):
 
 
 class PitchContour(nn.Module):
-    """YIN track → speaker-free tone features [B, 4, points]: the voiced stretch of each clip resampled to
-    ``points`` steps, as semitones about the clip's own mean (pitch level removed, range kept), slope,
-    aperiodicity and loudness (dB below the clip's peak).
+    """Waveforms → (tone features [B, 4, points], mean pitch [B] in semitones about 100 Hz).
 
-    Octave errors (YIN's usual failure) are folded back towards the clip's median, and unvoiced frames inside
-    the voiced stretch take the last voiced value.
+    The features: the voiced stretch of each clip resampled to ``points`` steps, as semitones about the
+    clip's own mean (pitch level removed, range kept), its slope, YIN's aperiodicity and loudness (dB below
+    the clip's peak). YIN runs at 8 kHz (F0 below 500 Hz needs no more; 4x less work). Octave errors (YIN's
+    usual failure) are folded back towards the clip's median; unvoiced frames inside the voiced stretch take
+    the last voiced value. ``range_scale`` [B] multiplies the contour (augmentation); ``keep`` [B] in (0, 1]
+    keeps only the first part of the voiced stretch (contour-shape augmentation: a dipping tone that loses
+    its rise, as many speakers say tone 3).
     """
 
     def __init__(self, sample_rate: int, hop: int, points: int = 24, f_min: float = 60.0, f_max: float = 500.0,
                  voicing: float = 0.35, silence_db: float = -35.0):
         super().__init__()
-        self.yin = Yin(sample_rate, hop, f_min, f_max)
+        self.decimate = sample_rate // 8000 if sample_rate % 8000 == 0 and sample_rate > 8000 else 1
+        rate = sample_rate // self.decimate
+        self.yin = Yin(rate, max(1, hop // self.decimate), f_min, f_max)
+        if self.decimate > 1:  # windowed-sinc low-pass at 0.9 x the new Nyquist frequency
+            taps = 16 * self.decimate + 1
+            n = torch.arange(taps, dtype=torch.float64) - taps // 2
+            cutoff = 0.9 / self.decimate
+            h = cutoff * torch.sinc(cutoff * n) * torch.hann_window(taps, periodic=False, dtype=torch.float64)
+            self.register_buffer("lowpass", (h / h.sum()).float().view(1, 1, -1), persistent=False)
         self.points, self.voicing, self.silence_db = points, voicing, silence_db
 
-    def forward(self, x: torch.Tensor, semitone_shift: torch.Tensor | None = None,
-                range_scale: torch.Tensor | None = None) -> torch.Tensor:
-        f0, aper, rms = self.yin(x)
+    def track(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(f0 Hz, aperiodicity, rms) per 10 ms frame, at the reduced rate."""
+        x = x.float()
+        if self.decimate > 1:
+            x = F.conv1d(x[:, None], self.lowpass, padding=self.lowpass.shape[-1] // 2)[:, 0, :: self.decimate]
+        return self.yin(x)
+
+    def forward(self, x: torch.Tensor, range_scale: torch.Tensor | None = None,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        f0, aper, rms = self.track(x)
         loud = 20 * torch.log10(rms.clamp_min(1e-6))
         loud = loud - loud.amax(-1, keepdim=True)
         voiced = (aper < self.voicing) & (loud > self.silence_db)
+        voiced = voiced | ~voiced.any(-1, keepdim=True)  # a clip with no voiced frame: use all rather than none
         st = 12 * torch.log2(f0 / 100.0)
-        none = ~voiced.any(-1, keepdim=True)
-        voiced = voiced | none  # a clip with no voiced frame: use all of them rather than none
-        med = _masked_median(st, voiced)
-        dev = st - med
+        dev = st - _masked_median(st, voiced)
         st = st - 12 * torch.round(dev / 12) * (dev.abs() > 8)  # fold octave jumps back towards the median
         vf = voiced.float()
-        mean = (st * vf).sum(-1, keepdim=True) / vf.sum(-1, keepdim=True)
-        contour = st - mean
+        level = (st * vf).sum(-1) / vf.sum(-1)
+        contour = st - level[:, None]
         if range_scale is not None:
             contour = contour * range_scale[:, None]
-        del semitone_shift  # a constant shift cancels in the mean: pitch level is removed by design
         t = torch.arange(st.shape[-1], device=x.device).expand_as(st)
         last = torch.where(voiced, t, torch.full_like(t, -1)).cummax(-1).values.clamp_min(0)
-        filled_c = contour.gather(-1, last)
-        filled_a = aper.gather(-1, last)
         start = torch.where(voiced, t, torch.full_like(t, 1 << 30)).amin(-1).float()
         stop = torch.where(voiced, t, torch.full_like(t, -1)).amax(-1).float()
+        if keep is not None:
+            stop = start + (stop - start) * keep
         grid = torch.linspace(0, 1, self.points, device=x.device)
         pos = start[:, None] + grid[None] * (stop - start)[:, None]
         i0 = pos.floor().long().clamp(0, st.shape[-1] - 1)
@@ -195,11 +210,13 @@ class PitchContour(nn.Module):
         frac = pos - i0.float()
 
         def sample(v: torch.Tensor) -> torch.Tensor:
+            v = v.gather(-1, last)
             return v.gather(-1, i0) * (1 - frac) + v.gather(-1, i1) * frac
 
-        c = sample(filled_c)
+        c = sample(contour)
         slope = torch.diff(c, dim=-1, prepend=c[..., :1]) * (self.points / 8.0)
-        return torch.stack([c / 4.0, slope / 4.0, sample(filled_a.clamp(0, 1)), sample(loud) / 20.0], dim=1)
+        feats = torch.stack([c / 4.0, slope / 4.0, sample(aper.clamp(0, 1)), sample(loud) / 20.0], dim=1)
+        return feats, level
 
 
 def _masked_median(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

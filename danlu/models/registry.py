@@ -103,6 +103,15 @@ def _text(cls_name: str) -> Callable[[dict, Schema], nn.Module]:
     return build_it
 
 
+def _audio(cls_name: str) -> Callable[[dict, Schema], nn.Module]:
+    def build_it(o: dict, s: Schema) -> nn.Module:
+        from danlu.models import audio
+
+        return getattr(audio, cls_name)(s.audio, s.num_outputs, o)
+
+    return build_it
+
+
 BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
     "mlp": _mlp,
     "cnn": _cnn,
@@ -116,6 +125,8 @@ BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
     "article_lstm": _text("ArticleLSTM"),
     "textcnn": _text("TextCNN"),
     "transformer": _text("TransformerClassifier"),
+    "bc_resnet": _audio("AudioResNet"),
+    "tone_net": _audio("ToneNet"),
 }
 assert set(BUILDERS) == set(MODELS), "specs.MODELS and registry.BUILDERS must list the same models"
 

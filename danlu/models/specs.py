@@ -148,6 +148,55 @@ class TransformerOptions(_Options):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
+class AudioAugmentOptions(_Options):
+    """Batch augmentation of audio models, training mode only (danlu/models/audio.py)."""
+
+    gain_db: float = Field(0.0, ge=0, le=40)  # random gain within ± this
+    noise_snr: tuple[float, float] | None = None  # white noise at a random SNR (dB) in this range
+    shift_s: float = Field(0.0, ge=0, le=5)  # random time shift within ± this many seconds (zero-filled)
+    pitch_semitones: float = Field(0.0, ge=0, le=12)  # random pitch shift within ± this (spectrum and contour)
+    range_scale: float = Field(1.0, ge=1, le=4)  # tone_net: the contour's range times up to this or 1/this
+    truncate: float = Field(0.0, ge=0, lt=1)  # tone_net: drop up to this fraction of the contour's end
+    time_masks: int = Field(0, ge=0, le=10)  # SpecAugment: time stripes per clip ...
+    time_mask_frames: int = Field(10, ge=1)  # ... each up to this many 10 ms frames wide
+    freq_masks: int = Field(0, ge=0, le=10)  # SpecAugment: mel-band stripes per clip ...
+    freq_mask_bins: int = Field(8, ge=1)  # ... each up to this many mel bands wide
+
+
+class BCResNetOptions(_Options):
+    """Log-mel → broadcasted-residual CNN (BC-ResNet-like); the waveform is the input, features inside."""
+
+    n_mels: int = Field(40, ge=8, le=256)
+    widths: list[Size] = Field([16, 24, 32, 48], min_length=1)
+    blocks: int = Field(1, ge=1, le=8)  # BC blocks per stage
+    dropout: float = Field(0.1, ge=0, lt=1)
+    normalize: bool = True  # per-utterance normalization of the log-mel (gain-free)
+    augment: AudioAugmentOptions = AudioAugmentOptions()
+
+
+class ToneNetOptions(_Options):
+    """Pitch contour (YIN, time-normalized) through a 1-D conv net, joined with a BC-ResNet spectrogram branch."""
+
+    points: int = Field(24, ge=4, le=256)  # contour samples over the voiced stretch
+    level: bool = False  # also the clip's mean pitch about reference_hz (needs per-speaker pitch-normalized data)
+    reference_hz: float = Field(150.0, gt=20, le=2000)
+    f_min: float = Field(60.0, gt=20, le=1000)
+    f_max: float = Field(500.0, gt=40, le=2000)
+    contour_width: Size = 32
+    dropout: float = Field(0.2, ge=0, lt=1)
+    spectrogram: bool = True  # false: the contour alone
+    n_mels: int = Field(40, ge=8, le=256)
+    widths: list[Size] = Field([16, 24, 32], min_length=1)
+    blocks: int = Field(1, ge=1, le=8)
+    augment: AudioAugmentOptions = AudioAugmentOptions()
+
+    @model_validator(mode="after")
+    def _pitch_range(self) -> ToneNetOptions:
+        if self.f_min >= self.f_max:
+            raise ValueError(f"model.f_min ({self.f_min:g} Hz) must be below model.f_max ({self.f_max:g} Hz)")
+        return self
+
+
 # name → (options class, data kinds it accepts, one-line description)
 MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "mlp": (MLPOptions, ("image", "tabular"), "multi-layer perceptron on flattened input (article 1)"),
@@ -162,6 +211,8 @@ MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "article_lstm": (ArticleLSTMOptions, ("text",), "article 3's Embedding(16) → LSTM(32) → Dense, done right"),
     "textcnn": (TextCNNOptions, ("text",), "embedding → parallel convolutions → masked max-pool"),
     "transformer": (TransformerOptions, ("text",), "fine-tune a pretrained encoder (MiniLM offline)"),
+    "bc_resnet": (BCResNetOptions, ("audio",), "log-mel (in the model) → small broadcasted-residual CNN"),
+    "tone_net": (ToneNetOptions, ("audio",), "pitch contour (YIN in the model) + log-mel CNN, for tones"),
 }
 
 
