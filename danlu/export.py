@@ -278,6 +278,11 @@ def _preprocess_steps(schema: Any) -> str:
     if schema.kind == "tabular":
         return ("features in the order of 'features' (categorical columns one-hot over 'categories'), then "
                 "(x - mean) / std per column; a missing value becomes 0 after that; float32 [batch, F]")
+    if schema.kind == "audio":
+        a = schema.audio
+        return (f"decode the file, average the channels to mono, resample to {a['sample_rate']} Hz (soxr HQ), crop "
+                f"or zero-pad to {a['samples']} samples ({a['fit']}-aligned); float32 [batch, samples] in [-1, 1]. "
+                "The features (log-mel, pitch track) are inside the graph")
     return "tokenize with the run's tokenizer (see 'text'), right-pad with text.pad_id; int64 [batch, sequence]"
 
 

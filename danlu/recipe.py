@@ -105,6 +105,11 @@ class DataConfig(_Strict):
     speaker: str | None = None  # mandarin-tones with split=speaker: the training speaker (3 or 5)
     neutral: Literal["class", "drop"] = "drop"  # mandarin-tones: the neutral tone as a fifth class, or dropped
 
+    @field_validator("speaker", mode="before")
+    @classmethod
+    def _speaker_name(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # data.speaker=3 names speaker "3"
+
     @field_validator("tokenizer")
     @classmethod
     def _one_spelling(cls, v: str) -> str:

@@ -185,6 +185,29 @@ class AudioResNet(nn.Module):
         return self.head(self.features(spec))
 
 
+class TrackCache:
+    """YIN tracks of training clips, computed once: the contour branch reads the clean clip (its augmentation
+    happens on the contour), so in training every epoch would recompute the same tracks. Keyed by a fixed
+    random projection of each clip (float64; two different clips colliding is vanishingly unlikely). Used in
+    training mode only; never saved."""
+
+    def __init__(self, samples: int):
+        g = torch.Generator().manual_seed(1234)
+        self.projection = torch.randn(samples, generator=g, dtype=torch.float64)
+        self.tracks: dict[float, tuple[torch.Tensor, ...]] = {}
+
+    def get(self, x: torch.Tensor, compute: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        keys = (x.detach().double() @ self.projection.to(x.device)).tolist()
+        missing = [i for i, k in enumerate(keys) if k not in self.tracks]
+        if missing:
+            with torch.no_grad():
+                fresh = compute(x[missing])
+            for j, i in enumerate(missing):
+                self.tracks[keys[i]] = tuple(t[j] for t in fresh)
+        rows = [self.tracks[k] for k in keys]
+        return tuple(torch.stack([r[n] for r in rows]) for n in range(3))  # type: ignore[return-value]
+
+
 class ToneNet(nn.Module):
     """tone_net: the pitch contour through a 1-D conv net, plus (optionally) a bc_resnet spectrogram embedding.
 
@@ -202,6 +225,7 @@ class ToneNet(nn.Module):
         self.pitch = PitchContour(rate, rate // 100, points=self.points, f_min=options["f_min"],
                                   f_max=options["f_max"])
         self.reference = 12 * math.log2(options["reference_hz"] / 100.0)
+        self._cache: TrackCache | None = None
         width = options["contour_width"]
         channels = 4 + int(self.level)
         self.contour = nn.Sequential(
@@ -216,14 +240,21 @@ class ToneNet(nn.Module):
             dims += self.features.out_features
         self.head = nn.Sequential(nn.Dropout(options["dropout"]), nn.Linear(dims, num_outputs))
 
+    def tracks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.training:
+            return self.pitch.track(x)
+        if self._cache is None:
+            self._cache = TrackCache(x.shape[-1])
+        return self._cache.get(x, self.pitch.track)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.augment.wave(x)
         b = len(x)
         semitones = self.augment.semitones(b, x)
         keep = None
         if self.training and self.truncate > 0:
             keep = 1 - self.truncate * torch.rand(b, device=x.device)
-        track, level = self.pitch(x, range_scale=self.augment.scales(b, x), keep=keep)
+        track, level = self.pitch.features(*self.tracks(x), range_scale=self.augment.scales(b, x), keep=keep)
+        x = self.augment.wave(x)
         if self.level:
             lv = level - self.reference + (semitones if semitones is not None else 0)
             track = torch.cat([track, (lv / 6.0)[:, None, None].expand(-1, 1, self.points)], dim=1)

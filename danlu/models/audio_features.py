@@ -74,7 +74,7 @@ class LogMel(nn.Module):
     def _power_by_matmul(self, x: torch.Tensor) -> torch.Tensor:
         n = self.n_fft
         padded = F.pad(x.float(), (n // 2, n // 2))
-        frames = padded.unfold(-1, n, self.hop) * self.window  # [B, T, n]
+        frames = padded[:, frame_index(int(x.shape[-1]) // self.hop + 1, n, self.hop, x.device)] * self.window  # [B, T, n]
         k = torch.arange(n // 2 + 1, dtype=torch.float64)[:, None] * torch.arange(n, dtype=torch.float64)[None]
         angle = 2 * math.pi * k / n
         re = frames @ torch.cos(angle).T.float().to(x.device)
@@ -118,12 +118,15 @@ class Yin(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = x.float()
         padded = F.pad(x, (self.window // 2, self.frame - self.window // 2))
-        frames = padded.unfold(-1, self.frame, self.hop)[:, : x.shape[-1] // self.hop + 1]  # [B, T, L]
+        frames = padded[:, frame_index(int(x.shape[-1]) // self.hop + 1, self.frame, self.hop, x.device)]  # [B, T, L]
         w, tmax = self.window, self.tau_max
         head = frames[..., :w]
-        spec_all = torch.fft.rfft(frames, self.n_fft)
-        spec_head = torch.fft.rfft(head, self.n_fft)
-        r = torch.fft.irfft(spec_all * spec_head.conj(), self.n_fft)[..., : tmax + 1]  # r(τ) = Σ f[j] f[j+τ]
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():  # ONNX has no complex FFT: lag products
+            r = (frames[..., frame_index(tmax + 1, w, 1, x.device)] * head[..., None, :]).sum(-1)
+        else:
+            spec_all = torch.fft.rfft(frames, self.n_fft)
+            spec_head = torch.fft.rfft(head, self.n_fft)
+            r = torch.fft.irfft(spec_all * spec_head.conj(), self.n_fft)[..., : tmax + 1]  # r(τ) = Σ f[j] f[j+τ]
         sq = F.pad(frames.square().cumsum(-1), (1, 0))
         taus = torch.arange(tmax + 1, device=x.device)
         energy_tau = sq[..., taus + w] - sq[..., taus]
@@ -184,7 +187,11 @@ class PitchContour(nn.Module):
 
     def forward(self, x: torch.Tensor, range_scale: torch.Tensor | None = None,
                 keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        f0, aper, rms = self.track(x)
+        return self.features(*self.track(x), range_scale=range_scale, keep=keep)
+
+    def features(self, f0: torch.Tensor, aper: torch.Tensor, rms: torch.Tensor, range_scale: torch.Tensor | None = None,
+                 keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tone features and mean pitch from a YIN track (see the class docstring)."""
         loud = 20 * torch.log10(rms.clamp_min(1e-6))
         loud = loud - loud.amax(-1, keepdim=True)
         voiced = (aper < self.voicing) & (loud > self.silence_db)
@@ -197,13 +204,16 @@ class PitchContour(nn.Module):
         contour = st - level[:, None]
         if range_scale is not None:
             contour = contour * range_scale[:, None]
-        t = torch.arange(st.shape[-1], device=x.device).expand_as(st)
-        last = torch.where(voiced, t, torch.full_like(t, -1)).cummax(-1).values.clamp_min(0)
+        t = torch.arange(st.shape[-1], device=st.device).expand_as(st)
+        n = st.shape[-1]  # the last voiced frame at or before each frame (a [T, T] mask: cummax has no ONNX op)
+        earlier = torch.ones(n, n, dtype=torch.bool, device=st.device).tril()
+        last = torch.where(voiced[:, None, :] & earlier, t[:, None, :], torch.full_like(t[:, None, :], -1))
+        last = last.amax(-1).clamp_min(0)
         start = torch.where(voiced, t, torch.full_like(t, 1 << 30)).amin(-1).float()
         stop = torch.where(voiced, t, torch.full_like(t, -1)).amax(-1).float()
         if keep is not None:
             stop = start + (stop - start) * keep
-        grid = torch.linspace(0, 1, self.points, device=x.device)
+        grid = torch.linspace(0, 1, self.points, device=st.device)
         pos = start[:, None] + grid[None] * (stop - start)[:, None]
         i0 = pos.floor().long().clamp(0, st.shape[-1] - 1)
         i1 = (i0 + 1).clamp(max=st.shape[-1] - 1)
@@ -217,6 +227,12 @@ class PitchContour(nn.Module):
         slope = torch.diff(c, dim=-1, prepend=c[..., :1]) * (self.points / 8.0)
         feats = torch.stack([c / 4.0, slope / 4.0, sample(aper.clamp(0, 1)), sample(loud) / 20.0], dim=1)
         return feats, level
+
+
+def frame_index(count: int, length: int, hop: int, device: torch.device | None = None) -> torch.Tensor:
+    """[count, length] sample indexes of ``count`` frames every ``hop``: framing by gather, which exports to
+    ONNX at any batch size (Tensor.unfold does not)."""
+    return torch.arange(count, device=device)[:, None] * hop + torch.arange(length, device=device)[None]
 
 
 def _masked_median(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
