@@ -71,7 +71,8 @@ def throughput(clips: int = 2000) -> None:
         pitch_s = time.perf_counter() - t0
     n = len(x)
     print(f"| step | {n} one-second clips | clips/s |\n| --- | --- | --- |")
-    print(f"| decode WAV + resample + cache (cold, {torch.get_num_threads()} threads) | {cold:.2f} s | {n / cold:,.0f} |")
+    threads = torch.get_num_threads()
+    print(f"| decode WAV + resample + cache (cold, {threads} threads) | {cold:.2f} s | {n / cold:,.0f} |")
     print(f"| warm read (cache → int16 tensors, splits) | {warm_read:.3f} s | {n / warm_read:,.0f} |")
     print(f"| log-mel 40 bands (torch, batches of 256) | {mel_s:.3f} s | {n / mel_s:,.0f} |")
     print(f"| pitch contour (YIN at 8 kHz) | {pitch_s:.3f} s | {n / pitch_s:,.0f} |")

@@ -4,6 +4,7 @@ the mandarin-tones splits, and short training runs of the audio recipes on small
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 from pathlib import Path
@@ -188,7 +189,8 @@ def test_speaker_split_never_mixes_speakers(tmp_path):
         assert speaker_of["test"] == {"5" if train_speaker == "3" else "3"}
         assert schema.audio["train_speaker"] == train_speaker
     splits, _ = load(DataConfig(name="mandarin-tones", root=root, split="syllable", test_fraction=0.25), seed=0)
-    bases = {s: {Path(n).parent.name.rstrip("1234") for n in getattr(splits, s).names} for s in ("train", "val", "test")}
+    bases = {s: {Path(n).parent.name.rstrip("1234") for n in getattr(splits, s).names}
+             for s in ("train", "val", "test")}
     assert not bases["train"] & bases["test"] and not bases["train"] & bases["val"] and not bases["val"] & bases["test"]
     assert {Path(n).stem for n in splits.test.names} == {"3", "5"}
 
@@ -223,10 +225,28 @@ def test_recipes_train_evaluate_and_predict_on_generated_tones(tmp_path, cli):
     code, out, err = cli("train", "mandarin-tones-cross-speaker", f"data.root={root}", "data.speaker=5",
                          *_quick(), "--json")
     assert code == 0, err
-    clip = next((root / "ogg" / "ㄇㄚ3").glob("3.ogg"))
-    code, out, err = cli("predict", last_json(out)["run"], str(clip), "--json")
+    run = last_json(out)["run"]
+    clip = root / "ogg" / "ㄇㄚ3" / "3.ogg"
+    code, out, err = cli("predict", run, str(clip), "--json")
     assert code == 0, err
-    assert "tone" in out
+    top = last_json(out)["predictions"][0]["top"]
+    assert top[0]["label"].startswith("tone")
+
+    code, out, err = cli("export", run, "--json")  # features inside the graph; parity checked on the test split
+    assert code == 0, err
+    meta = json.loads((Path(run) / "model.onnx.json").read_text(encoding="utf-8"))
+    assert meta["parity"]["agreement"] == 1.0 and "resample" in meta["preprocess"]
+
+    from fastapi.testclient import TestClient
+
+    from danlu.serve.app import create_app
+
+    with TestClient(create_app(run), base_url="http://localhost") as client:
+        answer = client.post("/v1/predict", files=[("files", ("clip.ogg", clip.read_bytes(), "audio/ogg"))])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"][0]["top"][0]["label"] == top[0]["label"]
+        bad = client.post("/v1/predict", files=[("files", ("x.wav", b"RIFF not audio", "audio/wav"))])
+        assert bad.status_code == 422 and "not a readable audio file" in bad.text
 
 
 def test_audiofolder_recipe_on_a_users_folder(tmp_path, cli):

@@ -46,7 +46,9 @@ def load(cfg: DataConfig, *, seed: int = 0, data_dir: Path | None = None,
         from danlu.data.audiofolder import load_audio_folder
         from danlu.data.mandarin import load_mandarin_tones
 
-        return load_mandarin_tones(cfg, seed, data_dir) if cfg.name == "mandarin-tones" else load_audio_folder(cfg, seed)
+        if cfg.name == "mandarin-tones":
+            return load_mandarin_tones(cfg, seed, data_dir)
+        return load_audio_folder(cfg, seed)
     from danlu.data.tabular import load_tabular
 
     return load_tabular(cfg, seed)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from danlu.data import cache
-from danlu.data.audio import AUDIO_EXTENSIONS, DECODE_VERSION, AudioFormat, decode_many
+from danlu.data.audio import AUDIO_EXTENSIONS, AudioFormat, decode_many
 from danlu.data.splits import Splits, carve_splits
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
@@ -87,7 +87,8 @@ def scan_audio_folder(root: Path) -> tuple[list[str], dict[str, list[tuple[Path,
         if extra:
             raise DataError(f"{tops[split]} has class folders that train/ lacks: {', '.join(extra)}",
                             hint="every class needs training clips; check the folder names")
-        splits[split] = [(p, classes.index(c)) for c in sorted(class_dirs) for p in _clips_under(class_dirs[c], skipped)]
+        splits[split] = [(p, classes.index(c)) for c in sorted(class_dirs)
+                         for p in _clips_under(class_dirs[c], skipped)]
     if not any(splits.values()):
         raise DataError(f"{root} holds no audio files (extensions read: {' '.join(sorted(AUDIO_EXTENSIONS))})",
                         hint="add .wav, .flac, .ogg or .mp3 clips to the class folders")

@@ -74,7 +74,8 @@ class LogMel(nn.Module):
     def _power_by_matmul(self, x: torch.Tensor) -> torch.Tensor:
         n = self.n_fft
         padded = F.pad(x.float(), (n // 2, n // 2))
-        frames = padded[:, frame_index(int(x.shape[-1]) // self.hop + 1, n, self.hop, x.device)] * self.window  # [B, T, n]
+        index = frame_index(int(x.shape[-1]) // self.hop + 1, n, self.hop, x.device)
+        frames = padded[:, index] * self.window  # [B, T, n]
         k = torch.arange(n // 2 + 1, dtype=torch.float64)[:, None] * torch.arange(n, dtype=torch.float64)[None]
         angle = 2 * math.pi * k / n
         re = frames @ torch.cos(angle).T.float().to(x.device)
@@ -224,7 +225,7 @@ class PitchContour(nn.Module):
             return v.gather(-1, i0) * (1 - frac) + v.gather(-1, i1) * frac
 
         c = sample(contour)
-        slope = torch.diff(c, dim=-1, prepend=c[..., :1]) * (self.points / 8.0)
+        slope = torch.cat([torch.zeros_like(c[..., :1]), c[..., 1:] - c[..., :-1]], -1) * (self.points / 8.0)
         feats = torch.stack([c / 4.0, slope / 4.0, sample(aper.clamp(0, 1)), sample(loud) / 20.0], dim=1)
         return feats, level
 
