@@ -358,7 +358,8 @@ def recipe_reference() -> str:
 
 def results_page(path: Path) -> str:
     """benchmarks/RESULTS.md as a page of the site (the one copy stays in benchmarks/)."""
-    text = path.read_text(encoding="utf-8")
+    # its links point from benchmarks/ into docs/ (right on GitHub); in the site both sit in one folder
+    text = path.read_text(encoding="utf-8").replace("](../docs/", "](")
     note = ("!!! note \"This page is `benchmarks/RESULTS.md`\"\n    Included when the site is built; the scripts it "
             "names are in `benchmarks/`.\n\n")
     first, _, rest = text.partition("\n")
