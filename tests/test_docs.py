@@ -112,6 +112,22 @@ def test_cli_reference_covers_every_verb():
         assert flag in page
 
 
+def test_cli_reference_walks_nested_subcommands():
+    """A verb with its own sub-commands (danlu runs show, ...) gets a section per sub-command, with its options."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="danlu")
+    verbs = p.add_subparsers(dest="verb")
+    runs = verbs.add_parser("runs", help="list runs")
+    actions = runs.add_subparsers(dest="action")
+    show = actions.add_parser("show", help="one run in full")
+    show.add_argument("run", help="a run folder or name")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+    page = reference_gen.cli_reference(p)
+    assert "### `danlu runs`" in page and "#### `danlu runs show`" in page
+    assert "one run in full" in page and "| `--json` |" in page and "a run folder or name" in page
+
+
 def test_recipe_reference_has_every_key_and_model():
     from danlu.models.specs import MODELS
     from danlu.recipe import Recipe
