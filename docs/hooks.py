@@ -3,7 +3,8 @@
 - ``reference/cli.md`` walks ``danlu.cli.build_parser()`` (every verb, nested sub-commands included);
 - ``reference/recipe.md`` walks the pydantic ``Recipe`` model (every key: type, default, constraints,
   description) and the model registry's option classes;
-- ``results.md`` is ``benchmarks/RESULTS.md`` itself, so pages can link to the measurements.
+- ``results.md`` is ``benchmarks/RESULTS.md`` itself, so pages can link to the measurements;
+- ``index.md`` (the home page) is ``README.md`` itself, its links re-pointed into the site.
 
 The descriptions come from ``Field(description=...)`` when given, else from the comments beside (or just above)
 each field in the source, which is where danlu keeps them. ``docs/reference_gen.py`` does the work; this module
@@ -32,6 +33,7 @@ def on_files(files: Files, config) -> Files:
         "reference/cli.md": reference_gen.cli_reference(),
         "reference/recipe.md": reference_gen.recipe_reference(),
         "results.md": reference_gen.results_page(ROOT / "benchmarks" / "RESULTS.md"),
+        "index.md": reference_gen.home_page(ROOT / "README.md"),
     }
     for path, text in pages.items():
         files.append(File.generated(config, path, content=text))

@@ -353,7 +353,15 @@ def recipe_reference() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-# ------------------------------------------------------------------------------------------------------- results
+# ------------------------------------------------------------------------------------------------- home, results
+
+
+def home_page(readme: Path) -> str:
+    """The README is the site's home page: one text, its links re-pointed from the repository root to the site."""
+    text = readme.read_text(encoding="utf-8")
+    return (text.replace("](docs/", "](").replace("](benchmarks/RESULTS.md", "](results.md")
+            .replace("(open `site/index.html`)", "(this site)"))
+
 
 
 def results_page(path: Path) -> str:

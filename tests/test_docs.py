@@ -167,5 +167,5 @@ def test_site_builds_strictly(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir",
                            str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    for page in ("reference/cli/index.html", "reference/recipe/index.html", "results/index.html"):
+    for page in ("index.html", "reference/cli/index.html", "reference/recipe/index.html", "results/index.html"):
         assert (tmp_path / "site" / page).is_file(), page
