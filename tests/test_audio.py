@@ -259,3 +259,26 @@ def test_audiofolder_recipe_on_a_users_folder(tmp_path, cli):
     code, out, err = cli("train", "audiofolder-cnn", f"data.root={folder}", "data.seconds=0.5", *_quick(), "--json")
     assert code == 0, err
     assert os.path.isfile(Path(last_json(out)["run"]) / "model.safetensors")
+
+
+def test_batch_augmentation_moves_pitch_and_is_off_in_eval():
+    from danlu.models.audio import WaveAugment
+    from danlu.models.audio_features import LogMel
+
+    aug = WaveAugment(RATE, gain_db=6, noise_snr=(30, 40), shift_s=0.05, pitch_semitones=12, time_masks=2,
+                      freq_masks=2)
+    x = torch.from_numpy(np.stack([tone(200.0, 0.5)] * 4))
+    aug.eval()
+    assert torch.equal(aug.wave(x), x) and aug.semitones(4, x) is None
+    aug.train()
+    out = aug.wave(x)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    lm = LogMel(RATE, n_fft=1024, hop=160)
+    power = lm.power(x)
+    up = aug.stretch(power, torch.full((4,), 12.0))  # an octave up: the 200 Hz peak moves to 400 Hz
+    bin_hz = RATE / 1024
+    assert abs(float(power[0, :, 20].argmax()) * bin_hz - 200) < bin_hz
+    assert abs(float(up[0, :, 20].argmax()) * bin_hz - 400) < 2 * bin_hz
+    spec = torch.randn(4, 40, 50)
+    masked = aug.masks(spec)
+    assert (masked != spec).any() and masked.shape == spec.shape
