@@ -282,3 +282,20 @@ def test_batch_augmentation_moves_pitch_and_is_off_in_eval():
     spec = torch.randn(4, 40, 50)
     masked = aug.masks(spec)
     assert (masked != spec).any() and masked.shape == spec.shape
+
+
+def test_explain_draws_a_time_frequency_occlusion_map(tmp_path):
+    """A model that only listens to 0.1-0.2 s below 500 Hz: the map must say so."""
+    from danlu.explanations.audio import occlusion
+
+    class Window(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mags = torch.stft(x, 512, 128, window=torch.hann_window(512), return_complex=True).abs()
+            share = mags[:, :16, 12:25].sum((1, 2)) / mags.sum((1, 2))  # below 500 Hz, about 0.1-0.2 s
+            return torch.stack([4 * share, torch.zeros_like(share)], 1)
+
+    x = torch.from_numpy(tone(200.0, 0.5))[None]
+    heat = occlusion(Window(), x, torch.tensor([0]), RATE, bands=8, windows=10)[0]
+    top_band, top_window = divmod(int(heat.argmax()), 10)
+    assert top_band <= 1 and 1 <= top_window <= 4
+    assert float(heat[4:].abs().max()) < 1e-3  # bands above ~1 kHz never mattered

@@ -16,6 +16,7 @@ KIND_METHODS: dict[str, tuple[str, ...]] = {
     "image": ("gradcam", "guided_gradcam", "ig", "occlusion", "saliency"),
     "text": ("ig",),
     "tabular": ("ig", "shap", "saliency"),
+    "audio": ("occlusion",),  # time-frequency patches of the clip (explanations/audio.py)
 }
 NAMES = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM", "ig": "integrated gradients",
          "occlusion": "occlusion", "saliency": "saliency",
