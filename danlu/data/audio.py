@@ -51,8 +51,16 @@ class AudioFormat:
         return cls(int(d["sample_rate"]), float(d["seconds"]), d.get("fit", "center"))
 
 
+def _soundfile() -> Any:
+    try:
+        import soundfile
+    except ImportError:  # pragma: no cover - installed with danlu[audio]
+        raise DataError("reading audio needs the soundfile package", hint="pip install 'danlu[audio]'") from None
+    return soundfile
+
+
 def _open(source: str | os.PathLike | bytes) -> Any:
-    import soundfile as sf
+    sf = _soundfile()
 
     fp = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
     try:
