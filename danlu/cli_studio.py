@@ -34,7 +34,11 @@ def cmd_studio(a: argparse.Namespace) -> None:
     app = create_studio_app(runs, api_key, bind_host=a.host, allowed_hosts=allowed)
     print(f"studio of {runs.resolve()} on http://{a.host}:{a.port}  ·  API docs /docs"
           + ("  ·  API key required" if api_key else ""), file=sys.stderr, flush=True)
-    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level)
+    from danlu.serve.limits import ConnectionLimits
+    from danlu.serve.server import uvicorn_config
+
+    # serve's protocol: header timeout, header size and connection cap on the raw connection
+    uvicorn.Server(uvicorn_config(app, a.host, a.port, a.log_level, ConnectionLimits())).run()
 
 
 def cmd_compare(a: argparse.Namespace) -> None:

@@ -57,30 +57,26 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file of a run; a damaged one is a RunError that names it."""
+    """A JSON file of a run; a missing, damaged or hostile one (a FIFO, a device, a link out of its folder,
+    over its bound) is a RunError that names it (``danlu.run_files``)."""
+    from danlu.run_files import read_json_file
+
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return read_json_file(path, within=path.parent)
     except FileNotFoundError:
         raise RunError(f"{path} is missing", hint="the run folder is incomplete; train the run again") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is damaged: not valid JSON ({e})",
-                       hint="restore it from a copy, or train the run again") from None
 
 
 def read_run_recipe(run_dir: Path) -> dict:
-    """A run's resolved recipe.yaml as a dict; a damaged one is a RunError that names it."""
-    import yaml
-
-    from danlu import safe_yaml
+    """A run's resolved recipe.yaml as a dict, through the bounded safe loader; a damaged one is a RunError
+    that names it."""
+    from danlu.run_files import damaged, read_yaml_file
 
     path = Path(run_dir) / "recipe.yaml"
-    try:
-        recipe = safe_yaml.load(path.read_text(encoding="utf-8"))  # aliases bounded: a bomb is refused
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is damaged: not valid YAML ({str(e).splitlines()[0]})",
-                       hint="restore it from a copy, or train the run again") from None
+    recipe = read_yaml_file(path, within=run_dir)  # aliases bounded: a bomb is refused
     if not isinstance(recipe, dict):
-        raise RunError(f"{path} is damaged: not a recipe", hint="restore it from a copy, or train the run again")
+        raise damaged(path, "not a recipe")
     return recipe
 
 
@@ -164,8 +160,23 @@ def list_runs(root: Path | None = None) -> list[Path]:
 
 
 def metrics_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch rows of metrics.jsonl (empty before the first epoch ends)."""
+    """The per-epoch rows of metrics.jsonl (empty before the first epoch ends), read a block at a time and
+    bounded (``danlu.run_files``); a torn last line (a run killed mid-append) is left out."""
+    from danlu.run_files import damaged, iter_lines
+
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line, last in iter_lines(path, within=run_dir):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            if last:
+                break
+            raise damaged(path, f"line {number} is not JSON") from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

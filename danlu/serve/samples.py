@@ -30,12 +30,27 @@ def test_samples(run_dir: Path, schema: Schema, n: int = 6) -> list[dict[str, An
         x = load_file(str(path))["inputs"][:n]
     except Exception:  # noqa: BLE001 - a damaged parity file just means no samples (export reports it)
         return []
+    if not _fits(x, schema):  # a parity file of another shape (edited, or another run's) gives no samples
+        return []
     if schema.kind == "image":
         images = _pixels(x, schema)
         return [{"name": f"test sample {i + 1}", "input": _png_data_url(img)} for i, img in enumerate(images)]
     if schema.kind == "text":
         return _texts(run_dir, schema, x)
     return _rows(schema, x)
+
+
+def _fits(x: Any, schema: Schema) -> bool:
+    """Whether the parity inputs have the shape this run's model takes: [N, C, H, W] images with C 1 or 3,
+    [N, L] token ids, [N, F] table rows (the file is trusted no further than the schema)."""
+    shape = list(schema.input_shape or [])
+    if x.ndim != len(shape) + 1 or x.shape[0] == 0:
+        return False
+    if schema.kind == "text":  # token ids; a text may be shorter or longer than max_len
+        return not x.is_floating_point()
+    if list(x.shape[1:]) != shape:
+        return False
+    return x.shape[1] in (1, 3) and x.is_floating_point() if schema.kind == "image" else True
 
 
 def _pixels(x: Any, schema: Schema) -> list[Any]:

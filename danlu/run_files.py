@@ -1,0 +1,192 @@
+"""One way to read a file of a run folder (and the few other files danlu trusts, like an API key file).
+
+A run folder is data anyone could have handed over: a ``status.json`` that is a link to ``/dev/zero``
+once made ``danlu runs`` grow to 22 GB, a FIFO hung it, and ``plots/x.png -> /etc/passwd`` was served
+by the studio. So every read here:
+
+- opens the file without blocking (``O_NONBLOCK``: a FIFO is not waited on) and takes regular files only,
+  never a FIFO, socket or device;
+- when given the folder the file belongs to, refuses a path that resolves outside it (a link out of the
+  run folder, or a linked ``plots/``), and opens the resolved path with ``O_NOFOLLOW``;
+- reads at most the bound of the file's kind (``LIMITS``), and names the bound when the file is larger.
+
+Any of these is a ``RunError`` "<file> is damaged: <reason>": listings show that run as damaged, every
+other command exits 2 with the message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from danlu.errors import RunError
+
+KIB, MIB = 1 << 10, 1 << 20
+# Bounds per kind, far above what danlu writes (a status.json is ~200 bytes, a recipe ~2 KB, a report of
+# 1,000 classes ~1 MB, a metrics.jsonl ~500 bytes an epoch) and far below what would hurt.
+LIMITS = {
+    "status.json": 1 * MIB,
+    "recipe.yaml": 1 * MIB,
+    "best.yaml": 1 * MIB,
+    "metrics.jsonl": 32 * MIB,
+    "png": 32 * MIB,
+    "json": 64 * MIB,
+    "text": 8 * MIB,
+    "key": 64 * KIB,
+}
+MAX_LINE = 1 * MIB  # one metrics.jsonl row
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS, Windows): longer is no run, not an OS error
+
+
+def limit_for(path: Path) -> tuple[str, int]:
+    """(the kind, its bound in bytes) of a run file, from its name."""
+    name = path.name
+    if name in LIMITS:
+        return name, LIMITS[name]
+    kind = {".png": "png", ".json": "json"}.get(path.suffix.lower(), "text")
+    return kind, LIMITS[kind]
+
+
+def size_text(n: int) -> str:
+    return f"{n / MIB:g} MiB" if n >= MIB else f"{n / KIB:g} KiB"
+
+
+def damaged(path: Path, reason: str, hint: str | None = None) -> RunError:
+    return RunError(f"{path} is damaged: {reason}",
+                    hint=hint or "restore it from a copy, or train the run again")
+
+
+def open_run_file(path: str | Path, within: str | Path | None = None) -> tuple[int, os.stat_result]:
+    """(an open descriptor, its stat) for a regular file, or a RunError naming what it is instead.
+    ``within``: the folder the file must stay inside once links are resolved."""
+    path = Path(path)
+    target = path
+    if within is not None:
+        try:
+            real, folder = Path(os.path.realpath(path)), Path(os.path.realpath(within))
+        except (OSError, ValueError) as e:
+            raise damaged(path, f"cannot be resolved ({e})") from None
+        if real != folder and folder not in real.parents:
+            raise damaged(path, "a link out of the run folder",
+                          hint="replace the link by the file itself; danlu reads no file outside a run's folder")
+        target = real
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if within is not None:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(target, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # a link where none may be (ELOOP), a name too long, no permission
+        raise damaged(path, f"cannot be opened ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise damaged(path, f"not a regular file (a {_kind(st.st_mode)})",
+                          hint="a run file must be a plain file; remove it, or train the run again")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_bytes(path: str | Path, within: str | Path | None = None, limit: int | None = None) -> bytes:
+    """The whole file, if it is a regular file of at most ``limit`` bytes (default: its kind's bound)."""
+    path = Path(path)
+    kind, bound = limit_for(path)
+    bound = limit if limit is not None else bound
+    fd, st = open_run_file(path, within)
+    try:
+        if st.st_size > bound:
+            raise _too_big(path, kind, bound)
+        chunks, total = [], 0
+        while True:  # the size can change under us (a file being appended): read to the bound, no further
+            chunk = os.read(fd, min(1 * MIB, bound + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > bound:
+                raise _too_big(path, kind, bound)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str | Path, within: str | Path | None = None, limit: int | None = None,
+              errors: str = "strict") -> str:
+    data = read_bytes(path, within, limit)
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as e:
+        raise damaged(Path(path), f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def read_json_file(path: str | Path, within: str | Path | None = None) -> Any:
+    """A JSON file of a run, bounded as above; not valid JSON is damaged too."""
+    try:
+        return json.loads(read_text(path, within))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise damaged(Path(path), f"not valid JSON ({str(e)[:200]})") from None
+
+
+def read_yaml_file(path: str | Path, within: str | Path | None = None) -> Any:
+    """A YAML file of a run through danlu's bounded safe loader (aliases and depth bounded)."""
+    import yaml
+
+    from danlu import safe_yaml
+
+    try:
+        return safe_yaml.load(read_text(path, within))
+    except (yaml.YAMLError, RecursionError) as e:
+        raise damaged(Path(path), f"not valid YAML ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+                      ) from None
+
+
+def iter_lines(path: str | Path, within: str | Path | None = None, limit: int | None = None
+               ) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, line, whether it is the last) of a line file, read a block at a time, so a big
+    metrics.jsonl is never one string in memory; the file as a whole is bounded like ``read_bytes``."""
+    path = Path(path)
+    kind, bound = limit_for(path)
+    bound = limit if limit is not None else bound
+    fd, st = open_run_file(path, within)
+    try:
+        if st.st_size > bound:
+            raise _too_big(path, kind, bound)
+        pending, total, number = b"", 0, 0
+        while True:
+            block = os.read(fd, 1 * MIB)
+            total += len(block)
+            if total > bound:
+                raise _too_big(path, kind, bound)
+            if not block:
+                break
+            pending += block
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > MAX_LINE:
+                raise damaged(path, f"line {number + len(lines) + 1} is longer than {size_text(MAX_LINE)}")
+            for line in lines:
+                number += 1
+                yield number, line, False
+        if pending:
+            yield number + 1, pending, True
+    finally:
+        os.close(fd)
+
+
+def _too_big(path: Path, kind: str, bound: int) -> RunError:
+    return damaged(path, f"larger than {size_text(bound)}, the bound for {kind} files",
+                   hint="a file this big was not written by danlu; restore it from a copy, or train the run again")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
