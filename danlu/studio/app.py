@@ -169,7 +169,7 @@ def _add_run_routes(app: FastAPI, index: RunsIndex) -> None:
 
     @app.get("/api/compare", summary="Test-metric deltas against the first run, the recipe diff, the histories")
     def compare_runs(runs: Annotated[list[str], Query(min_length=2, max_length=MAX_COMPARED)]) -> dict[str, Any]:
-        from danlu.compare import compare
+        from danlu.runs.compare import compare
 
         paths = [index.path_of(r) for r in runs]
         out = compare(paths)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.errors import RunError
-from danlu.run_files import NAME_MAX, read_bytes, read_json_file, read_text
+from danlu.runs.files import NAME_MAX, read_bytes, read_json_file, read_text
 
 # metrics rows per answer: the run page draws its curves from the first page and polls for the rest
 HISTORY_PAGE = 5000
@@ -49,7 +49,7 @@ class FileCache:
 
 
 def _json(path: Path) -> Any:
-    """A JSON file of a run or study folder: regular, inside its folder, bounded (``danlu.run_files``)."""
+    """A JSON file of a run or study folder: regular, inside its folder, bounded (``danlu.runs.files``)."""
     return read_json_file(path, within=path.parent)
 
 
@@ -59,7 +59,7 @@ def _recipe(path: Path) -> dict:
     file still goes through): listing 500 runs is mostly this."""
     import yaml
 
-    from danlu.runs import read_run_recipe
+    from danlu.runs.store import read_run_recipe
 
     raw = read_bytes(path, within=path.parent)
     fast = getattr(yaml, "CSafeLoader", None)
@@ -117,7 +117,7 @@ def _recipe_head(path: Path) -> dict:
 def _history(path: Path) -> list[dict[str, Any]]:
     """metrics.jsonl rows, read a block at a time and bounded; a torn last line (a run killed mid-write) is
     left out, not an error."""
-    from danlu.runs import metrics_history
+    from danlu.runs.store import metrics_history
 
     return metrics_history(path.parent)
 
@@ -258,7 +258,7 @@ class RunsIndex:
             return []
 
     def figure(self, name: str, figure: str) -> bytes:
-        """A figure's PNG bytes: regular, inside the run folder, bounded (``danlu.run_files``)."""
+        """A figure's PNG bytes: regular, inside the run folder, bounded (``danlu.runs.files``)."""
         run = self.path_of(name)
         figures = _figures(run)
         if figure not in figures:  # names come from the folder listing, never a path built from the request

@@ -26,7 +26,7 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 def cmd_serve(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
-    from danlu.runs import resolve_run
+    from danlu.runs.store import resolve_run
 
     if not 0 <= a.port <= 65535:
         raise DanluError(f"--port {a.port} is not a port number", hint="use 1-65535, e.g. --port 8000")
@@ -73,7 +73,7 @@ def _api_key(a: argparse.Namespace) -> str | None:
         if a.api_key is not None:
             raise DanluError("give --api-key or --api-key-file, not both")
         from danlu.errors import RunError
-        from danlu.run_files import LIMITS, read_text
+        from danlu.runs.files import LIMITS, read_text
 
         try:  # a regular file of at most 64 KiB: not a FIFO that hangs, nor /dev/zero that fills memory
             lines = read_text(a.api_key_file, limit=LIMITS["key"]).splitlines()

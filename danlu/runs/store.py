@@ -1,4 +1,4 @@
-"""The run folder: atomic writes, naming, finding and listing runs.
+"""Where runs live: naming, finding and listing run folders, and reading a run's recipe.
 
 A run folder alone (recipe.yaml, schema.json, model.safetensors) is enough to predict, serve and export.
 """
@@ -6,86 +6,25 @@ A run folder alone (recipe.yaml, schema.json, model.safetensors) is enough to pr
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from danlu.errors import DISK_FULL_ERRNOS, RunError, disk_full
+from danlu.errors import RunError
 
 RUNS_DIR = Path("runs")
-
-
-@contextmanager
-def atomic_file(path: Path, prefix: str | None = None, suffix: str = ".tmp") -> Iterator[BinaryIO]:
-    """A binary file that appears at ``path`` whole or not at all: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
-    except OSError as e:
-        if e.errno in DISK_FULL_ERRNOS:
-            raise disk_full(path, e) from e
-        raise
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:  # the user's disk, not a bug: exit 2
-            raise disk_full(path, e) from e
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as f:
-        f.write(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file of a run; a missing, damaged or hostile one (a FIFO, a device, a link out of its folder,
-    over its bound) is a RunError that names it (``danlu.run_files``)."""
-    from danlu.run_files import read_json_file
-
-    path = Path(path)
-    try:
-        return read_json_file(path, within=path.parent)
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing", hint="the run folder is incomplete; train the run again") from None
 
 
 def read_run_recipe(run_dir: Path) -> dict:
     """A run's resolved recipe.yaml as a dict, through the bounded safe loader; a damaged one is a RunError
     that names it."""
-    from danlu.run_files import damaged, read_yaml_file
+    from danlu.runs.files import damaged, read_yaml_file
 
     path = Path(run_dir) / "recipe.yaml"
     recipe = read_yaml_file(path, within=run_dir)  # aliases bounded: a bomb is refused
     if not isinstance(recipe, dict):
         raise damaged(path, "not a recipe")
     return recipe
-
-
-def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """safetensors, atomically; tensors are made contiguous CPU copies first."""
-    from safetensors.torch import save
-
-    clean = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}  # clone: no shared storage
-    atomic_write_bytes(path, save(clean, metadata=metadata))
 
 
 def new_run_dir(recipe_name: str, root: Path | None = None) -> Path:
@@ -161,8 +100,8 @@ def list_runs(root: Path | None = None) -> list[Path]:
 
 def metrics_history(run_dir: Path) -> list[dict[str, Any]]:
     """The per-epoch rows of metrics.jsonl (empty before the first epoch ends), read a block at a time and
-    bounded (``danlu.run_files``); a torn last line (a run killed mid-append) is left out."""
-    from danlu.run_files import damaged, iter_lines
+    bounded (``danlu.runs.files``); a torn last line (a run killed mid-append) is left out."""
+    from danlu.runs.files import damaged, iter_lines
 
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():

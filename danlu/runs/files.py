@@ -1,4 +1,6 @@
-"""One way to read a file of a run folder (and the few other files danlu trusts, like an API key file).
+"""Files written whole or not at all (temp file in the same folder, fsync, rename), and the one way to
+read a file of a run folder. Every writer in danlu goes through here, and so does every reader of a run
+file (the CLI, serve, the studio) and of the few other files danlu trusts, like an API key file.
 
 A run folder is data anyone could have handed over: a ``status.json`` that is a link to ``/dev/zero``
 once made ``danlu runs`` grow to 22 GB, a FIFO hung it, and ``plots/x.png -> /etc/passwd`` was served
@@ -8,7 +10,8 @@ by the studio. So every read here:
   never a FIFO, socket or device;
 - when given the folder the file belongs to, refuses a path that resolves outside it (a link out of the
   run folder, or a linked ``plots/``), and opens the resolved path with ``O_NOFOLLOW``;
-- reads at most the bound of the file's kind (``LIMITS``), and names the bound when the file is larger.
+- reads at most the bound of the file's kind (``LIMITS``), and names the bound when the file is larger;
+- parses YAML through danlu's bounded safe loader (``danlu.safe_yaml``) only.
 
 Any of these is a ``RunError`` "<file> is damaged: <reason>": listings show that run as damaged, every
 other command exits 2 with the message.
@@ -19,11 +22,71 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from danlu.errors import RunError
+from danlu.errors import DISK_FULL_ERRNOS, RunError, disk_full
+
+
+@contextmanager
+def atomic_file(path: Path, prefix: str | None = None, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` whole or not at all: temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise disk_full(path, e) from e
+        raise
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:  # the user's disk, not a bug: exit 2
+            raise disk_full(path, e) from e
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run; a missing, damaged or hostile one (a FIFO, a device, a link out of its folder,
+    over its bound) is a RunError that names it."""
+    path = Path(path)
+    try:
+        return read_json_file(path, within=path.parent)
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing", hint="the run folder is incomplete; train the run again") from None
+
+
+def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors, atomically; tensors are made contiguous CPU copies first."""
+    from safetensors.torch import save
+
+    clean = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}  # clone: no shared storage
+    atomic_write_bytes(path, save(clean, metadata=metadata))
+
+
+# ---------------------------------------------------------------- reading run files
 
 KIB, MIB = 1 << 10, 1 << 20
 # Bounds per kind, far above what danlu writes (a status.json is ~200 bytes, a recipe ~2 KB, a report of
@@ -128,9 +191,10 @@ def read_text(path: str | Path, within: str | Path | None = None, limit: int | N
 
 def read_json_file(path: str | Path, within: str | Path | None = None) -> Any:
     """A JSON file of a run, bounded as above; not valid JSON is damaged too."""
+    data = read_bytes(path, within)
     try:
-        return json.loads(read_text(path, within))
-    except (json.JSONDecodeError, RecursionError) as e:
+        return json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise damaged(Path(path), f"not valid JSON ({str(e)[:200]})") from None
 
 
