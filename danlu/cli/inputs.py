@@ -6,12 +6,26 @@ import argparse
 import sys
 from pathlib import Path
 
+# characters of one input line kept: past what any run's max_len tokens can reach (TextEncoder.max_chars),
+# so an over-long line is cut here, before its copies (labels, output rows) and its tokenizing
+MAX_LINE_CHARS = 1_000_000
+
 
 def read_lines(raw: bytes, source: Path) -> list[str]:
-    """Non-blank lines of UTF-8 text; other encodings get the same error (and iconv hint) as training."""
+    """Non-blank lines of UTF-8 text, each cut to MAX_LINE_CHARS; other encodings get the same error (and
+    iconv hint) as training."""
     from danlu.data.text.files import decode_text
 
-    return [line.rstrip("\r") for line in decode_text(raw, source).split("\n") if line.strip()]
+    text = decode_text(raw, source)
+    lines, start = [], 0
+    while start <= len(text):  # each line sliced once, at most MAX_LINE_CHARS: a 100 MB line is never copied
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        line = text[start:min(end, start + MAX_LINE_CHARS)].rstrip("\r")
+        if line.strip():
+            lines.append(line)
+        start = end + 1
+    return lines
 
 
 def collect_inputs(a: argparse.Namespace, kind: str) -> list:

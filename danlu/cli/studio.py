@@ -48,7 +48,9 @@ def cmd_compare(a: argparse.Namespace) -> None:
 
     runs = [resolve_run(r, a.runs_dir) for r in a.run]
     result = compare(runs)
-    png = Path(a.png) if a.png else Path(a.runs_dir or "runs") / "compare.png"
+    from danlu.cli.checks import output_file
+
+    png = output_file(a.png, "--png") if a.png else Path(a.runs_dir or "runs") / "compare.png"
     overlay_curves(runs, png)
     result["curves_png"] = str(png.resolve())
     if a.json:

@@ -105,6 +105,24 @@ MAX_LINE = 1 * MIB  # one metrics.jsonl row
 NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS, Windows): longer is no run, not an OS error
 
 
+PATH_MAX = 4096  # bytes in a whole path (Linux)
+
+
+def check_path_text(text: str, what: str) -> None:
+    """A RunError (exit 2) for a name or path the OS would refuse with an OSError: a NUL byte, a part longer
+    than NAME_MAX bytes, or more than PATH_MAX bytes in all."""
+    from danlu.printable import terminal_safe
+
+    shown = terminal_safe(text if len(text) <= 80 else text[:80] + "...")
+    if "\0" in text:
+        raise RunError(f"the {what} '{shown}' holds a NUL character", hint="names and paths cannot hold one")
+    raw = os.fsencode(text)
+    longest = max((len(part) for part in raw.split(b"/")), default=0)
+    if longest > NAME_MAX or len(raw) > PATH_MAX:
+        raise RunError(f"the {what} '{shown}' is too long ({len(raw):,} bytes; a name may have at most "
+                       f"{NAME_MAX} bytes, a path {PATH_MAX})", hint="give a shorter name or path")
+
+
 def limit_for(path: Path) -> tuple[str, int]:
     """(the kind, its bound in bytes) of a run file, from its name."""
     name = path.name
@@ -155,6 +173,13 @@ def open_run_file(path: str | Path, within: str | Path | None = None) -> tuple[i
         os.close(fd)
         raise
     return fd, st
+
+
+def check_run_file(path: str | Path, within: str | Path | None = None) -> None:
+    """That ``path`` is a regular file (inside ``within``), before a library that opens it blocking and
+    unbounded (safetensors, ONNX Runtime) is handed it: a FIFO would hang it, /dev/zero fill memory."""
+    fd, _ = open_run_file(path, within)
+    os.close(fd)
 
 
 def read_bytes(path: str | Path, within: str | Path | None = None, limit: int | None = None) -> bytes:

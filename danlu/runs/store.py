@@ -50,7 +50,10 @@ def new_run_dir(recipe_name: str, root: Path | None = None) -> Path:
 def resolve_run(arg: str | Path, root: Path | None = None) -> Path:
     """A run folder path; or under ./runs a folder name, a unique prefix of one, "latest", or part of a
     name (the newest run that contains it: names are time-stamped)."""
+    from danlu.runs.files import check_path_text
+
     root = Path(root or RUNS_DIR)
+    check_path_text(str(arg), "run")
     p = Path(arg)
     candidates = [p, root / p]
     for c in candidates:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,16 @@ def test_samples(run_dir: Path, schema: Schema, n: int = 6) -> list[dict[str, An
         return []
     from safetensors.torch import load_file
 
+    from danlu.errors import RunError
+    from danlu.runs.files import LIMITS, check_run_file
+
     try:
+        check_run_file(path, within=run_dir)
+        if path.stat().st_size > LIMITS["json"]:  # a parity sample is a few test inputs: kilobytes
+            return []
         x = load_file(str(path))["inputs"][:n]
+    except RunError:
+        return []
     except Exception:  # noqa: BLE001 - a damaged parity file just means no samples (export reports it)
         return []
     if not _fits(x, schema):  # a parity file of another shape (edited, or another run's) gives no samples
@@ -73,14 +80,17 @@ def _png_data_url(hwc: Any) -> str:
 
 
 def _texts(run_dir: Path, schema: Schema, x: Any) -> list[dict[str, Any]]:
+    from danlu.errors import RunError
+    from danlu.runs.files import read_json_file
+
     tokenizer = schema.text.get("tokenizer")
     vocab_path = Path(run_dir) / "vocab.json"
     if tokenizer == "pretrained" or not vocab_path.is_file():
         return []
     try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+        vocab = read_json_file(vocab_path, within=run_dir)
         tokens = vocab["tokens"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RunError):
         return []
     pad = int(schema.text.get("pad_id", 0))
     sep = " " if tokenizer == "word" else ""
