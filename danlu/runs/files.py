@@ -175,11 +175,15 @@ def open_run_file(path: str | Path, within: str | Path | None = None) -> tuple[i
     return fd, st
 
 
-def check_run_file(path: str | Path, within: str | Path | None = None) -> None:
-    """That ``path`` is a regular file (inside ``within``), before a library that opens it blocking and
-    unbounded (safetensors, ONNX Runtime) is handed it: a FIFO would hang it, /dev/zero fill memory."""
-    fd, _ = open_run_file(path, within)
+def check_run_file(path: str | Path, within: str | Path | None = None, bounded: bool = False) -> None:
+    """That ``path`` is a regular file (inside ``within``; with ``bounded``, within its kind's bound), before
+    a library that opens it blocking and unbounded (safetensors, ONNX Runtime) is handed it, or where a
+    listing needs to know the file is sound without parsing it: a FIFO would hang, /dev/zero fill memory."""
+    fd, st = open_run_file(path, within)
     os.close(fd)
+    kind, bound = limit_for(Path(path))
+    if bounded and st.st_size > bound:
+        raise _too_big(Path(path), kind, bound)
 
 
 def read_bytes(path: str | Path, within: str | Path | None = None, limit: int | None = None) -> bytes:
