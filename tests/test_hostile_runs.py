@@ -102,7 +102,8 @@ def test_runs_show_of_a_hostile_run_exits_2(tmp_path, cli, what):
 
 def test_run_folder_names_are_escaped_like_class_names(tmp_path, cli):
     root = tmp_path / "runs"
-    for name in ("20260101-000000-a\nforged done accuracy 1.0", "20260101-000001-\x1b[2Jclear", "20260101-000002-\u202eevil"):
+    for name in ("20260101-000000-a\nforged done accuracy 1.0", "20260101-000001-\x1b[2Jclear",
+                 "20260101-000002-\u202eevil"):
         fake_run(root, name)
     code, out, err = cli("runs")
     assert code == 0, err
@@ -162,7 +163,8 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     from danlu.cli.checks import output_file, output_folder
 
     (tmp_path / "file").write_text("x")
-    for path, check, message in ((tmp_path, output_file, "is a folder"), ("/proc/version", output_file, "not a regular"),
+    for path, check, message in ((tmp_path, output_file, "is a folder"),
+                                 ("/proc/version", output_file, "not a regular"),
                                  (tmp_path / "file", output_folder, "is not a folder"),
                                  ("/proc/x", output_folder, "in /proc"), ("a" * 300, output_file, "too long")):
         with pytest.raises(DanluError, match=message):

@@ -226,7 +226,8 @@ class RunsIndex:
                 out["report"] = self.cache.read(run / "report.json", _json)
             except (RunError, OSError):
                 pass  # already a problem of the summary
-        out["history"] = self.history(run, problems)
+        history = self.history(run, problems)
+        out["history"], out["history_more"] = history[:HISTORY_PAGE], len(history) > HISTORY_PAGE  # rest: /metrics
         out["figures"] = _figures(run)
         out["status_json"] = None
         try:

@@ -176,12 +176,13 @@ async function showRun(name) {
     try {
       const m = await getJSON(`api/runs/${encodeURIComponent(name)}/metrics?after=${rows.length}`);
       if (m.rows.length) { rows = rows.concat(m.rows); curves.replaceChildren(curveCharts([rows], [d.run])); }
-      live.textContent = `live: ${m.status}, epoch ${m.epoch || rows.length}/${m.epochs || "?"}`;
+      if (m.more) { timer = setTimeout(poll, 0); return; }  // a long history comes a page at a time
+      if (d.status === "training" || d.status === "evaluating") live.textContent = `live: ${m.status}, epoch ${m.epoch || rows.length}/${m.epochs || "?"}`;
       if (m.status === "training" || m.status === "evaluating") timer = setTimeout(poll, 1000);
       else if (m.status !== d.status) route();  // finished: show the report and figures
     } catch (e) { live.textContent = `live updates stopped: ${e.message}`; }
   };
-  if (d.status === "training" || d.status === "evaluating") poll();
+  if (d.status === "training" || d.status === "evaluating" || d.history_more) poll();
 }
 
 // "Why?": the input on screen explained by POST api/runs/NAME/explain, drawn by serve's shared explain.js
