@@ -234,8 +234,9 @@ def test_studio_refuses_over_long_names_with_404(studio):
 
 def test_studio_pages_big_metrics(studio, world):
     paged = shutil.copytree(world.run, world.root / "20260101-000200-paged")
-    (paged / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i, "train_loss": 1 / i}) + "\n"
-                                                 for i in range(1, 12_001)))
+    (paged / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i, "train_loss": 1 / i, "pad": "x" * 80})
+                                                 + "\n" for i in range(1, 12_001)))
+    assert (paged / "metrics.jsonl").stat().st_size > 1 << 20  # read a page at a time, not remembered
     d = studio.get(f"/api/runs/{paged.name}").json()
     assert len(d["history"]) == 5000
     m = studio.get(f"/api/runs/{paged.name}/metrics?after=5000").json()

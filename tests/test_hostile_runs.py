@@ -90,11 +90,12 @@ def test_danlu_runs_lists_hostile_runs_as_damaged_and_keeps_the_others(tmp_path,
     assert rows[runs["status FIFO"].name]["status"] == "damaged"
 
 
+@pytest.mark.parametrize("as_json", [True, False])
 @pytest.mark.parametrize("what", ["recipe FIFO", "alias bomb", "recipe -> /etc/passwd", "status -> /dev/zero"])
-def test_runs_show_of_a_hostile_run_exits_2(tmp_path, cli, what):
+def test_runs_show_of_a_hostile_run_exits_2(tmp_path, cli, what, as_json):
     runs = hostile_runs(tmp_path / "runs")
     with within(30):
-        code, out, err = cli("runs", "show", runs[what].name, "--json")
+        code, out, err = cli("runs", "show", runs[what].name, *(["--json"] if as_json else []))
     assert code == 2, (what, out, err)
     assert "damaged" in err and "internal error" not in err
     assert "root:" not in out + err  # /etc/passwd never shown

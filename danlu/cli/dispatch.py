@@ -165,6 +165,7 @@ def cmd_runs(a: argparse.Namespace) -> None:
         from danlu.printable import terminal_safe
         from danlu.runs.files import read_text
 
+        read_run_recipe(run)  # parsed through the bounded loader first: a damaged or hostile one is exit 2
         print(terminal_safe(read_text(run / "recipe.yaml", within=run), keep_newlines=True))
         for name in ("status.json", "report.json"):
             if (run / name).exists():

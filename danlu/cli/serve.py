@@ -78,8 +78,8 @@ def _api_key(a: argparse.Namespace) -> str | None:
         try:  # a regular file of at most 64 KiB: not a FIFO that hangs, nor /dev/zero that fills memory
             lines = read_text(a.api_key_file, limit=LIMITS["key"]).splitlines()
         except RunError as e:
-            raise DanluError(f"--api-key-file {e.message}", hint="a text file holding the key on its first line") \
-                from None
+            raise DanluError(f"--api-key-file {e.message.replace(' is damaged:', ':')}",
+                             hint="a text file holding the key on its first line") from None
         except (OSError, UnicodeDecodeError) as e:
             raise DanluError(f"--api-key-file {a.api_key_file}: cannot read it ({getattr(e, 'strerror', None) or e})",
                              hint="a text file holding the key on its first line") from None

@@ -159,9 +159,9 @@ def _add_run_routes(app: FastAPI, index: RunsIndex) -> None:
     def metrics(name: str, after: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
         path = index.path_of(name)
         summary = index.summary(path)
-        rows = index.history(path)
+        rows, more = index.history(path, after)
         return {"status": summary["status"], "epoch": summary.get("epoch"), "epochs": summary.get("epochs"),
-                "rows": rows[after:after + HISTORY_PAGE], "more": len(rows) > after + HISTORY_PAGE}
+                "rows": rows, "more": more}
 
     @app.get("/api/runs/{name}/figures/{figure}.png", response_class=Response, summary="A figure of a run")
     def figure(name: str, figure: str) -> Response:
@@ -173,7 +173,7 @@ def _add_run_routes(app: FastAPI, index: RunsIndex) -> None:
 
         paths = [index.path_of(r) for r in runs]
         out = compare(paths)
-        out["histories"] = {p.name: index.history(p)[:HISTORY_PAGE] for p in paths}
+        out["histories"] = {p.name: index.history(p)[0] for p in paths}
         return out
 
     @app.get("/api/studies/{name}", summary="A tuning study: trials, best trial, best recipe, plot names")

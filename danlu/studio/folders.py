@@ -17,6 +17,7 @@ from danlu.runs.files import NAME_MAX, read_bytes, read_json_file, read_text
 
 # metrics rows per answer: the run page draws its curves from the first page and polls for the rest
 HISTORY_PAGE = 5000
+CACHED_HISTORY = 1 << 20  # metrics.jsonl files up to this size are parsed once and remembered (~2,000 epochs)
 
 # metrics shown in the list, first found wins per kind
 KEY_METRICS = ("accuracy", "f1_macro", "r2", "mae", "rmse")
@@ -112,6 +113,33 @@ def _recipe_head(path: Path) -> dict:
     except (yaml.YAMLError, RecursionError):
         return _recipe(path)
     return head
+
+
+def _history_page(path: Path, after: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """One page of a big metrics.jsonl: the lines before it counted, not parsed; reading stops after it."""
+    import json
+
+    from danlu.runs.files import damaged, iter_lines
+
+    rows: list[dict[str, Any]] = []
+    seen = 0
+    for number, line, last in iter_lines(path, within=path.parent):
+        if not line.strip():
+            continue
+        seen += 1
+        if seen <= after:
+            continue
+        if len(rows) == limit:
+            return rows, True
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            if last:
+                break  # being written, or cut by a kill
+            raise damaged(path, f"line {number} is not JSON") from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows, False
 
 
 def _history(path: Path) -> list[dict[str, Any]]:
@@ -226,8 +254,7 @@ class RunsIndex:
                 out["report"] = self.cache.read(run / "report.json", _json)
             except (RunError, OSError):
                 pass  # already a problem of the summary
-        history = self.history(run, problems)
-        out["history"], out["history_more"] = history[:HISTORY_PAGE], len(history) > HISTORY_PAGE  # rest: /metrics
+        out["history"], out["history_more"] = self.history(run, problems=problems)  # the rest: /metrics
         out["figures"] = _figures(run)
         out["status_json"] = None
         try:
@@ -247,16 +274,25 @@ class RunsIndex:
                 out["predictable"] = False
         return out
 
-    def history(self, run: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    def history(self, run: Path, after: int = 0, limit: int = HISTORY_PAGE,
+                problems: list[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """(metrics.jsonl rows after the first ``after``, at most ``limit``; whether more follow). A small
+        file is parsed once and remembered; a big one (up to its 32 MiB bound) is read a page at a time
+        and not kept: a 20 MB file once held +140 MB of parsed rows in the studio for good."""
         path = run / "metrics.jsonl"
         try:
-            return self.cache.read(path, _history)
+            if _stamp(path) is None:
+                return [], False
+            if _stamp(path)[1] <= CACHED_HISTORY:
+                rows = self.cache.read(path, _history)
+                return rows[after:after + limit], len(rows) > after + limit
+            return _history_page(path, after, limit)
         except FileNotFoundError:
-            return []
+            return [], False
         except (RunError, OSError) as e:
             if problems is not None:
-                problems.append(str(e))
-            return []
+                problems.append(str(e).replace(str(run) + os.sep, ""))
+            return [], False
 
     def figure(self, name: str, figure: str) -> bytes:
         """A figure's PNG bytes: regular, inside the run folder, bounded (``danlu.runs.files``)."""
