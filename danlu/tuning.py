@@ -512,7 +512,9 @@ def show(study: str, *, storage: str | None = None, runs_dir: Path | None = None
     except KeyError:
         raise DanluError(f"the storage has no study named '{study}'") from None
     result = summarize(opened, folder, info.get("metric", "value"), {})
-    best_yaml = (folder / "best.yaml").read_text(encoding="utf-8") if (folder / "best.yaml").is_file() else ""
+    from danlu.runs.files import read_text
+
+    best_yaml = read_text(folder / "best.yaml", within=folder) if (folder / "best.yaml").is_file() else ""
     return result, best_yaml
 
 

@@ -29,6 +29,7 @@ from danlu.serve.docs import ERRORS, UPLOAD_SCHEMA
 from danlu.serve.inputs import RequestError, parse_json, parse_uploads
 
 MAX_EXPLAIN_INPUTS = 8  # per request: each input costs ~32-64 forward/backward passes
+MAX_LABEL = 1000  # characters of "target" or "method": labels are names, not documents
 MAP_SIDE = 32  # the raw map in the answer is average-pooled to at most this many pixels a side
 FIELDS = ("inputs", "top_k", "method", "target")
 
@@ -80,8 +81,15 @@ def parse_explain(body: bytes, schema: Any, max_inputs: int) -> tuple[Any, str, 
                            "or shap")
     if target is not None and not isinstance(target, str | int) or isinstance(target, bool):
         raise RequestError('"target" must be a label (a string) or null', "null explains the predicted class")
+    check_label_sizes(method, target)
     req = parse_json(json.dumps(payload, allow_nan=False).encode(), schema, max_inputs)
     return req, method, target
+
+
+def check_label_sizes(method: str, target: Any) -> None:
+    if len(method) > MAX_LABEL or target is not None and len(str(target)) > MAX_LABEL:
+        raise RequestError(f'"target" and "method" take at most {MAX_LABEL} characters',
+                           "a class label, or null for the predicted class; a method name")
 
 
 def _no_constant(name: str) -> Any:
@@ -210,6 +218,7 @@ def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path
 
             def parse() -> tuple[Any, str, Any]:
                 req = parse_uploads(files, fields.get("top_k"), engine.schema.kind, limit)
+                check_label_sizes(fields.get("method", "auto"), fields.get("target"))
                 return req, fields.get("method", "auto"), fields.get("target")
         elif kind == b"application/json":
             parse = partial(parse_explain, await request.body(), engine.schema, limit)
