@@ -173,8 +173,8 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     assert output_file(tmp_path / "new" / "c.png", "--png") == tmp_path / "new" / "c.png"
 
 
-def test_texts_are_cut_before_tokenizing():
-    from danlu.cli.inputs import MAX_LINE_CHARS, read_lines
+def test_texts_are_cut_before_tokenizing(tmp_path):
+    from danlu.cli.inputs import MAX_LINE_CHARS, file_bytes, read_lines
     from danlu.data.text.dataset import TextEncoder
 
     enc = TextEncoder("word", 16)
@@ -182,6 +182,11 @@ def test_texts_are_cut_before_tokenizing():
     assert len(tokens) <= enc.max_chars // 5 + 1
     lines = read_lines(b"x" * (MAX_LINE_CHARS + 10) + b"\r\nsecond\n", Path("in.txt"))
     assert [len(line) for line in lines] == [MAX_LINE_CHARS, 6]
+    long = tmp_path / "long.txt"
+    long.write_bytes("é".encode() * (3 * MAX_LINE_CHARS) + b"\nsecond\n")  # 6 MB in one line
+    raw = file_bytes(long)  # read a line at a time, each cut at a character boundary
+    assert len(raw) <= 4 * MAX_LINE_CHARS + 8
+    assert [len(line) for line in read_lines(raw, long)] == [MAX_LINE_CHARS, 6]
 
 
 def test_unbounded_settings_are_refused_with_their_bound():
