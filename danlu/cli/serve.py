@@ -6,10 +6,11 @@ Handlers import torch, onnx and fastapi lazily: ``danlu --help`` must stay fast.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
+
+from danlu.cli.output import print_json
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -19,7 +20,7 @@ def cmd_export(a: argparse.Namespace) -> None:
     result = export_onnx(a.run, runs_dir=a.runs_dir, data_dir=a.data_dir,
                          say=lambda msg: print(msg, file=sys.stderr if a.json else sys.stdout, flush=True))
     if a.json:
-        print(json.dumps(result.as_json(), ensure_ascii=False, allow_nan=False))
+        print_json(result.as_json())
     else:
         print(f"wrote {result.onnx_path} and {result.meta_path.name} ({result.export_s:.1f} s)")
 
@@ -139,8 +140,8 @@ def add_serving_verbs(sub: argparse._SubParsersAction, common: Callable[[argpars
                     help="longest a request waits for others to share its forward pass")
     sv.add_argument("--max-body-mb", type=float, default=10.0, help="request body limit in MiB (413 above)")
     sv.add_argument("--max-inputs", type=int, default=64, help="most inputs in one request (422 above)")
-    lim = sv.add_argument_group("limits", "what a small or slow request may cost the server (README: Limits and "
-                                          "safety)")
+    lim = sv.add_argument_group("limits", "what a small or slow request may cost the server "
+                                          "(docs/limits-and-safety.md, section Serving)")
     decode = DecodeLimits()
     lim.add_argument("--max-image-mb", type=float, default=decode.max_image_mb,
                      help="most memory decoding one image may take, estimated from its header before decoding "
