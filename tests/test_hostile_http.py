@@ -289,3 +289,25 @@ def test_a_refused_prune_leaves_no_folder(world, cli, monkeypatch, tmp_path):
     code, out, err = cli("compress", str(source), "--prune", "0.5")
     assert code == 2 and "the data is gone" in err, err
     assert sorted(p.name for p in source.parent.iterdir()) == [world.run.name]
+
+
+def test_explain_refuses_over_long_labels_without_echoing_them(serve):
+    from tests.studio_runs import digit_data_url
+
+    t0 = time.perf_counter()
+    r = serve.post("/v1/explain", json={"inputs": [digit_data_url(3)], "target": "a" * 2_000_000})
+    refused(r, 422, "at most 1000 characters")
+    assert time.perf_counter() - t0 < 2 and len(r.content) < 1000
+    r = serve.post("/v1/explain", json={"inputs": [digit_data_url(3)], "target": "b" * 900})
+    body = refused(r, 422, "unknown target label")
+    assert len(body["error"]) < 200  # the label is shown cut, and not fuzzy-matched
+
+
+def test_runs_compare_refuses_a_metrics_file_over_its_bound(world, cli, tmp_path):
+    big = shutil.copytree(world.run, tmp_path / "big")
+    with (big / "metrics.jsonl").open("r+b") as f:
+        f.truncate(200 << 20)  # sparse
+    t0 = time.perf_counter()
+    code, out, err = cli("runs", "compare", str(world.run), str(big), "--png", str(tmp_path / "c.png"))
+    assert code == 2 and "larger than 32 MiB" in err, err
+    assert time.perf_counter() - t0 < 20
