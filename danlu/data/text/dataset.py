@@ -84,6 +84,9 @@ def _sort_labels(labels: set[str]) -> list[str]:
     return sorted(labels, key=key)
 
 
+CHARS_PER_TOKEN = 64  # a token longer than this (after whitespace) is past any real word or sub-word
+
+
 class TextEncoder:
     """Texts → padded id tensors, with a word/char/jieba vocabulary or a pretrained tokenizer."""
 
@@ -95,17 +98,28 @@ class TextEncoder:
     def pad_id(self) -> int:
         return self.pretrained.pad_id if self.pretrained is not None else 0
 
+    @property
+    def max_chars(self) -> int:
+        """Characters of a text that can reach the model: ``max_len`` tokens of up to CHARS_PER_TOKEN each.
+        Texts are cut here before tokenizing: a 100 MB line to ``danlu predict --file`` was tokenized whole
+        (2.4 GB) to keep its first max_len tokens."""
+        return self.max_len * CHARS_PER_TOKEN + 1024
+
+    def cut(self, texts: list[str]) -> list[str]:
+        limit = self.max_chars
+        return [t[:limit] if len(t) > limit else t for t in texts]
+
     def tokens(self, texts: list[str]) -> list[list[str]]:
         if self._tok is None:
             from danlu.data.text.tokenizers import make_tokenizer
 
             self._tok = make_tokenizer(self.tokenizer_name)
-        return [self._tok.tokenize(t) for t in texts]
+        return [self._tok.tokenize(t) for t in self.cut(texts)]
 
     def encode(self, texts: list[str],
                token_lists: list[list[str]] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         if self.pretrained is not None:
-            return self.pretrained.encode(texts, self.max_len)
+            return self.pretrained.encode(self.cut(texts), self.max_len)
         return self.vocab.encode(token_lists if token_lists is not None else self.tokens(texts), self.max_len)
 
     def tensor(self, texts: list[str]):
