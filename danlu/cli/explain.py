@@ -6,10 +6,11 @@ Registered from cli.py; torch, Captum and matplotlib are imported only when the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from danlu.cli.output import print_json
 
 
 def cmd_explain(a: argparse.Namespace) -> None:
@@ -20,8 +21,13 @@ def cmd_explain(a: argparse.Namespace) -> None:
         from danlu.errors import unknown_name
 
         raise unknown_name("method", a.method, METHODS)
-    if a.top_k < 1:
-        raise DanluError(f"--top-k must be at least 1, got {a.top_k}")
+    from danlu.cli.checks import bounded, output_folder
+    from danlu.explanations.views import MAX_TOP_LOSSES
+
+    bounded("--top-k", a.top_k, 1, 1000)
+    bounded("--top-losses", a.top_losses, 1, MAX_TOP_LOSSES)
+    bounded("--steps", a.steps, 1, 4096)
+    output_folder(a.out, "--out")
     modes = sum([bool(a.inputs or a.file), a.top_losses is not None, a.global_importance])
     if modes != 1:
         raise DanluError("explain takes inputs, or --top-losses K, or --global (one of them)",
@@ -44,7 +50,7 @@ def cmd_explain(a: argparse.Namespace) -> None:
             if not a.json:
                 _print_records(result["explanations"], kind, out / result["grid"])
         if a.json:
-            print(json.dumps(result, ensure_ascii=False, allow_nan=False))
+            print_json(result)
         elif a.global_importance:
             from danlu.printable import terminal_safe as safe
 
@@ -65,8 +71,7 @@ def cmd_explain(a: argparse.Namespace) -> None:
         print(f"skipped {problem}", file=sys.stderr)
     rows = write_outputs(result["explanations"], kind, out, result["method"], result.get("audio"))
     if a.json:
-        print(json.dumps({"method": result["method"], "out": str(out), "explanations": rows},
-                         ensure_ascii=False, allow_nan=False))
+        print_json({"method": result["method"], "out": str(out), "explanations": rows})
         return
     _print_records(rows, kind, out / "explanations.json")
 

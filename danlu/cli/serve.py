@@ -6,11 +6,11 @@ Handlers import torch, onnx and fastapi lazily: ``danlu --help`` must stay fast.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
+
+from danlu.cli.output import print_json
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -20,7 +20,7 @@ def cmd_export(a: argparse.Namespace) -> None:
     result = export_onnx(a.run, runs_dir=a.runs_dir, data_dir=a.data_dir,
                          say=lambda msg: print(msg, file=sys.stderr if a.json else sys.stdout, flush=True))
     if a.json:
-        print(json.dumps(result.as_json(), ensure_ascii=False, allow_nan=False))
+        print_json(result.as_json())
     else:
         print(f"wrote {result.onnx_path} and {result.meta_path.name} ({result.export_s:.1f} s)")
 
@@ -73,8 +73,14 @@ def _api_key(a: argparse.Namespace) -> str | None:
     if a.api_key_file is not None:
         if a.api_key is not None:
             raise DanluError("give --api-key or --api-key-file, not both")
-        try:
-            lines = Path(a.api_key_file).read_text(encoding="utf-8").splitlines()
+        from danlu.errors import RunError
+        from danlu.runs.files import LIMITS, read_text
+
+        try:  # a regular file of at most 64 KiB: not a FIFO that hangs, nor /dev/zero that fills memory
+            lines = read_text(a.api_key_file, limit=LIMITS["key"]).splitlines()
+        except RunError as e:
+            raise DanluError(f"--api-key-file {e.message.replace(' is damaged:', ':')}",
+                             hint="a text file holding the key on its first line") from None
         except (OSError, UnicodeDecodeError) as e:
             raise DanluError(f"--api-key-file {a.api_key_file}: cannot read it ({getattr(e, 'strerror', None) or e})",
                              hint="a text file holding the key on its first line") from None
