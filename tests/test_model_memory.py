@@ -16,8 +16,13 @@ TEXT = Schema("text", "classification", [16], classes=["a", "b"],
 SMALL_MODELS = [n for n in MODELS if n != "transformer"]  # transformer's size is the pretrained files' on disk
 
 
+AUDIO = Schema("audio", "classification", [8000], classes=["a", "b"],
+               audio={"sample_rate": 16000, "seconds": 0.5, "fit": "center", "samples": 8000})
+
+
 def _schema(name: str) -> Schema:
-    return TEXT if "text" in MODELS[name][1] else IMAGE
+    kinds = MODELS[name][1]
+    return TEXT if "text" in kinds else AUDIO if "audio" in kinds else IMAGE
 
 
 def _options(name: str) -> dict:
