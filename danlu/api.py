@@ -67,6 +67,16 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=overrides)
     recipe = recipe.with_absolute_paths()
+    from danlu.recommend import is_recommendation
+
+    if is_recommendation(recipe):  # user-item tables: their own fit and report (danlu/recommend/)
+        if resume is not None:
+            raise DanluError("a recommendation run is not resumed: its fit is short and restarts from the recipe",
+                             hint=f"danlu train {run_path / 'recipe.yaml'}")
+        from danlu.recommend.train import train_recommender
+
+        return train_recommender(recipe, runs_dir=runs_dir, data_dir=data_dir, run_dir=run_dir,
+                                 progress=progress, plots=plots)
     # torch only now: a bad recipe (or a YAML bomb) is refused in a fraction of a second, not after its import
     from danlu.evaluation import evaluate
     from danlu.inference import select_device

@@ -37,10 +37,12 @@ def top_popular(counts: np.ndarray, share: float = 0.1) -> np.ndarray:
 
 
 def rank_top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Each row's top-k columns, best first; ties go to the lower item index (deterministic)."""
-    if scores.shape[1] <= 50_000:
-        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    """Each row's top-k columns, best first; equal scores go to the lower item index."""
+    k = min(k, scores.shape[1])
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
     sub = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -sub), axis=1)
     return np.take_along_axis(part, order, axis=1)
