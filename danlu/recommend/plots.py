@@ -33,20 +33,25 @@ def recall_curve(curves: dict[str, list[float]], path: Path) -> None:
     _save(fig, path)
 
 
+BANDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # popularity-rank bands, as fractions of the catalogue
+
+
 def recommended_popularity(train_counts: np.ndarray, tops: dict[str, np.ndarray], path: Path) -> None:
-    """Share of top-k slots per popularity decile of the catalogue (decile 1 = the 10 % most popular)."""
+    """Share of top-k slots per popularity band of the catalogue (top 1 %, 1-2 %, ..., 50-100 %)."""
     from danlu.plots import pyplot
 
     order = np.argsort(-train_counts, kind="stable")
-    decile = np.empty(len(order), dtype=np.int64)
-    decile[order] = np.minimum(9, np.arange(len(order)) * 10 // max(1, len(order)))
-    fig, ax = pyplot().subplots(figsize=(5.5, 3.8))
+    rank = np.empty(len(order), dtype=np.float64)
+    rank[order] = (np.arange(len(order)) + 0.5) / max(1, len(order))
+    band = np.searchsorted(np.asarray(BANDS), rank)
+    labels = [f"{lo:.0%}-{hi:.0%}" for lo, hi in zip((0.0, *BANDS[:-1]), BANDS, strict=True)]
+    fig, ax = pyplot().subplots(figsize=(6, 3.8))
     width = 0.8 / max(1, len(tops))
     for j, (name, top) in enumerate(tops.items()):
-        share = np.bincount(decile[top.ravel()], minlength=10) / max(1, top.size)
-        ax.bar(np.arange(1, 11) + (j - (len(tops) - 1) / 2) * width, share, width=width, label=name)
-    ax.set_xlabel("popularity decile of the recommended item (1 = top 10 % by training count)")
+        share = np.bincount(band[top.ravel()], minlength=len(BANDS)) / max(1, top.size)
+        ax.bar(np.arange(len(BANDS)) + (j - (len(tops) - 1) / 2) * width, share, width=width, label=name)
+    ax.set_xlabel("popularity band of the recommended item (by training count, most popular first)")
     ax.set_ylabel("share of top-k slots")
-    ax.set_xticks(range(1, 11))
+    ax.set_xticks(range(len(BANDS)), labels)
     ax.legend()
     _save(fig, path)
