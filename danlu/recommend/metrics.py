@@ -37,15 +37,19 @@ def top_popular(counts: np.ndarray, share: float = 0.1) -> np.ndarray:
 
 
 def rank_top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Each row's top-k columns, best first; equal scores go to the lower item index."""
-    k = min(k, scores.shape[1])
-    if k < scores.shape[1]:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        part = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
-    sub = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -sub), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    """Each row's top-k columns, best first; equal scores go to the lower item index (also at the k-th place,
+    where a plain argpartition would pick among ties arbitrarily)."""
+    n_rows, n_items = scores.shape
+    k = min(k, n_items)
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]  # each row's k-th largest score
+    above = scores > kth
+    ties = scores == kth
+    room = k - above.sum(1, keepdims=True)
+    chosen = above | (ties & (np.cumsum(ties, axis=1) <= room))
+    cols = np.nonzero(chosen)[1].reshape(n_rows, k)  # row-major: each row's k columns, by index
+    sub = np.take_along_axis(scores, cols, axis=1)
+    order = np.lexsort((cols, -sub), axis=1)
+    return np.take_along_axis(cols, order, axis=1)
 
 
 def evaluate_ranking(score: Callable[[np.ndarray], np.ndarray], known: sp.csr_matrix, test: sp.csr_matrix,
@@ -88,8 +92,9 @@ def evaluate_ranking(score: Callable[[np.ndarray], np.ndarray], known: sp.csr_ma
                 sums[f"hr@{k}"] += float(h > 0)
                 ideal = discounts[:min(k, n_true)].sum()
                 sums[f"ndcg@{k}"] += float((hit[:k] * discounts[:k]).sum() / ideal)
-            best = s[j, truth].max()
-            mrr += 1.0 / (1 + int((s[j] > best).sum()))
+            first = truth[np.lexsort((truth, -s[j, truth]))[0]]  # best-ranked test item (ties: lower index)
+            best = s[j, first]
+            mrr += 1.0 / (1 + int((s[j] > best).sum()) + int((s[j, :first] == best).sum()))
         for k in ks:
             recommended[k][top[:, :k].ravel()] = True
             pop_slots[k] += int(popular[top[:, :k]].sum())
