@@ -12,6 +12,12 @@ def describe(recipe_name: str, overrides: list[str], data_dir: Path | None = Non
     from danlu.recipe import load_recipe
 
     recipe = load_recipe(recipe_name, overrides)
+    from danlu.recommend import is_recommendation
+
+    if is_recommendation(recipe):  # a user-item table: danlu/recommend/describe.py
+        from danlu.recommend.describe import describe_interactions
+
+        return describe_interactions(recipe, data_dir)
     hints = models.input_hints(recipe.model.name, recipe.model.options)
     splits, schema = data.load(recipe.data, seed=recipe.seed, data_dir=data_dir, hints=hints)
     lines = [f"data: {schema.source} ({schema.kind}, {schema.task})", f"input shape: {schema.input_shape}"]

@@ -206,7 +206,7 @@ def _times(values: list[Any], path: Path) -> np.ndarray:
             raise DataError(f"{path}: timestamp on row {i + 2} is {v!r}", hint="give Unix seconds or ISO dates "
                             "(2016-10-16 or 2016-10-16T12:00:00)") from None
         if d.tzinfo is None:
-            d = d.replace(tzinfo=dt.timezone.utc)
+            d = d.replace(tzinfo=dt.UTC)
         out[i] = int(d.timestamp())
     return out
 

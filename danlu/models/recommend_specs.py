@@ -30,7 +30,8 @@ class EASEOptions(_Options):
 
 class MFOptions(_Options):
     factors: int = Field(64, ge=1)
-    loss: Literal["auto", "bpr", "mse"] = "auto"  # auto: bpr for ranking, mse (biased MF) for ratings
+    # auto: bpr for ranking, mse (biased MF) for ratings; softmax: cross-entropy over the whole catalogue
+    loss: Literal["auto", "bpr", "softmax", "mse"] = "auto"
     reg: float = Field(0.0, ge=0)  # L2 on the embeddings of each batch's users and items
     negatives: int = Field(1, ge=1)  # bpr: sampled negatives per positive
 
@@ -40,6 +41,7 @@ class TwoTowerOptions(_Options):
     features: list[Literal["id", "genres", "year", "title"]] = ["id", "genres", "year", "title"]
     title_tokens: int = Field(5000, ge=10)  # vocabulary size of title tokens
     id_dropout: float = Field(0.3, ge=0, lt=1)  # items' id embedding dropped this often: the features learn alone
+    loss: Literal["bpr", "softmax"] = "bpr"
     reg: float = Field(0.0, ge=0)
     negatives: int = Field(1, ge=1)
 

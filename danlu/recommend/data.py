@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from danlu.data.interactions import Interactions, IdMap, attach_item_table, load_movielens, read_interactions
+from danlu.data.interactions import IdMap, Interactions, attach_item_table, load_movielens, read_interactions
 from danlu.errors import DataError
 from danlu.recipe import Recipe
 from danlu.recipe_recommend import RecommendConfig

@@ -26,8 +26,9 @@ def _optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float
 
 def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr: float, reg: float,
             negatives: int, optimizer: str, weight_decay: float, seed: int, validate: Callable[[], float] | None,
-            patience: int = 5, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train on (user, positive, sampled negative) triples; keep the weights with the best ``validate()``
+            patience: int = 5, say: Callable[[str], None] = print, loss_name: str = "bpr") -> dict[str, Any]:
+    """Train on (user, positive, sampled negative) triples (BPR) or on (user, positive) against the whole
+    catalogue (``loss_name="softmax"``); keep the weights with the best ``validate()``
     (without one, all epochs run and the last weights stay)."""
     gen = torch.Generator().manual_seed(seed)
     coo = train.tocoo()
@@ -47,6 +48,17 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
             i = items[idx].repeat(negatives)
             j = torch.randint(0, model.n_items, (len(u),), generator=gen)
             table = model.item_tower(drop=True) if hasattr(model, "item_tower") else None
+            if loss_name == "softmax":  # cross-entropy over the whole catalogue: every item a negative
+                vectors = table if table is not None else model.item.weight
+                logits = model.user(users[idx]) @ vectors.T + model.item_bias.weight.T
+                loss = F.cross_entropy(logits, items[idx])
+                if reg:
+                    loss = loss + reg * ((model.user(users[idx]) ** 2).sum(-1).mean() + (vectors ** 2).sum(-1).mean())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                continue
             if table is None:
                 pos, neg = model(u, i), model(u, j)
                 vecs = [model.user(u), model.item(i), model.item(j)]

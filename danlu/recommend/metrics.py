@@ -80,7 +80,7 @@ def evaluate_ranking(score: Callable[[np.ndarray], np.ndarray], known: sp.csr_ma
         top = rank_top(s, kmax)
         tops.append(top)
         rel = test[us]
-        for j, u in enumerate(us):
+        for j in range(len(us)):
             truth = rel.indices[rel.indptr[j]:rel.indptr[j + 1]]
             hit = np.isin(top[j], truth)
             cum = np.cumsum(hit)

@@ -23,7 +23,6 @@ from danlu.recommend.data import Prepared, config_of, load_interactions, prepare
 from danlu.recommend.metrics import DEFINITIONS, evaluate_ranking
 
 
-
 def check_recipe(recipe: Recipe) -> None:
     if recipe.model.name not in RECOMMENDERS:
         raise RecipeError(f"model '{recipe.model.name}' does not take interaction data ({recipe.data.name})",
@@ -76,7 +75,8 @@ def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any) -> dict[
     info = fit_bpr(model, prepared.train, epochs=int(tr.epoch_count), batch_size=tr.batch_size, lr=tr.lr,
                    reg=o.get("reg", 0.0), negatives=o.get("negatives", 1), optimizer=tr.optimizer,
                    weight_decay=tr.weight_decay, seed=recipe.seed, validate=validate,
-                   patience=tr.early_stop.patience if tr.early_stop else 5, say=say)
+                   patience=tr.early_stop.patience if tr.early_stop else 5, say=say,
+                   loss_name=o.get("loss") if o.get("loss") in ("bpr", "softmax") else "bpr")
     info["monitor"] = f"val recall@{kmax}"
     info["fit_seconds"] = info.pop("seconds")
     return info
@@ -99,8 +99,11 @@ def side_features(data: Any, options: dict[str, Any]) -> dict[str, Any]:
     return {"genres": genres, "years": years, "tokens": tokens, "tokenizer": tok_name}
 
 
+Bags = tuple[np.ndarray, np.ndarray]
+
+
 def encode_items(features: dict[str, Any], titles: list[str], genres: list[list[str]],
-                 years: list[int | None]) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+                 years: list[int | None]) -> tuple[Bags, np.ndarray, Bags]:
     """Items' side features as EmbeddingBag (index, offset) pairs and year indices; 0 is "unknown"."""
     from danlu.text.tokenizers import make_tokenizer
 
@@ -126,8 +129,6 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
     import torch
 
     from danlu.api import TrainResult
-    from danlu.run_folder import RunFolder
-    from danlu.runs import atomic_write_text, save_tensors, write_json
 
     t0 = time.perf_counter()
     check_recipe(recipe)
@@ -149,16 +150,8 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
         n = data.n_items
         model.set_features(*encode_items(features, info.get("title", [""] * n), info.get("genres", [[]] * n),
                                          info.get("year", [None] * n)))
-    folder = RunFolder(Path(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
-    if run_dir is not None:
-        folder.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder.path / "recipe.yaml", recipe.to_yaml())
-    schema = {"kind": "interactions", "task": "ranking", "model": recipe.model.name, "n_users": data.n_users,
-              "n_items": data.n_items, "source": data.source, "features": features,
-              "explains": bool(model.explains)}
-    write_json(folder.path / "schema.json", schema)
-    atomic_write_text(folder.path / "id_maps.json", data.id_maps_json())
-    write_json(folder.path / "items.json", {k: v for k, v in data.item_info.items()})
+    folder = create_folder(recipe, data, {"task": "ranking", "model": recipe.model.name, "features": features,
+                                          "explains": bool(model.explains)}, runs_dir, run_dir)
     folder.set_status("training", epoch=0, epochs=recipe.train.epoch_count)
     for note in prepared.notes:
         say(f"note: {note}")
@@ -167,12 +160,7 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
         f"val {prepared.val.nnz}  test {prepared.test.nnz}")
     try:
         fit_info = fit_model(recipe, model, prepared, say)
-        known = prepared.known_at_test
-        save_tensors(folder.path / "history.safetensors",
-                     {"indptr": torch.from_numpy(known.indptr.astype(np.int64)),
-                      "indices": torch.from_numpy(known.indices.astype(np.int64))})
-        save_tensors(folder.path / "model.safetensors", dict(model.state_dict()),
-                     metadata={"danlu": json.dumps({"model": recipe.model.name, "task": "recommendation"})})
+        save_weights(folder.path, model, recipe, prepared.known_at_test)
         folder.set_status("evaluating", **{k: v for k, v in fit_info.items() if k != "history"})
         report = ranking_report(recipe, model, prepared, fit_info, folder.path, plots)
     except BaseException as e:
@@ -180,6 +168,34 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
         raise
     folder.set_status("done", **{k: v for k, v in fit_info.items() if k != "history"})
     return TrainResult(folder.path, report["metrics"], time.perf_counter() - t0, report)
+
+
+def create_folder(recipe: Recipe, data: Any, schema: dict[str, Any], runs_dir: Path | None,
+                  run_dir: Path | None) -> Any:
+    """The run folder with what a run starts with: recipe.yaml, schema.json, id_maps.json, items.json."""
+    from danlu.run_folder import RunFolder
+    from danlu.runs import atomic_write_text, write_json
+
+    folder = RunFolder(Path(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder.path / "recipe.yaml", recipe.to_yaml())
+    write_json(folder.path / "schema.json", {"kind": "interactions", **schema, "n_users": data.n_users,
+                                             "n_items": data.n_items, "source": data.source})
+    atomic_write_text(folder.path / "id_maps.json", data.id_maps_json())
+    write_json(folder.path / "items.json", dict(data.item_info))
+    return folder
+
+
+def save_weights(run: Path, model: Any, recipe: Recipe, known: sp.csr_matrix) -> None:
+    """model.safetensors, and history.safetensors: each user's known items (masked when recommending)."""
+    import torch
+
+    from danlu.runs import save_tensors
+
+    save_tensors(run / "history.safetensors", {"indptr": torch.from_numpy(known.indptr.astype(np.int64)),
+                                               "indices": torch.from_numpy(known.indices.astype(np.int64))})
+    save_tensors(run / "model.safetensors", dict(model.state_dict()),
+                 metadata={"danlu": json.dumps({"model": recipe.model.name, "task": "recommendation"})})
 
 
 def ranking_report(recipe: Recipe, model: Any, prepared: Prepared, fit_info: dict[str, Any], run: Path,
