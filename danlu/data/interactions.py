@@ -25,7 +25,7 @@ COMMON_NAMES: dict[str, tuple[str, ...]] = {
     "item": ("item", "itemid", "item_id", "iid", "movieid", "movie_id", "product", "product_id", "productid",
              "sku", "article", "article_id", "物品", "商品", "商品id"),
     "rating": ("rating", "score", "stars", "value", "weight", "评分"),
-    "time": ("timestamp", "time", "ts", "datetime", "date", "event_time", "时间"),
+    "time": ("timestamp", "time", "ts", "datetime", "date", "when", "event_time", "created_at", "时间"),
 }
 ITEM_TABLE_NAMES: dict[str, tuple[str, ...]] = {
     "title": ("title", "name", "item_name", "movie_title", "标题", "名称"),

@@ -1,0 +1,73 @@
+"""Every recommendation recipe end to end on a 50-user MovieLens slice, and a generated CSV through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from danlu.recipe import builtin_recipes, load_recipe
+
+SHARED = Path(os.environ.get("DANLU_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+MOVIELENS = SHARED / "movielens"
+RECIPES = [n for n in builtin_recipes() if load_recipe(n).data.name in ("movielens", "interactions")]
+
+
+def test_there_is_a_recipe_per_model():
+    from danlu.models.recommend_specs import RECOMMENDERS
+
+    assert {load_recipe(n).model.name for n in RECIPES} == set(RECOMMENDERS)
+
+
+@pytest.mark.skipif(not (MOVIELENS / "ratings.csv").is_file(), reason="shared movielens not available")
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_trains_and_predicts_on_a_slice(name, tmp_path, capsys):
+    from danlu.api import train
+    from danlu.recommend.predict import RecommenderRun
+
+    result = train(name, ["recommend.limit_users=50", "train.epochs=2"], runs_dir=tmp_path, data_dir=SHARED,
+                   progress=False, plots=name.endswith("ease"))
+    report = json.loads((result.run / "report.json").read_text(encoding="utf-8"))
+    assert isinstance(report["metrics"], dict) and all(np.isfinite(v) for v in report["metrics"].values()
+                                                       if isinstance(v, float))
+    assert json.loads((result.run / "id_maps.json").read_text())["users"][:3] == ["1", "2", "3"]
+    if report["task"] == "recommendation":
+        assert "popularity |" in (result.run / "report.md").read_text(encoding="utf-8") or \
+            report["model"] == "popularity"
+        assert 0 <= report["metrics"]["recall@20"] <= 1 and report["popularity"]["users"] == report["metrics"]["users"]
+    else:
+        assert report["metrics"]["baseline_rmse"] > 0
+    run = RecommenderRun(result.run)
+    out = run.recommend(user="1", k=5)
+    seen = set(run.history.indices[run.history.indptr[0]:run.history.indptr[1]].tolist())
+    assert len(out["recommendations"]) == 5
+    assert not seen & {run.items.get(r["item"]) for r in out["recommendations"]}
+    assert run.recommend(items=["1", "2"], k=3)["recommendations"]
+    assert "not in the training data" in run.recommend(user="no such user", k=3)["notes"][0]
+
+
+def test_a_generated_csv_goes_through_train_and_predict(tmp_path, capsys):
+    from danlu.cli import main
+
+    rng = np.random.default_rng(0)
+    rows = ["customer,product,stars,when"]
+    for u in range(40):
+        liked = rng.choice(30, size=12, replace=False)
+        rows += [f"c{u},p{i},{rng.integers(1, 6)},{1000 + 10 * t + u}" for t, i in enumerate(liked)]
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    code = main(["train", "movielens-itemknn", "data.name=interactions", f"data.path={path}",
+                 "recommend.rating_scale=[1,5]", "--runs-dir", str(tmp_path / "runs"), "--json", "--quiet"])
+    assert code in (0, None)
+    run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run"]
+    assert main(["predict", run, "--user", "c3", "--top-k", "3", "--json"]) in (0, None)
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["recommendations"]) == 3 and all(r["item"].startswith("p") for r in out["recommendations"])
+    assert all("because" in r for r in out["recommendations"])
+    assert main(["predict", run, "--user", "c3", "--items", "p1"]) == 2  # one or the other
+    code = main(["train", "movielens-ease", "data.name=interactions", f"data.path={path}",
+                 "recommend.rating_scale=[2,5]", "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert code == 2 and "outside the declared scale" in capsys.readouterr().err
