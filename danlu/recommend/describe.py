@@ -35,7 +35,7 @@ def describe_interactions(recipe: Recipe, data_dir: Path | None = None) -> str:
             f"{len(values)} distinct values")
         lines.append(f"ratings: mean {data.ratings.mean():.3f}  sd {data.ratings.std():.3f}  histogram {hist}")
     if data.times is not None:
-        first, last = (dt.datetime.fromtimestamp(int(t), dt.timezone.utc).date() for t in
+        first, last = (dt.datetime.fromtimestamp(int(t), dt.UTC).date() for t in
                        (data.times.min(), data.times.max()))
         lines.append(f"time range: {first} to {last}")
     if data.item_info:
