@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any
 
 from danlu.prepare import inference_options, load_run, prepare
 from danlu.recipe import Recipe, load_recipe
-from danlu.runs import read_run_recipe, resolve_run
+from danlu.runs.lifecycle import finish_run
+from danlu.runs.store import read_run_recipe, resolve_run
 
 __all__ = ["train", "evaluate", "prepare", "load_run", "inference_options", "TrainResult"]
 
@@ -29,33 +29,60 @@ class TrainResult:
         return {"run": str(self.run), "metrics": self.metrics, "wall_s": round(self.wall_s, 3)}
 
 
-def _env_info(device: str) -> dict[str, Any]:
-    import torch
-
-    info = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-            "device": device, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    from danlu import __version__
-
-    info["danlu"] = __version__
-    return info
-
-
 def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tuple[str, ...] = (), *,
           runs_dir: Path | None = None, data_dir: Path | None = None, resume: str | Path | None = None,
           progress: bool = True, callbacks: list[Any] = (), run_dir: Path | None = None,
           plots: bool = True, resumable: bool = True) -> TrainResult:
     """Train a recipe (or resume a run) and evaluate the best weights on the test split.
 
-    ``callbacks`` join the loop (danlu/callbacks.py); ``run_dir`` names the new run's folder instead of a
-    time-stamped one under ``runs_dir`` (a search puts its trials there); ``resumable=False`` keeps no
+    ``callbacks`` join the loop (danlu/training/hooks.py); ``run_dir`` names the new run's folder instead of
+    a time-stamped one under ``runs_dir`` (a search puts its trials there); ``resumable=False`` keeps no
     per-epoch training state (a search's trials are never resumed: a killed one is marked failed).
     """
-    from danlu.errors import DanluError, DataError
-
     t0 = time.perf_counter()
-    overrides = _override_list(overrides)
+    recipe, resume_path = _resolve_recipe(recipe, _override_list(overrides), resume, runs_dir)
+    from danlu.recommend import is_recommendation
+
+    if is_recommendation(recipe):  # user-item tables: their own fit and report (danlu/recommend/)
+        return _train_recommender(recipe, resume_path, runs_dir, data_dir, run_dir, progress, plots)
+    job = _Job.check(recipe, data_dir, runs_dir, progress)  # everything that can fail on user input
+    run = job.open_run(resume_path, run_dir, runs_dir, resumable)
+    with run.lock():  # no other process trains this run meanwhile; released however this ends
+        job.say(f"run: {run.path}")
+        job.say(f"data: {job.schema.source}  train {len(job.splits.train)}  val {len(job.splits.val)}  "
+                f"test {len(job.splits.test)}")
+        loop, tracked, recorder = job.fit(run, resume_path is not None, list(callbacks), resumable)
+        done = _end_of_training(loop, recorder, resumable)
+        if loop.stop is not None and loop.stop.status == "pruned":
+            finish_run(run, "pruned", **done)
+            _finish_tracking(tracked, None, "pruned")
+            return TrainResult(run.path, {}, time.perf_counter() - t0, {}, "pruned", run.writer)
+        report = job.evaluate(run, loop.model, done, tracked, plots)
+        finish_run(run, "done", **done)
+        _finish_tracking(tracked, report, "done")
+    if job.group:
+        job.group.close()
+    return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report, writer=run.writer)
+
+
+def _train_recommender(recipe: Recipe, resume_path: Any, runs_dir: Path | None, data_dir: Path | None,
+                       run_dir: Path | None, progress: bool, plots: bool) -> TrainResult:
+    from danlu.errors import DanluError
+    from danlu.recommend.train import train_recommender
+
+    if resume_path is not None:
+        raise DanluError("a recommendation run is not resumed: its fit is short and restarts from the recipe",
+                         hint=f"danlu train {resume_path / 'recipe.yaml'}")
+    done = train_recommender(recipe, runs_dir=runs_dir, data_dir=data_dir, run_dir=run_dir, progress=progress,
+                             plots=plots)
+    return TrainResult(done.run, done.metrics, done.wall_s, done.report)
+
+
+def _resolve_recipe(recipe: Any, overrides: list[str], resume: Any, runs_dir: Path | None) -> tuple[Recipe, Any]:
+    """The recipe to train, with paths made absolute; a resumed run's own (and its folder)."""
+    from danlu.errors import DanluError
+
+    run_path = None
     if resume is not None:
         if overrides:
             raise DanluError(f"--resume continues a run exactly as it started; it takes no overrides "
@@ -66,144 +93,142 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         recipe = load_recipe(str(recipe), overrides)
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=overrides)
-    recipe = recipe.with_absolute_paths()
-    from danlu.recommend import is_recommendation
+    return recipe.with_absolute_paths(), run_path
 
-    if is_recommendation(recipe):  # user-item tables: their own fit and report (danlu/recommend/)
-        if resume is not None:
-            raise DanluError("a recommendation run is not resumed: its fit is short and restarts from the recipe",
-                             hint=f"danlu train {run_path / 'recipe.yaml'}")
-        from danlu.recommend.train import train_recommender
 
-        return train_recommender(recipe, runs_dir=runs_dir, data_dir=data_dir, run_dir=run_dir,
-                                 progress=progress, plots=plots)
-    # torch only now: a bad recipe (or a YAML bomb) is refused in a fraction of a second, not after its import
-    from danlu.evaluation import evaluate
-    from danlu.inference import select_device
-    from danlu.progress import Progress
-    from danlu.run_folder import RunFolder
-    from danlu.training import build_loop, check_metric_names, fit, standard_callbacks
+class _Job:
+    """One training job between its checks and its report: data, model, device, process group, teacher."""
 
-    group = _join_group(recipe)  # several processes (torchrun, srun, --nproc): danlu/distributed.py
-    progress = progress and (group is None or group.writer)
-    splits, schema, model = prepare(recipe, data_dir)
-    # a device that is not there fails before the run folder exists
-    device = group.device if group else select_device(recipe.train.device)
-    check_metric_names(recipe, schema)
-    if recipe.train.privacy is not None:  # δ, ε and layers are checked (LSTMs made private) before any file
-        from danlu.privacy import plan_privacy
+    def __init__(self, recipe: Recipe, splits: Any, schema: Any, model: Any, device: Any, group: Any,
+                 teacher: Any, say: Any, progress: bool):
+        self.recipe, self.splits, self.schema, self.model = recipe, splits, schema, model
+        self.device, self.group, self.teacher, self.say, self.progress = device, group, teacher, say, progress
 
-        splits.notes.extend(plan_privacy(recipe, model, splits.train).notes)
-    teacher = None
-    if recipe.train.distill is not None:  # checked against this data before any file is written
-        from danlu.compress.distill import load_teacher
+    @classmethod
+    def check(cls, recipe: Recipe, data_dir: Path | None, runs_dir: Path | None, progress: bool) -> _Job:
+        """Data, model, device, privacy plan and teacher, all checked before any file is written."""
+        # torch only now: a bad recipe (or a YAML bomb) is refused in a fraction of a second, not after its import
+        from danlu.errors import DataError
+        from danlu.inference import select_device
+        from danlu.training.loop import check_metric_names
+        from danlu.training.progress import Progress
 
-        teacher = load_teacher(recipe.train.distill, schema, runs_dir)
-    if len(splits.train) < 2:
-        raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
-                        hint="add data, or raise data.limit_train / lower data.val_fraction and data.test_fraction")
-    say = Progress(0, 0, progress).note
-    splits.notes.extend(_scarce_classes(splits.train, schema))
-    for note in splits.notes:
-        say(f"note: {note}")
+        group = _join_group(recipe)  # several processes (torchrun, srun, --nproc): danlu/training/distributed.py
+        progress = progress and (group is None or group.writer)
+        splits, schema, model = prepare(recipe, data_dir)
+        device = group.device if group else select_device(recipe.train.device)  # a missing device fails here
+        check_metric_names(recipe, schema)
+        if recipe.train.privacy is not None:  # δ, ε and layers are checked (LSTMs made private) before any file
+            from danlu.training.privacy import plan_privacy
 
-    def create_run() -> RunFolder:
-        new = RunFolder(_fresh_folder(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
-        new.write_setup(recipe, schema, {**_env_info(str(device)), **(group.describe() if group else {})},
-                        splits.artifacts)
-        new.set_status("training", epoch=0, epochs=recipe.train.epoch_count,
-                       **({} if resumable else {"resumable": False}))
-        return new
+            splits.notes.extend(plan_privacy(recipe, model, splits.train).notes)
+        teacher = None
+        if recipe.train.distill is not None:  # checked against this data before any file is written
+            from danlu.training.distill import load_teacher
 
-    if resume is not None:
-        run = RunFolder(run_path, writer=group is None or group.writer)
-    else:
-        run = create_run() if group is None else group.open_run(create_run)
-    if teacher is not None and (group is None or group.writer):  # rank 0 writes the run folder
-        teacher.record(run.path, resumed=resume is not None)
-    with run.lock():  # no other process trains this run meanwhile; released however this ends
-        say(f"run: {run.path}")
-        say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
+            teacher = load_teacher(recipe.train.distill, schema, runs_dir)
+        if len(splits.train) < 2:
+            raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
+                            hint="add data, or raise data.limit_train / lower data.val_fraction and "
+                                 "data.test_fraction")
+        say = Progress(0, 0, progress).note
+        splits.notes.extend(_scarce_classes(splits.train, schema))
+        for note in splits.notes:
+            say(f"note: {note}")
+        return cls(recipe, splits, schema, model, device, group, teacher, say, progress)
+
+    def open_run(self, resume_path: Any, run_dir: Path | None, runs_dir: Path | None, resumable: bool) -> Any:
+        """The resumed run's folder, or a new one started through the run lifecycle (rank 0 writes it)."""
+        from danlu.runs.folder import RunFolder
+        from danlu.runs.lifecycle import environment, start_run
+
+        group = self.group
+        if resume_path is not None:
+            run = RunFolder(resume_path, writer=group is None or group.writer)
+        else:
+            def create() -> RunFolder:
+                env = environment(str(self.device), **(group.describe() if group else {}))
+                return start_run(self.recipe, self.schema, env, self.splits.artifacts, runs_dir=runs_dir,
+                                 run_dir=run_dir, epoch=0, epochs=self.recipe.train.epoch_count,
+                                 **({} if resumable else {"resumable": False}))
+
+            run = create() if group is None else group.open_run(create)
+        if self.teacher is not None and run.writer:
+            self.teacher.record(run.path, resumed=resume_path is not None)
+        return run
+
+    def fit(self, run: Any, resumed: bool, callbacks: list[Any], resumable: bool) -> tuple[Any, list[Any], Any]:
+        """The loop with the standard callbacks, trackers and plug-ins; a failure marks the run and goes up."""
+        from danlu.runs.lifecycle import fail_run
+        from danlu.training.loop import build_loop, fit, standard_callbacks
+
+        recipe, group = self.recipe, self.group
         try:
             # an unreachable tracking server fails the run here; rank 0 alone tracks a distributed run
             tracked = _trackers(recipe, run.path) if run.writer else []
-            cbs = standard_callbacks(recipe, schema, len(splits.val) > 0, run, resume=resume is not None,
-                                     progress=progress, extra=[*callbacks, *tracked], resumable=resumable)
-            loop = build_loop(model, splits, schema, recipe, cbs)
-            if teacher is not None:
-                loop.step = teacher.wrap(loop.step, loop.device)
+            cbs = standard_callbacks(recipe, self.schema, len(self.splits.val) > 0, run, resume=resumed,
+                                     progress=self.progress, extra=[*callbacks, *tracked], resumable=resumable)
+            loop = build_loop(self.model, self.splits, self.schema, recipe, cbs)
+            if self.teacher is not None:
+                loop.step = self.teacher.wrap(loop.step, loop.device)
             fit(group.wrap(loop) if group else loop)
         except BaseException as e:
             e = group.explain(e, run) if group else e  # a peer that died: say how to resume
-            run.update_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                              failed_in="training", error=str(e)[:500])
+            fail_run(run, e, "training")
             raise e
-        recorder = cbs[-1]
-        done = {"epochs": len(loop.history), "best_epoch": recorder.best_epoch,
-                "stopped_early": loop.stop is not None, **({} if resumable else {"resumable": False})}
-        if loop.stop is not None:
-            done["stop_reason"] = loop.stop.reason
-        if loop.privacy is not None:
-            done["privacy"] = loop.privacy.summary()
-        if loop.stop is not None and loop.stop.status == "pruned":
-            run.set_status("pruned", **done)
-            _finish_tracking(tracked, None, "pruned")
-            return TrainResult(run.path, {}, time.perf_counter() - t0, {}, "pruned", run.writer)
+        return loop, tracked, cbs[-1]
+
+    def evaluate(self, run: Any, model: Any, done: dict[str, Any], tracked: list[Any], plots: bool) -> dict:
+        """The best weights on the test split; trained but not scored, `danlu evaluate RUN` can finish it."""
+        from danlu.evaluation import evaluate
+        from danlu.runs.lifecycle import fail_run
+
+        group = self.group
         group.load_best(run, model) if group else run.load_model(model)
         run.set_status("evaluating", **done)
         try:
-            report = evaluate(run, recipe, schema, model, splits.test, "test", notes=splits.notes,
-                              plots=plots and run.writer, parity=run.writer, score=group and group.evaluate)
-        except BaseException as e:  # trained but not scored: `danlu evaluate RUN` can finish it
-            run.set_status("failed", **done, failed_in="evaluation", error=str(e)[:480])
+            return evaluate(run, self.recipe, self.schema, model, self.splits.test, "test", notes=self.splits.notes,
+                            plots=plots and run.writer, parity=run.writer, score=group and group.evaluate)
+        except BaseException as e:
+            fail_run(run, e, "evaluation", **done)
             _finish_tracking(tracked, None, "failed")
             raise
-        run.set_status("done", **done)
-        _finish_tracking(tracked, report, "done")
-        if teacher is not None and run.writer and len(splits.test):  # teacher vs student, as compress's tables
-            teacher.write_table(run.path, splits.test)
-    if group:
-        group.close()
-    return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report, writer=run.writer)
+
+
+def _end_of_training(loop: Any, recorder: Any, resumable: bool) -> dict[str, Any]:
+    """The status fields a trained run keeps: epochs, best epoch, why it stopped, its privacy budget."""
+    done = {"epochs": len(loop.history), "best_epoch": recorder.best_epoch, "stopped_early": loop.stop is not None,
+            **({} if resumable else {"resumable": False})}
+    if loop.stop is not None:
+        done["stop_reason"] = loop.stop.reason
+    if loop.privacy is not None:
+        done["privacy"] = loop.privacy.summary()
+    return done
 
 
 def _join_group(recipe: Recipe) -> Any:
-    """The process group when this is one of several processes, else None (danlu/distributed.py)."""
+    """The process group when this is one of several processes, else None (danlu/training/distributed.py)."""
     if not ({"WORLD_SIZE", "SLURM_PROCID"} & set(os.environ)):  # one process: torch.distributed stays unloaded
         return None
-    from danlu.distributed import start
+    from danlu.training.distributed import start
 
     return start(recipe)
 
 
 def _trackers(recipe: Recipe, run_dir: Path) -> list[Any]:
-    """TensorBoard / MLflow callbacks when the recipe's train.track names them (danlu/tracking.py)."""
+    """TensorBoard / MLflow callbacks when the recipe's train.track names them (danlu/training/tracking.py)."""
     if not recipe.train.track:
         return []
-    from danlu.tracking import trackers
+    from danlu.training.tracking import trackers
 
     return trackers(recipe, run_dir)
 
 
 def _finish_tracking(tracked: list[Any], report: dict[str, Any] | None, status: str) -> None:
     if tracked:
-        from danlu.tracking import finish
+        from danlu.training.tracking import finish
 
         finish(tracked, report, status)
-
-
-def _fresh_folder(path: Path) -> Path:
-    """An explicit run folder: created, or reused only while it holds no run yet."""
-    from danlu.errors import RunError
-
-    path = Path(path)
-    if (path / "recipe.yaml").exists():
-        raise RunError(f"{path} already holds a run", hint="give another folder, or resume it: --resume")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"cannot create the run folder {path}: {e.strerror or e}") from None
-    return path.resolve()
 
 
 def _override_list(overrides: Any) -> list[str]:
@@ -238,7 +263,7 @@ def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = No
     """Re-load a run's data split and best weights, and write its report."""
     from danlu.errors import DanluError
     from danlu.evaluation import evaluate as run_evaluation
-    from danlu.run_folder import RunFolder
+    from danlu.runs.folder import RunFolder
 
     if split not in ("train", "val", "test"):
         raise DanluError(f"unknown split '{split}'", hint="valid splits: train, val, test")

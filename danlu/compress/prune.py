@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from danlu.callbacks import Callback
 from danlu.errors import DanluError
+from danlu.training.hooks import Callback
 
 PRUNABLE = ("mlp", "cnn", "simple_cnn")  # models whose every width is a recipe option
 
@@ -81,7 +81,7 @@ def prune_run(run: str | Path, fraction: float, *, finetune_epochs: float = 1, t
     from danlu.export import weights_digest
     from danlu.predictor import Predictor
     from danlu.recipe import load_recipe
-    from danlu.runs import new_run_dir
+    from danlu.runs.store import new_run_dir
 
     check_fraction(fraction)
     if finetune_epochs < 0:
@@ -146,17 +146,17 @@ class StartFrom(Callback):
 
 def _save_unchanged(recipe: Any, state: dict[str, Any], folder: Path, data_dir: Path | None) -> dict[str, float]:
     """No fine-tuning: the pruned weights as a finished run (setup files, weights, test report)."""
-    from danlu.api import _env_info
     from danlu.evaluation import evaluate
     from danlu.prepare import prepare
-    from danlu.run_folder import RunFolder
+    from danlu.runs.folder import RunFolder
+    from danlu.runs.lifecycle import environment, finish_run
 
     splits, schema, model = prepare(recipe, data_dir, for_inference=True)
     model.load_state_dict(state)
     run = RunFolder(folder)
-    run.write_setup(recipe, schema, _env_info("cpu"), splits.artifacts)
+    run.write_setup(recipe, schema, environment("cpu"), splits.artifacts)
     run.set_status("evaluating", epochs=0)
     run.save_model(model, {"epoch": 0, "pruned": True})
     report = evaluate(run, recipe, schema, model, splits.test, "test", parity=True, plots=False)
-    run.set_status("done", epochs=0)
+    finish_run(run, "done", epochs=0)
     return report["metrics"]

@@ -21,7 +21,7 @@ def predict_if_recommendation(a: argparse.Namespace) -> bool:
     """Answer ``danlu predict`` for a recommendation run; False when the run is of another kind."""
     from danlu.errors import DanluError
     from danlu.recommend import is_recommendation_run
-    from danlu.runs import resolve_run
+    from danlu.runs.store import resolve_run
 
     asked = a.user is not None or a.items is not None
     run = resolve_run(a.run, a.runs_dir)

@@ -16,6 +16,15 @@ def _percentiles(counts: np.ndarray) -> str:
                                                             strict=True))
 
 
+def describe_if_interactions(recipe_name: str, overrides: list[str], data_dir: Path | None) -> str | None:
+    """The description of a recommendation recipe's data; None for recipes of other tasks."""
+    from danlu.recipe import load_recipe
+    from danlu.recommend import is_recommendation
+
+    recipe = load_recipe(recipe_name, overrides)
+    return describe_interactions(recipe, data_dir) if is_recommendation(recipe) else None
+
+
 def describe_interactions(recipe: Recipe, data_dir: Path | None = None) -> str:
     from danlu.recommend.data import config_of, load_interactions, prepare_ranking
 

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
 
 def _save(fig, path: Path) -> None:
-    from danlu.plots import pyplot
-    from danlu.runs import atomic_write_bytes
+    from danlu.plots.figures import save_figure
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def recall_curve(curves: dict[str, list[float]], path: Path) -> None:
     """Recall@k for k = 1..K, one line per model (popularity included)."""
-    from danlu.plots import pyplot
+    from danlu.plots.figures import pyplot
 
     fig, ax = pyplot().subplots(figsize=(5.5, 3.8))
     for name, curve in curves.items():
@@ -38,7 +33,7 @@ BANDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # popularity-rank bands, as frac
 
 def recommended_popularity(train_counts: np.ndarray, tops: dict[str, np.ndarray], path: Path) -> None:
     """Share of top-k slots per popularity band of the catalogue (top 1 %, 1-2 %, ..., 50-100 %)."""
-    from danlu.plots import pyplot
+    from danlu.plots.figures import pyplot
 
     order = np.argsort(-train_counts, kind="stable")
     rank = np.empty(len(order), dtype=np.float64)

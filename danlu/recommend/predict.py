@@ -45,18 +45,22 @@ class RecommenderRun:
 
     def __init__(self, run_dir: Path):
         from danlu.recipe import load_recipe
-        from danlu.recommend.train import build, load_history
-        from danlu.runs import read_json, read_run_recipe
+        from danlu.recommend.build import build, with_features
+        from danlu.recommend.store import load_history
+        from danlu.runs.files import read_json
+        from danlu.runs.store import read_run_recipe
 
         self.run_dir = Path(run_dir)
         self.recipe = load_recipe(base=read_run_recipe(self.run_dir))
         self.schema = read_json(self.run_dir / "schema.json")
         self.users, self.items = load_id_maps(self.run_dir / "id_maps.json")
         self.item_info = read_json(self.run_dir / "items.json")
-        self.model = build(self.recipe, None, len(self.users), len(self.items), self.schema.get("features"))
+        features = self.schema.get("features")
+        self.model = with_features(build(self.recipe, len(self.users), len(self.items), features), features,
+                                   self.item_info, len(self.items))
         load_state(self.model, self.run_dir / "model.safetensors")
         self.model.eval()
-        self.history = load_history(self.run_dir)
+        self.history = load_history(self.run_dir, len(self.items))
         self.counts = np.asarray(self.history.sum(0)).ravel()
 
     def label(self, index: int) -> str:

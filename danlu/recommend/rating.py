@@ -39,11 +39,11 @@ def _fit_mf(recipe: Recipe, n_users: int, n_items: int, u: np.ndarray, i: np.nda
     """Biased MF on these ratings; with ``epochs`` None, 10 % of them pick the epoch."""
     import torch
 
+    from danlu.recommend.build import build
     from danlu.recommend.fit import fit_mse, predict_ratings
-    from danlu.recommend.train import build
 
     torch.manual_seed(seed)
-    model = build(recipe, None, n_users, n_items)
+    model = build(recipe, n_users, n_items)
     tr, o = recipe.train, recipe.model.options
     validate, fit_rows = None, np.arange(len(r))
     if epochs is None:
@@ -59,11 +59,12 @@ def _fit_mf(recipe: Recipe, n_users: int, n_items: int, u: np.ndarray, i: np.nda
     return model, info["best_epoch"]
 
 
-def train_rating(recipe: Recipe, data: Any, *, runs_dir: Path | None, run_dir: Path | None, say: Any,
-                 t0: float) -> Any:
-    from danlu.api import TrainResult
+def train_rating(recipe: Recipe, data: Any, *, runs_dir: Path | None, run_dir: Path | None,
+                 say: Any) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Cross-validate, train the saved model on all ratings, write the run; (run folder, metrics, report)."""
+    from danlu.recommend import store
     from danlu.recommend.fit import predict_ratings
-    from danlu.recommend.train import create_folder, save_weights
+    from danlu.runs.lifecycle import fail_run, finish_run
 
     cfg = config_of(recipe)
     if data.ratings is None:
@@ -75,9 +76,8 @@ def train_rating(recipe: Recipe, data: Any, *, runs_dir: Path | None, run_dir: P
     u, i, r = data.users, data.items, data.ratings.astype(np.float64)
     scale = cfg.rating_scale or (float(r.min()), float(r.max()))
     folds = np.random.default_rng(recipe.seed).permutation(len(r)) % cfg.folds
-    folder = create_folder(recipe, data, {"task": "rating", "model": recipe.model.name, "features": None,
-                                          "explains": False}, runs_dir, run_dir)
-    folder.set_status("training")
+    folder = store.start(recipe, data, {"task": "rating", "model": recipe.model.name, "features": None,
+                                        "explains": False}, runs_dir, run_dir)
     say(f"run: {folder.path}")
     per_fold: list[dict[str, Any]] = []
     try:
@@ -107,9 +107,9 @@ def train_rating(recipe: Recipe, data: Any, *, runs_dir: Path | None, run_dir: P
             epochs = int(np.median([row["best_epoch"] for row in per_fold]))
             model, _ = _fit_mf(recipe, data.n_users, data.n_items, u, i, r, recipe.seed, epochs, scale)
             known = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, i)), shape=(data.n_users, data.n_items))
-            save_weights(folder.path, model, recipe, known)
+            store.save_weights(folder.path, model, recipe, known)
     except BaseException as e:
-        folder.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e)[:500])
+        fail_run(folder, e, "training")
         raise
     metrics = {"rmse": summary.get("model_rmse", summary["baseline_rmse"]),
                "mae": summary.get("model_mae", summary["baseline_mae"]), **summary}
@@ -125,5 +125,5 @@ def train_rating(recipe: Recipe, data: Any, *, runs_dir: Path | None, run_dir: P
             lines.append(f"| {name} | {summary[f'{part}_rmse']:.4f} ± {summary[f'{part}_rmse_sd']:.4f} | "
                          f"{summary[f'{part}_mae']:.4f} ± {summary[f'{part}_mae_sd']:.4f} |")
     folder.write_report("report", report, "\n".join(lines) + "\n")
-    folder.set_status("done")
-    return TrainResult(folder.path, metrics, time.perf_counter() - t0, report)
+    finish_run(folder, "done")
+    return folder.path, metrics, report

@@ -7,13 +7,10 @@ items. Popularity is fit and scored the same way and reported beside every model
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import scipy.sparse as sp
 
 from danlu.errors import RecipeError
 from danlu.models.recommend_specs import RECOMMENDERS
@@ -30,25 +27,6 @@ def check_recipe(recipe: Recipe) -> None:
     if recipe.data.name not in RECOMMEND_DATA:
         raise RecipeError(f"model '{recipe.model.name}' recommends from a user-item table, but data.name is "
                           f"'{recipe.data.name}'", hint=f"data.name: one of {', '.join(RECOMMEND_DATA)}")
-
-
-def build(recipe: Recipe, prepared: Prepared | None, n_users: int, n_items: int, features: dict | None = None) -> Any:
-    """The recipe's model, fresh; MF's loss "auto" becomes bpr (ranking) or mse (ratings)."""
-    from danlu.models.recommenders import build_recommender
-
-    options = dict(recipe.model.options)
-    name = recipe.model.name
-    for key in ("reg", "negatives", "title_tokens"):
-        options.pop(key, None)
-    if name == "mf":
-        options["loss"] = "mse" if config_of(recipe).task == "rating" else (
-            "bpr" if options["loss"] == "auto" else options["loss"])
-    extra = {}
-    if name == "two_tower":
-        f = features or {}
-        extra = {"n_genres": len(f.get("genres", [])) + 1, "n_years": len(f.get("years", [])) + 1,
-                 "n_tokens": len(f.get("tokens", [])) + 1}
-    return build_recommender(name, options, n_users, n_items, **extra)
 
 
 def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any) -> dict[str, Any]:
@@ -82,53 +60,24 @@ def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any) -> dict[
     return info
 
 
-def side_features(data: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """Vocabularies of genres, years and title tokens (title tokens through danlu's tokenizers)."""
-    from collections import Counter
+@dataclass
+class Trained:
+    """What ``danlu.api.train`` turns into its TrainResult."""
 
-    from danlu.text.tokenizers import make_tokenizer
-
-    info = data.item_info
-    genres = sorted({g for gs in info.get("genres", []) for g in gs})
-    years = sorted({y for y in info.get("year", []) if y is not None})
-    titles = info.get("title", [])
-    tok_name = make_tokenizer("auto", titles or ["x"]).name if titles else "word"
-    tok = make_tokenizer(tok_name)
-    counts = Counter(t for title in titles for t in tok.tokenize(title) if t.strip() and t.isalnum() or len(t) > 1)
-    tokens = [t for t, _ in counts.most_common(options.get("title_tokens", 5000))]
-    return {"genres": genres, "years": years, "tokens": tokens, "tokenizer": tok_name}
-
-
-Bags = tuple[np.ndarray, np.ndarray]
-
-
-def encode_items(features: dict[str, Any], titles: list[str], genres: list[list[str]],
-                 years: list[int | None]) -> tuple[Bags, np.ndarray, Bags]:
-    """Items' side features as EmbeddingBag (index, offset) pairs and year indices; 0 is "unknown"."""
-    from danlu.text.tokenizers import make_tokenizer
-
-    tok = make_tokenizer(features["tokenizer"])
-    g_index = {g: i + 1 for i, g in enumerate(features["genres"])}
-    y_index = {y: i + 1 for i, y in enumerate(features["years"])}
-    t_index = {t: i + 1 for i, t in enumerate(features["tokens"])}
-
-    def bags(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        lists = [x or [0] for x in lists]
-        offsets = np.cumsum([0] + [len(x) for x in lists[:-1]])
-        return np.asarray([i for x in lists for i in x], dtype=np.int64), offsets.astype(np.int64)
-
-    g = bags([[g_index[x] for x in gs if x in g_index] for gs in genres])
-    t = bags([[t_index[x] for x in tok.tokenize(title) if x in t_index] for title in titles])
-    y = np.asarray([y_index.get(v, 0) for v in years], dtype=np.int64)
-    return g, y, t
+    run: Path
+    metrics: dict[str, Any]
+    wall_s: float
+    report: dict[str, Any]
 
 
 def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir: Path | None = None,
-                      run_dir: Path | None = None, progress: bool = True, plots: bool = True) -> Any:
-    """Train, evaluate and write the run folder; returns danlu.api.TrainResult."""
+                      run_dir: Path | None = None, progress: bool = True, plots: bool = True) -> Trained:
+    """Check, fit, evaluate and write the run folder (through the shared run lifecycle)."""
     import torch
 
-    from danlu.api import TrainResult
+    from danlu.recommend import store
+    from danlu.recommend.build import build, side_features, with_features
+    from danlu.runs.lifecycle import finish_run, phase
 
     t0 = time.perf_counter()
     check_recipe(recipe)
@@ -141,67 +90,36 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
     if cfg.task == "rating":
         from danlu.recommend.rating import train_rating
 
-        return train_rating(recipe, data, runs_dir=runs_dir, run_dir=run_dir, say=say, t0=t0)
+        run, metrics, report = train_rating(recipe, data, runs_dir=runs_dir, run_dir=run_dir, say=say)
+        return Trained(run, metrics, time.perf_counter() - t0, report)
     prepared = prepare_ranking(data, cfg, recipe.seed)
-    features = side_features(data, recipe.model.options) if recipe.model.name == "two_tower" else None
-    model = build(recipe, prepared, data.n_users, data.n_items, features)
-    if features is not None:
-        info = data.item_info
-        n = data.n_items
-        model.set_features(*encode_items(features, info.get("title", [""] * n), info.get("genres", [[]] * n),
-                                         info.get("year", [None] * n)))
-    folder = create_folder(recipe, data, {"task": "ranking", "model": recipe.model.name, "features": features,
-                                          "explains": bool(model.explains)}, runs_dir, run_dir)
-    folder.set_status("training", epoch=0, epochs=recipe.train.epoch_count)
+    features = None
+    if recipe.model.name == "two_tower":
+        features = side_features(data.item_info, recipe.model.options.get("title_tokens", 5000))
+    model = with_features(build(recipe, data.n_users, data.n_items, features), features, data.item_info,
+                          data.n_items)
+    run = store.start(recipe, data, {"task": "ranking", "model": recipe.model.name, "features": features,
+                                     "explains": bool(model.explains)}, runs_dir, run_dir)
     for note in prepared.notes:
         say(f"note: {note}")
-    say(f"run: {folder.path}")
+    say(f"run: {run.path}")
     say(f"data: {data.source}  users {data.n_users}  items {data.n_items}  train {prepared.train.nnz}  "
         f"val {prepared.val.nnz}  test {prepared.test.nnz}")
-    try:
+    with phase(run, "training"):
         fit_info = fit_model(recipe, model, prepared, say)
-        save_weights(folder.path, model, recipe, prepared.known_at_test)
-        folder.set_status("evaluating", **{k: v for k, v in fit_info.items() if k != "history"})
-        report = ranking_report(recipe, model, prepared, fit_info, folder.path, plots)
-    except BaseException as e:
-        folder.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e)[:500])
-        raise
-    folder.set_status("done", **{k: v for k, v in fit_info.items() if k != "history"})
-    return TrainResult(folder.path, report["metrics"], time.perf_counter() - t0, report)
+        store.save_weights(run.path, model, recipe, prepared.known_at_test)
+    done = {k: v for k, v in fit_info.items() if k != "history"}
+    run.set_status("evaluating", **done)
+    with phase(run, "evaluation", **done):
+        report = ranking_report(recipe, model, prepared, fit_info, run, plots)
+    finish_run(run, "done", **done)
+    return Trained(run.path, report["metrics"], time.perf_counter() - t0, report)
 
 
-def create_folder(recipe: Recipe, data: Any, schema: dict[str, Any], runs_dir: Path | None,
-                  run_dir: Path | None) -> Any:
-    """The run folder with what a run starts with: recipe.yaml, schema.json, id_maps.json, items.json."""
-    from danlu.run_folder import RunFolder
-    from danlu.runs import atomic_write_text, write_json
-
-    folder = RunFolder(Path(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
-    folder.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder.path / "recipe.yaml", recipe.to_yaml())
-    write_json(folder.path / "schema.json", {"kind": "interactions", **schema, "n_users": data.n_users,
-                                             "n_items": data.n_items, "source": data.source})
-    atomic_write_text(folder.path / "id_maps.json", data.id_maps_json())
-    write_json(folder.path / "items.json", dict(data.item_info))
-    return folder
-
-
-def save_weights(run: Path, model: Any, recipe: Recipe, known: sp.csr_matrix) -> None:
-    """model.safetensors, and history.safetensors: each user's known items (masked when recommending)."""
-    import torch
-
-    from danlu.runs import save_tensors
-
-    save_tensors(run / "history.safetensors", {"indptr": torch.from_numpy(known.indptr.astype(np.int64)),
-                                               "indices": torch.from_numpy(known.indices.astype(np.int64))})
-    save_tensors(run / "model.safetensors", dict(model.state_dict()),
-                 metadata={"danlu": json.dumps({"model": recipe.model.name, "task": "recommendation"})})
-
-
-def ranking_report(recipe: Recipe, model: Any, prepared: Prepared, fit_info: dict[str, Any], run: Path,
+def ranking_report(recipe: Recipe, model: Any, prepared: Prepared, fit_info: dict[str, Any], folder: Any,
                    plots: bool) -> dict[str, Any]:
+    """Test metrics of the model and of popularity on the same split, report.json/.md and the plots."""
     from danlu.models.recommenders import Popularity
-    from danlu.run_folder import RunFolder
 
     cfg = config_of(recipe)
     known = prepared.known_at_test
@@ -232,7 +150,8 @@ def ranking_report(recipe: Recipe, model: Any, prepared: Prepared, fit_info: dic
     if cfg.split == "random":
         report["notes"] = [*report["notes"], "random split: training holds interactions made after test ones, "
                                              "so these numbers leak the future and read high"]
-    RunFolder(run).write_report("report", report, report_markdown(report, cfg.k))
+    folder.write_report("report", report, report_markdown(report, cfg.k))
+    run = folder.path
     if plots:
         from danlu.recommend import plots as figures
 
@@ -279,11 +198,3 @@ def report_markdown(report: dict[str, Any], ks: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_history(run: Path) -> sp.csr_matrix:
-    from safetensors.numpy import load_file
-
-    t = load_file(str(run / "history.safetensors"))
-    n_users = len(t["indptr"]) - 1
-    schema = json.loads((run / "schema.json").read_text(encoding="utf-8"))
-    return sp.csr_matrix((np.ones(len(t["indices"]), dtype=np.float32), t["indices"], t["indptr"]),
-                         shape=(n_users, schema["n_items"]))
