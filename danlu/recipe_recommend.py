@@ -19,18 +19,18 @@ class RecommendConfig(BaseModel):
 
     task: Literal["ranking", "rating"] = "ranking"  # top-k from implicit feedback, or rating prediction
     items: Path | None = None  # item side table (title, genres, year); movielens: movies.csv
-    user_column: str = "auto"
-    item_column: str = "auto"
+    user_column: str = "auto"  # the column of user ids; auto: the first common name (user, userId, user_id, ...)
+    item_column: str = "auto"  # the column of item ids; auto: item, itemId, movieId, product_id, sku, ...
     rating_column: str | None = "auto"  # null: implicit-only data
-    time_column: str | None = "auto"
+    time_column: str | None = "auto"  # Unix seconds or ISO dates; null: no time (only the random split works)
     rating_scale: tuple[float, float] | None = None  # ratings outside it are refused
     implicit: str = "all"  # which ratings count as a positive: "all" or a threshold such as "rating >= 4"
     # temporal: each user's last test_fraction is test, the val_fraction before it val (no future in train);
     # leave_last_one_out: each user's last interaction is test, the one before val; random: leaks the future
     split: Literal["temporal", "leave_last_one_out", "random"] = "temporal"
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    k: list[int] = Field(default_factory=lambda: [10, 20])
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # each user's share of interactions held out for test
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # each user's share before the test part, for validation
+    k: list[int] = Field(default_factory=lambda: [10, 20])  # cut-offs of Recall@k, NDCG@k, HR@k, coverage
     folds: int = Field(5, ge=2, le=20)  # rating task: k-fold cross-validation
     limit_users: int | None = Field(None, ge=2)  # keep the first N users (quick runs, CI)
 
