@@ -31,6 +31,9 @@ class RecommendConfig(BaseModel):
     test_fraction: float = Field(0.2, gt=0, lt=1)  # each user's share of interactions held out for test
     val_fraction: float = Field(0.1, ge=0, lt=1)  # each user's share before the test part, for validation
     k: list[int] = Field(default_factory=lambda: [10, 20])  # cut-offs of Recall@k, NDCG@k, HR@k, coverage
+    # MF / two-tower: once validation has picked the epoch count, train again on train + validation for that
+    # many epochs, so the model knows what the test ranking uses as each user's history
+    refit: bool = True
     folds: int = Field(5, ge=2, le=20)  # rating task: k-fold cross-validation
     limit_users: int | None = Field(None, ge=2)  # keep the first N users (quick runs, CI)
 

@@ -29,12 +29,15 @@ def check_recipe(recipe: Recipe) -> None:
                           f"'{recipe.data.name}'", hint=f"data.name: one of {', '.join(RECOMMEND_DATA)}")
 
 
-def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any) -> dict[str, Any]:
-    """Closed form, or gradient steps with the epoch picked on validation Recall@max(k)."""
+def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any, rebuild: Any = None) -> dict[str, Any]:
+    """Closed form, or gradient steps with the epoch picked on validation Recall@max(k) (then, with
+    recommend.refit, ``rebuild()``'s fresh model trained that many epochs on train + validation)."""
     t0 = time.perf_counter()
     if not model.trained:
         model.fit(prepared.train)
         return {"fit_seconds": round(time.perf_counter() - t0, 3)}
+    import torch
+
     from danlu.recommend.fit import fit_bpr
 
     cfg, tr = config_of(recipe), recipe.train
@@ -50,13 +53,24 @@ def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any) -> dict[
         return m[f"recall@{kmax}"]
 
     o = recipe.model.options
+    loss_name = o.get("loss") if o.get("loss") in ("bpr", "softmax") else "bpr"
     info = fit_bpr(model, prepared.train, epochs=int(tr.epoch_count), batch_size=tr.batch_size, lr=tr.lr,
                    reg=o.get("reg", 0.0), negatives=o.get("negatives", 1), optimizer=tr.optimizer,
                    weight_decay=tr.weight_decay, seed=recipe.seed, validate=validate,
-                   patience=tr.early_stop.patience if tr.early_stop else 5, say=say,
-                   loss_name=o.get("loss") if o.get("loss") in ("bpr", "softmax") else "bpr")
+                   patience=tr.early_stop.patience if tr.early_stop else 5, say=say, loss_name=loss_name)
     info["monitor"] = f"val recall@{kmax}"
     info["fit_seconds"] = info.pop("seconds")
+    if cfg.refit and has_val and info["best_epoch"] > 0 and rebuild is not None:
+        t1 = time.perf_counter()
+        torch.manual_seed(recipe.seed)
+        fresh = rebuild()
+        fit_bpr(fresh, prepared.known_at_test, epochs=info["best_epoch"], batch_size=tr.batch_size, lr=tr.lr,
+                reg=o.get("reg", 0.0), negatives=o.get("negatives", 1), optimizer=tr.optimizer,
+                weight_decay=tr.weight_decay, seed=recipe.seed, validate=None, say=lambda *_: None,
+                loss_name=loss_name)
+        model.load_state_dict(fresh.state_dict())
+        info["refit"] = {"on": "train + validation", "epochs": info["best_epoch"],
+                         "seconds": round(time.perf_counter() - t1, 2)}
     return info
 
 
@@ -96,8 +110,11 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
     features = None
     if recipe.model.name == "two_tower":
         features = side_features(data.item_info, recipe.model.options.get("title_tokens", 5000))
-    model = with_features(build(recipe, data.n_users, data.n_items, features), features, data.item_info,
-                          data.n_items)
+    def rebuild() -> Any:
+        return with_features(build(recipe, data.n_users, data.n_items, features), features, data.item_info,
+                             data.n_items)
+
+    model = rebuild()
     run = store.start(recipe, data, {"task": "ranking", "model": recipe.model.name, "features": features,
                                      "explains": bool(model.explains)}, runs_dir, run_dir)
     for note in prepared.notes:
@@ -106,7 +123,7 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
     say(f"data: {data.source}  users {data.n_users}  items {data.n_items}  train {prepared.train.nnz}  "
         f"val {prepared.val.nnz}  test {prepared.test.nnz}")
     with phase(run, "training"):
-        fit_info = fit_model(recipe, model, prepared, say)
+        fit_info = fit_model(recipe, model, prepared, say, rebuild)
         store.save_weights(run.path, model, recipe, prepared.known_at_test)
     done = {k: v for k, v in fit_info.items() if k != "history"}
     run.set_status("evaluating", **done)
@@ -135,7 +152,8 @@ def ranking_report(recipe: Recipe, model: Any, prepared: Prepared, fit_info: dic
     report = {
         "task": "recommendation", "model": name, "source": prepared.data.source,
         "protocol": {"split": cfg.split, "description": prepared.split.description, "implicit": cfg.implicit,
-                     "fit_on": "train", "epoch_picked_on": "validation" if model.trained else None,
+                     "fit_on": "train + validation (epochs picked on validation)" if "refit" in fit_info
+                     else "train", "epoch_picked_on": "validation" if model.trained else None,
                      "test_history": "train + validation items (masked from the ranking)",
                      "ranking": "full catalogue, no sampled negatives",
                      "leaks_future": cfg.split == "random"},
