@@ -71,3 +71,29 @@ def test_a_generated_csv_goes_through_train_and_predict(tmp_path, capsys):
     code = main(["train", "movielens-ease", "data.name=interactions", f"data.path={path}",
                  "recommend.rating_scale=[2,5]", "--runs-dir", str(tmp_path / "runs"), "--quiet"])
     assert code == 2 and "outside the declared scale" in capsys.readouterr().err
+
+
+def test_serve_recommends_for_a_user_and_for_items(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from danlu.api import train
+    from danlu.serve import create_app
+
+    rng = np.random.default_rng(1)
+    rows = ["user,item,timestamp"] + [f"u{u},i{i},{t}" for u in range(30) for t, i in
+                                      enumerate(rng.choice(25, size=8, replace=False))]
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run = train("movielens-ease", ["data.name=interactions", f"data.path={path}"], runs_dir=tmp_path,
+                progress=False, plots=False).run
+    client = TestClient(create_app(run, api_key="k"))
+    assert client.post("/v1/recommend", json={"user": "u1"}).status_code == 401
+    head = {"X-API-Key": "k"}
+    got = client.post("/v1/recommend", json={"user": "u1", "k": 4, "exclude": ["i3"]}, headers=head).json()
+    assert len(got["recommendations"]) == 4 and "i3" not in {r["item"] for r in got["recommendations"]}
+    got = client.post("/v1/recommend", json={"items": ["i1", "i2"], "k": 3}, headers=head).json()
+    assert [r["item"] for r in got["recommendations"]][:1] and got["known_items"] == 2
+    bad = client.post("/v1/recommend", json={"user": "u1", "items": ["i1"]}, headers=head)
+    assert bad.status_code == 422 and "exactly one" in bad.json()["error"]
+    assert client.post("/v1/recommend", json={"user": "u1", "k": 0}, headers=head).status_code == 422
+    assert client.get("/v1/model", headers=head).json()["metrics"]["recall@20"] >= 0
