@@ -9,6 +9,7 @@ loop keeps accepting requests. Bad requests get {"error", "detail"} JSON with 42
 
 from __future__ import annotations
 
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,6 @@ def parse_request(body: bytes) -> dict[str, Any]:
 
 def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb: float = 1.0) -> FastAPI:
     from danlu.recommend.predict import RecommenderRun
-    from danlu.serve.app import check_api_key
     from danlu.serve.inputs import RequestError
 
     served = RecommenderRun(run_dir)
@@ -72,11 +72,16 @@ def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb:
         return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
     def authorized(x_api_key: str | None, authorization: str | None) -> JSONResponse | None:
-        if api_key:
-            try:
-                check_api_key(api_key, x_api_key, authorization)
-            except RequestError as e:
-                return refuse(e.status, e.error, e.detail)
+        """The same rule as /v1/predict's: X-API-Key: KEY or Authorization: Bearer KEY, constant-time."""
+        if not api_key:
+            return None
+        given = x_api_key or None
+        if given is None:
+            scheme, _, token = (authorization or "").partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else None
+        if given is None or not hmac.compare_digest(given.encode("latin-1", "replace"), api_key.encode()):
+            return refuse(401, "missing or wrong API key", "send it as the header X-API-Key: KEY or "
+                                                           "Authorization: Bearer KEY")
         return None
 
     @app.post("/v1/recommend", summary="Top-k items for a known user or for a few items (a new user)")
