@@ -240,6 +240,11 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=list(overrides))
     recipe = recipe.with_absolute_paths()
+    from danlu.recommend import is_recommendation
+
+    if is_recommendation(recipe):  # its validation metrics are not in the trial loop's history yet
+        raise RecipeError(f"danlu tune does not search recommendation recipes ({recipe.name}) yet",
+                          hint="compare settings with overrides, e.g. danlu train movielens-ease model.l2=100")
     space = recipe.tune or {}
     if not space:
         raise RecipeError(f"recipe {recipe.name} has no search space (an empty or missing tune: block)",
