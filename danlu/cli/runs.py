@@ -78,7 +78,7 @@ def cmd_runs(a: argparse.Namespace) -> None:
     for r in runs:
         s = run_summary(r)
         m = s.get("metrics", {})
-        key = {k: m[k] for k in ("accuracy", "f1_macro", "r2", "mae") if k in m}
+        key = {k: m[k] for k in ("accuracy", "f1_macro", "r2", "mae", "recall@20", "ndcg@20", "rmse") if k in m}
         why = f"  ({s.get('error', '').replace(str(r) + os.sep, '')[:100]})" if s.get("status") == "damaged" else ""
         print(f"{s['run']:<48} {s.get('status', '?'):<10} " + "  ".join(f"{k} {v:.4f}" for k, v in key.items())
               + why)
