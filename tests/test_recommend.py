@@ -209,3 +209,14 @@ def test_recipe_block_is_validated():
         load_recipe(base=base, overrides=["recommend.implicit=good ones"])
     with pytest.raises(DanluError, match="item_knn"):
         load_recipe(base={**base, "model": {"name": "eas"}})
+
+
+def test_parquet_tables_read_like_csv(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"user_id": [7, 7, 8], "item_id": ["a", "b", "a"], "rating": [4.0, 2.5, 5.0],
+                             "timestamp": [10, 20, 30]}), tmp_path / "r.parquet")
+    data = read_interactions(tmp_path / "r.parquet", rating_scale=(0.5, 5))
+    assert data.user_map.ids == ["7", "8"] and data.item_map.ids == ["a", "b"]
+    assert data.ratings.tolist() == [4.0, 2.5, 5.0] and data.times.tolist() == [10, 20, 30]
