@@ -47,6 +47,11 @@ def test_recipe_trains_and_predicts_on_a_slice(name, tmp_path, capsys):
     assert not seen & {run.items.get(r["item"]) for r in out["recommendations"]}
     assert run.recommend(items=["1", "2"], k=3)["recommendations"]
     assert "not in the training data" in run.recommend(user="no such user", k=3)["notes"][0]
+    if report["model"] in ("mf", "two_tower") and report["task"] == "recommendation":
+        from danlu.recommend.export import export_recommender
+
+        done = export_recommender(result.run, say=lambda *_: None)
+        assert done["parity_max_abs_diff"] < 1e-4 and done["parity_top10_identical"]
 
 
 def test_a_generated_csv_goes_through_train_and_predict(tmp_path, capsys):
