@@ -220,3 +220,14 @@ def test_parquet_tables_read_like_csv(tmp_path):
     data = read_interactions(tmp_path / "r.parquet", rating_scale=(0.5, 5))
     assert data.user_map.ids == ["7", "8"] and data.item_map.ids == ["a", "b"]
     assert data.ratings.tolist() == [4.0, 2.5, 5.0] and data.times.tolist() == [10, 20, 30]
+
+
+def test_two_tower_side_features_tokenize_chinese_titles_by_character():
+    from danlu.recommend.build import encode_items, side_features
+
+    info = {"title": ["大话西游", "西游降魔篇", "无间道"], "genres": [["喜剧"], ["奇幻", "喜剧"], []],
+            "year": [1995, 2013, None]}
+    f = side_features(info)
+    assert f["tokenizer"] == "char" and "西" in f["tokens"] and f["genres"] == ["喜剧", "奇幻"]
+    (g_idx, g_off), years, (t_idx, t_off) = encode_items(f, info["title"], info["genres"], info["year"])
+    assert years.tolist()[2] == 0 and len(t_off) == 3 and len(g_off) == 3 and g_idx[-1] == 0  # none: "unknown"

@@ -73,6 +73,10 @@ def test_a_generated_csv_goes_through_train_and_predict(tmp_path, capsys):
     assert len(out["recommendations"]) == 3 and all(r["item"].startswith("p") for r in out["recommendations"])
     assert all("because" in r for r in out["recommendations"])
     assert main(["predict", run, "--user", "c3", "--items", "p1"]) == 2  # one or the other
+    capsys.readouterr()
+    assert main(["data", "describe", "movielens-itemknn", "data.name=interactions", f"data.path={path}"]) == 0
+    text = capsys.readouterr().out
+    assert "users 40  items 30" in text and "cold start in test" in text and "time range" in text
     code = main(["train", "movielens-ease", "data.name=interactions", f"data.path={path}",
                  "recommend.rating_scale=[2,5]", "--runs-dir", str(tmp_path / "runs"), "--quiet"])
     assert code == 2 and "outside the declared scale" in capsys.readouterr().err
