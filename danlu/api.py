@@ -267,6 +267,11 @@ def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = No
 
     if split not in ("train", "val", "test"):
         raise DanluError(f"unknown split '{split}'", hint="valid splits: train, val, test")
+    from danlu.recommend import is_recommendation_run
+
+    if is_recommendation_run(resolve_run(run, runs_dir)):
+        raise DanluError(f"{run} is a recommendation run: it was scored on its test users when trained (report.json)",
+                         hint="train the recipe again to score it anew; danlu predict RUN --user ID to use it")
     run_dir, recipe, saved = load_run(run, runs_dir)
     splits, schema, model = prepare(recipe, data_dir, for_inference=True)
     if saved.classes != schema.classes:
