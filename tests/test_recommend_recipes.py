@@ -106,3 +106,30 @@ def test_serve_recommends_for_a_user_and_for_items(tmp_path):
     assert bad.status_code == 422 and "exactly one" in bad.json()["error"]
     assert client.post("/v1/recommend", json={"user": "u1", "k": 0}, headers=head).status_code == 422
     assert client.get("/v1/model", headers=head).json()["metrics"]["recall@20"] >= 0
+
+
+def test_a_hostile_recommendation_run_is_refused_not_hung(tmp_path):
+    """A FIFO in place of a run file is "damaged" (exit 2), never a read that blocks forever."""
+    import signal
+
+    from danlu.api import train
+    from danlu.errors import RunError
+    from danlu.recommend import is_recommendation_run
+    from danlu.recommend.predict import RecommenderRun
+
+    rows = ["user,item,timestamp"] + [f"u{u},i{(u * 7 + t) % 20},{t}" for u in range(12) for t in range(6)]
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run = train("movielens-popularity", ["data.name=interactions", f"data.path={path}"], runs_dir=tmp_path,
+                progress=False, plots=False).run
+    signal.alarm(20)  # fail, not hang, if a read blocks
+    try:
+        (run / "history.safetensors").unlink()
+        os.mkfifo(run / "history.safetensors")
+        with pytest.raises(RunError, match="not a regular file"):
+            RecommenderRun(run)
+        (run / "schema.json").unlink()
+        os.mkfifo(run / "schema.json")
+        assert not is_recommendation_run(run)
+    finally:
+        signal.alarm(0)

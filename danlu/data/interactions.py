@@ -94,9 +94,10 @@ def _norm_id(raw: Any) -> str:
 def load_id_maps(path: Path) -> tuple[IdMap, IdMap]:
     """id_maps.json of a run, checked: two lists of distinct strings."""
     from danlu.errors import RunError
+    from danlu.runs.files import read_json_file
 
     try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        d = read_json_file(path, within=Path(path).parent)  # a regular, bounded file inside the run folder
         users, items = d["users"], d["items"]
         if not all(isinstance(x, str) for x in users + items):
             raise ValueError("ids must be strings")

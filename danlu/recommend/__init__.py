@@ -20,11 +20,15 @@ def is_recommendation(recipe: Any) -> bool:
 
 
 def is_recommendation_run(run_dir: Any) -> bool:
-    """A run folder written by danlu/recommend (its schema.json says kind "interactions")."""
-    import json
+    """A run folder written by danlu/recommend (its schema.json says kind "interactions"); read through the
+    run-file guards (no FIFO, device or link out of the folder), and False for anything unreadable."""
     from pathlib import Path
 
+    from danlu.errors import DanluError
+    from danlu.runs.files import read_json_file
+
     try:
-        return json.loads((Path(run_dir) / "schema.json").read_text(encoding="utf-8")).get("kind") == "interactions"
-    except (OSError, ValueError, AttributeError):
+        schema = read_json_file(Path(run_dir) / "schema.json", within=Path(run_dir))
+    except (DanluError, OSError, ValueError):
         return False
+    return isinstance(schema, dict) and schema.get("kind") == "interactions"

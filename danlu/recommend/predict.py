@@ -18,6 +18,9 @@ def load_state(model: Any, path: Path) -> None:
     feature lists) take the saved shape, parameters must match."""
     from safetensors.torch import load_file
 
+    from danlu.runs.files import check_run_file
+
+    check_run_file(path, within=path.parent)  # a regular file in the run folder: not a FIFO, device or link out
     try:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors' own error types for a damaged file

@@ -49,8 +49,10 @@ def load_history(run: Path, n_items: int) -> sp.csr_matrix:
     from safetensors.numpy import load_file
 
     from danlu.errors import RunError
+    from danlu.runs.files import check_run_file
 
     path = run / "history.safetensors"
+    check_run_file(path, within=run)  # a regular file in the run folder: not a FIFO, device or link out
     try:
         t = load_file(str(path))
         indptr, indices = t["indptr"], t["indices"]

@@ -64,7 +64,10 @@ def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb:
 
     served = RecommenderRun(run_dir)
     report_path = Path(run_dir) / "report.json"
-    metrics = json.loads(report_path.read_text(encoding="utf-8")).get("metrics", {}) if report_path.is_file() else {}
+    from danlu.runs.files import read_json
+
+    report = read_json(report_path) if report_path.exists() else {}
+    metrics = report.get("metrics", {}) if isinstance(report, dict) else {}
     app = FastAPI(title=f"danlu · {served.recipe.name}", docs_url=None)
     max_body = int(max_body_mb * 1024 * 1024)
 
