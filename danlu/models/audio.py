@@ -212,8 +212,9 @@ class ToneNet(nn.Module):
     """tone_net: the pitch contour through a 1-D conv net, plus (optionally) a bc_resnet spectrogram embedding.
 
     The contour channels (PitchContour): semitones about the clip's mean, slope, aperiodicity, loudness; with
-    ``level`` a fifth channel, the clip's mean pitch in semitones about ``reference_hz``, which only means
-    something when the data was pitch-normalized per speaker (mandarin-tones' data.pitch_norm=speaker).
+    ``level`` a fifth channel, the clip's mean pitch in semitones about ``reference_hz``: a voice's register,
+    so it helps only where the training voices are the test voices (with the spectrogram branch to tell them
+    apart, as in mandarin-tones' syllable split); across speakers it measured worse (docs/audio.md).
     """
 
     def __init__(self, schema_audio: dict[str, Any], num_outputs: int, options: dict[str, Any]):

@@ -178,7 +178,7 @@ class ToneNetOptions(_Options):
     """Pitch contour (YIN, time-normalized) through a 1-D conv net, joined with a BC-ResNet spectrogram branch."""
 
     points: int = Field(24, ge=4, le=256)  # contour samples over the voiced stretch
-    level: bool = False  # also the clip's mean pitch about reference_hz (needs per-speaker pitch-normalized data)
+    level: bool = False  # also the clip's mean pitch about reference_hz (a voice's register: same voices only)
     reference_hz: float = Field(150.0, gt=20, le=2000)
     f_min: float = Field(60.0, gt=20, le=1000)
     f_max: float = Field(500.0, gt=40, le=2000)
