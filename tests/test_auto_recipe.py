@@ -87,7 +87,8 @@ def test_grey_pictures_in_colour_files_get_one_channel(tmp_path):
 
 def test_language_decides_the_text_recipe(tmp_path):
     zh, en = tmp_path / "zh.csv", tmp_path / "en.csv"
-    zh.write_text("评论,标签\n" + "".join(f"这家酒店的房间很干净，服务也很好，第{i}次入住{'满意' if i % 2 else '失望'},{i % 2}\n"
+    feel = ("失望", "满意")
+    zh.write_text("评论,标签\n" + "".join(f"这家酒店的房间很干净，服务也很好，第{i}次入住{feel[i % 2]},{i % 2}\n"
                                        for i in range(40)), encoding="utf-8")
     en.write_text("text,label\n" + "".join(f"the film number {i} was {'wonderful' if i % 2 else 'dull'} to watch,"
                                          f"{i % 2}\n" for i in range(40)), encoding="utf-8")

@@ -123,9 +123,7 @@ def inspect_data(path: str | Path) -> DataProfile:
 
 
 def _inspect_folder(root: Path) -> DataProfile:
-    from danlu.data.text import SPLIT_NAMES, _find_file  # noqa: PLC2701 - the text loader's own file lookup
-
-    train_file = _find_file(root, SPLIT_NAMES["train"])
+    train_file = _train_file(root)
     if train_file is not None:  # train.tsv (+ dev/test): a text corpus folder
         profile = _inspect_delimited(train_file)
         if profile.kind != "text":
@@ -142,6 +140,18 @@ def _inspect_folder(root: Path) -> DataProfile:
                         hint="an image folder has one subfolder per class (or train/<class>/); a text folder has "
                              "train.csv/.tsv/.jsonl (and dev/test)") from None
     return _image_profile(root, layout)
+
+
+def _train_file(root: Path) -> Path | None:
+    """train.tsv/.csv/.jsonl/.txt[.gz] in a folder, as the text loader looks for it."""
+    from danlu.data.text.dataset import EXTENSIONS, SPLIT_NAMES
+
+    for stem in SPLIT_NAMES["train"]:
+        for ext in EXTENSIONS:
+            for suffix in (ext, ext + ".gz"):
+                if (root / f"{stem}{suffix}").is_file():
+                    return root / f"{stem}{suffix}"
+    return None
 
 
 def _image_profile(root: Path, layout: Any) -> DataProfile:
@@ -188,9 +198,10 @@ def _is_gray(img: Any) -> bool:
 
 def _read_rows(p: Path) -> tuple[list[str], list[list[str]], int]:
     """Header, up to ROW_SAMPLE evenly spread rows and the total row count of a CSV/TSV/JSONL file."""
-    from danlu.text.files import _format_of, decode_text, read_bytes  # noqa: PLC2701 - the text reader's
+    from danlu.data.text.files import FORMATS, decode_text, read_bytes
 
-    fmt = _format_of(p)
+    suffixes = [x.lower() for x in p.suffixes if x.lower() != ".gz"]
+    fmt = FORMATS.get(suffixes[-1] if suffixes else "", "csv")
     text = decode_text(read_bytes(p), p)
     if not text.strip():
         raise DataError(f"{p} is empty", hint="a data file needs a header row and data rows")
@@ -216,7 +227,7 @@ def _read_rows(p: Path) -> tuple[list[str], list[list[str]], int]:
                 delim = csv.Sniffer().sniff(text[:20000], delimiters=",;\t|").delimiter
             except csv.Error:
                 delim = ","
-        from danlu.text.files import allow_long_fields
+        from danlu.data.text.files import allow_long_fields
 
         allow_long_fields()
         try:
@@ -259,7 +270,7 @@ def _is_free_text(values: list[str]) -> bool:
 
 def _pick_label(header: list[str], rows: list[list[str]], exclude: set[int]) -> int:
     """A column named like a label, else the last column not excluded."""
-    from danlu.text.files import LABEL_NAMES
+    from danlu.data.text.files import LABEL_NAMES
 
     lowered = [h.lower() for h in header]
     for name in LABEL_NAMES:

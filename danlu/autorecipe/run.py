@@ -75,7 +75,7 @@ def _recipe(candidate: Candidate, choice: Choice, overrides: list[str]):
 def _deadline(deadline: float) -> Any:
     """A callback that ends training (the best weights so far are kept and scored) when the next epoch
     would end past the candidate's deadline."""
-    from danlu.callbacks import Callback, Stop
+    from danlu.training.hooks import Callback, Stop
 
     class Deadline(Callback):
         def __init__(self) -> None:
@@ -182,7 +182,7 @@ def _leaderboard_md(out: AutoResult) -> str:
 def _record(out: AutoResult, progress: bool) -> None:
     """auto.json and the report's "Automatic choice" section in the kept run."""
     from danlu.printable import markdown_text
-    from danlu.runs import atomic_write_text, write_json
+    from danlu.runs.files import atomic_write_text, write_json
 
     run = Path(out.result.run)
     cand = next(c for c in out.choice.candidates if c.name == out.kept)
