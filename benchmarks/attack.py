@@ -235,7 +235,7 @@ def _closed(s: socket.socket) -> bool:
 
 def train_runs(args: argparse.Namespace) -> tuple[Path, Path]:
     from danlu.api import train
-    from danlu.runs import resolve_run
+    from danlu.runs.store import resolve_run
 
     if args.run and args.regression_run:
         return resolve_run(args.run), resolve_run(args.regression_run)

@@ -75,7 +75,7 @@ def worker(kind: str, recipe: str, samples: int, overrides: list[str]) -> dict:
     r = load_recipe(recipe, [f"data.limit_train={samples}", "data.val_fraction=0.01", "train.epochs=1", *overrides])
     splits, schema, model = prepare(r)
     if kind == "danlu":
-        from danlu.training import build_loop, fit
+        from danlu.training.loop import build_loop, fit
 
         loop = build_loop(model, splits, schema, r)
         peak_before = peak_gflops() if recipe == "cifar10-fast" else 0.0

@@ -79,7 +79,8 @@ def finished_run(recipe: str, runs_dir: Path, *overrides: str) -> tuple[Path, di
     """A finished run in runs_dir whose resolved recipe is exactly the one ``train_run`` would train (for --reuse:
     accuracy does not depend on when a run was trained; its wall time is then unknown, NaN)."""
     from danlu.recipe import load_recipe
-    from danlu.runs import list_runs, read_json, read_run_recipe
+    from danlu.runs.files import read_json
+    from danlu.runs.store import list_runs, read_run_recipe
 
     wanted = load_recipe(recipe, list(overrides)).with_absolute_paths().to_dict()
     for run in reversed(list_runs(runs_dir)):

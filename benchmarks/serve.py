@@ -49,7 +49,7 @@ def versions() -> str:
 
 def get_run(args: argparse.Namespace) -> Path:
     if args.run:
-        from danlu.runs import resolve_run
+        from danlu.runs.store import resolve_run
 
         return resolve_run(args.run)
     from danlu.api import train

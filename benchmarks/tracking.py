@@ -29,7 +29,7 @@ def main() -> None:
     print_header(f"danlu tracking overhead: {a.recipe} with and without tensorboard")
     print(f"matmul probe: {matmul_gflops():.1f} GFLOP/s (fp32, 1 thread)")
     from danlu.api import train
-    from danlu.tracking import TensorBoardTracker
+    from danlu.training.tracking import TensorBoardTracker
 
     seconds: list[float] = []
     original = TensorBoardTracker.close

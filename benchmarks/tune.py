@@ -30,7 +30,7 @@ from benchmarks.common import matmul_gflops, print_header, timed_cli  # noqa: E4
 def optuna_overhead(storage_kind: str, folder: Path, n: int = 100) -> float:
     import optuna
 
-    from danlu.tune import _journal
+    from danlu.tuning import _journal
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = None if storage_kind == "memory" else _journal(folder / f"trivial-{time.time_ns()}.log")

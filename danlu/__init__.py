@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": ("danlu.api", "train"),
     "evaluate": ("danlu.api", "evaluate"),
-    "tune": ("danlu.tune", "tune"),
+    "tune": ("danlu.tuning", "tune"),
     "load_recipe": ("danlu.recipe", "load_recipe"),
     "Recipe": ("danlu.recipe", "Recipe"),
     "Predictor": ("danlu.predictor", "Predictor"),

@@ -1,3 +1,3 @@
-from danlu.cli import run
+from danlu.cli.dispatch import run
 
 run()

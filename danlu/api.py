@@ -11,7 +11,7 @@ from typing import Any
 
 from danlu.prepare import inference_options, load_run, prepare
 from danlu.recipe import Recipe, load_recipe
-from danlu.runs import read_run_recipe, resolve_run
+from danlu.runs.store import read_run_recipe, resolve_run
 
 __all__ = ["train", "evaluate", "prepare", "load_run", "inference_options", "TrainResult"]
 
@@ -48,7 +48,7 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
           plots: bool = True, resumable: bool = True) -> TrainResult:
     """Train a recipe (or resume a run) and evaluate the best weights on the test split.
 
-    ``callbacks`` join the loop (danlu/callbacks.py); ``run_dir`` names the new run's folder instead of a
+    ``callbacks`` join the loop (danlu/training/callbacks.py); ``run_dir`` names the new run's folder instead of a
     time-stamped one under ``runs_dir`` (a search puts its trials there); ``resumable=False`` keeps no
     per-epoch training state (a search's trials are never resumed: a killed one is marked failed).
     """
@@ -70,11 +70,11 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     # torch only now: a bad recipe (or a YAML bomb) is refused in a fraction of a second, not after its import
     from danlu.evaluation import evaluate
     from danlu.inference import select_device
-    from danlu.progress import Progress
-    from danlu.run_folder import RunFolder
-    from danlu.training import build_loop, check_metric_names, fit, standard_callbacks
+    from danlu.runs.folder import RunFolder
+    from danlu.training.loop import build_loop, check_metric_names, fit, standard_callbacks
+    from danlu.training.progress import Progress
 
-    group = _join_group(recipe)  # several processes (torchrun, srun, --nproc): danlu/distributed.py
+    group = _join_group(recipe)  # several processes (torchrun, srun, --nproc): danlu/training/distributed.py
     progress = progress and (group is None or group.writer)
     splits, schema, model = prepare(recipe, data_dir)
     # a device that is not there fails before the run folder exists
@@ -83,12 +83,12 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     if getattr(model, "fits_itself", False):
         _boosting_fits(recipe, group, resume)
     if recipe.train.privacy is not None:  # δ, ε and layers are checked (LSTMs made private) before any file
-        from danlu.privacy import plan_privacy
+        from danlu.training.privacy import plan_privacy
 
         splits.notes.extend(plan_privacy(recipe, model, splits.train).notes)
     teacher = None
     if recipe.train.distill is not None:  # checked against this data before any file is written
-        from danlu.compress.distill import load_teacher
+        from danlu.training.distill import load_teacher
 
         teacher = load_teacher(recipe.train.distill, schema, runs_dir)
     if len(splits.train) < 2:
@@ -179,26 +179,26 @@ def _boosting_fits(recipe: Recipe, group: Any, resume: Any) -> None:
 
 
 def _join_group(recipe: Recipe) -> Any:
-    """The process group when this is one of several processes, else None (danlu/distributed.py)."""
+    """The process group when this is one of several processes, else None (danlu/training/distributed.py)."""
     if not ({"WORLD_SIZE", "SLURM_PROCID"} & set(os.environ)):  # one process: torch.distributed stays unloaded
         return None
-    from danlu.distributed import start
+    from danlu.training.distributed import start
 
     return start(recipe)
 
 
 def _trackers(recipe: Recipe, run_dir: Path) -> list[Any]:
-    """TensorBoard / MLflow callbacks when the recipe's train.track names them (danlu/tracking.py)."""
+    """TensorBoard / MLflow callbacks when the recipe's train.track names them (danlu/training/tracking.py)."""
     if not recipe.train.track:
         return []
-    from danlu.tracking import trackers
+    from danlu.training.tracking import trackers
 
     return trackers(recipe, run_dir)
 
 
 def _finish_tracking(tracked: list[Any], report: dict[str, Any] | None, status: str) -> None:
     if tracked:
-        from danlu.tracking import finish
+        from danlu.training.tracking import finish
 
         finish(tracked, report, status)
 
@@ -249,7 +249,7 @@ def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = No
     """Re-load a run's data split and best weights, and write its report."""
     from danlu.errors import DanluError
     from danlu.evaluation import evaluate as run_evaluation
-    from danlu.run_folder import RunFolder
+    from danlu.runs.folder import RunFolder
 
     if split not in ("train", "val", "test"):
         raise DanluError(f"unknown split '{split}'", hint="valid splits: train, val, test")

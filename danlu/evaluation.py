@@ -10,7 +10,7 @@ import torch
 
 from danlu.metrics import headline
 from danlu.recipe import Recipe
-from danlu.run_folder import RunFolder
+from danlu.runs.folder import RunFolder
 from danlu.schema import Schema
 
 
@@ -48,7 +48,7 @@ def report_markdown(report: dict[str, Any], recipe: Recipe) -> str:
     for note in report.get("notes", []):
         lines.append(f"\n- {md(note)}")
     if "privacy" in report:
-        from danlu.privacy import report_lines
+        from danlu.training.privacy import report_lines
 
         lines += report_lines(report["privacy"])
     plots = report.get("plots", [])
@@ -63,9 +63,9 @@ def evaluate(run: RunFolder | Path, recipe: Recipe, schema: Schema, model: torch
     """Score ``model`` on one split and write the report and figures into the run folder; with ``parity``,
     also keep a few of the split's inputs and outputs for checking exports when the data is gone.
     ``score(model, loader, schema)`` replaces ``evaluate_loader`` (distributed runs score across processes)."""
-    from danlu import plot_worker
     from danlu.inference import evaluate_loader, make_loader, place_model, predict, select_device
-    from danlu.run_folder import RunFolder
+    from danlu.plots import worker as plot_worker
+    from danlu.runs.folder import RunFolder
 
     run = run if isinstance(run, RunFolder) else RunFolder(Path(run))
     run_dir = run.path
@@ -88,7 +88,7 @@ def evaluate(run: RunFolder | Path, recipe: Recipe, schema: Schema, model: torch
         extra["best_epoch"] = best_epoch
     if notes:
         extra["notes"] = list(notes)
-    if run.status().get("privacy"):  # a DP run: its ε, δ and accounting (danlu/privacy.py)
+    if run.status().get("privacy"):  # a DP run: its ε, δ and accounting (danlu/training/privacy.py)
         extra["privacy"] = run.status()["privacy"]
     if parity and len(split_data):
         _save_parity_sample(run, model, schema, recipe, split_data)

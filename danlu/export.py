@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.errors import DanluError, DataError
-from danlu.runs import atomic_write_bytes, read_json, write_json
+from danlu.runs.files import atomic_write_bytes, read_json, write_json
 
 ONNX_NAME = "model.onnx"
 META_NAME = "model.onnx.json"
@@ -218,7 +218,7 @@ def test_split_or_parity(predictor: Any, data_dir: Path | None, what: str, verb:
     data cannot be read, (None, None, the parity inputs kept in the run folder at training time, why). ``what``
     is checked and ``verb`` names the command, for the messages (export and compress share this)."""
     from danlu.prepare import prepare
-    from danlu.run_folder import RunFolder
+    from danlu.runs.folder import RunFolder
 
     try:
         splits, data_schema, _ = prepare(predictor.recipe, data_dir, for_inference=True)

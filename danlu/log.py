@@ -2,7 +2,7 @@
 or silence them; the CLI shows them on stderr, fewer with ``--quiet``, more with ``-v`` / ``-vv``.
 
 Progress lines stay plain stderr output (they are a display, not a log); the notes printed beside them are
-also logged, as ``danlu.progress``, which the CLI's own handler leaves out (the terminal has them once).
+also logged, as ``danlu.training.progress``, which the CLI's own handler leaves out (the terminal has them once).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ LOGGER = "danlu"
 
 class _NotProgress(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith("danlu.progress")
+        return not record.name.startswith("danlu.training.progress")
 
 
 def configure_cli(verbosity: int = 0, quiet: bool = False) -> None:

@@ -31,15 +31,15 @@ class Predictor:
 
     @classmethod
     def load(cls, run: str | Path, runs_dir: Path | None = None) -> Predictor:
-        from danlu.checkpoint import load_model_weights
         from danlu.prepare import build_model, load_run
+        from danlu.runs.checkpoint import load_model_weights
 
         run_dir, recipe, schema = load_run(run, runs_dir)
         model = build_model(recipe, schema)
         load_model_weights(run_dir / "model.safetensors", model)
         predictor = cls(run_dir, recipe, schema, model)
         if schema.kind == "text":
-            from danlu.data.text import TextEncoder
+            from danlu.data.text.dataset import TextEncoder
 
             predictor._text_encoder = TextEncoder.from_run(run_dir, schema)
         return predictor

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.recipe import Recipe, load_recipe
-from danlu.runs import read_run_recipe, resolve_run
+from danlu.runs.store import read_run_recipe, resolve_run
 from danlu.schema import Schema
 
 

@@ -123,7 +123,7 @@ class EarlyStopConfig(_Strict):
 
 
 class LookaheadConfig(_Strict):
-    """train.lookahead: pull the weights back to a slow average every few steps (danlu/lookahead.py)."""
+    """train.lookahead: pull the weights back to a slow average every few steps (danlu/training/lookahead.py)."""
 
     every: int = Field(5, ge=1)  # steps between pulls (each epoch also ends on one)
     alpha: float = Field(0.77, ge=0, lt=1)  # the slow weights' share at a pull at the end of training
@@ -134,7 +134,7 @@ ACCOUNTANTS = ("rdp", "prv")
 
 
 class PrivacyConfig(_Strict):
-    """DP-SGD (danlu/privacy.py): a target ``epsilon`` (the noise is calibrated to reach it at the last step)
+    """DP-SGD (danlu/training/privacy.py): a target ``epsilon`` (the noise is calibrated to reach it at the last step)
     or a fixed ``noise_multiplier``; ``delta: auto`` is 1/(10·N) for N training samples."""
 
     epsilon: float | None = Field(None, gt=0)
@@ -168,7 +168,7 @@ class PrivacyConfig(_Strict):
         return self
 
 class DistillConfig(_Strict):
-    """Knowledge distillation (danlu/compress/distill.py): the loss mixes a teacher run's softened outputs with
+    """Knowledge distillation (danlu/training/distill.py): the loss mixes a teacher run's softened outputs with
     the labels, ``alpha`` × T² × KL(teacher_T ‖ student_T) + (1 - alpha) × the plain loss."""
 
     teacher: str  # a run folder, or a run name as ``danlu runs`` shows it (the newest run containing it)
@@ -207,7 +207,7 @@ class TrainConfig(_Strict):
     # torch.compile the training forward: auto = on CUDA only (on a CPU the compile takes minutes and
     # a small net's step gains little); off keeps eager mode everywhere
     compile: Literal["off", "auto", "on"] = "off"
-    track: list[str] = Field(default_factory=list)  # tracking outlets: tensorboard, mlflow (danlu/tracking.py)
+    track: list[str] = Field(default_factory=list)  # tracking outlets: tensorboard, mlflow (danlu/training/tracking.py)
     track_every_steps: int = Field(0, ge=0)  # also log the batch loss every N steps (0: per epoch only)
     privacy: PrivacyConfig | None = None  # differentially private training (DP-SGD); off by default
     lookahead: LookaheadConfig | None = None  # slow-weight averaging every few steps; off by default
@@ -230,7 +230,7 @@ class TrainConfig(_Strict):
     @field_validator("track")
     @classmethod
     def _known_outlets(cls, v: list[str]) -> list[str]:
-        outlets = ("tensorboard", "mlflow")  # danlu.tracking.OUTLETS (not imported: it pulls in the callbacks)
+        outlets = ("tensorboard", "mlflow")  # danlu.training.tracking.OUTLETS (not imported: it pulls in the callbacks)
         for name in v:
             if name.lower() not in outlets:
                 raise InvalidValue(unknown_name("tracking outlet", name, outlets))

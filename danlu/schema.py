@@ -70,7 +70,7 @@ class Schema:
 
     @classmethod
     def load(cls, path: Path) -> Schema:
-        from danlu.runs import read_json
+        from danlu.runs.files import read_json
 
         return cls.from_dict(read_json(path), source=path)
 

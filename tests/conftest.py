@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from danlu.cli import main
+from danlu.cli.dispatch import main
 
 SHARED = Path(os.environ.get("DANLU_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 

@@ -21,7 +21,7 @@ def runs_folder(tmp_path_factory) -> Path:
     if "root" in _BUILT:
         return _BUILT["root"]
     from danlu.api import train
-    from danlu.tune import tune
+    from danlu.tuning import tune
 
     root = tmp_path_factory.mktemp("studio-runs")
     a = train("digits-mlp", ["train.epochs=2", "train.lr=0.003"], runs_dir=root, progress=False).run

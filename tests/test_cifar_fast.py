@@ -70,7 +70,7 @@ def test_fast_resnet_refuses_images_too_small_and_bad_flags():
 
 def test_models_lists_fast_resnet_counted_on_cifar():
     """What `danlu models` prints for it (tests/test_cli.py runs the whole listing once)."""
-    from danlu.cli import _parameter_count
+    from danlu.cli.dispatch import _parameter_count
     from danlu.models.specs import MODELS
 
     assert "fast_resnet" in MODELS
@@ -181,7 +181,7 @@ def test_amp_bf16_runs_the_cpu_training_step_in_bf16_only_where_the_cpu_has_it(m
 @pytest.mark.parametrize("native", ["1", "0"])
 def test_a_bf16_run_trains_and_reports_fp32_metrics(tmp_path, monkeypatch, native):
     import danlu
-    from danlu.training import SupervisedStep
+    from danlu.training.loop import SupervisedStep
 
     seen = []
     original = SupervisedStep.__call__

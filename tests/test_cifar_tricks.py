@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 import danlu
-from danlu.callbacks import Callback
-from danlu.lookahead import Lookahead
 from danlu.models.fast import FastResNet, flops_per_sample
 from danlu.models.whitening import PatchWhitening
+from danlu.training.hooks import Callback
+from danlu.training.lookahead import Lookahead
 from tests.test_cifar_fast import _write_cifar_bin
 
 SMALL = ["train.batch_size=32", "train.lr=0.05", "train.warmup_epochs=0", "model.stem=8", "model.widths=[16,16]",
@@ -219,9 +219,9 @@ def test_bad_options_are_recipe_errors():
 
 def test_training_sample_is_seeded_unaugmented_and_leaves_the_run_generator_alone():
     from danlu.data.tensors import TensorLoader, TensorSplit
-    from danlu.fit_to_data import training_sample
     from danlu.recipe import load_recipe
     from danlu.schema import Schema
+    from danlu.training.fit_to_data import training_sample
 
     schema = Schema("image", "classification", [3, 8, 8], classes=["a", "b"], mean=[0.5] * 3, std=[0.25] * 3)
     split = TensorSplit(torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8), torch.zeros(50, dtype=torch.long))
@@ -277,9 +277,9 @@ def test_double_stages_frozen_norm_scales_and_dirac_init():
 
 def test_norm_bias_lr_scale_gives_norm_shifts_their_own_lr_through_the_schedule():
     from danlu.models import build
-    from danlu.optim import build_optimizer, build_schedule
     from danlu.recipe import load_recipe
     from danlu.schema import Schema
+    from danlu.training.optim import build_optimizer, build_schedule
 
     schema = Schema("image", "classification", [3, 32, 32], classes=[str(i) for i in range(10)])
     recipe = load_recipe("cifar10-fast", ["train.norm_bias_lr_scale=64", "train.lr=0.5"])

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import danlu.compress.quantize as quantize
-from danlu.cli import main
-from danlu.compress.distill import DistillStep
+from danlu.cli.dispatch import main
+from danlu.training.distill import DistillStep
 from tests.conftest import last_json
 
 
@@ -283,7 +283,7 @@ def test_a_distilled_student_records_its_teacher(runs, tmp_path, cli):
 
 
 def test_the_teacher_reads_the_batch_in_its_own_normalization():
-    from danlu.compress.distill import Renormalize
+    from danlu.training.distill import Renormalize
 
     raw = torch.rand(4, 3, 5, 5)
     ms, ss, mt, st = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], [0.45, 0.42, 0.31], [0.21, 0.2, 0.33]

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from danlu.cli import main
+from danlu.cli.dispatch import main
 from tests.conftest import last_json
 
 TEXT_POS = ["very good hotel", "clean room and good service", "great breakfast", "good good good"]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from danlu.data.tabular import MAX_COLUMNS, read_csv
+from danlu.data.text.files import MAX_FIELD_CHARS
 from danlu.errors import DataError
-from danlu.text.files import MAX_FIELD_CHARS
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from danlu import runs
+from danlu.runs import files as runs
 from tests.conftest import last_json
 
 ARGS = ["digits-mlp", "train.epochs=3", "model.hidden=[64]", "--quiet"]
@@ -92,7 +92,7 @@ def tiny_disk(tmp_path):
 
 
 def test_a_really_full_disk(tiny_disk, capsys):
-    from danlu.cli import main
+    from danlu.cli.dispatch import main
 
     # ~300,000 weights: model.safetensors (1.2 MB) fits, the checkpoint with Adam's moments does not
     code = main(["train", "digits-mlp", "train.epochs=2", "model.hidden=[512,512]", "--quiet",

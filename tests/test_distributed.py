@@ -1,4 +1,4 @@
-"""Data-parallel training (danlu/distributed.py): 2 CPU processes over gloo on 127.0.0.1 against one process.
+"""Data-parallel training (danlu/training/distributed.py): 2 CPU processes over gloo on 127.0.0.1 against one process.
 
 The end-to-end cases start real processes through ``danlu train --nproc 2`` (torchrun's launcher), each
 bounded by a timeout: a hang fails the test instead of blocking the suite.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from danlu.distributed import ShardedLoader, World, merge_small, world_from_env
+from danlu.training.distributed import ShardedLoader, World, merge_small, world_from_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ["digits-mlp", "model.batch_norm=false", "model.dropout=0", "train.batch_size=80", "train.epochs=2"]

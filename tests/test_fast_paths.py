@@ -62,7 +62,7 @@ def test_plot_helpers_draw_every_figure_even_when_a_helper_dies(tmp_path, kill_h
         import os, signal, json
         from pathlib import Path
         import numpy as np
-        from danlu import plot_worker
+        from danlu.plots import worker as plot_worker
         plot_worker.start()
         pool = plot_worker._pool
         assert pool is not None
@@ -88,7 +88,7 @@ def test_plot_helpers_draw_every_figure_even_when_a_helper_dies(tmp_path, kill_h
 def test_helpers_can_be_turned_off_and_then_draw_in_line(tmp_path):
     r = _python("""
         from pathlib import Path
-        from danlu import plot_worker
+        from danlu.plots import worker as plot_worker
         plot_worker.start()
         assert plot_worker._pool is None
         plot_worker.draw("confusion_matrix", [[1, 0], [0, 1]], ["a", "b"], Path("cm.png"))

@@ -186,7 +186,7 @@ def test_group_norm_federates_where_batchnorm_is_refused(tmp_path):
 def test_private_federation_reports_each_clients_epsilon_from_the_accountant(tmp_path):
     """--privacy epsilon=8: DP-SGD on each client; every client's ε (over all the rounds it took part in) is in
     each round's row and the report, stays within the budget, and is Opacus' accountant over its steps."""
-    from danlu.privacy import epsilon_of
+    from danlu.training.privacy import epsilon_of
 
     r = federate("digits-mlp", "model.norm=group", "model.hidden=[32]", "train.batch_size=16", "--clients", 3,
                  "--rounds", 2, "--fraction", 0.67, "--privacy", "epsilon=8", "--runs-dir", tmp_path / "runs",
@@ -251,8 +251,8 @@ def test_bad_input_in_flowers_environment_exits_2_and_writes_nothing(tmp_path, a
 
 
 def test_a_model_fit_to_data_is_refused(tmp_path):
-    """Patch whitening is fit before a new run's first step (danlu/fit_to_data.py); no client runs that seam, so
-    the federated model would have kept random frozen first-layer filters without a word."""
+    """Patch whitening is fit before a new run's first step (danlu/training/fit_to_data.py); no client runs that
+    seam, so the federated model would have kept random frozen first-layer filters without a word."""
     r = federate("digits-mlp", "model={name: fast_resnet, whiten: 2, stem: 8, widths: [8, 8], norm: group, "
                  "norm_groups: 4}", "tune=null", "--runs-dir", tmp_path / "runs")
     assert r.returncode == 2 and "model.whiten=0" in r.stderr, r.stderr[-2000:]

@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from danlu import plots
-from danlu.fonts import use_cjk_font
+from danlu.plots import figures as plots
+from danlu.plots.fonts import use_cjk_font
 
 CLASSES = ["正面", "负面", "中性"]
 CM = [[5, 1, 0], [2, 7, 1], [0, 1, 4]]
@@ -32,7 +32,7 @@ def test_confusion_matrix_with_chinese_labels_has_every_glyph(tmp_path, monkeypa
     assert missing_glyphs(caught) == []
     assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
     # the check can fail: with the Latin font alone the same figure misses the glyphs
-    monkeypatch.setattr("danlu.fonts._chosen", [None])
+    monkeypatch.setattr("danlu.plots.fonts._chosen", [None])
     with matplotlib.rc_context({"font.family": ["DejaVu Sans"]}), warnings.catch_warnings(record=True) as bare:
         warnings.simplefilter("always")
         plots.confusion_matrix(CM, ["甲类", "乙类", "丙类"], tmp_path / "bare.png")  # glyphs not yet warned about

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from danlu.api import train
-from danlu.cli import build_parser
-from danlu.tracking import Tracker
+from danlu.cli.dispatch import build_parser
+from danlu.training.tracking import Tracker
 
 
 class FlakyOutlet(Tracker):
@@ -24,9 +24,9 @@ def test_a_tracking_outage_is_one_logged_warning_and_training_goes_on(tmp_path, 
     flaky = FlakyOutlet(tmp_path, None)
     result = train("digits-mlp", ["train.epochs=2"], runs_dir=tmp_path, progress=False, callbacks=[flaky])
     assert result.status == "done" and FlakyOutlet.calls == 2
-    warnings = [r for r in caplog.records if r.name == "danlu.tracking" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "danlu.training.tracking" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "server gone" in warnings[0].getMessage()
-    notes = [r.getMessage() for r in caplog.records if r.name == "danlu.progress"]
+    notes = [r.getMessage() for r in caplog.records if r.name == "danlu.training.progress"]
     assert any(n.startswith("run: ") for n in notes)  # progress notes reach logging with progress off
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from danlu.data.labels import canonical_label
 from danlu.data.tabular import load_tabular, read_csv
+from danlu.data.text.files import read_text_table
 from danlu.errors import DataError
 from danlu.recipe import DataConfig
-from danlu.text.files import read_text_table
 from tests.conftest import last_json
 
 
@@ -175,7 +175,7 @@ def test_relative_data_paths_are_saved_absolute(cli, tmp_path, monkeypatch):
 
 def test_runs_are_found_by_part_of_their_name(tmp_path):
     from danlu.errors import RunError
-    from danlu.runs import resolve_run
+    from danlu.runs.store import resolve_run
 
     for name in ("20261101-100000-digits-mlp", "20261102-100000-digits-mlp", "20261103-100000-mnist-cnn"):
         (tmp_path / name).mkdir()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from danlu.optim import build_optimizer, build_schedule, lr_factor
 from danlu.recipe import TrainConfig
+from danlu.training.optim import build_optimizer, build_schedule, lr_factor
 
 
 def _model(seed: int) -> nn.Module:

@@ -1,4 +1,4 @@
-"""DP-SGD (danlu/privacy.py): clipping and noise as configured, ε from Opacus' accountant, refusals before
+"""DP-SGD (danlu/training/privacy.py): clipping and noise as configured, ε from Opacus' accountant, refusals before
 any file is written, and a private run that is a normal run (predict, export)."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ CNN = ["model.name=cnn", "model.channels=[8,16]", "model.kernel_size=3", "model.
 
 def _private_loop(*overrides: str):
     from danlu.prepare import prepare
-    from danlu.training import build_loop
+    from danlu.training.loop import build_loop
 
     recipe = load_recipe("digits-mlp", [*PRIVATE, *overrides])
     splits, schema, model = prepare(recipe)
@@ -59,7 +59,7 @@ def test_per_sample_gradients_clipped_and_noise_has_configured_scale(model):
     clip = 0.05  # well below the digits models' per-sample norms, so clipping really bites
     loop = _private_loop(*model, "train.privacy.noise_multiplier=0", f"train.privacy.max_grad_norm={clip}")
     assert loop.train_loader.poisson and type(loop.optimizer).__name__ == "DPOptimizer"
-    assert type(loop.optimizer.original_optimizer).__module__ == "danlu.optim"
+    assert type(loop.optimizer.original_optimizer).__module__ == "danlu.training.optim"
     x, y = next(iter(loop.train_loader))
     if model:  # the conv net trains channels-last, as without privacy: the layout Opacus alone gets wrong
         second = [m for m in loop.model.modules() if isinstance(m, nn.Conv2d)][1].weight  # 8 input channels
@@ -175,7 +175,7 @@ def test_group_norm_trains_privately_where_batchnorm_is_refused(cli):
 def test_lstm_becomes_opacus_dp_lstm_with_the_same_weights_and_outputs():
     from opacus.layers import DPLSTM
 
-    from danlu.privacy import check_model
+    from danlu.training.privacy import check_model
 
     class Tiny(nn.Module):
         def __init__(self):
@@ -204,7 +204,7 @@ def test_lstm_becomes_opacus_dp_lstm_with_the_same_weights_and_outputs():
 
 
 def test_transformer_is_refused_with_the_reason():
-    from danlu.privacy import check_model
+    from danlu.training.privacy import check_model
 
     with pytest.raises(DanluError, match="per-sample gradients") as e:
         check_model(nn.Linear(2, 2), "transformer")
@@ -216,7 +216,7 @@ def test_privacy_off_by_default_and_opacus_not_imported_without_it():
     import sys
 
     assert load_recipe("digits-mlp").train.privacy is None
-    code = ("import sys, danlu.api, danlu.training, danlu.cli; from danlu.recipe import load_recipe; "
+    code = ("import sys, danlu.api, danlu.training.loop, danlu.cli.dispatch; from danlu.recipe import load_recipe; "
             "load_recipe('mnist-cnn-dp'); print('opacus' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

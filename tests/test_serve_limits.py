@@ -27,7 +27,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from danlu.cli import main
+from danlu.cli.dispatch import main
 from danlu.serve.app import create_app
 from danlu.serve.hosts import HostCheck
 from danlu.serve.limits import ConnectionLimits

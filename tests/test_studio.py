@@ -7,7 +7,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from danlu.runs import metrics_history, read_json
+from danlu.runs.files import read_json
+from danlu.runs.store import metrics_history
 from danlu.studio.app import create_studio_app
 from tests.conftest import last_json
 from tests.studio_runs import built, digit_data_url, runs_folder

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from danlu.runs import metrics_history
+from danlu.runs.store import metrics_history
 from danlu.serve.server import BackgroundServer
 from danlu.studio.app import create_studio_app
 from tests.studio_runs import built, runs_folder

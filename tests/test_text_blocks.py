@@ -13,16 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from danlu.data.text.files import read_text_table
+from danlu.data.text.tokenizers import CharTokenizer, JiebaTokenizer, WordTokenizer, choose_tokenizer, make_tokenizer
+from danlu.data.text.vocab import Vocab, choose_max_len
 from danlu.errors import DanluError, DataError
-from danlu.text.files import read_text_table
-from danlu.text.tokenizers import (
-    CharTokenizer,
-    JiebaTokenizer,
-    WordTokenizer,
-    choose_tokenizer,
-    make_tokenizer,
-)
-from danlu.text.vocab import Vocab, choose_max_len
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DANLU_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -259,7 +253,7 @@ def test_choose_max_len():
 
 
 def test_resolve_pretrained(tmp_path, monkeypatch):
-    from danlu.text import pretrained
+    from danlu.data.text import pretrained
 
     assert pretrained.resolve_pretrained(tmp_path) == str(tmp_path.resolve())
     assert pretrained.resolve_pretrained("bert-base-uncased") == "bert-base-uncased"
@@ -275,7 +269,7 @@ def test_resolve_pretrained(tmp_path, monkeypatch):
 
 @needs_minilm
 def test_pretrained_tokenizer_encode_truncate_and_save(tmp_path):
-    from danlu.text.pretrained import PretrainedTokenizer
+    from danlu.data.text.pretrained import PretrainedTokenizer
 
     tok = PretrainedTokenizer("minilm")
     ids, lengths, truncated = tok.encode(["hello world", "a b c d e f g h"], max_len=6)
@@ -413,8 +407,8 @@ def test_rnn_overfits_twenty_chinese_sentences(one_thread):
 
 @pytest.fixture(scope="module")
 def minilm():
+    from danlu.data.text.pretrained import PretrainedTokenizer
     from danlu.models.text import TransformerClassifier
-    from danlu.text.pretrained import PretrainedTokenizer
 
     return TransformerClassifier("minilm", 3).eval(), PretrainedTokenizer("minilm")
 
@@ -463,8 +457,8 @@ def test_transformer_freeze_layers(minilm):
 
 def test_text_modules_import_without_torch():
     code = (
-        "import sys, danlu.text, danlu.text.files, danlu.text.tokenizers, danlu.text.vocab, "
-        "danlu.text.pretrained; print(sorted({'torch', 'transformers', 'jieba'} & set(sys.modules)))"
+        "import sys, danlu.data.text, danlu.data.text.files, danlu.data.text.tokenizers, danlu.data.text.vocab, "
+        "danlu.data.text.pretrained; print(sorted({'torch', 'transformers', 'jieba'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -25,7 +25,8 @@ import pytest
 from danlu.api import train
 from danlu.errors import DanluError, RecipeError
 from danlu.recipe import load_recipe
-from danlu.runs import metrics_history, read_json
+from danlu.runs.files import read_json
+from danlu.runs.store import metrics_history
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,8 +93,8 @@ def test_mlflow_without_a_tracking_uri_is_a_clear_error(tmp_path, monkeypatch, c
 
 
 def test_tracking_libraries_stay_off_the_default_path():
-    code = ("import sys, danlu.api, danlu.training, danlu.cli; danlu.api.train('digits-mlp', ['train.epochs=1'], "
-            "runs_dir=sys.argv[1], progress=False); "
+    code = ("import sys, danlu.api, danlu.training.loop, danlu.cli.dispatch; "
+            "danlu.api.train('digits-mlp', ['train.epochs=1'], runs_dir=sys.argv[1], progress=False); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorboardX', 'mlflow', 'tensorboard')))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code, str(Path(os.environ["DANLU_CACHE"]) / "runs")], env=env,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from danlu.runs import hold_run
+from danlu.runs.store import hold_run
 from tests.conftest import last_json
 
 
@@ -74,12 +74,12 @@ def test_recipe_file_mistakes_name_the_file_and_line(cli, tmp_path):
 
 def test_a_failed_api_training_releases_its_run(tmp_path, monkeypatch):
     import danlu
-    import danlu.training
+    import danlu.training.loop
 
     def broken_fit(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(danlu.training, "fit", broken_fit)
+    monkeypatch.setattr(danlu.training.loop, "fit", broken_fit)
     with pytest.raises(RuntimeError, match="boom") as failure:
         danlu.train("digits-mlp", ["train.epochs=1"], runs_dir=tmp_path, progress=False)
     (run,) = tmp_path.iterdir()

@@ -30,7 +30,7 @@ def _danlu(*args: str, env: dict | None = None) -> subprocess.Popen:
 def _journal_study(folder: Path):
     import optuna
 
-    from danlu.tune import JOURNAL, _journal
+    from danlu.tuning import JOURNAL, _journal
 
     return optuna.load_study(study_name=folder.name, storage=_journal(folder / JOURNAL))
 

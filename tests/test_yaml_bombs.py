@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from danlu import safe_yaml
-from danlu.cli import main
+from danlu.cli.dispatch import main
 from danlu.errors import RecipeError
 from danlu.recipe import load_recipe
 

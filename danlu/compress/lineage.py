@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from danlu.runs import read_json, write_json
+from danlu.runs.files import read_json, write_json
 
 LINEAGE = "lineage.json"
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from danlu.runs import atomic_write_text, write_json
+from danlu.runs.files import atomic_write_text, write_json
 
 TABLE_JSON, TABLE_MD = "compress.json", "compress.md"
 TABLE_FORMAT = "danlu-compress/2"  # {"tables": {key: table}}, one per method
@@ -214,7 +214,7 @@ def read_tables(folder: Path) -> dict[str, dict[str, Any]]:
     """The tables of compress.json by key; a file written before there were several (one table at the top
     level) counts as the table of its method; a damaged or foreign file counts as none (it is rewritten)."""
     from danlu.errors import DanluError
-    from danlu.runs import read_json
+    from danlu.runs.files import read_json
 
     path = Path(folder) / TABLE_JSON
     if not path.is_file():

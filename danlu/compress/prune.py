@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from danlu.callbacks import Callback
 from danlu.errors import DanluError
+from danlu.training.hooks import Callback
 
 PRUNABLE = ("mlp", "cnn", "simple_cnn")  # models whose every width is a recipe option
 
@@ -81,7 +81,7 @@ def prune_run(run: str | Path, fraction: float, *, finetune_epochs: float = 1, t
     from danlu.export import weights_digest
     from danlu.predictor import Predictor
     from danlu.recipe import load_recipe
-    from danlu.runs import new_run_dir
+    from danlu.runs.store import new_run_dir
 
     check_fraction(fraction)
     if finetune_epochs < 0:
@@ -149,7 +149,7 @@ def _save_unchanged(recipe: Any, state: dict[str, Any], folder: Path, data_dir: 
     from danlu.api import _env_info
     from danlu.evaluation import evaluate
     from danlu.prepare import prepare
-    from danlu.run_folder import RunFolder
+    from danlu.runs.folder import RunFolder
 
     splits, schema, model = prepare(recipe, data_dir, for_inference=True)
     model.load_state_dict(state)

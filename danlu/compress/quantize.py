@@ -73,7 +73,7 @@ def quantize_run(run: str | Path, *, calibration: int = 256, per_channel: bool =
     from danlu.compress.measure import machine, write_table
     from danlu.export import ONNX_NAME, export_onnx, onnx_is_current, weights_digest
     from danlu.predictor import Predictor
-    from danlu.runs import atomic_write_bytes, write_json
+    from danlu.runs.files import atomic_write_bytes, write_json
 
     check_options(calibration, max_drop, threads)
     t0 = time.perf_counter()
@@ -257,7 +257,7 @@ def _compare(predictor: Any, fp32: bytes, int8: bytes, test: Any, threads: int, 
 def int8_is_current(run_dir: Path) -> bool:
     """model.int8.onnx exists and was quantized from the run's present weights."""
     from danlu.export import weights_digest
-    from danlu.runs import read_json
+    from danlu.runs.files import read_json
 
     path, meta = run_dir / INT8_NAME, run_dir / INT8_META
     if not (path.is_file() and meta.is_file()):

@@ -36,7 +36,7 @@ def load(cfg: DataConfig, *, seed: int = 0, data_dir: Path | None = None,
 
         return load_images(cfg, seed, data_dir, hints)
     if kind == "text":
-        from danlu.data.text import load_text
+        from danlu.data.text.dataset import load_text
 
         return load_text(cfg, seed, hints, data_dir)
     from danlu.data.tabular import load_tabular

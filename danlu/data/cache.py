@@ -128,7 +128,7 @@ def _write(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(folder)
-    from danlu.runs import atomic_file
+    from danlu.runs.files import atomic_file
 
     with atomic_file(path, prefix=_TMP_PREFIX, suffix=_SUFFIX) as fh:
         fh.write(_MAGIC)

@@ -221,7 +221,7 @@ def write_outputs(records: list[dict], kind: str, out: Path, method: str) -> lis
     """One PNG per image or table row (tokens.html for texts) under ``out``, and explanations.json; returns
     the JSON rows (paths relative to ``out``, no raw arrays)."""
     from danlu.explanations import render
-    from danlu.runs import atomic_write_text, write_json
+    from danlu.runs.files import atomic_write_text, write_json
 
     out.mkdir(parents=True, exist_ok=True)
     rows, html_rows = [], []

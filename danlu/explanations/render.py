@@ -54,7 +54,7 @@ def overlay_png(pixels: np.ndarray, heat: np.ndarray, min_side: int = 224) -> by
 def _save(fig, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from danlu.runs import atomic_write_bytes
+    from danlu.runs.files import atomic_write_bytes
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()

@@ -83,7 +83,7 @@ def top_losses(explainer: Any, k: int, data_dir: Path | None, out: Path | None, 
     """The ``k`` validation examples with the highest loss, each explained for what the model predicted."""
     from danlu.explanations import render
     from danlu.explanations.records import caption, public_row
-    from danlu.runs import atomic_write_text, write_json
+    from danlu.runs.files import atomic_write_text, write_json
 
     if k < 1:
         raise DanluError(f"--top-losses must be at least 1, got {k}")
@@ -135,7 +135,7 @@ def global_importance(explainer: Any, data_dir: Path | None, out: Path | None) -
     when a column is shuffled), or with --method ig/shap/saliency the mean |attribution| over the rows."""
     from danlu.explanations import render
     from danlu.explanations.tables import column_groups, permutation_importance
-    from danlu.runs import write_json
+    from danlu.runs.files import write_json
 
     schema = explainer.schema
     if schema.kind != "tabular":

@@ -93,8 +93,8 @@ def submit(fed: Any, superlink: str, runs_dir: Path | None, say: Callable[[str],
     """Run the federation on the SuperLink and wait for its run folder to be done."""
     import json
 
-    from danlu.run_folder import RunFolder
-    from danlu.runs import read_json
+    from danlu.runs.files import read_json
+    from danlu.runs.folder import RunFolder
 
     if not fed.run_dir:  # named here: the ServerApp runs in the SuperLink's process and writes it
         fed.run_dir = str(_fresh_run_path(json.loads(fed.recipe_json)["name"], runs_dir))

@@ -88,7 +88,7 @@ def train_locally(model: nn.Module, train: Any, schema: Any, recipe: Recipe, *, 
     """Train ``model`` in place on a client's share with danlu's loop; returns the last epoch's row (with
     ``dp_steps``, the DP-SGD steps taken, when the recipe trains privately)."""
     from danlu.data.splits import Splits
-    from danlu.training import build_loop, fit
+    from danlu.training.loop import build_loop, fit
 
     rec = local_recipe(recipe, epochs, seed)
     empty = train.subset([])

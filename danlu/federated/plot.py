@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def accuracy_by_round(history: list[dict], path: Path, initial: dict | None = None) -> None:
-    from danlu.plots import _save, pyplot
+    from danlu.plots.figures import pyplot, save_figure
 
     plt = pyplot()
     rows = ([{"round": 0, **initial}] if initial else []) + list(history)
@@ -15,4 +15,4 @@ def accuracy_by_round(history: list[dict], path: Path, initial: dict | None = No
     ax.plot([r["round"] for r in rows], [r[metric] for r in rows], "o-")
     ax.set(xlabel="round", ylabel=metric.replace("_", " "), title=f"global model: {metric.replace('_', ' ')} by round")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -1,4 +1,5 @@
-"""DP-SGD on each client (``danlu federate --privacy``): Opacus on the client's local training, via danlu.privacy.
+"""DP-SGD on each client (``danlu federate --privacy``): Opacus on the client's local training, via
+danlu.training.privacy.
 
 What the ε means: per-client, sample-level (ε, δ)-DP of everything client i sends (hence of the global model)
 with respect to adding or removing one example of client i's own data, over all the rounds it took part in.
@@ -40,7 +41,7 @@ def client_steps(recipe: Any, n: int, local_epochs: float) -> tuple[float, int]:
 
 def plan(fed: Any, recipe: Any, sizes: list[int]) -> dict[str, Any]:
     """σ for every client, checked before anything is written: δ < 1/n_i, batch < n_i, a reachable ε."""
-    from danlu.privacy import calibrate, epsilon_of, resolve_delta
+    from danlu.training.privacy import calibrate, epsilon_of, resolve_delta
 
     cfg = recipe.train.privacy
     if fed.strategy == "fedprox":
@@ -85,7 +86,7 @@ def client_recipe_json(recipe_json: str, dp: dict[str, Any]) -> str:
 
 def spent(recipe: Any, n: int, steps: int) -> dict[str, float]:
     """A client's ε, δ and q after ``steps`` DP steps in all (the accountant over its whole history)."""
-    from danlu.privacy import epsilon_of, resolve_delta
+    from danlu.training.privacy import epsilon_of, resolve_delta
 
     cfg = recipe.train.privacy
     delta, q = resolve_delta(cfg, n), recipe.train.batch_size / n
@@ -95,7 +96,7 @@ def spent(recipe: Any, n: int, steps: int) -> dict[str, float]:
 
 def summary(recipe: Any, dp: dict[str, Any], clients: dict[str, dict[str, Any]], planned_steps: int) -> dict:
     """report.json's privacy block: the worst client's numbers (what report.md's table shows) and every client's."""
-    from danlu.privacy import opacus_version, recorded_epsilon
+    from danlu.training.privacy import opacus_version, recorded_epsilon
 
     pid, worst = max(clients.items(), key=lambda kv: kv[1]["epsilon"])
     clients = {k: {**c, "epsilon": recorded_epsilon(c["epsilon"])} for k, c in clients.items()}

@@ -78,7 +78,7 @@ def plan_privacy(fed: Any, rec: Any, say: Any) -> None:
     model trains privately, and give the clients the recipe with that σ."""
     from danlu.federated.local import build_model, labels_of, prepared
     from danlu.federated.private import client_recipe_json, plan, share_sizes
-    from danlu.privacy import check_model
+    from danlu.training.privacy import check_model
 
     splits, schema, recipe = prepared(fed.recipe_json, fed.data_dir or None)
     if hasattr(splits.train, "stream_loader"):

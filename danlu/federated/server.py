@@ -72,7 +72,7 @@ def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = pri
     from danlu.api import _env_info
     from danlu.evaluation import evaluate
     from danlu.federated.plot import accuracy_by_round
-    from danlu.run_folder import RunFolder
+    from danlu.runs.folder import RunFolder
 
     splits, schema, recipe = prepared(fed.recipe_json, fed.data_dir or None)
     model = build_model(recipe, schema)
@@ -108,7 +108,7 @@ def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = pri
                "client_samples": {str(c["partition"]): c["samples"] for c in clients},
                "round_s": round(time.perf_counter() - clock[0], 3)}
         if strategy.privacy:  # this round's clients' ε, and the largest any client has spent so far
-            from danlu.privacy import recorded_epsilon
+            from danlu.training.privacy import recorded_epsilon
 
             row["client_epsilon"] = {str(c["partition"]): recorded_epsilon(c["epsilon"]) for c in clients}
             if (eps := recorded_epsilon(max(c["epsilon"] for c in strategy.privacy.values()))) is not None:

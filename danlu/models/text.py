@@ -258,7 +258,7 @@ class TransformerClassifier(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
-        from danlu.text.pretrained import load_auto, resolve_pretrained
+        from danlu.data.text.pretrained import load_auto, resolve_pretrained
 
         _check("pooling", pooling, ("mean", "cls"))
         self.source = resolve_pretrained(path)
@@ -272,7 +272,7 @@ class TransformerClassifier(nn.Module):
         self.freeze(freeze_layers)
 
     def _pad_id(self, config) -> int:
-        from danlu.text.pretrained import load_auto
+        from danlu.data.text.pretrained import load_auto
 
         try:
             pad = load_auto("tokenizer", self.source).pad_token_id

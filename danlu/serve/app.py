@@ -32,7 +32,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from danlu.errors import DanluError
-from danlu.runs import read_json
+from danlu.runs.files import read_json
 from danlu.serve.batching import BatcherClosed, MicroBatcher
 from danlu.serve.docs import ERRORS, PREDICT_OPENAPI, PredictResponse
 from danlu.serve.engine import Engine

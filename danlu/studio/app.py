@@ -155,7 +155,7 @@ def create_studio_app(runs_dir: str | Path, api_key: str | None = None, *, bind_
 
     @app.get("/api/compare", summary="Test-metric deltas against the first run, the recipe diff, the histories")
     def compare_runs(runs: Annotated[list[str], Query(min_length=2)]) -> dict[str, Any]:
-        from danlu.compare import compare
+        from danlu.runs.compare import compare
 
         paths = [index.path_of(r) for r in runs]
         out = compare(paths)

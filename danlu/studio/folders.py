@@ -58,7 +58,7 @@ def _recipe(path: Path) -> dict:
     file still goes through): listing 500 runs is mostly this."""
     import yaml
 
-    from danlu.runs import read_run_recipe
+    from danlu.runs.store import read_run_recipe
 
     raw = path.read_bytes()
     fast = getattr(yaml, "CSafeLoader", None)

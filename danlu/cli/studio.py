@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def cmd_studio(a: argparse.Namespace) -> None:
-    from danlu.cli_serve import _api_key, _check_port_free
+    from danlu.cli.serve import _api_key, _check_port_free
     from danlu.errors import DanluError
 
     if not 0 <= a.port <= 65535:
@@ -39,8 +39,8 @@ def cmd_studio(a: argparse.Namespace) -> None:
 
 def cmd_compare(a: argparse.Namespace) -> None:
     """``danlu runs compare A B [C ...]``: deltas and recipe diff printed, overlaid curves as PNG."""
-    from danlu.compare import compare, overlay_curves, render
-    from danlu.runs import resolve_run
+    from danlu.runs.compare import compare, overlay_curves, render
+    from danlu.runs.store import resolve_run
 
     runs = [resolve_run(r, a.runs_dir) for r in a.run]
     result = compare(runs)

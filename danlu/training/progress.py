@@ -58,7 +58,7 @@ class Progress:
     def note(self, text: str) -> None:
         import logging
 
-        logging.getLogger("danlu.progress").info(text)  # for library users' logging; danlu.log explains
+        logging.getLogger("danlu.training.progress").info(text)  # for library users' logging; danlu.log explains
         if self.enabled:
             from danlu.printable import terminal_safe  # notes quote class and column names from the data
 

@@ -1,7 +1,7 @@
 """The training loop: plain PyTorch, owned by us (Lightning's Trainer took 24 s where this takes 10 s).
 
 ``fit`` is a short loop over a training ``step(x, y) -> (loss, outputs)``; everything else (progress,
-early stopping, the run folder, a search's pruning) is a callback at a named moment (danlu/callbacks.py).
+early stopping, the run folder, a search's pruning) is a callback at a named moment (danlu/training/callbacks.py).
 ``build_loop`` sets up model, loaders, optimizer and schedule from a recipe. A resumed run continues
 from its checkpoint and ends with the same numbers as an uninterrupted one with the same seed.
 """
@@ -9,29 +9,27 @@ from its checkpoint and ends with the same numbers as an uninterrupted one with 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from danlu.callbacks import Callback, Stop, overrides
 from danlu.data.splits import Splits
 from danlu.errors import DanluError, did_you_mean
 from danlu.inference import (
     amp_dtype,
     compiled_for,
-    evaluate_loader,
     make_loader,
     place_model,
     select_device,
     step_amp_dtype,
 )
 from danlu.metrics import headline
-from danlu.optim import build_optimizer, build_schedule
 from danlu.recipe import Recipe
 from danlu.schema import Schema
 from danlu.tasks import loss_fn
+from danlu.training.hooks import Callback, Loop, overrides
+from danlu.training.optim import build_optimizer, build_schedule
 
 
 class SupervisedStep:
@@ -45,39 +43,6 @@ class SupervisedStep:
         with torch.autocast(self.device_type, dtype=self.amp, enabled=self.amp is not None):
             out = self.model(x)
             return self.criterion(out, y), out
-
-
-@dataclass
-class Loop:
-    """What callbacks see of a run. They read it; ``epoch``, ``history`` and ``stop`` are set by the loop
-    (and by the run recorder when it resumes a run)."""
-
-    model: nn.Module
-    optimizer: Any
-    scheduler: Any
-    generator: torch.Generator
-    schema: Schema
-    recipe: Recipe
-    train_loader: Any
-    val_loader: Any
-    step: Any  # step(x, y) -> (loss, outputs)
-    device: torch.device
-    amp: torch.dtype | None = None
-    epochs: int = 1
-    steps_per_epoch: int = 1
-    total_steps: int = 1
-    callbacks: list[Callback] = field(default_factory=list)
-    epoch: int = 0  # the last finished epoch (the current one inside an epoch's hooks)
-    global_step: int = 0
-    batch_size: int = 0  # of the batch just trained
-    history: list[dict[str, float]] = field(default_factory=list)
-    stop: Stop | None = None
-    error: BaseException | None = None
-    # distributed training (danlu/distributed.py) scores the val split across processes and sums the
-    # epoch's training counts over them; one process keeps these defaults
-    evaluate: Any = evaluate_loader
-    sum_across: Any = None  # [floats] -> the same floats summed over every process
-    privacy: Any = None  # the DP accountant (danlu/privacy.py) when train.privacy is set
 
 
 def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
@@ -102,8 +67,8 @@ def build_loop(model: nn.Module, splits: Splits, schema: Schema, recipe: Recipe,
                           step_amp_dtype(device, cfg.amp), device)
     loop = Loop(model, optimizer, build_schedule(optimizer, cfg, steps), generator, schema, recipe, train_loader,
                 val_loader, step, device, amp, cfg.epoch_count, steps, cfg.total_steps(steps), list(callbacks))
-    if cfg.privacy is not None:  # DP-SGD: per-sample clipping and noise, ε after every epoch (danlu/privacy.py)
-        from danlu.privacy import attach
+    if cfg.privacy is not None:  # DP-SGD: per-sample clipping and noise, ε after every epoch (privacy.py)
+        from danlu.training.privacy import attach
 
         attach(loop)
     return loop
@@ -224,16 +189,16 @@ def standard_callbacks(recipe: Recipe, schema: Schema, has_val: bool, run: Any, 
                        progress: bool, extra: list[Callback] = (), resumable: bool = True) -> list[Callback]:
     """The data fit (new runs), lookahead and early stopping (when the recipe asks), the caller's callbacks,
     progress, and the run recorder last."""
-    from danlu.callbacks import EarlyStopping, ProgressBar, RunRecorder
+    from danlu.training.callbacks import EarlyStopping, ProgressBar, RunRecorder
 
     monitor = monitor_name(recipe, schema, has_val)
     out: list[Callback] = []
     if not resume:  # a model that fits layers to the data (patch whitening) does so once; a resumed run has them
-        from danlu.fit_to_data import FitToData
+        from danlu.training.fit_to_data import FitToData
 
         out.append(FitToData(seed=recipe.seed))
     if recipe.train.lookahead is not None:
-        from danlu.lookahead import Lookahead
+        from danlu.training.lookahead import Lookahead
 
         la = recipe.train.lookahead
         out.append(Lookahead(la.every, la.alpha, la.ramp))

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from danlu.callbacks import Callback
 from danlu.errors import DanluError, RecipeError
 from danlu.recipe import PrivacyConfig, Recipe
+from danlu.training.hooks import Callback
 
 # What the (ε, δ) guarantee is about, and what it leaves out; written into every private run's report.
 GUARANTEE = ("(ε, δ)-differential privacy of the trained weights with respect to adding or removing one "

@@ -36,7 +36,7 @@ def cmd_train(a: argparse.Namespace) -> None:
                              hint=f"danlu train --resume {a.resume}")
         overrides.insert(0, recipe)
     if a.nproc is not None:  # N worker processes through torch.distributed.run, each running this verb
-        from danlu.distributed_launch import launch
+        from danlu.training.launch import launch
 
         code = launch(a)
         if code:
@@ -76,7 +76,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
         predictor.forward = Engine(predictor, a.backend, _onnx_session(predictor, a)).forward
     kind = predictor.schema.kind
-    from danlu.cli_inputs import collect_inputs
+    from danlu.cli.inputs import collect_inputs
 
     inputs = collect_inputs(a, kind)
     if not inputs:
@@ -112,11 +112,12 @@ def _onnx_session(predictor, a: argparse.Namespace):
 
 
 def cmd_runs(a: argparse.Namespace) -> None:
-    from danlu.run_folder import run_summary
-    from danlu.runs import list_runs, read_json, read_run_recipe, resolve_run
+    from danlu.runs.files import read_json
+    from danlu.runs.folder import run_summary
+    from danlu.runs.store import list_runs, read_run_recipe, resolve_run
 
     if a.action == "compare":
-        from danlu.cli_studio import cmd_compare
+        from danlu.cli.studio import cmd_compare
 
         return cmd_compare(a)
     if len(a.run) > 1:
@@ -186,7 +187,7 @@ def cmd_runs(a: argparse.Namespace) -> None:
 
 def cmd_tune(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
-    from danlu.tune import show, table, tune
+    from danlu.tuning import show, table, tune
 
     if a.recipe == "show":
         if len(a.overrides) != 1:
@@ -261,7 +262,7 @@ def cmd_recipes(a: argparse.Namespace) -> None:
 
 
 def cmd_data(a: argparse.Namespace) -> None:
-    from danlu.describe import describe
+    from danlu.data.describe import describe
     from danlu.printable import terminal_safe
 
     print(terminal_safe(describe(a.recipe, a.overrides, data_dir=a.data_dir), keep_newlines=True))
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("action", nargs="?", choices=["list", "show", "compare"], default="list")
     r.add_argument("run", nargs="*")
     r.add_argument("--json", action="store_true")
-    from danlu.cli_studio import add_compare_options, add_studio_verbs
+    from danlu.cli.studio import add_compare_options, add_studio_verbs
 
     add_compare_options(r)
     common(r)
@@ -367,17 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="the numbers as one JSON object")
     sc.set_defaults(func=cmd_scratch)
 
-    from danlu.cli_serve import add_serving_verbs
+    from danlu.cli.serve import add_serving_verbs
 
     add_serving_verbs(sub, common)
-    from danlu.cli_compress import add_compress_verb
+    from danlu.cli.compress import add_compress_verb
 
     add_compress_verb(sub, common)
-    from danlu.cli_federate import add_federate_verb
+    from danlu.cli.federate import add_federate_verb
 
     add_federate_verb(sub, common)
     add_studio_verbs(sub, common)
-    from danlu.cli_explain import add_explain_verb
+    from danlu.cli.explain import add_explain_verb
 
     add_explain_verb(sub, common)
     for verb in sub.choices.values():  # `danlu train ... --debug` as well as `danlu --debug train ...`
@@ -412,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_cli(getattr(a, "verbose", 0), getattr(a, "quiet", False))
     if argv is None and a.func in (cmd_train, cmd_evaluate):
-        from danlu import plot_worker
+        from danlu.plots import worker as plot_worker
         from danlu.runtime import allocate_big_blocks_from_heap, keep_freed_memory
 
         plot_worker.start()  # before torch's import, so matplotlib loads beside it

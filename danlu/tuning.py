@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from danlu.callbacks import Callback, Stop
 from danlu.errors import DanluError, RecipeError, did_you_mean, unknown_name
 from danlu.recipe import Recipe, TuneParam, load_recipe
-from danlu.runs import RUNS_DIR, atomic_write_text, write_json
+from danlu.runs.files import atomic_write_text, write_json
+from danlu.runs.store import RUNS_DIR
+from danlu.training.hooks import Callback, Stop
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -115,7 +116,7 @@ def grid_space(space: dict[str, TuneParam]) -> dict[str, list[Any]]:
 
 def objective_metric(recipe: Recipe, schema: Any, metric: str | None) -> str:
     """The recipe's monitor on the validation split, or ``metric``; never a test-split number."""
-    from danlu.training import metric_names, monitor_name
+    from danlu.training.loop import metric_names, monitor_name
 
     valid = [m for m in metric_names(schema) if m.startswith("val_")]
     name = metric or monitor_name(recipe, schema, has_val=True)
@@ -295,7 +296,7 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
         except DanluError as e:  # the trial fails (Optuna records it) and the search goes on
             trial.set_user_attr("error", str(e).splitlines()[0][:300])
             raise
-        from danlu.run_folder import RunFolder
+        from danlu.runs.folder import RunFolder
 
         history = RunFolder(result.run).history()
         trial.set_user_attr("epochs", len(history))
@@ -434,7 +435,7 @@ def draw_figures(study: Any, pdir: Path) -> list[str]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    from danlu.runs import atomic_write_bytes
+    from danlu.runs.files import atomic_write_bytes
 
     notes = []
     for name, draw in (("history", ovm.plot_optimization_history), ("importances", ovm.plot_param_importances),
@@ -463,7 +464,7 @@ def show(study: str, *, storage: str | None = None, runs_dir: Path | None = None
     folder = Path(runs_dir or RUNS_DIR) / study
     info = {}
     if (folder / "tune.json").is_file():
-        from danlu.runs import read_json
+        from danlu.runs.files import read_json
 
         info = read_json(folder / "tune.json")
     if storage is None and not (folder / JOURNAL).is_file():

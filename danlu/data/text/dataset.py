@@ -97,7 +97,7 @@ class TextEncoder:
 
     def tokens(self, texts: list[str]) -> list[list[str]]:
         if self._tok is None:
-            from danlu.text.tokenizers import make_tokenizer
+            from danlu.data.text.tokenizers import make_tokenizer
 
             self._tok = make_tokenizer(self.tokenizer_name)
         return [self._tok.tokenize(t) for t in texts]
@@ -118,8 +118,8 @@ class TextEncoder:
     def from_run(cls, run_dir: Path, schema: Schema) -> TextEncoder:
         t = schema.text
         if t["tokenizer"] == "pretrained":
+            from danlu.data.text.pretrained import PretrainedTokenizer
             from danlu.errors import DanluError, RunError
-            from danlu.text.pretrained import PretrainedTokenizer
 
             folder = run_dir / "tokenizer"
             try:
@@ -130,9 +130,9 @@ class TextEncoder:
                 raise RunError(f"{folder} is damaged: the tokenizer cannot be loaded ({str(e)[:160]})",
                                hint="restore it from a copy, or train the run again") from None
             return cls("pretrained", t["max_len"], pretrained=tokenizer)
+        from danlu.data.text.vocab import Vocab
         from danlu.errors import RunError
-        from danlu.runs import read_json
-        from danlu.text.vocab import Vocab
+        from danlu.runs.files import read_json
 
         vocab_path = run_dir / "vocab.json"
         if not vocab_path.exists():
@@ -152,7 +152,7 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
     import torch
 
     from danlu.data.tensors import TensorSplit
-    from danlu.text.files import read_text_table
+    from danlu.data.text.files import read_text_table
 
     files, source, text_col, label_col = _split_files(cfg, data_dir)
     notes: list[str] = []
@@ -192,11 +192,11 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
         notes.append(f"this model reads text with its own {hints['tokenizer']} tokenizer: "
                      f"data.tokenizer={cfg.tokenizer} is not used")
     if tok_name == "auto":
-        from danlu.text.tokenizers import choose_tokenizer
+        from danlu.data.text.tokenizers import choose_tokenizer
 
         tok_name = choose_tokenizer(texts["train"])
     elif tok_name == "word":
-        from danlu.text.tokenizers import cjk_fraction
+        from danlu.data.text.tokenizers import cjk_fraction
 
         if cjk_fraction(texts["train"][:2000]) >= 0.3:  # the founding article's mistake: no spaces, no words
             notes.append("data.tokenizer=word splits on spaces, and this Chinese/Japanese text has few: whole "
@@ -204,7 +204,7 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
     stats: dict[str, Any] = {"tokenizer": tok_name}
     artifacts = {}
     if tok_name == "pretrained":
-        from danlu.text.pretrained import PretrainedTokenizer
+        from danlu.data.text.pretrained import PretrainedTokenizer
 
         name = hints.get("pretrained", "minilm")
         tok = PretrainedTokenizer(name)
@@ -215,7 +215,7 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
                      "vocab_size": tok.vocab_size, "max_len": max_len}
         artifacts["tokenizer"] = lambda run_dir: tok.save(run_dir / "tokenizer")
     else:
-        from danlu.text.vocab import Vocab, choose_max_len
+        from danlu.data.text.vocab import Vocab, choose_max_len
 
         encoder = TextEncoder(tok_name, 0)
         token_lists = {s: encoder.tokens(t) for s, t in texts.items()}
@@ -236,7 +236,7 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
         def write_vocab(run_dir: Path, vocab=vocab) -> None:
             import json
 
-            from danlu.runs import atomic_write_text
+            from danlu.runs.files import atomic_write_text
 
             atomic_write_text(run_dir / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
 

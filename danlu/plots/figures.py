@@ -15,7 +15,7 @@ def pyplot():
 
     matplotlib.use("Agg")
     matplotlib.rcParams["text.parse_math"] = False  # class names are plain text: "$5 bill" is no formula
-    from danlu.fonts import use_cjk_font
+    from danlu.plots.fonts import use_cjk_font
 
     use_cjk_font(matplotlib)  # Chinese class names drawn, not boxes
     import matplotlib.pyplot as plt
@@ -23,11 +23,11 @@ def pyplot():
     return plt
 
 
-def _save(fig, path: Path, tight: bool = True) -> None:
+def save_figure(fig, path: Path, tight: bool = True) -> None:
     """PNG, written atomically. ``tight`` crops to the drawn content, at the price of a second layout pass."""
     import io
 
-    from danlu.runs import atomic_write_bytes
+    from danlu.runs.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
@@ -58,7 +58,7 @@ def learning_curves(history: list[dict], path: Path) -> None:
         a.grid(alpha=0.3)
     # fixed margins (the labels are known) instead of a tight bounding box: 0.22 s to draw, not 0.33 s
     fig.subplots_adjust(left=0.08 if metric else 0.15, right=0.98, bottom=0.14, top=0.91, wspace=0.22)
-    _save(fig, path, tight=False)
+    save_figure(fig, path, tight=False)
 
 
 def confusion_matrix(cm: list[list[int]], classes: list[str], path: Path) -> None:
@@ -86,7 +86,7 @@ def confusion_matrix(cm: list[list[int]], classes: list[str], path: Path) -> Non
     left, bottom = 0.55 + 0.085 * longest, 0.55 + 0.065 * longest
     fig.subplots_adjust(left=min(0.45, left / w), right=1 - 0.15 / w, bottom=min(0.45, bottom / h),
                         top=1 - 0.55 / h)
-    _save(fig, path, tight=False)
+    save_figure(fig, path, tight=False)
 
 
 def prediction_grid(images: np.ndarray, true: list[str], pred: list[str], path: Path) -> None:
@@ -115,4 +115,4 @@ def prediction_grid(images: np.ndarray, true: list[str], pred: list[str], path: 
                 fontweight="bold" if wrong else "normal")
     ax.axis("off")
     ax.set_title("predicted / true (mistakes in red)")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -23,19 +23,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from danlu.callbacks import Callback
 from danlu.errors import DanluError
+from danlu.training.hooks import Callback
 
 if TYPE_CHECKING:
-    from danlu.training import Loop
+    from danlu.training.hooks import Loop
 
-log = logging.getLogger("danlu.tracking")
+log = logging.getLogger("danlu.training.tracking")
 OUTLETS = ("tensorboard", "mlflow")
 
 
 def flat_params(recipe: dict[str, Any]) -> dict[str, Any]:
     """The recipe as dotted keys with scalar values (lists as their text), what both outlets take as params."""
-    from danlu.compare import flatten
+    from danlu.runs.compare import flatten
 
     out: dict[str, Any] = {}
     for k, v in flatten(recipe).items():
@@ -152,7 +152,7 @@ class MLflowTracker(Tracker):
         except ImportError:
             raise DanluError("train.track: mlflow needs the mlflow-skinny package",
                              hint="pip install 'danlu[track]' (or pip install mlflow-skinny)") from None
-        from danlu.runs import read_json, write_json
+        from danlu.runs.files import read_json, write_json
 
         self.client = MlflowClient(tracking_uri=uri)
         self.closed = False

@@ -27,7 +27,7 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 def cmd_serve(a: argparse.Namespace) -> None:
     from danlu.errors import DanluError
-    from danlu.runs import resolve_run
+    from danlu.runs.store import resolve_run
 
     if not 0 <= a.port <= 65535:
         raise DanluError(f"--port {a.port} is not a port number", hint="use 1-65535, e.g. --port 8000")

@@ -86,7 +86,7 @@ def _helper_main(mine: list[Any], theirs: list[Any]) -> None:  # pragma: no cove
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-        from danlu import plots
+        from danlu.plots import figures as plots
 
         plots.pyplot()
         conn = mine[0]
@@ -117,7 +117,7 @@ _problems: dict[str, str] = {}  # figure file name → why it could not be drawn
 
 
 def _draw_now(name: str, args: tuple) -> None:
-    from danlu import plots
+    from danlu.plots import figures as plots
 
     try:
         getattr(plots, name)(*args)
@@ -126,7 +126,7 @@ def _draw_now(name: str, args: tuple) -> None:
 
 
 def draw(name: str, *args: Any) -> None:
-    """Draw ``danlu.plots.<name>(*args)`` in a helper if one runs, else now."""
+    """Draw ``danlu.plots.figures.<name>(*args)`` in a helper if one runs, else now."""
     if _pool is not None and _pool.submit(name, args):
         return
     _draw_now(name, args)

@@ -4,9 +4,9 @@ Nothing here imports torch, transformers or jieba at import time, so recipes val
 answers quickly; the heavy libraries load inside the functions that need them.
 """
 
-from danlu.text.files import TextTable, read_text_table
-from danlu.text.pretrained import PretrainedTokenizer, resolve_pretrained
-from danlu.text.tokenizers import (
+from danlu.data.text.files import TextTable, read_text_table
+from danlu.data.text.pretrained import PretrainedTokenizer, resolve_pretrained
+from danlu.data.text.tokenizers import (
     TOKENIZERS,
     CharTokenizer,
     JiebaTokenizer,
@@ -14,7 +14,7 @@ from danlu.text.tokenizers import (
     choose_tokenizer,
     make_tokenizer,
 )
-from danlu.text.vocab import Vocab, choose_max_len
+from danlu.data.text.vocab import Vocab, choose_max_len
 
 __all__ = [
     "TOKENIZERS",

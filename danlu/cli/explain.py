@@ -53,7 +53,7 @@ def cmd_explain(a: argparse.Namespace) -> None:
                 print(f"  {safe(r['feature']):<30} {r['importance']:+.4f}")
             print(f"wrote {out / result['chart']}")
         return
-    from danlu.cli_inputs import collect_inputs
+    from danlu.cli.inputs import collect_inputs
 
     inputs = collect_inputs(a, kind)
     skipped: list[str] = []

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from danlu.errors import RunError
-from danlu.runs import atomic_write_text, hold_run, new_run_dir, read_json, write_json
+from danlu.runs.files import atomic_write_text, read_json, write_json
+from danlu.runs.store import hold_run, new_run_dir
 
 # training → evaluating → done; or failed / interrupted at any point; pruned when a search stopped it
 STATES = ("training", "evaluating", "done", "failed", "interrupted", "pruned")
@@ -90,7 +91,7 @@ class RunFolder:
             atomic_write_text(self.metrics_path, "".join(json.dumps(h) + "\n" for h in history))
 
     def history(self) -> list[dict[str, Any]]:
-        from danlu.runs import metrics_history
+        from danlu.runs.store import metrics_history
 
         return metrics_history(self.path)
 
@@ -105,24 +106,24 @@ class RunFolder:
         return self.path / CHECKPOINT
 
     def save_model(self, model: Any, info: dict[str, Any]) -> None:
-        from danlu.checkpoint import save_model
+        from danlu.runs.checkpoint import save_model
 
         if self.writer:
             save_model(self.model_path, model, info)
 
     def load_model(self, model: Any) -> None:
-        from danlu.checkpoint import load_model_weights
+        from danlu.runs.checkpoint import load_model_weights
 
         load_model_weights(self.model_path, model)
 
     def save_state(self, model: Any, optimizer: Any, scheduler: Any, generator: Any, info: dict[str, Any]) -> None:
-        from danlu.checkpoint import save_training_state
+        from danlu.runs.checkpoint import save_training_state
 
         if self.writer:
             save_training_state(self.checkpoint_path, model, optimizer, scheduler, generator, info)
 
     def load_state(self, model: Any, optimizer: Any, scheduler: Any, generator: Any) -> dict[str, Any]:
-        from danlu.checkpoint import load_training_state
+        from danlu.runs.checkpoint import load_training_state
 
         return load_training_state(self.checkpoint_path, model, optimizer, scheduler, generator)
 
@@ -135,7 +136,7 @@ class RunFolder:
 
     def save_parity(self, inputs: Any, outputs: Any) -> None:
         """A few test inputs with the model's outputs: export checks ONNX against them when the data is gone."""
-        from danlu.runs import save_tensors
+        from danlu.runs.files import save_tensors
 
         if self.writer:
             save_tensors(self.path / PARITY, {"inputs": inputs, "outputs": outputs},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def read_lines(raw: bytes, source: Path) -> list[str]:
     """Non-blank lines of UTF-8 text; other encodings get the same error (and iconv hint) as training."""
-    from danlu.text.files import decode_text
+    from danlu.data.text.files import decode_text
 
     return [line.rstrip("\r") for line in decode_text(raw, source).split("\n") if line.strip()]
 
@@ -25,7 +25,7 @@ def collect_inputs(a: argparse.Namespace, kind: str) -> list:
         else:
             inputs.append(item)
     if a.file:
-        from danlu.text.files import read_bytes  # gzipped files too, as training reads them
+        from danlu.data.text.files import read_bytes  # gzipped files too, as training reads them
 
         inputs.extend(read_lines(read_bytes(Path(a.file)), Path(a.file)) if kind == "text" else [a.file])
     return inputs

@@ -1,65 +1,19 @@
-"""Callbacks: the named moments of a training run where other features plug in.
+"""The standard callbacks every run gets: early stopping, the progress bar and the run recorder.
 
-A callback overrides any of the hooks below; each gets the ``Loop`` (the run's model, optimizer, epoch,
-step and history) and, at an epoch's end, that epoch's metrics. Progress, early stopping and the run
-folder are callbacks; so are a search's pruning and (later) tracking and privacy accounting. A callback
-with state (early stopping's patience) gives ``state_dict``/``load_state_dict`` and is resumed with the run.
-
-    class PrintLoss(Callback):
-        def on_epoch_end(self, loop, metrics):
-            print(loop.epoch, metrics["train_loss"])
-
-    danlu.train("digits-mlp", callbacks=[PrintLoss()])
+The hooks they implement (``Callback``, ``Stop``, ``Loop``) live in danlu/training/hooks.py.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from danlu.metrics import higher_is_better
+from danlu.training.hooks import Callback, Loop, Stop
 
 if TYPE_CHECKING:
-    from danlu.run_folder import RunFolder
-    from danlu.training import Loop
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Why training ends before its last epoch, and the state the run ends in: "done" (the best weights
-    are evaluated on the test split) or "pruned" (a search gave up on it; no test evaluation)."""
-
-    reason: str
-    status: str = "done"
-
-
-class Callback:
-    """Every hook is optional; the loop calls only those a callback overrides."""
-
-    def on_train_start(self, loop: Loop) -> None: ...
-
-    def on_epoch_start(self, loop: Loop, steps: int) -> None: ...
-
-    def after_backward(self, loop: Loop) -> None:
-        """Gradients are in ``p.grad`` (unscaled under fp16), before clipping and the optimizer step."""
-
-    def after_step(self, loop: Loop, loss: float) -> None:
-        """After the optimizer and schedule stepped; ``loss`` is the batch's (a float: reading it syncs)."""
-
-    def on_epoch_end(self, loop: Loop, metrics: dict[str, float]) -> None: ...
-
-    def should_stop(self, loop: Loop) -> Stop | None:
-        """Asked after this callback's ``on_epoch_end``; the first Stop ends training."""
-        return None
-
-    def on_train_end(self, loop: Loop) -> None:
-        """Always called, also when training fails (``loop.error`` holds the exception)."""
-
-
-def overrides(cb: Callback, hook: str) -> bool:
-    return getattr(type(cb), hook) is not getattr(Callback, hook)
+    from danlu.runs.folder import RunFolder
 
 
 class EarlyStopping(Callback):
@@ -101,7 +55,7 @@ class ProgressBar(Callback):
         self._t0 = 0.0
 
     def on_train_start(self, loop: Loop) -> None:
-        from danlu.progress import Progress
+        from danlu.training.progress import Progress
 
         self._progress = Progress(loop.epochs, loop.steps_per_epoch, self.enabled).__enter__()
 

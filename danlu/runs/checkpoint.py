@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from danlu.errors import RunError
-from danlu.runs import save_tensors, write_json
+from danlu.runs.files import save_tensors, write_json
 
 
 def save_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler: Any,

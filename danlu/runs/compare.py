@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from danlu.errors import RunError
-from danlu.runs import metrics_history, read_json, read_run_recipe
+from danlu.runs.store import metrics_history, read_run_recipe
+from danlu.runs.files import read_json
 
 MISSING = "(not set)"
 
@@ -70,7 +71,7 @@ def curve_metric(histories: list[list[dict]]) -> str | None:
 
 def overlay_curves(runs: list[Path], path: Path) -> Path:
     """Loss (train solid, validation dashed) and the shared validation metric of every run, one colour each."""
-    from danlu.plots import _save, pyplot
+    from danlu.plots.figures import pyplot, save_figure
 
     histories = [metrics_history(r) for r in runs]
     metric = curve_metric(histories)
@@ -94,7 +95,7 @@ def overlay_curves(runs: list[Path], path: Path) -> Path:
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _save(fig, Path(path))
+    save_figure(fig, Path(path))
     return Path(path)
 
 

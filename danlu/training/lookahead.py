@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from danlu.callbacks import Callback
+from danlu.training.hooks import Callback
 
 if TYPE_CHECKING:
-    from danlu.training import Loop
+    from danlu.training.hooks import Loop
 
 
 class Lookahead(Callback):

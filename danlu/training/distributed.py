@@ -11,7 +11,7 @@ The loop stays the one-process loop (training.fit); this module only changes wha
   matrix and the loss sums are all-reduced (regression gathers the predictions, R² needs them all).
 - Rank 0 alone writes the run folder; the others hold ``RunFolder(writer=False)``.
 
-Launch: ``danlu train RECIPE --nproc N`` (danlu/distributed_launch.py), ``torchrun ... -m danlu train
+Launch: ``danlu train RECIPE --nproc N`` (danlu/training/launch.py), ``torchrun ... -m danlu train
 RECIPE``, or ``srun`` (SLURM_PROCID/SLURM_NTASKS with MASTER_ADDR/MASTER_PORT exported).
 """
 
@@ -27,8 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from danlu.callbacks import Callback
 from danlu.errors import DanluError, RunError
+from danlu.training.hooks import Callback
 
 TIMEOUT_ENV = "DANLU_DIST_TIMEOUT_S"  # how long a collective waits for a silent peer (default 300 s)
 RUN_FILE_ENV = "DANLU_DIST_RUN_FILE"  # where rank 0 tells the --nproc launcher its run folder
@@ -94,12 +94,12 @@ class Group:
 
     def open_run(self, create: Callable[[], Any]) -> Any:
         """Rank 0 creates the run folder (``create()``); every other rank gets its path, read-only."""
-        from danlu.run_folder import RunFolder
+        from danlu.runs.folder import RunFolder
 
         run = create() if self.writer else None
         path = self._broadcast_text(str(run.path) if run is not None else "")
         if self.writer and os.environ.get(RUN_FILE_ENV):
-            from danlu.runs import atomic_write_text
+            from danlu.runs.files import atomic_write_text
 
             atomic_write_text(os.environ[RUN_FILE_ENV], path)
         return run if run is not None else RunFolder(path, writer=False)
@@ -116,7 +116,7 @@ class Group:
 
     def wrap(self, loop: Any) -> Any:
         """Shard the training loader, wrap the step's model in DDP, score val across ranks."""
-        from danlu.optim import build_schedule
+        from danlu.training.optim import build_schedule
 
         sharded = ShardedLoader(loop.train_loader, self.rank, self.size)
         ddp = nn.parallel.DistributedDataParallel(

@@ -1,7 +1,7 @@
 """``danlu train RECIPE --nproc N``: N worker processes on this machine through torch.distributed.run.
 
 The launcher is torchrun's own (elastic_launch, one node, rendezvous on 127.0.0.1); each worker runs the
-same ``danlu train`` without ``--nproc`` and finds its rank in the environment (danlu/distributed.py).
+same ``danlu train`` without ``--nproc`` and finds its rank in the environment (danlu/training/distributed.py).
 When a worker dies the agent stops the others at once; this turns its report into a message naming the
 rank and the command that resumes the run.
 """
