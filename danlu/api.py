@@ -119,8 +119,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         try:
             # an unreachable tracking server fails the run here; rank 0 alone tracks a distributed run
             tracked = _trackers(recipe, run.path) if run.writer else []
-            if getattr(model, "fits_itself", False):  # boosted trees: LightGBM's own loop (danlu/boosted_fit.py)
-                from danlu.boosted_fit import fit_boosted
+            if getattr(model, "fits_itself", False):  # boosted trees: LightGBM's own loop (danlu/training/boosted.py)
+                from danlu.training.boosted import fit_boosted
 
                 loop = fit_boosted(model, splits, schema, recipe, run, say=say, callbacks=[*callbacks, *tracked])
                 best_epoch = loop.best_epoch

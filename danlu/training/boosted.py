@@ -134,7 +134,7 @@ def fit_boosted(model: Any, splits: Any, schema: Any, recipe: Any, run: Any, *, 
         return loop
     run.save_model(model, {"epoch": best, "rounds": last, "monitor": "val_loss"})
     if run.writer:
-        from danlu.runs import atomic_write_text
+        from danlu.runs.files import atomic_write_text
 
         atomic_write_text(run.path / "model.txt", model.model_text)  # LightGBM's own file, for other tools
     say(f"best round {best} of {last} ({time.perf_counter() - t0:.1f} s)")
