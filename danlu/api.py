@@ -80,6 +80,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     # a device that is not there fails before the run folder exists
     device = group.device if group else select_device(recipe.train.device)
     check_metric_names(recipe, schema)
+    if getattr(model, "fits_itself", False):
+        _boosting_fits(recipe, group, resume)
     if recipe.train.privacy is not None:  # δ, ε and layers are checked (LSTMs made private) before any file
         from danlu.training.privacy import plan_privacy
 
@@ -117,19 +119,25 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         try:
             # an unreachable tracking server fails the run here; rank 0 alone tracks a distributed run
             tracked = _trackers(recipe, run.path) if run.writer else []
-            cbs = standard_callbacks(recipe, schema, len(splits.val) > 0, run, resume=resume is not None,
-                                     progress=progress, extra=[*callbacks, *tracked], resumable=resumable)
-            loop = build_loop(model, splits, schema, recipe, cbs)
-            if teacher is not None:
-                loop.step = teacher.wrap(loop.step, loop.device)
-            fit(group.wrap(loop) if group else loop)
+            if getattr(model, "fits_itself", False):  # boosted trees: LightGBM's own loop (danlu/training/boosted.py)
+                from danlu.training.boosted import fit_boosted
+
+                loop = fit_boosted(model, splits, schema, recipe, run, say=say, callbacks=[*callbacks, *tracked])
+                best_epoch = loop.best_epoch
+            else:
+                cbs = standard_callbacks(recipe, schema, len(splits.val) > 0, run, resume=resume is not None,
+                                         progress=progress, extra=[*callbacks, *tracked], resumable=resumable)
+                loop = build_loop(model, splits, schema, recipe, cbs)
+                if teacher is not None:
+                    loop.step = teacher.wrap(loop.step, loop.device)
+                fit(group.wrap(loop) if group else loop)
+                best_epoch = cbs[-1].best_epoch
         except BaseException as e:
             e = group.explain(e, run) if group else e  # a peer that died: say how to resume
             run.update_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
                               failed_in="training", error=str(e)[:500])
             raise e
-        recorder = cbs[-1]
-        done = {"epochs": len(loop.history), "best_epoch": recorder.best_epoch,
+        done = {"epochs": len(loop.history), "best_epoch": best_epoch,
                 "stopped_early": loop.stop is not None, **({} if resumable else {"resumable": False})}
         if loop.stop is not None:
             done["stop_reason"] = loop.stop.reason
@@ -155,6 +163,19 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     if group:
         group.close()
     return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report, writer=run.writer)
+
+
+def _boosting_fits(recipe: Recipe, group: Any, resume: Any) -> None:
+    """Boosted trees train in LightGBM's own loop: the nets' plug-ins do not apply to it."""
+    from danlu.errors import DanluError
+
+    model = recipe.model.name
+    for on, what in ((recipe.train.privacy is not None, "train.privacy (DP-SGD)"),
+                     (recipe.train.distill is not None, "train.distill"), (group is not None, "distributed training"),
+                     (resume is not None, "--resume")):
+        if on:
+            raise DanluError(f"model '{model}' (gradient-boosted trees) does not take {what}",
+                             hint="train it without that, or use a neural model (model.name=tabular_net or mlp)")
 
 
 def _join_group(recipe: Recipe) -> Any:

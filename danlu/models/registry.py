@@ -103,6 +103,12 @@ def _text(cls_name: str) -> Callable[[dict, Schema], nn.Module]:
     return build_it
 
 
+def _lightgbm(o: dict, s: Schema) -> nn.Module:
+    from danlu.models.boosting import BoostedTrees
+
+    return BoostedTrees(s, o)
+
+
 BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
     "mlp": _mlp,
     "cnn": _cnn,
@@ -116,6 +122,7 @@ BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
     "article_lstm": _text("ArticleLSTM"),
     "textcnn": _text("TextCNN"),
     "transformer": _text("TransformerClassifier"),
+    "lightgbm": _lightgbm,
 }
 assert set(BUILDERS) == set(MODELS), "specs.MODELS and registry.BUILDERS must list the same models"
 

@@ -148,6 +148,24 @@ class TransformerOptions(_Options):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
+class BoostingOptions(_Options):
+    """Gradient-boosted trees (LightGBM): many rounds at a modest rate, stopped early on the val split."""
+
+    n_estimators: int = Field(2000, ge=1)  # the most boosting rounds; early stopping usually ends far sooner
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    early_stopping_rounds: int = Field(50, ge=0)  # rounds without a better val loss before stopping; 0: off
+    num_leaves: int = Field(31, ge=2, le=131072)
+    max_depth: int = Field(-1, ge=-1)  # -1: no limit (num_leaves bounds the trees)
+    min_child_samples: int = Field(20, ge=1)
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_freq: int = Field(0, ge=0)
+    lambda_l2: float = Field(0.0, ge=0)
+    min_split_gain: float = Field(0.0, ge=0)
+    max_bin: int = Field(255, ge=2)
+    cat_smooth: float = Field(10.0, ge=0)
+
+
 # name → (options class, data kinds it accepts, one-line description)
 MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "mlp": (MLPOptions, ("image", "tabular"), "multi-layer perceptron on flattened input (article 1)"),
@@ -162,6 +180,7 @@ MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "article_lstm": (ArticleLSTMOptions, ("text",), "article 3's Embedding(16) → LSTM(32) → Dense, done right"),
     "textcnn": (TextCNNOptions, ("text",), "embedding → parallel convolutions → masked max-pool"),
     "transformer": (TransformerOptions, ("text",), "fine-tune a pretrained encoder (MiniLM offline)"),
+    "lightgbm": (BoostingOptions, ("tabular",), "gradient-boosted trees (LightGBM), early-stopped on val"),
 }
 
 
