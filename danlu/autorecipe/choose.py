@@ -159,8 +159,8 @@ def _tables(p: DataProfile) -> Choice:
     nn = Candidate("mlp", mlp, why_mlp, 1.0)
     if not boosting_available():
         return Choice(p, [nn], [*reasons, "gradient boosting is not installed in this build: the neural net only"])
-    gbm = {"name": "auto-table-lightgbm", "description": "", "seed": 0, "data": data, "model": {"name": "lightgbm"},
-           "train": {"early_stop": {"patience": 50}}}
+    gbm = {"name": "auto-table-lightgbm", "description": "", "seed": 0, "data": data,
+           "model": {"name": "lightgbm", "n_estimators": 2000, "learning_rate": 0.05, "early_stopping_rounds": 50}}
     why_gbm = ["gradient-boosted trees (LightGBM), the strongest default on tables; trees added until validation "
                "stops improving"]
     return Choice(p, [Candidate("lightgbm", gbm, why_gbm, 1.0), nn], reasons)

@@ -163,9 +163,35 @@ def _search(choice: Choice, overrides: list[str], deadline: float, budget: float
                          hint="raise --time-limit, or train without it (the default recipe alone)")
     sign = 1 if higher_is_better(metric) else -1
     best = max(done, key=lambda e: sign * e.val)  # the first of equals: the cheaper candidate
+    if choice.profile.kind == "tabular" and len(done) > 1:
+        _try_ensemble(done, best, board, data_dir, progress)
     out = AutoResult(results[best.candidate], choice, best.candidate, metric, board)
     _record(out, progress)
     return out
+
+
+def _try_ensemble(done: list[Entry], best: Entry, board: list[Entry], data_dir: Path | None, progress: bool) -> None:
+    """Add the weighted ensemble of the finished candidates to the leaderboard, saying whether it beat the best
+    single candidate on validation (it is reported, not served: each member is a run of its own)."""
+    from danlu.autorecipe.ensemble import ensemble_entry
+
+    t0 = time.monotonic()
+    try:
+        found = ensemble_entry({e.candidate: e.run for e in done}, data_dir)
+    except (DanluError, ValueError) as e:
+        board.append(Entry("ensemble", "failed", seconds=time.monotonic() - t0, note=str(e)[:160]))
+        return
+    if found is None:
+        board.append(Entry("ensemble", "skipped", seconds=time.monotonic() - t0,
+                           note=f"the selection on validation picked {best.candidate} alone"))
+        return
+    weights = " + ".join(f"{w:.2f} {n}" for n, w in found["weights"].items())
+    better = found["val"] > best.val
+    note = (f"{weights}: beats {best.candidate} on validation; not kept (an ensemble is not one run yet: predict "
+            f"with the members)" if better else f"{weights}: no better than {best.candidate} on validation")
+    board.append(Entry("ensemble", "done", val=found["val"], test=found["test"], seconds=time.monotonic() - t0,
+                       note=note))
+    _say(f"weighted ensemble {weights}: val {found['val']:.4f} (best single {best.val:.4f})", progress)
 
 
 def _leaderboard_md(out: AutoResult) -> str:
@@ -174,7 +200,7 @@ def _leaderboard_md(out: AutoResult) -> str:
     for e in out.board:
         fmt = (lambda v: "—" if v is None else f"{v:.4f}")
         mark = " (kept)" if e.candidate == out.kept else ""
-        where = Path(e.run).name if e.run else e.note
+        where = " ".join(x for x in (Path(e.run).name if e.run else "", e.note) if x)
         rows.append(f"| {e.candidate}{mark} | {e.status} | {fmt(e.val)} | {fmt(e.test)} | {e.seconds:.1f} | {where} |")
     return "\n".join(rows)
 
