@@ -1,7 +1,7 @@
 """A folder of digit photos of mixed sizes, modes and formats (issue 27's 1,000-photo folder), and its benchmark.
 
     python benchmarks/digit_photos.py build /tmp/digits1000            # 100 a class from MNIST's training set
-    python benchmarks/digit_photos.py run /tmp/digits1000 [--time-limit 10m] [--also-recipes]
+    python benchmarks/digit_photos.py run /tmp/digits1000 [--time-limit 10m] [--also-recipes] [--no-default]
 
 Each photo is an MNIST digit (or, without the shared MNIST files, a scikit-learn digit) enlarged to a random
 side of 20-160 px (some not square), given a random ink and paper colour in about half the colour files,
@@ -90,13 +90,13 @@ def _train(args: list[str], runs: Path) -> tuple[dict, float]:
     return json.loads(done.stdout.strip().splitlines()[-1]), wall
 
 
-def run(folder: Path, time_limit: str | None, also_recipes: bool, runs: Path) -> None:
+def run(folder: Path, time_limit: str | None, also_recipes: bool, runs: Path, default: bool = True) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.common import matmul_gflops, print_header
 
     print_header(f"danlu train {folder} (issue 27's digit photo folder)")
     print(f"- matmul probe before: {matmul_gflops():.0f} GFLOP/s")
-    rows = [("danlu train FOLDER", [str(folder)])]
+    rows = [("danlu train FOLDER", [str(folder)])] if default else []
     if time_limit:
         rows.append((f"danlu train FOLDER --time-limit {time_limit}", [str(folder), "--time-limit", time_limit]))
     if also_recipes:
@@ -125,6 +125,7 @@ def main() -> None:
     r.add_argument("--time-limit")
     r.add_argument("--also-recipes", action="store_true")
     r.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    r.add_argument("--no-default", action="store_true", help="leave out plain danlu train FOLDER")
     a = p.parse_args()
     if a.verb == "build":
         from benchmarks.common import SHARED
@@ -132,7 +133,7 @@ def main() -> None:
         build(a.out, a.per_class, a.seed, SHARED / "datasets" / "mnist")
         print(f"wrote {a.out}")
     else:
-        run(a.folder, a.time_limit, a.also_recipes, a.runs_dir)
+        run(a.folder, a.time_limit, a.also_recipes, a.runs_dir, not a.no_default)
 
 
 if __name__ == "__main__":
