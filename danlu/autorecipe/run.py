@@ -118,11 +118,34 @@ def train_auto(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
 
         result = train(_recipe(cand, choice, overrides), runs_dir=runs_dir, data_dir=data_dir, progress=progress)
         metric = val_metric_name(result.report.get("task", profile.task) if result.report else profile.task)
-        entry = Entry(cand.name, "done", test=result.metrics.get(metric), seconds=result.wall_s, run=str(result.run))
+        val = _best_val(result.run, metric)
+        if val is None:  # boosted trees record every 20th round, not always the best
+            from danlu.api import evaluate
+
+            val = evaluate(result.run, "val", runs_dir=runs_dir, data_dir=data_dir)["metrics"].get(metric)
+        entry = Entry(cand.name, "done", val=val, test=result.metrics.get(metric),
+                      seconds=result.wall_s, run=str(result.run))
         out = AutoResult(result, choice, cand.name, metric, [entry])
         _record(out, progress)
         return out
     return _search(choice, overrides, start + time_limit, time_limit, runs_dir, data_dir, progress)
+
+
+def _best_val(run: Path, metric: str) -> float | None:
+    """The validation metric at the run's best epoch, from metrics.jsonl (None when not recorded)."""
+    import json
+
+    from danlu.runs.files import read_json
+
+    try:
+        best = read_json(run / "status.json").get("best_epoch")
+        for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row.get("epoch") == best and f"val_{metric}" in row:
+                return float(row[f"val_{metric}"])
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
 
 
 def _search(choice: Choice, overrides: list[str], deadline: float, budget: float, runs_dir: Path | None,
