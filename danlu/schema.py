@@ -45,6 +45,13 @@ class Schema:
             return len(self.classes or [])
         return len(self.targets or [1])
 
+    def non_numeric_columns(self) -> set[str]:
+        """Table columns that take text (categories, dates, free text; IDs and constants, unused): the one-hot
+        encoder's categories, or the column plan's columns not read as numbers."""
+        if self.table:
+            return {c["name"] for c in self.table.get("columns", []) if c.get("kind") != "numeric"}
+        return set(self.categories)
+
     @property
     def is_binary(self) -> bool:
         return self.task == "classification" and self.num_outputs == 2
