@@ -286,6 +286,10 @@ def _preprocess_steps(schema: Any) -> str:
         c, h, w = schema.input_shape
         return (f"decode, convert to {'grayscale (L)' if c == 1 else 'RGB'}, resize to {h}x{w} (H x W, bilinear), "
                 "channels first, x / 255, then (x - mean) / std per channel; float32 [batch, C, H, W]")
+    if schema.kind == "tabular" and schema.table:
+        return ("encode rows by the column plan in schema.table (danlu/data/columns.py): numbers through the "
+                "quantile transform (missing → 0 and a flag), dates split into parts, text tokens hashed, categories "
+                "as integer codes (0 missing, 1 rare/unseen); float32 [batch, F] in the order of table.inputs")
     if schema.kind == "tabular":
         return ("features in the order of 'features' (categorical columns one-hot over 'categories'), then "
                 "(x - mean) / std per column; a missing value becomes 0 after that; float32 [batch, F]")

@@ -86,6 +86,8 @@ class DataConfig(_Strict):
     normalize: bool = True
     # tabular
     features: list[str] | None = None  # feature columns; None = every column but the target
+    exclude: list[str] | None = None  # columns to leave out (of data.features, or of every column)
+    check_leaks: bool = True  # refuse a feature that equals the target or predicts it perfectly in training
     target: str | None = None  # target column; None = the last column
     task: Literal["auto", "classification", "regression"] = "auto"
     # text

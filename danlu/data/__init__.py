@@ -41,7 +41,7 @@ def load(cfg: DataConfig, *, seed: int = 0, data_dir: Path | None = None,
         return load_text(cfg, seed, hints, data_dir)
     from danlu.data.tabular import load_tabular
 
-    return load_tabular(cfg, seed)
+    return load_tabular(cfg, seed, hints)
 
 
 __all__ = ["Schema", "Splits", "load", "kind_of"]

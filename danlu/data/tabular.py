@@ -186,23 +186,7 @@ class TabularEncoder:
 
     def rows_to_columns(self, rows: list[Any], where: str = "input") -> dict[str, list[Any]]:
         """Rows as lists (schema order) or dicts (by column name) → columns by name."""
-        cols: dict[str, list[Any]] = {n: [] for n in self.features}
-        for i, row in enumerate(rows):
-            if isinstance(row, dict):
-                missing = [n for n in self.features if n not in row]
-                if missing:
-                    raise DataError(f"{where} {i}: missing column(s) {', '.join(missing)}",
-                                    hint=f"expected columns: {', '.join(self.features)}")
-                for n in self.features:
-                    cols[n].append(row[n])
-            else:
-                row = list(row)
-                if len(row) != len(self.features):
-                    raise DataError(f"{where} {i}: {len(row)} values, the model expects {len(self.features)}",
-                                    hint=f"columns in order: {', '.join(self.features)}")
-                for n, v in zip(self.features, row, strict=True):
-                    cols[n].append(v)
-        return cols
+        return rows_by_name(self.features, rows, where)
 
     def schema_fields(self) -> dict[str, Any]:
         return {"features": self.features, "categories": self.categories,
@@ -211,6 +195,37 @@ class TabularEncoder:
     @classmethod
     def from_schema(cls, schema: Schema) -> TabularEncoder:
         return cls(schema.features or [], schema.categories, schema.mean or [], schema.std or [])
+
+
+def rows_by_name(features: list[str], rows: list[Any], where: str = "input") -> dict[str, list[Any]]:
+    """Rows as lists (in ``features`` order) or dicts (by column name) → columns by name."""
+    cols: dict[str, list[Any]] = {n: [] for n in features}
+    for i, row in enumerate(rows):
+        if isinstance(row, dict):
+            missing = [n for n in features if n not in row]
+            if missing:
+                raise DataError(f"{where} {i}: missing column(s) {', '.join(missing)}",
+                                hint=f"expected columns: {', '.join(features)}")
+            for n in features:
+                cols[n].append(row[n])
+        else:
+            row = list(row)
+            if len(row) != len(features):
+                raise DataError(f"{where} {i}: {len(row)} values, the model expects {len(features)}",
+                                hint=f"columns in order: {', '.join(features)}")
+            for n, v in zip(features, row, strict=True):
+                cols[n].append(v)
+    return cols
+
+
+def encoder_for(schema: Schema) -> Any:
+    """The encoder a run's schema.json describes: the column plan (``table``), or the one-hot encoder of
+    runs from before it (and of the models that keep it)."""
+    if schema.table:
+        from danlu.data.columns import ColumnPlan
+
+        return ColumnPlan(schema.table)
+    return TabularEncoder.from_schema(schema)
 
 
 def _sklearn_columns(name: str) -> tuple[dict[str, list[Any]], np.ndarray, list[str] | None, str]:
@@ -235,6 +250,14 @@ def _csv_columns(cfg: DataConfig) -> tuple[dict[str, list[Any]], list[str], str,
         raise DataError(f"target column '{target}' not in {cfg.path}",
                         hint=f"{did_you_mean(target, header)}columns: {', '.join(header)}")
     features = cfg.features or [h for h in header if h != target]
+    if cfg.exclude:
+        unknown = [c for c in cfg.exclude if c not in set(header)]
+        if unknown:
+            raise DataError(f"data.exclude names column(s) {', '.join(unknown)}, not in {cfg.path}",
+                            hint=f"{did_you_mean(unknown[0], header)}columns: {', '.join(header)}")
+        features = [f for f in features if f not in set(cfg.exclude)]
+        if not features:
+            raise DataError("data.exclude leaves no feature column", hint="exclude fewer columns")
     columns_in_file = set(header)  # a set: a list here made reading quadratic (100,000 columns: 88 s)
     unknown = [f for f in features if f not in columns_in_file]
     if unknown:
@@ -259,7 +282,7 @@ def _infer_task(y_raw: list[str], task: str) -> str:
     return "classification" if integral and len(vals) <= 20 else "regression"
 
 
-def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
+def load_tabular(cfg: DataConfig, seed: int, hints: dict | None = None) -> tuple[Splits, Schema]:
     import torch
 
     from danlu.data.tensors import TensorSplit
@@ -309,6 +332,10 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
             row = keep[int(np.argmax(~np.isfinite(y[:, 0])))]
             raise DataError(f"{source}: regression target '{target_name}' is not a finite number in data row "
                             f"{row + 1} ('{y_raw[row]}')", hint="fix or remove that row")
+    if cfg.name not in SKLEARN_SETS:  # one value throughout, or an ID: refused before any split
+        from danlu.data.table_checks import check_target
+
+        check_target(y_raw, keep, task, target_name, source)
     kept = np.asarray(keep, np.int64)  # file data row (0-based) of each row with a target
     strat = task == "classification"
     rest, test_idx = split_off(y if strat else np.zeros(len(y)), cfg.test_fraction, seed, strat)
@@ -320,15 +347,32 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise DataError(f"{source}: too few rows ({len(y)}) to split into train/val/test",
                         hint="add rows, or lower data.test_fraction / data.val_fraction")
+    plan = (hints or {}).get("table") == "columns"  # the column plan (danlu/data/columns.py) for the models that ask
+    if cfg.name not in SKLEARN_SETS:
+        from danlu.data.table_checks import check_leaks
+
+        if cfg.check_leaks:
+            check_leaks(columns, y, task, target_name, source, kept[train_idx], train_idx, y_raw)
     try:
-        enc = TabularEncoder.fit(columns, kept[train_idx])
+        if plan:
+            from danlu.data.columns import ColumnPlan
+
+            enc = ColumnPlan.fit(columns, kept[train_idx])
+        else:
+            enc = TabularEncoder.fit(columns, kept[train_idx])
         x = enc.transform(columns, where="data row")[kept]
     except DataError as e:
         raise DataError(f"{source}: {e.message}", hint=e.hint) from None
-    for name, cats in enc.categories.items():
+    if plan:
+        notes.extend(enc.notes())
+        if enc.width == 0:
+            raise DataError(f"{source}: no column is left to learn from (see the notes: IDs, constants and empty "
+                            "columns are left out)", hint="check data.target, data.features and data.exclude")
+    for name, cats in getattr(enc, "categories", {}).items():
         if len(cats) > 20 and len(cats) > len(train_idx) / 2:
             notes.append(f"column '{name}' is read as {len(cats)} text categories, most seen once: if it holds "
-                         "numbers, clean its non-numeric cells; if it is an ID, leave it out with data.features=[...]")
+                         "numbers, clean its non-numeric cells; if it is an ID, leave it out with data.exclude=[...] "
+                         "(or list the others in data.features)")
     schema = Schema(kind="tabular", task=task, source=source, classes=classes, **enc.schema_fields())
     if task == "regression":
         tm, ts = float(y[train_idx].mean()), float(y[train_idx].std()) or 1.0

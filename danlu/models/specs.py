@@ -148,6 +148,15 @@ class TransformerOptions(_Options):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
+class TabularNetOptions(_Options):
+    """Embeddings for category columns, quantile-normalized numbers, then dense layers (a table's net)."""
+
+    hidden: list[Size] = [256, 128]
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embed_dropout: float = Field(0.0, ge=0, lt=1)
+    batch_norm: bool = True
+
+
 class BoostingOptions(_Options):
     """Gradient-boosted trees (LightGBM): many rounds at a modest rate, stopped early on the val split."""
 
@@ -180,6 +189,7 @@ MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "article_lstm": (ArticleLSTMOptions, ("text",), "article 3's Embedding(16) → LSTM(32) → Dense, done right"),
     "textcnn": (TextCNNOptions, ("text",), "embedding → parallel convolutions → masked max-pool"),
     "transformer": (TransformerOptions, ("text",), "fine-tune a pretrained encoder (MiniLM offline)"),
+    "tabular_net": (TabularNetOptions, ("tabular",), "category embeddings + robust numbers → MLP, for tables"),
     "lightgbm": (BoostingOptions, ("tabular",), "gradient-boosted trees (LightGBM), early-stopped on val"),
 }
 
