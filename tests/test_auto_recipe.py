@@ -119,8 +119,10 @@ def test_wide_file_with_a_text_column_is_a_table(tmp_path):
 def test_table_classification_choice(tmp_path):
     p = inspect_data(_table(tmp_path / "t.csv"))
     assert (p.kind, p.target, p.task, p.classes) == ("tabular", "bought", "classification", ["no", "yes"])
-    names = [c.name for c in choose(p).candidates]
-    assert names[-1] == "mlp" and (names[0] == "lightgbm" or names == ["mlp"])
+    c = choose(p)
+    assert [k.name for k in c.candidates] == ["lightgbm", "tabular_net"]
+    assert c.default.recipe["model"]["name"] == "lightgbm" and c.default.recipe["data"]["target"] == "bought"
+    assert "tune" in c.default.recipe  # the built-in's search space comes along: danlu tune RUN/recipe.yaml
 
 
 def test_paths_versus_recipe_names(tmp_path, monkeypatch):
@@ -211,3 +213,24 @@ def test_train_table_with_a_time_limit_has_a_leaderboard(cli, tmp_path):
     assert kept["val"] == max(e["val"] for e in board if e["status"] == "done")
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "| candidate | status | val accuracy |" in report and "(kept)" in report
+
+
+@pytest.mark.parametrize("case", ["constant", "id", "leak"])
+def test_bad_tables_are_refused_with_the_loaders_message(cli, tmp_path, case):
+    rng = np.random.default_rng(0)
+    n = 300
+    x = rng.normal(size=n)
+    y = np.where(x + rng.normal(0, 1, n) > 0, "yes", "no")
+    if case == "constant":
+        cols, target = {"x": x, "label": ["same"] * n}, "'label' has only one class"
+    elif case == "id":
+        cols, target = {"x": x, "label": [f"user-{i:05d}" for i in range(n)]}, "looks like an ID"
+    else:
+        cols, target = {"x": x, "copy": y, "label": y}, "copy"
+    path = tmp_path / f"{case}.csv"
+    names = list(cols)
+    path.write_text(",".join(names) + "\n" + "".join(",".join(str(cols[c][i]) for c in names) + "\n"
+                                                    for i in range(n)), encoding="utf-8")
+    code, _, err = cli("train", path, "--time-limit", "1m")
+    assert code == 2 and target in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing half-written

@@ -137,11 +137,20 @@ def _texts(p: DataProfile) -> Choice:
     return Choice(p, candidates, reasons)
 
 
-def boosting_available() -> bool:
-    """Whether the gradient-boosting model family is registered (model.name: lightgbm)."""
+def _builtin(name: str) -> dict[str, Any]:
+    """A built-in recipe as a dict: the tables' candidates start from table-lightgbm and table-net, so a fix
+    there reaches danlu train PATH too."""
+    from importlib import resources
+
+    from danlu import safe_yaml
+
+    return safe_yaml.load(resources.files("danlu.recipes").joinpath(f"{name}.yaml").read_text(encoding="utf-8"))
+
+
+def _registered(model: str) -> bool:
     from danlu.models.specs import MODELS
 
-    return "lightgbm" in MODELS
+    return model in MODELS
 
 
 def _tables(p: DataProfile) -> Choice:
@@ -150,17 +159,23 @@ def _tables(p: DataProfile) -> Choice:
     what = f"{len(p.classes)} classes" if p.task == "classification" else "regression"
     reasons = [f"target '{p.target}' ({what}); {p.numeric_columns} numeric and {p.other_columns} other feature "
                "columns"]
-    batch = 64 if p.rows < 5000 else 256
-    mlp = {"name": "auto-table-mlp", "description": "", "seed": 0, "data": data,
-           "model": {"name": "mlp", "hidden": [256, 128], "dropout": 0.1, "batch_norm": True},
-           "train": {"epochs": 200, "batch_size": batch, "lr": 0.001, "optimizer": "adamw", "weight_decay": 0.0001,
-                     "schedule": "none", "early_stop": {"patience": PATIENCE_TABLE}}}
-    why_mlp = [f"a tabular neural net (MLP 256-128, batch norm); epochs by early stopping (patience {PATIENCE_TABLE})"]
-    nn = Candidate("mlp", mlp, why_mlp, 1.0)
-    if not boosting_available():
-        return Choice(p, [nn], [*reasons, "gradient boosting is not installed in this build: the neural net only"])
-    gbm = {"name": "auto-table-lightgbm", "description": "", "seed": 0, "data": data,
-           "model": {"name": "lightgbm", "n_estimators": 2000, "learning_rate": 0.05, "early_stopping_rounds": 50}}
-    why_gbm = ["gradient-boosted trees (LightGBM), the strongest default on tables; trees added until validation "
-               "stops improving"]
-    return Choice(p, [Candidate("lightgbm", gbm, why_gbm, 1.0), nn], reasons)
+    candidates = []
+    if _registered("lightgbm"):
+        gbm = {**_builtin("table-lightgbm"), "name": "auto-table-lightgbm", "description": "", "data": data}
+        candidates.append(Candidate("lightgbm", gbm, [
+            "gradient-boosted trees (LightGBM, table-lightgbm's settings), the strongest default on tables; "
+            "rounds added until the validation loss stops improving"], 1.0))
+    if _registered("tabular_net"):
+        net = {**_builtin("table-net"), "name": "auto-table-net", "description": "", "data": data}
+        net["train"] = {**net["train"], "batch_size": 64 if p.rows < 5000 else 256}
+        why = ("a tabular neural net (table-net: category embeddings, quantile-normalized numbers, MLP 256-128); "
+               f"epochs by early stopping (patience {net['train']['early_stop']['patience']})")
+        candidates.append(Candidate("tabular_net", net, [why], 1.0))
+    if not candidates:  # a build without the table models: the plain MLP on the one-hot encoding
+        mlp = {"name": "auto-table-mlp", "description": "", "seed": 0, "data": data,
+               "model": {"name": "mlp", "hidden": [256, 128], "dropout": 0.1, "batch_norm": True},
+               "train": {"epochs": 200, "batch_size": 64 if p.rows < 5000 else 256, "lr": 0.001,
+                         "optimizer": "adamw", "weight_decay": 0.0001, "early_stop": {"patience": PATIENCE_TABLE}}}
+        candidates.append(Candidate("mlp", mlp, [f"an MLP 256-128; epochs by early stopping (patience "
+                                                 f"{PATIENCE_TABLE})"], 1.0))
+    return Choice(p, candidates, reasons)

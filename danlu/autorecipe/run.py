@@ -173,7 +173,10 @@ def _search(choice: Choice, overrides: list[str], deadline: float, budget: float
             result = train(recipe, runs_dir=runs_dir, data_dir=data_dir, progress=progress,
                            callbacks=[_deadline(time.monotonic() + share)])
             val = evaluate(result.run, "val", runs_dir=runs_dir, data_dir=data_dir)["metrics"].get(metric)
-        except DanluError as e:  # a candidate that cannot run here (no weights offline, ...) leaves the others
+        except DanluError as e:
+            if cand is choice.candidates[0]:  # the default's failure (a bad target, a leak) is the data's: say it
+                raise
+            # a later candidate that cannot run here (no pretrained weights offline, ...) leaves the others
             board.append(Entry(cand.name, "failed", seconds=time.monotonic() - t0, note=e.message[:160]))
             _say(f"candidate {cand.name} failed: {e.message}", progress)
             continue
