@@ -213,6 +213,7 @@ def test_train_table_with_a_time_limit_has_a_leaderboard(cli, tmp_path):
     assert kept["val"] == max(e["val"] for e in board if e["status"] == "done")
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "| candidate | status | val accuracy |" in report and "(kept)" in report
+    assert any(e["candidate"] == "ensemble" and e["status"] in ("done", "skipped") for e in board)
 
 
 @pytest.mark.parametrize("case", ["constant", "id", "leak"])

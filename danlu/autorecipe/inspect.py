@@ -231,7 +231,9 @@ def _read_rows(p: Path) -> tuple[list[str], list[list[str]], int]:
 
         allow_long_fields()
         try:
-            parsed = [r for r in csv.reader(io.StringIO(text), delimiter=delim) if any(c.strip() for c in r)]
+            quoting = csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL  # TSV cells keep their quotes
+            parsed = [r for r in csv.reader(io.StringIO(text), delimiter=delim, quoting=quoting)
+                      if any(c.strip() for c in r)]
         except csv.Error as e:
             raise DataError(f"{p}: {e}", hint="check the file's quoting") from None
         if not parsed:
