@@ -9,6 +9,12 @@ import json
 def cmd_train_data(a: argparse.Namespace) -> None:
     from danlu.autorecipe.run import parse_duration, train_auto
 
+    if a.nproc is not None:
+        from danlu.errors import DanluError
+
+        raise DanluError("--nproc trains a recipe; a data path first needs one chosen",
+                         hint=f"danlu train {a.recipe} (one process), then danlu train RUN/recipe.yaml --nproc "
+                              f"{a.nproc}")
     limit = parse_duration(a.time_limit) if a.time_limit is not None else None
     overrides = list(a.overrides)
     if a.track:

@@ -27,7 +27,7 @@ def cmd_train(a: argparse.Namespace) -> None:
                          hint="danlu recipes lists the built-in ones; danlu train my_data.csv chooses one")
     from danlu.autorecipe.inspect import looks_like_data
 
-    if a.recipe is not None and a.resume is None and a.nproc is None and looks_like_data(a.recipe):
+    if a.recipe is not None and a.resume is None and looks_like_data(a.recipe):
         from danlu.autorecipe.cli import cmd_train_data
 
         return cmd_train_data(a)
