@@ -146,6 +146,8 @@ def test_typo_of_a_recipe_name_keeps_its_error(cli):
 
 
 def test_unreadable_paths_are_explained(cli, tmp_path):
+    code, _, err = cli("train", _table(tmp_path / "t.csv", n=40), "--nproc", "2")
+    assert code == 2 and "--nproc trains a recipe" in err
     (tmp_path / "x.bin").write_bytes(b"\0\1")
     code, _, err = cli("train", tmp_path / "x.bin")
     assert code == 2 and "cannot tell what" in err
