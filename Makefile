@@ -7,7 +7,7 @@ SHARED := $(abspath ../shared/datasets)
 # Datasets by name (mnist/, cifar10-images/, ...) when the shared folder sits beside the repo.
 export DANLU_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
 
-.PHONY: demo test setup lint bench clean federated-setup mlflow-server fonts
+.PHONY: demo test setup lint docs bench clean federated-setup mlflow-server fonts
 
 setup: $(STAMP) fonts
 
@@ -40,6 +40,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check danlu tests benchmarks examples
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or anchor fails the build
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/mnist.py
 
@@ -55,4 +59,4 @@ $(FLOWER_STAMP): requirements-federated.txt pyproject.toml
 	touch $(FLOWER_STAMP)
 
 clean:
-	rm -rf $(VENV) $(FLOWER_VENV) .venv-mlflow runs .pytest_cache
+	rm -rf $(VENV) $(FLOWER_VENV) .venv-mlflow runs .pytest_cache site

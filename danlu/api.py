@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from danlu.prepare import inference_options, load_run, prepare
 from danlu.recipe import Recipe, load_recipe
+from danlu.runs.lifecycle import finish_run
 from danlu.runs.store import read_run_recipe, resolve_run
 
 __all__ = ["train", "evaluate", "prepare", "load_run", "inference_options", "TrainResult"]
@@ -29,33 +29,45 @@ class TrainResult:
         return {"run": str(self.run), "metrics": self.metrics, "wall_s": round(self.wall_s, 3)}
 
 
-def _env_info(device: str) -> dict[str, Any]:
-    import torch
-
-    info = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-            "device": device, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    from danlu import __version__
-
-    info["danlu"] = __version__
-    return info
-
-
 def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tuple[str, ...] = (), *,
           runs_dir: Path | None = None, data_dir: Path | None = None, resume: str | Path | None = None,
           progress: bool = True, callbacks: list[Any] = (), run_dir: Path | None = None,
           plots: bool = True, resumable: bool = True) -> TrainResult:
     """Train a recipe (or resume a run) and evaluate the best weights on the test split.
 
-    ``callbacks`` join the loop (danlu/training/callbacks.py); ``run_dir`` names the new run's folder instead of a
-    time-stamped one under ``runs_dir`` (a search puts its trials there); ``resumable=False`` keeps no
+    ``callbacks`` join the loop (danlu/training/hooks.py); ``run_dir`` names the new run's folder instead of
+    a time-stamped one under ``runs_dir`` (a search puts its trials there); ``resumable=False`` keeps no
     per-epoch training state (a search's trials are never resumed: a killed one is marked failed).
     """
-    from danlu.errors import DanluError, DataError
-
     t0 = time.perf_counter()
-    overrides = _override_list(overrides)
+    recipe, resume_path = _resolve_recipe(recipe, _override_list(overrides), resume, runs_dir)
+    job = _Job.check(recipe, data_dir, runs_dir, progress)  # everything that can fail on user input
+    if getattr(job.model, "fits_itself", False):
+        _boosting_fits(recipe, job.group, resume)
+    run = job.open_run(resume_path, run_dir, runs_dir, resumable)
+    with run.lock():  # no other process trains this run meanwhile; released however this ends
+        job.say(f"run: {run.path}")
+        job.say(f"data: {job.schema.source}  train {len(job.splits.train)}  val {len(job.splits.val)}  "
+                f"test {len(job.splits.test)}")
+        loop, tracked, recorder = job.fit(run, resume_path is not None, list(callbacks), resumable)
+        done = _end_of_training(loop, recorder, resumable)
+        if loop.stop is not None and loop.stop.status == "pruned":
+            finish_run(run, "pruned", **done)
+            _finish_tracking(tracked, None, "pruned")
+            return TrainResult(run.path, {}, time.perf_counter() - t0, {}, "pruned", run.writer)
+        report = job.evaluate(run, loop.model, done, tracked, plots)
+        finish_run(run, "done", **done)
+        _finish_tracking(tracked, report, "done")
+    if job.group:
+        job.group.close()
+    return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report, writer=run.writer)
+
+
+def _resolve_recipe(recipe: Any, overrides: list[str], resume: Any, runs_dir: Path | None) -> tuple[Recipe, Any]:
+    """The recipe to train, with paths made absolute; a resumed run's own (and its folder)."""
+    from danlu.errors import DanluError
+
+    run_path = None
     if resume is not None:
         if overrides:
             raise DanluError(f"--resume continues a run exactly as it started; it takes no overrides "
@@ -66,103 +78,112 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         recipe = load_recipe(str(recipe), overrides)
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=overrides)
-    recipe = recipe.with_absolute_paths()
-    # torch only now: a bad recipe (or a YAML bomb) is refused in a fraction of a second, not after its import
-    from danlu.evaluation import evaluate
-    from danlu.inference import select_device
-    from danlu.runs.folder import RunFolder
-    from danlu.training.loop import build_loop, check_metric_names, fit, standard_callbacks
-    from danlu.training.progress import Progress
+    return recipe.with_absolute_paths(), run_path
 
-    group = _join_group(recipe)  # several processes (torchrun, srun, --nproc): danlu/training/distributed.py
-    progress = progress and (group is None or group.writer)
-    splits, schema, model = prepare(recipe, data_dir)
-    # a device that is not there fails before the run folder exists
-    device = group.device if group else select_device(recipe.train.device)
-    check_metric_names(recipe, schema)
-    if getattr(model, "fits_itself", False):
-        _boosting_fits(recipe, group, resume)
-    if recipe.train.privacy is not None:  # δ, ε and layers are checked (LSTMs made private) before any file
-        from danlu.training.privacy import plan_privacy
 
-        splits.notes.extend(plan_privacy(recipe, model, splits.train).notes)
-    teacher = None
-    if recipe.train.distill is not None:  # checked against this data before any file is written
-        from danlu.training.distill import load_teacher
+class _Job:
+    """One training job between its checks and its report: data, model, device, process group, teacher."""
 
-        teacher = load_teacher(recipe.train.distill, schema, runs_dir)
-    if len(splits.train) < 2:
-        raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
-                        hint="add data, or raise data.limit_train / lower data.val_fraction and data.test_fraction")
-    say = Progress(0, 0, progress).note
-    splits.notes.extend(_scarce_classes(splits.train, schema))
-    for note in splits.notes:
-        say(f"note: {note}")
+    def __init__(self, recipe: Recipe, splits: Any, schema: Any, model: Any, device: Any, group: Any,
+                 teacher: Any, say: Any, progress: bool):
+        self.recipe, self.splits, self.schema, self.model = recipe, splits, schema, model
+        self.device, self.group, self.teacher, self.say, self.progress = device, group, teacher, say, progress
 
-    def create_run() -> RunFolder:
-        new = RunFolder(_fresh_folder(run_dir)) if run_dir is not None else RunFolder.create(recipe.name, runs_dir)
-        new.write_setup(recipe, schema, {**_env_info(str(device)), **(group.describe() if group else {})},
-                        splits.artifacts)
-        new.set_status("training", epoch=0, epochs=recipe.train.epoch_count,
-                       **({} if resumable else {"resumable": False}))
-        return new
+    @classmethod
+    def check(cls, recipe: Recipe, data_dir: Path | None, runs_dir: Path | None, progress: bool) -> _Job:
+        """Data, model, device, privacy plan and teacher, all checked before any file is written."""
+        # torch only now: a bad recipe (or a YAML bomb) is refused in a fraction of a second, not after its import
+        from danlu.errors import DataError
+        from danlu.inference import select_device
+        from danlu.training.loop import check_metric_names
+        from danlu.training.progress import Progress
 
-    if resume is not None:
-        run = RunFolder(run_path, writer=group is None or group.writer)
-    else:
-        run = create_run() if group is None else group.open_run(create_run)
-    if teacher is not None and (group is None or group.writer):  # rank 0 writes the run folder
-        teacher.record(run.path, resumed=resume is not None)
-    with run.lock():  # no other process trains this run meanwhile; released however this ends
-        say(f"run: {run.path}")
-        say(f"data: {schema.source}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)}")
+        group = _join_group(recipe)  # several processes (torchrun, srun, --nproc): danlu/training/distributed.py
+        progress = progress and (group is None or group.writer)
+        splits, schema, model = prepare(recipe, data_dir)
+        device = group.device if group else select_device(recipe.train.device)  # a missing device fails here
+        check_metric_names(recipe, schema)
+        if recipe.train.privacy is not None:  # δ, ε and layers are checked (LSTMs made private) before any file
+            from danlu.training.privacy import plan_privacy
+
+            splits.notes.extend(plan_privacy(recipe, model, splits.train).notes)
+        teacher = None
+        if recipe.train.distill is not None:  # checked against this data before any file is written
+            from danlu.training.distill import load_teacher
+
+            teacher = load_teacher(recipe.train.distill, schema, runs_dir)
+        if len(splits.train) < 2:
+            raise DataError(f"the training split has {len(splits.train)} sample(s); training needs at least 2",
+                            hint="add data, or raise data.limit_train / lower data.val_fraction and "
+                                 "data.test_fraction")
+        say = Progress(0, 0, progress).note
+        splits.notes.extend(_scarce_classes(splits.train, schema))
+        for note in splits.notes:
+            say(f"note: {note}")
+        return cls(recipe, splits, schema, model, device, group, teacher, say, progress)
+
+    def open_run(self, resume_path: Any, run_dir: Path | None, runs_dir: Path | None, resumable: bool) -> Any:
+        """The resumed run's folder, or a new one started through the run lifecycle (rank 0 writes it)."""
+        from danlu.runs.folder import RunFolder
+        from danlu.runs.lifecycle import environment, start_run
+
+        group = self.group
+        if resume_path is not None:
+            run = RunFolder(resume_path, writer=group is None or group.writer)
+        else:
+            def create() -> RunFolder:
+                env = environment(str(self.device), **(group.describe() if group else {}))
+                return start_run(self.recipe, self.schema, env, self.splits.artifacts, runs_dir=runs_dir,
+                                 run_dir=run_dir, epoch=0, epochs=self.recipe.train.epoch_count,
+                                 **({} if resumable else {"resumable": False}))
+
+            run = create() if group is None else group.open_run(create)
+        if self.teacher is not None and run.writer:
+            self.teacher.record(run.path, resumed=resume_path is not None)
+        return run
+
+    def fit(self, run: Any, resumed: bool, callbacks: list[Any], resumable: bool) -> tuple[Any, list[Any], Any]:
+        """The loop with the standard callbacks, trackers and plug-ins; a failure marks the run and goes up."""
+        from danlu.runs.lifecycle import fail_run
+        from danlu.training.loop import build_loop, fit, standard_callbacks
+
+        recipe, group = self.recipe, self.group
         try:
             # an unreachable tracking server fails the run here; rank 0 alone tracks a distributed run
             tracked = _trackers(recipe, run.path) if run.writer else []
-            if getattr(model, "fits_itself", False):  # boosted trees: LightGBM's own loop (danlu/training/boosted.py)
+            if getattr(self.model, "fits_itself", False):  # boosted trees: LightGBM's own loop
                 from danlu.training.boosted import fit_boosted
 
-                loop = fit_boosted(model, splits, schema, recipe, run, say=say, callbacks=[*callbacks, *tracked])
-                best_epoch = loop.best_epoch
-            else:
-                cbs = standard_callbacks(recipe, schema, len(splits.val) > 0, run, resume=resume is not None,
-                                         progress=progress, extra=[*callbacks, *tracked], resumable=resumable)
-                loop = build_loop(model, splits, schema, recipe, cbs)
-                if teacher is not None:
-                    loop.step = teacher.wrap(loop.step, loop.device)
-                fit(group.wrap(loop) if group else loop)
-                best_epoch = cbs[-1].best_epoch
+                loop = fit_boosted(self.model, self.splits, self.schema, recipe, run, say=self.say,
+                                   callbacks=[*callbacks, *tracked])
+                return loop, tracked, loop  # the loop knows its best round, as the nets' recorder its best epoch
+            cbs = standard_callbacks(recipe, self.schema, len(self.splits.val) > 0, run, resume=resumed,
+                                     progress=self.progress, extra=[*callbacks, *tracked], resumable=resumable)
+            loop = build_loop(self.model, self.splits, self.schema, recipe, cbs)
+            if self.teacher is not None:
+                loop.step = self.teacher.wrap(loop.step, loop.device)
+            fit(group.wrap(loop) if group else loop)
         except BaseException as e:
             e = group.explain(e, run) if group else e  # a peer that died: say how to resume
-            run.update_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                              failed_in="training", error=str(e)[:500])
+            fail_run(run, e, "training")
             raise e
-        done = {"epochs": len(loop.history), "best_epoch": best_epoch,
-                "stopped_early": loop.stop is not None, **({} if resumable else {"resumable": False})}
-        if loop.stop is not None:
-            done["stop_reason"] = loop.stop.reason
-        if loop.privacy is not None:
-            done["privacy"] = loop.privacy.summary()
-        if loop.stop is not None and loop.stop.status == "pruned":
-            run.set_status("pruned", **done)
-            _finish_tracking(tracked, None, "pruned")
-            return TrainResult(run.path, {}, time.perf_counter() - t0, {}, "pruned", run.writer)
+        return loop, tracked, cbs[-1]
+
+    def evaluate(self, run: Any, model: Any, done: dict[str, Any], tracked: list[Any], plots: bool) -> dict:
+        """The best weights on the test split; trained but not scored, `danlu evaluate RUN` can finish it."""
+        from danlu.evaluation import evaluate
+        from danlu.runs.lifecycle import fail_run
+
+        group = self.group
         group.load_best(run, model) if group else run.load_model(model)
         run.set_status("evaluating", **done)
         try:
-            report = evaluate(run, recipe, schema, model, splits.test, "test", notes=splits.notes,
-                              plots=plots and run.writer, parity=run.writer, score=group and group.evaluate)
-        except BaseException as e:  # trained but not scored: `danlu evaluate RUN` can finish it
-            run.set_status("failed", **done, failed_in="evaluation", error=str(e)[:480])
+            return evaluate(run, self.recipe, self.schema, model, self.splits.test, "test", notes=self.splits.notes,
+                            plots=plots and run.writer, parity=run.writer, score=group and group.evaluate)
+        except BaseException as e:
+            fail_run(run, e, "evaluation", **done)
             _finish_tracking(tracked, None, "failed")
             raise
-        run.set_status("done", **done)
-        _finish_tracking(tracked, report, "done")
-        if teacher is not None and run.writer and len(splits.test):  # teacher vs student, as compress's tables
-            teacher.write_table(run.path, splits.test)
-    if group:
-        group.close()
-    return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report, writer=run.writer)
 
 
 def _boosting_fits(recipe: Recipe, group: Any, resume: Any) -> None:
@@ -176,6 +197,17 @@ def _boosting_fits(recipe: Recipe, group: Any, resume: Any) -> None:
         if on:
             raise DanluError(f"model '{model}' (gradient-boosted trees) does not take {what}",
                              hint="train it without that, or use a neural model (model.name=tabular_net or mlp)")
+
+
+def _end_of_training(loop: Any, recorder: Any, resumable: bool) -> dict[str, Any]:
+    """The status fields a trained run keeps: epochs, best epoch, why it stopped, its privacy budget."""
+    done = {"epochs": len(loop.history), "best_epoch": recorder.best_epoch, "stopped_early": loop.stop is not None,
+            **({} if resumable else {"resumable": False})}
+    if loop.stop is not None:
+        done["stop_reason"] = loop.stop.reason
+    if loop.privacy is not None:
+        done["privacy"] = loop.privacy.summary()
+    return done
 
 
 def _join_group(recipe: Recipe) -> Any:
@@ -201,20 +233,6 @@ def _finish_tracking(tracked: list[Any], report: dict[str, Any] | None, status: 
         from danlu.training.tracking import finish
 
         finish(tracked, report, status)
-
-
-def _fresh_folder(path: Path) -> Path:
-    """An explicit run folder: created, or reused only while it holds no run yet."""
-    from danlu.errors import RunError
-
-    path = Path(path)
-    if (path / "recipe.yaml").exists():
-        raise RunError(f"{path} already holds a run", hint="give another folder, or resume it: --resume")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"cannot create the run folder {path}: {e.strerror or e}") from None
-    return path.resolve()
 
 
 def _override_list(overrides: Any) -> list[str]:

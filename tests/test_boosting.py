@@ -61,7 +61,8 @@ def test_trains_early_stopped_and_leaves_a_run_folder_without_pickles(runs):
     import lightgbm as lgb
 
     booster = lgb.Booster(model_file=str(run / "model.txt"))  # LightGBM's own text format, readable outside danlu
-    assert booster.current_iteration() == status["best_epoch"]
+    assert booster.current_iteration() == round(status["best_epoch"] * 1.1)  # refit on train + val, 1.1x rounds
+    assert any("trained again on train + val" in n for n in json.loads((run / "report.json").read_text())["notes"])
     assert not list(run.glob("*.pkl")) and (run / "model.safetensors").is_file()
     assert runs.reg.metrics["r2"] > 0.7
 
@@ -163,3 +164,21 @@ def test_builtin_lightgbm_recipes_validate_with_their_tune_blocks():
     for name in ("breast-cancer-lightgbm", "diabetes-lightgbm"):
         recipe = load_recipe(name)
         assert recipe.model.name == "lightgbm" and recipe.tune and "model.learning_rate" in recipe.tune
+
+
+def test_tree_shap_explains_a_boosted_row_exactly(runs):
+    """auto = tree SHAP (LightGBM's pred_contrib): per-column values that, with the bias, sum to the margin."""
+    from danlu.explanations.api import explain
+    from danlu.predictor import Predictor
+
+    row = {"age": "70", "income": "30000", "city": "paris", "score": "1.2"}
+    result = explain(runs.cls.run, [row])
+    assert result["method"] == "tree_shap"
+    record = result["explanations"][0]
+    assert [c for c, _ in record["features"]] == ["age", "income", "city", "score"]
+    p = Predictor.load(runs.cls.run)
+    x = p.tabular_tensor([row])
+    target = p.schema.classes.index(record["target"]["label"])
+    bias = p.model.contributions(x.numpy())[0, target, -1]
+    margin = float(p.model(x)[0, target])
+    assert abs(sum(v for _, v in record["features"]) + bias - margin) < 1e-4

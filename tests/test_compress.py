@@ -260,13 +260,13 @@ def test_distill_step_mixes_soft_and_hard_losses():
 def test_a_distilled_student_records_its_teacher(runs, tmp_path, cli):
     """On another seed than the teacher's: other normalization statistics (sampled from another split), which
     were refused before; the teacher now reads the batch re-mapped to its own."""
-    from danlu.schema import Schema
+    from danlu.runs.folder import load_schema
 
     code, out, err = cli("train", "digits-mlp", "seed=1", "train.epochs=2", "model.hidden=[32]",
                          f"train.distill.teacher={runs.mlp}", "train.distill.temperature=3", "--quiet", "--json")
     assert code == 0, err
     student = tmp_path / "runs" / last_json(out)["run"].rsplit("/", 1)[-1]
-    assert Schema.load(student / "schema.json").mean != Schema.load(runs.mlp / "schema.json").mean  # this case
+    assert load_schema(student / "schema.json").mean != load_schema(runs.mlp / "schema.json").mean  # this case
     lineage = json.loads((student / "lineage.json").read_text())
     from danlu.export import weights_digest
 

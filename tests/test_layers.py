@@ -20,11 +20,15 @@ LAYERS = [
     ("data, models, runs, plots", {"data", "models", "runs", "plots"}),
     ("inference", {"inference", "predictor", "prepare"}),
     ("training, evaluation, export", {"training", "evaluation", "export"}),
-    ("api and the production features", {"api", "tuning", "explanations", "compress", "federated", "scratch",
-                                          "recommend", "autorecipe"}),
+    ("the api", {"api"}),
+    ("the production features", {"tuning", "explanations", "compress", "federated", "scratch", "recommend",
+                                 "autorecipe"}),
     ("serve, studio, cli", {"serve", "studio", "cli", "__main__"}),
 ]
 RANK = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
+# models/specs.py is the recipe's model section: each family declares its options beside its builder, torch-free,
+# and the recipe validates with them; so it is ranked with the recipe, and may import only the core
+RANK["models.specs"] = 0
 
 
 def _module_name(path: Path) -> str:
@@ -33,8 +37,10 @@ def _module_name(path: Path) -> str:
 
 
 def _unit(module: str) -> str:
-    """The top-level unit a module belongs to: danlu.training.loop → training; danlu.api → api."""
+    """The ranked unit a module belongs to: danlu.training.loop → training; danlu.api → api."""
     parts = module.split(".")
+    if ".".join(parts[1:3]) in RANK:
+        return ".".join(parts[1:3])
     return parts[1] if len(parts) > 1 else ""
 
 

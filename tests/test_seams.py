@@ -3,7 +3,6 @@ training, one prediction front end, and a run folder that is enough to export.""
 
 from __future__ import annotations
 
-import ast
 import json
 import warnings
 from pathlib import Path
@@ -170,9 +169,9 @@ def test_memory_and_streaming_loaders_normalize_alike(tmp_path):
 
 def test_the_python_api_reads_csv_files_and_skips_unreadable_images(tmp_path):
     table = danlu.train("breast-cancer-mlp", ["train.epochs=1"], runs_dir=tmp_path, progress=False)
-    from danlu.schema import Schema
+    from danlu.runs.folder import load_schema
 
-    features = Schema.load(table.run / "schema.json").features
+    features = load_schema(table.run / "schema.json").features
     csv = tmp_path / "rows.csv"
     csv.write_text(",".join(features) + "\n" + ",".join(["1.0"] * len(features)) + "\n"
                    + ",".join(["2.0"] * len(features)) + "\n")

@@ -93,15 +93,16 @@ def _train(path, target, extra=(), model="lightgbm"):
                   if model == "lightgbm" else "train.epochs=2", *extra], runs_dir=path.parent / "runs", progress=False)
 
 
-@pytest.mark.parametrize("case", ["equal", "code", "threshold", "regression-copy"])
+@pytest.mark.parametrize("case", ["equal", "code", "threshold", "regression-copy", "regression-log"])
 def test_a_column_that_leaks_the_target_is_refused_before_any_file(tmp_path, case):
     rng = np.random.default_rng(0)
     n = 400
     x = rng.normal(size=n)
     label = np.where(x > 0.3, "yes", "no")
     leak = {"equal": label, "code": np.where(label == "yes", "Y1", "N0"),
-            "threshold": np.round(x * 100 + 7, 2), "regression-copy": np.round(x * 2 + 1, 4)}[case]
-    target = np.round(x * 2 + 1, 4) if case == "regression-copy" else label
+            "threshold": np.round(x * 100 + 7, 2), "regression-copy": np.round(x * 2 + 1, 4),
+            "regression-log": np.log(np.round(np.exp(x) * 50, 4))}[case]
+    target = {"regression-copy": np.round(x * 2 + 1, 4), "regression-log": np.round(np.exp(x) * 50, 4)}.get(case, label)
     rows = [[f"{rng.normal():.3f}", leak[i], target[i]] for i in range(n)]
     path = write_csv(tmp_path / "t.csv", ["noise", "leaky", "y"], rows)
     with pytest.raises(DataError, match="column 'leaky' leaks the target 'y'") as e:

@@ -58,6 +58,9 @@ def cmd_train(a: argparse.Namespace) -> None:
                    progress=not a.quiet)
     if not result.writer:  # another rank of a distributed run: rank 0 prints
         return
+    from danlu.compress.distilled import write_teacher_table
+
+    write_teacher_table(result.run, data_dir=a.data_dir)  # a distilled run: teacher vs student, timed alike
     if a.json:
         _print_json(result.as_json())
     else:
@@ -86,7 +89,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if a.backend != "torch":  # the same preprocessing and labels; ONNX Runtime (fp32 or int8) in between
         from danlu.serve.engine import Engine
 
-        predictor.forward = Engine(predictor, a.backend, _onnx_session(predictor, a)).forward
+        predictor.forward = Engine(predictor, a.backend, _backend_session(predictor, a)).forward
     kind = predictor.schema.kind
     from danlu.cli.inputs import collect_inputs
 
@@ -117,8 +120,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
                                            for k, v in row["prediction"].items()))
 
 
-def _onnx_session(predictor, a: argparse.Namespace):
-    from danlu.serve.engine import _onnx_session as session
+def _backend_session(predictor, a: argparse.Namespace):
+    from danlu.serve.engine import onnx_session as session
 
     return session(predictor.run_dir, predictor.schema, a.data_dir, a.backend)
 

@@ -134,8 +134,8 @@ def add_serving_verbs(sub: argparse._SubParsersAction, common: Callable[[argpars
                     help="longest a request waits for others to share its forward pass")
     sv.add_argument("--max-body-mb", type=float, default=10.0, help="request body limit in MiB (413 above)")
     sv.add_argument("--max-inputs", type=int, default=64, help="most inputs in one request (422 above)")
-    lim = sv.add_argument_group("limits", "what a small or slow request may cost the server (README: Limits and "
-                                          "safety)")
+    lim = sv.add_argument_group("limits", "what a small or slow request may cost the server "
+                                          "(docs/limits-and-safety.md, section Serving)")
     decode = DecodeLimits()
     lim.add_argument("--max-image-mb", type=float, default=decode.max_image_mb,
                      help="most memory decoding one image may take, estimated from its header before decoding "

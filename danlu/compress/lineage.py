@@ -7,23 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from danlu.runs.files import read_json, write_json
+from danlu.runs.files import read_json
+from danlu.runs.lineage import read_lineage, write_lineage
 
-LINEAGE = "lineage.json"
-
-
-def write_lineage(run_dir: Path, info: dict[str, Any]) -> None:
-    write_json(Path(run_dir) / LINEAGE, info)
-
-
-def read_lineage(run_dir: Path) -> dict[str, Any] | None:
-    """lineage.json, or None for a run trained from scratch."""
-    path = Path(run_dir) / LINEAGE
-    if not path.is_file():
-        return None
-    data = read_json(path)
-    return data if isinstance(data, dict) else {"damaged": f"{path} is not a JSON object"}
-
+__all__ = ["read_lineage", "write_lineage", "describe", "int8_variant", "describe_int8"]
 
 def describe(info: dict[str, Any]) -> str:
     """One line for ``danlu runs show``."""

@@ -146,17 +146,17 @@ class StartFrom(Callback):
 
 def _save_unchanged(recipe: Any, state: dict[str, Any], folder: Path, data_dir: Path | None) -> dict[str, float]:
     """No fine-tuning: the pruned weights as a finished run (setup files, weights, test report)."""
-    from danlu.api import _env_info
     from danlu.evaluation import evaluate
     from danlu.prepare import prepare
     from danlu.runs.folder import RunFolder
+    from danlu.runs.lifecycle import environment, finish_run
 
     splits, schema, model = prepare(recipe, data_dir, for_inference=True)
     model.load_state_dict(state)
     run = RunFolder(folder)
-    run.write_setup(recipe, schema, _env_info("cpu"), splits.artifacts)
+    run.write_setup(recipe, schema, environment("cpu"), splits.artifacts)
     run.set_status("evaluating", epochs=0)
     run.save_model(model, {"epoch": 0, "pruned": True})
     report = evaluate(run, recipe, schema, model, splits.test, "test", parity=True, plots=False)
-    run.set_status("done", epochs=0)
+    finish_run(run, "done", epochs=0)
     return report["metrics"]

@@ -73,7 +73,7 @@ def _is_file(entry: os.DirEntry) -> bool:
         return False
 
 
-class _Scanner:
+class Scanner:
     def __init__(self) -> None:
         self.skipped: list[tuple[Path, str]] = []
         self.hidden = 0
@@ -138,7 +138,7 @@ def scan_image_folder(root: str | os.PathLike) -> ImageFolderLayout:
             hint="point the recipe's data path at a folder with train/<class>/ (and val/ or test/) "
             "subfolders, or directly at <class>/ subfolders",
         )
-    scan = _Scanner()
+    scan = Scanner()
     split_dirs: dict[str, Path] = {}
     others: list[os.DirEntry] = []
     for entry in _list_dir(root):

@@ -81,7 +81,16 @@ def leaking_column(name: str, values: list[Any], y: np.ndarray, task: str, train
         if np.allclose(nums[ok], t[ok], rtol=1e-6, atol=1e-9):
             return "it equals the target"
         r = np.corrcoef(nums[ok], t[ok])[0, 1]
-        return f"it is a linear function of the target (correlation {r:+.6f})" if abs(r) > 0.99999 else None
+        if abs(r) > 0.99999:
+            return f"it is a linear function of the target (correlation {r:+.6f})"
+        if len(train_rows) < MIN_ROWS_FOR_PERFECT:
+            return None
+        order = np.argsort(t[ok], kind="stable")  # a monotone function of it (log wage beside wage)
+        v, tt = nums[ok][order], t[ok][order]
+        steps = np.diff(v)[np.diff(tt) > 0]
+        if len(steps) and (np.all(steps > 0) or np.all(steps < 0)):
+            return "it rises (or falls) with the target on every training row: a function of the target"
+        return None
     classes = target.astype(np.int64)
     if nums is not None and np.array_equal(nums, classes.astype(np.float64)):
         return "it equals the target's class index"

@@ -137,6 +137,9 @@ class TabularEncoder:
         """The feature each encoded column comes from (a categorical feature spans one column per category)."""
         return [name for name in self.features for _ in range(len(self.categories.get(name, ())) or 1)]
 
+    def column_features(self) -> list[str]:
+        return self._column_features()
+
     def _onehot_columns(self) -> list[int]:
         return [j for j, name in enumerate(self._column_features()) if name in self.categories]
 

@@ -185,7 +185,7 @@ class Explainer:
     def explain(self, inputs: Any, target: Any = None, top_k: int = 3, skipped: list[str] | None = None,
                 labels: list[Any] | None = None) -> list[dict]:
         """Records for inputs as ``Predictor.predict`` takes them (files, folders, bytes, texts, rows, CSVs)."""
-        from danlu.predictor import _labels, expand_image_items, tabular_rows
+        from danlu.predictor import expand_image_items, input_labels, tabular_rows
 
         if isinstance(inputs, str | bytes | Path) or not hasattr(inputs, "__iter__"):
             inputs = [inputs]
@@ -198,7 +198,7 @@ class Explainer:
         kind = self.schema.kind
         if kind == "image":
             items, labels = expand_image_items(items, labels)
-            names = list(labels) if labels is not None else _labels(items)
+            names = list(labels) if labels is not None else input_labels(items)
             kept, pixels, problems = self.predictor.readable_images(items)
             if skipped is not None:
                 skipped.extend(problems)
@@ -209,7 +209,7 @@ class Explainer:
         if kind == "tabular":
             items, names = tabular_rows(items, labels)
             return self.rows(self.predictor.tabular_tensor(items), names, t, top_k)
-        names = list(labels) if labels is not None else _labels(items)
+        names = list(labels) if labels is not None else input_labels(items)
         ids = self.predictor.text_tensor(items)
         return self.texts(ids, names, [s.strip() for s in items], t, top_k)
 
@@ -274,7 +274,8 @@ def explain(run: str | Path, inputs: Any = None, *, method: str = "auto", target
         return result
     if inputs is None:
         raise DanluError("nothing to explain", hint="give inputs, or top_losses=K, or global_importance=True")
-    if schema.kind == "tabular" and schema.categories and explainer.method != "saliency":
+    if schema.kind == "tabular" and (schema.categories or schema.table) and explainer.method not in (
+            "saliency", "tree_shap"):
         from danlu.explanations.views import train_split_x
 
         x = train_split_x(explainer, data_dir)

@@ -69,22 +69,16 @@ def make_strategy(fed: Federation) -> _RecordsClients:
 def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = print,
                    runs_dir: Path | None = None) -> Path:
     """Drive ``fed.rounds`` rounds on ``grid`` and leave a finished run folder; returns its path."""
-    from danlu.api import _env_info
     from danlu.evaluation import evaluate
     from danlu.federated.plot import accuracy_by_round
-    from danlu.runs.folder import RunFolder
+    from danlu.runs.lifecycle import environment, fail_run, finish_run, start_run
 
     splits, schema, recipe = prepared(fed.recipe_json, fed.data_dir or None)
     model = build_model(recipe, schema)
-    if fed.run_dir:
-        run = RunFolder(Path(fed.run_dir))
-        Path(fed.run_dir).mkdir(parents=True, exist_ok=True)
-    else:
-        run = RunFolder.create(recipe.name, runs_dir)
-    run.write_setup(recipe, schema, {**_env_info(str(recipe.train.device)), "flwr": _flwr_version()},
-                    splits.artifacts)
     summary = fed.summary()
-    run.set_status("training", epoch=0, epochs=fed.rounds, resumable=False, federated=summary)
+    run = start_run(recipe, schema, environment(str(recipe.train.device), flwr=_flwr_version()), splits.artifacts,
+                    runs_dir=runs_dir, run_dir=Path(fed.run_dir) if fed.run_dir else None, epoch=0,
+                    epochs=fed.rounds, resumable=False, federated=summary)
     say(f"run: {run.path}")
     say(f"federation: {fed.clients} clients ({fed.split}), {fed.per_round} per round, {fed.rounds} rounds of "
         f"{fed.local_epochs:g} local epoch(s), {fed.strategy}; server test split {len(splits.test)}")
@@ -130,8 +124,7 @@ def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = pri
             strategy.start(grid=grid, initial_arrays=ArrayRecord(_cpu_state(model)), num_rounds=fed.rounds,
                            timeout=fed.timeout_s, train_config=ConfigRecord(), evaluate_fn=evaluate_fn)
         except BaseException as e:
-            run.update_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                              failed_in="training", error=str(e)[:500])
+            fail_run(run, e, "training")
             raise
         done = {"epochs": fed.rounds, "best_epoch": fed.rounds, "stopped_early": False, "resumable": False,
                 "federated": {**summary, "initial": initial}}
@@ -154,9 +147,9 @@ def run_federation(grid: Grid, fed: Federation, say: Callable[[str], None] = pri
             accuracy_by_round(run.history(), run.path / "plots" / "accuracy_by_round.png", initial)
             evaluate(run, recipe, schema, model, splits.test, "test", notes=notes, plots=True, parity=True)
         except BaseException as e:
-            run.set_status("failed", **done, failed_in="evaluation", error=str(e)[:480])
+            fail_run(run, e, "evaluation", **done)
             raise
-        run.set_status("done", **done)
+        finish_run(run, "done", **done)
     return run.path
 
 

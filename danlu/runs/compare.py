@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from danlu.errors import RunError
-from danlu.runs.store import metrics_history, read_run_recipe
 from danlu.runs.files import read_json
+from danlu.runs.store import metrics_history, read_run_recipe
 
 MISSING = "(not set)"
 

@@ -156,6 +156,13 @@ class RunFolder:
                            hint="delete it and export with the run's training data in place") from None
 
 
+def load_schema(path: Path) -> Any:
+    """A run's schema.json, validated: a damaged or hand-edited one is a RunError that names it."""
+    from danlu.schema import Schema
+
+    return Schema.from_dict(read_json(path), source=path)
+
+
 def run_summary(run: Path) -> dict[str, Any]:
     """Recipe name, status, and test metrics of a run, for ``danlu runs``; a damaged status.json or
     report.json makes this run "damaged" (with the reason) and leaves the other runs listed."""

@@ -6,16 +6,11 @@ A run folder alone (recipe.yaml, schema.json, model.safetensors) is enough to pr
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from danlu.errors import RunError
-from danlu.runs.files import read_json
 
 RUNS_DIR = Path("runs")
 

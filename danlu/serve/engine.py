@@ -43,7 +43,7 @@ class Engine:
         predictor = Predictor.load(run, runs_dir)
         if backend == "torch":
             return cls(predictor, backend)
-        return cls(predictor, backend, _onnx_session(predictor.run_dir, predictor.schema, data_dir, backend))
+        return cls(predictor, backend, onnx_session(predictor.run_dir, predictor.schema, data_dir, backend))
 
     @property
     def kind(self) -> str:
@@ -109,7 +109,7 @@ class Engine:
         return finite_rows(rows, [f"input {i}" for i in range(len(rows))])
 
 
-def _onnx_session(run_dir: Path, schema: Any, data_dir: Path | None, backend: str = "onnx") -> Any:
+def onnx_session(run_dir: Path, schema: Any, data_dir: Path | None, backend: str = "onnx") -> Any:
     """ONNX Runtime on the run's model.onnx; exported first when missing or older than the weights. The int8
     model is never made here: quantizing needs its accuracy check (danlu compress)."""
     import onnxruntime as ort

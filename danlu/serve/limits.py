@@ -1,7 +1,7 @@
 """Every limit the server enforces, with its default, in one place: the CLI, the app and the protocol read it.
 
 A limit is what stops a small or slow request from costing the server much more than it costs the client.
-The README's "Limits and safety" table lists the same names and defaults.
+docs/limits-and-safety.md (section Serving) lists the same names and defaults.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from danlu.metrics import headline
 from danlu.tasks import loss_fn, score, to_predictions
 
 ROWS = 100  # about this many metrics rows for a run that uses every round
+REFIT_SCALE = 1.1  # train + val has 1/9 more rows than train: a few more rounds (AutoGluon's refit_full does so)
 
 
 @dataclass
@@ -128,14 +129,23 @@ def fit_boosted(model: Any, splits: Any, schema: Any, recipe: Any, run: Any, *, 
     best = booster.best_iteration or last
     if has_val and patience > 0 and best < last and loop.stop is None:
         loop.stop = _Stop(f"val loss did not improve for {patience} rounds after round {best}")
-    model.set_booster(booster, num_iteration=best)
     loop.best_epoch = best
     if loop.stop is not None and getattr(loop.stop, "status", "done") == "pruned":
-        return loop
-    run.save_model(model, {"epoch": best, "rounds": last, "monitor": "val_loss"})
+        model.set_booster(booster, num_iteration=best)
+        return loop  # a search gave up on it: no weights, as for a pruned net
+    kept = best
+    if has_val and opts["refit"]:
+        kept = max(1, round(best * REFIT_SCALE))
+        full = lgb.Dataset(np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]),
+                           categorical_feature=categorical)
+        booster = lgb.train(params, full, num_boost_round=kept)
+        splits.notes.append(f"lightgbm: {best} rounds chosen on the val split, then trained again on train + val "
+                            f"for {kept} rounds (model.refit); the val metrics in metrics.jsonl are from before that")
+    model.set_booster(booster, num_iteration=kept)
+    run.save_model(model, {"epoch": best, "rounds": last, "kept_rounds": kept, "monitor": "val_loss"})
     if run.writer:
         from danlu.runs.files import atomic_write_text
 
         atomic_write_text(run.path / "model.txt", model.model_text)  # LightGBM's own file, for other tools
-    say(f"best round {best} of {last} ({time.perf_counter() - t0:.1f} s)")
+    say(f"best round {best} of {last}, {kept} kept ({time.perf_counter() - t0:.1f} s)")
     return loop

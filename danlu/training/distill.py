@@ -89,21 +89,9 @@ class Teacher:
         return {"method": "distill", "teacher": str(self.run_dir), "teacher_weights_sha256": self.digest,
                 "temperature": self.config.temperature, "alpha": self.config.alpha}
 
-    def write_table(self, run_dir: Path, test_split: Any, threads: int = 1) -> str:
-        """The student's compress.json / compress.md: the teacher's row and the student's, timed alike on the
-        student's test split, so a distilled run says what it bought (size, latency) and at what accuracy."""
-        from danlu.compress.compare import compare_runs
-        from danlu.compress.data import test_set_of
-        from danlu.predictor import Predictor
-
-        teacher, student = Predictor.load(self.run_dir), Predictor.load(run_dir)  # on the CPU, as saved
-        note = f"distilled (temperature {self.config.temperature:g}, alpha {self.config.alpha:g})"
-        return compare_runs(teacher, student, test_set_of(student, test_split), threads, note, key="distill",
-                            roles=("teacher", "student"))[1]
-
     def record(self, run_dir: Path, resumed: bool) -> None:
         """lineage.json in the student's run; a resumed run must find the teacher it started with."""
-        from danlu.compress.lineage import read_lineage, write_lineage
+        from danlu.runs.lineage import read_lineage, write_lineage
 
         if resumed:
             old = read_lineage(run_dir) or {}

@@ -317,25 +317,5 @@ def attach(loop: Any) -> PrivacyAccountant:
     return accountant
 
 
-def report_lines(privacy: dict[str, Any]) -> list[str]:
-    """report.md's privacy section."""
-    p = privacy
-    lines = ["", "## Differential privacy", "",
-             (f"ε = {p['epsilon']:.3f}" if p["epsilon"] is not None else "ε = ∞ (no noise: no privacy guarantee)")
-             + f" at δ = {p['delta']:.3g} ({p['accountant'].upper()} accountant, "
-             f"Opacus {p['opacus']}), after {p['steps']} steps"
-             + (f" of {p['planned_steps']} planned" if p["steps"] != p["planned_steps"] else "") + ".", "",
-             "| quantity | value |", "| --- | --- |",
-             f"| noise multiplier σ | {p['noise_multiplier']:.4f} |",
-             f"| sampling rate q (Poisson) | {p['sample_rate']:.5f} |",
-             f"| steps | {p['steps']} |",
-             f"| clipping norm C | {p['max_grad_norm']:g} |",
-             f"| expected batch | {p['expected_batch_size']} of {p['n_train']} |", "",
-             f"Guarantee: {p['guarantee']}.", "", "Not covered by this guarantee:", ""]
-    lines += [f"- {item}" for item in p["not_covered"]]
-    lines += [f"- note: {n.removeprefix('privacy: ')}" for n in p.get("notes", [])]
-    return lines
-
-
 def plan_dict(plan: PrivacyPlan) -> dict[str, Any]:
     return asdict(plan)
