@@ -6,6 +6,8 @@ import gzip
 import json
 import random
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -161,10 +163,7 @@ def test_unreadable_paths_are_explained(cli, tmp_path):
 
 def _check_run(out, kind_recipe):
     result = last_json(out)
-    run = result["run"]
-    from pathlib import Path
-
-    run = Path(run)
+    run = Path(result["run"])
     recipe = (run / "recipe.yaml").read_text(encoding="utf-8")
     assert f"name: {kind_recipe}" in recipe and "Chosen by danlu train PATH" in recipe
     auto = json.loads((run / "auto.json").read_text(encoding="utf-8"))
@@ -216,6 +215,8 @@ def test_train_table_with_a_time_limit_has_a_leaderboard(cli, tmp_path):
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "| candidate | status | val accuracy |" in report and "(kept)" in report
     assert any(e["candidate"] == "ensemble" and e["status"] in ("done", "skipped") for e in board)
+    gbm = next(e for e in board if e["candidate"] == "lightgbm")  # compared on a val split it never trained on
+    assert "refit: false" in (Path(gbm["run"]) / "recipe.yaml").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("case", ["constant", "id", "leak"])

@@ -118,13 +118,10 @@ def train_auto(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
 
         result = train(_recipe(cand, choice, overrides), runs_dir=runs_dir, data_dir=data_dir, progress=progress)
         metric = val_metric_name(result.report.get("task", profile.task) if result.report else profile.task)
+        # boosted trees record every 20th round and are refit on train + val: no held-out score to show then
         val = _best_val(result.run, metric)
-        if val is None:  # boosted trees record every 20th round, not always the best
-            from danlu.api import evaluate
-
-            val = evaluate(result.run, "val", runs_dir=runs_dir, data_dir=data_dir)["metrics"].get(metric)
-        entry = Entry(cand.name, "done", val=val, test=result.metrics.get(metric),
-                      seconds=result.wall_s, run=str(result.run))
+        entry = Entry(cand.name, "done", val=val, test=result.metrics.get(metric), seconds=result.wall_s,
+                      run=str(result.run), note="" if val is not None else "val: see metrics.jsonl")
         out = AutoResult(result, choice, cand.name, metric, [entry])
         _record(out, progress)
         return out
@@ -169,7 +166,9 @@ def _search(choice: Choice, overrides: list[str], deadline: float, budget: float
         _say(f"candidate {cand.name} (up to {share:.0f} s): " + "; ".join(cand.why), progress)
         t0 = time.monotonic()
         try:
-            recipe = _recipe(cand, choice, overrides)
+            # boosted trees refit on train + val by default, which would leave no held-out score to compare
+            held_out = ["model.refit=false"] if cand.recipe["model"]["name"] == "lightgbm" else []
+            recipe = _recipe(cand, choice, [*held_out, *overrides])
             result = train(recipe, runs_dir=runs_dir, data_dir=data_dir, progress=progress,
                            callbacks=[_deadline(time.monotonic() + share)])
             val = evaluate(result.run, "val", runs_dir=runs_dir, data_dir=data_dir)["metrics"].get(metric)
