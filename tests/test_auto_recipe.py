@@ -237,3 +237,22 @@ def test_bad_tables_are_refused_with_the_loaders_message(cli, tmp_path, case):
     code, _, err = cli("train", path, "--time-limit", "1m")
     assert code == 2 and target in err, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing half-written
+
+
+def test_parquet_table_trains_like_its_csv(cli, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    n = 200
+    x = rng.normal(size=n)
+    city = rng.choice(["north", "south"], n).tolist()
+    label = np.where(x + (np.array(city) == "north") > 0.5, "yes", "no").tolist()
+    x_missing = [None if i % 17 == 0 else float(v) for i, v in enumerate(x)]
+    path = tmp_path / "shop.parquet"
+    pq.write_table(pa.table({"x": x_missing, "city": city, "label": label}), path)
+    p = inspect_data(path)
+    assert (p.kind, p.target, p.rows, p.classes, p.numeric_columns) == ("tabular", "label", 200, ["no", "yes"], 1)
+    code, out, err = cli("train", path, "--json")
+    assert code == 0, err
+    assert last_json(out)["metrics"]["accuracy"] > 0.7

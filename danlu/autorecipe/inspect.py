@@ -18,7 +18,6 @@ from typing import Any
 from danlu.errors import DataError
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".ndjson")
-TABLE_ONLY_SUFFIXES = (".parquet", ".pq")
 RECIPE_SUFFIXES = (".yaml", ".yml")
 IMAGE_SAMPLE = 240  # images opened to learn sizes and modes: enough for a median, a second or two
 ROW_SAMPLE = 5000  # rows read to tell text from a table and find the label
@@ -105,7 +104,7 @@ def inspect_data(path: str | Path) -> DataProfile:
         return _inspect_folder(p)
     suffixes = [s.lower() for s in p.suffixes if s.lower() != ".gz"]
     suffix = suffixes[-1] if suffixes else ""
-    if suffix in TABLE_ONLY_SUFFIXES:
+    if suffix in (".parquet", ".pq"):
         return _inspect_parquet(p)
     if suffix in TEXT_SUFFIXES:
         return _inspect_delimited(p)
@@ -322,20 +321,10 @@ def _table_profile(p: Path, header: list[str], cols: dict[int, list[str]], targe
 
 
 def _inspect_parquet(p: Path) -> DataProfile:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{p} is a Parquet file and pyarrow is not installed",
-                        hint="pip install pyarrow, or save the table as CSV") from None
-    try:
-        table = pq.read_table(p)
-    except Exception as e:  # noqa: BLE001 - pyarrow's own errors for a damaged file
-        raise DataError(f"{p} cannot be read as Parquet: {str(e)[:200]}") from None
-    header = list(table.column_names)
-    total = table.num_rows
-    step = max(1, total // ROW_SAMPLE)
-    cols = {j: ["" if v is None else str(v) for v in table.column(j).to_pylist()[::step][:ROW_SAMPLE]]
-            for j in range(len(header))}
-    rows = [list(r) for r in zip(*cols.values(), strict=True)]
+    from danlu.data.parquet import read_parquet
+
+    header, rows = read_parquet(p)
+    total = len(rows)
+    rows = rows[:: max(1, total // ROW_SAMPLE)][:ROW_SAMPLE]
     cols = {j: _column(rows, j) for j in range(len(header))}
     return _table_profile(p, header, cols, _pick_label(header, rows, set()), total)

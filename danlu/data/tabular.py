@@ -55,6 +55,10 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
             raise DataError(f"{path} is not a regular file (a folder, named pipe, socket or device)",
                             hint="set data.path to a CSV file")
         raise DataError(f"data file not found: {path}", hint="set data.path to an existing CSV file")
+    from danlu.data.parquet import is_parquet, read_parquet
+
+    if is_parquet(path):
+        return read_parquet(path)
     from danlu.data.text.files import allow_long_fields, decode_text, field_too_long
 
     text = decode_text(path.read_bytes(), path)  # UTF-8, or an error that guesses the encoding for iconv
