@@ -209,8 +209,10 @@ def test_train_table_with_a_time_limit_has_a_leaderboard(cli, tmp_path):
     board = result["leaderboard"]
     assert [e["candidate"] for e in board if e["status"] == "done"][:1] and all("val" in e for e in board
                                                                               if e["status"] == "done")
-    kept = next(e for e in board if e["candidate"] == result["kept"])
-    assert kept["val"] == max(e["val"] for e in board if e["status"] == "done")
+    from danlu.autorecipe.run import clearly_better
+
+    first, kept = board[0], next(e for e in board if e["candidate"] == result["kept"])
+    assert kept is first or clearly_better(kept["val"], first["val"], "accuracy", first["val_samples"])
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "| candidate | status | val accuracy |" in report and "(kept)" in report
     assert any(e["candidate"] == "ensemble" and e["status"] in ("done", "skipped") for e in board)
@@ -256,3 +258,12 @@ def test_parquet_table_trains_like_its_csv(cli, tmp_path):
     code, out, err = cli("train", path, "--json")
     assert code == 0, err
     assert last_json(out)["metrics"]["accuracy"] > 0.7
+
+
+def test_the_default_stays_unless_another_is_clearly_better():
+    from danlu.autorecipe.run import clearly_better
+
+    assert not clearly_better(0.9375, 0.9062, "accuracy", 32)  # 1 text of 32: noise
+    assert clearly_better(0.75, 0.5938, "accuracy", 32)  # 5 texts of 32: more than one standard error
+    assert clearly_better(0.97, 0.96, "accuracy", 10_000) and not clearly_better(0.96, 0.96, "accuracy", 10_000)
+    assert clearly_better(0.51, 0.50, "r2", 100) and not clearly_better(0.50, 0.50, "r2", 100)

@@ -7,6 +7,7 @@ inspected, why, the leaderboard) and an "Automatic choice" section at the end of
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 import time
@@ -42,6 +43,7 @@ class Entry:
     seconds: float = 0.0
     run: str | None = None
     note: str = ""
+    val_samples: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
@@ -91,6 +93,16 @@ def _deadline(deadline: float) -> Any:
             return None
 
     return Deadline()
+
+
+def clearly_better(challenger: float, incumbent: float, metric: str, samples: int | None) -> bool:
+    """Whether a validation score beats the incumbent's by more than one standard error of an accuracy on
+    ``samples`` rows (sqrt(p(1-p)/n)); other metrics (R²) need only be higher. On a 32-text val split two
+    models 3 points apart are a coin toss, and the default (the cheaper, surer choice) should stay."""
+    if metric != "accuracy" or not samples:
+        return challenger > incumbent
+    p = min(max(incumbent, 1 / samples), 1 - 1 / samples)
+    return challenger > incumbent + math.sqrt(p * (1 - p) / samples)
 
 
 def val_metric_name(task: str) -> str:
@@ -148,8 +160,6 @@ def _best_val(run: Path, metric: str) -> float | None:
 def _search(choice: Choice, overrides: list[str], deadline: float, budget: float, runs_dir: Path | None,
             data_dir: Path | None, progress: bool) -> AutoResult:
     from danlu.api import evaluate, train
-    from danlu.metrics import higher_is_better
-
     metric = val_metric_name(choice.profile.task)
     board: list[Entry] = []
     results: dict[str, Any] = {}
@@ -171,7 +181,8 @@ def _search(choice: Choice, overrides: list[str], deadline: float, budget: float
             recipe = _recipe(cand, choice, [*held_out, *overrides])
             result = train(recipe, runs_dir=runs_dir, data_dir=data_dir, progress=progress,
                            callbacks=[_deadline(time.monotonic() + share)])
-            val = evaluate(result.run, "val", runs_dir=runs_dir, data_dir=data_dir)["metrics"].get(metric)
+            report = evaluate(result.run, "val", runs_dir=runs_dir, data_dir=data_dir)
+            val, n_val = report["metrics"].get(metric), report.get("samples")
         except DanluError as e:
             if cand is choice.candidates[0]:  # the default's failure (a bad target, a leak) is the data's: say it
                 raise
@@ -181,21 +192,24 @@ def _search(choice: Choice, overrides: list[str], deadline: float, budget: float
             continue
         results[cand.name] = result
         board.append(Entry(cand.name, "done", val=val, test=result.metrics.get(metric),
-                           seconds=time.monotonic() - t0, run=str(result.run)))
+                           seconds=time.monotonic() - t0, run=str(result.run), val_samples=n_val))
     done = [e for e in board if e.status == "done" and e.val is not None]
     if not done:
         raise DanluError(f"no candidate finished within the {budget:.0f} s budget",
                          hint="raise --time-limit, or train without it (the default recipe alone)")
-    sign = 1 if higher_is_better(metric) else -1
-    best = max(done, key=lambda e: sign * e.val)  # the first of equals: the cheaper candidate
+    best = done[0]
+    for e in done[1:]:  # the default stays unless another beats it by more than validation's noise
+        if clearly_better(e.val, best.val, metric, best.val_samples):
+            best = e
     if choice.profile.kind == "tabular" and len(done) > 1:
-        _try_ensemble(done, best, board, data_dir, progress)
+        _try_ensemble(done, best, board, metric, data_dir, progress)
     out = AutoResult(results[best.candidate], choice, best.candidate, metric, board)
     _record(out, progress)
     return out
 
 
-def _try_ensemble(done: list[Entry], best: Entry, board: list[Entry], data_dir: Path | None, progress: bool) -> None:
+def _try_ensemble(done: list[Entry], best: Entry, board: list[Entry], metric: str, data_dir: Path | None,
+                  progress: bool) -> None:
     """Add the weighted ensemble of the finished candidates to the leaderboard, saying whether it beat the best
     single candidate on validation (it is reported, not served: each member is a run of its own)."""
     from danlu.autorecipe.ensemble import ensemble_entry
@@ -211,9 +225,10 @@ def _try_ensemble(done: list[Entry], best: Entry, board: list[Entry], data_dir: 
                            note=f"the selection on validation picked {best.candidate} alone"))
         return
     weights = " + ".join(f"{w:.2f} {n}" for n, w in found["weights"].items())
-    better = found["val"] > best.val
-    note = (f"{weights}: beats {best.candidate} on validation; not kept (an ensemble is not one run yet: predict "
-            f"with the members)" if better else f"{weights}: no better than {best.candidate} on validation")
+    better = clearly_better(found["val"], best.val, metric, best.val_samples)
+    note = (f"{weights}: beats {best.candidate} on validation by more than its noise; not kept (an ensemble "
+            f"is not one run yet: predict with the members)" if better
+            else f"{weights}: not clearly better than {best.candidate} on validation")
     board.append(Entry("ensemble", "done", val=found["val"], test=found["test"], seconds=time.monotonic() - t0,
                        note=note))
     _say(f"weighted ensemble {weights}: val {found['val']:.4f} (best single {best.val:.4f})", progress)
