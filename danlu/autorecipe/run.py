@@ -160,12 +160,13 @@ def _best_val(run: Path, metric: str) -> float | None:
 def _search(choice: Choice, overrides: list[str], deadline: float, budget: float, runs_dir: Path | None,
             data_dir: Path | None, progress: bool) -> AutoResult:
     from danlu.api import evaluate, train
+
     metric = val_metric_name(choice.profile.task)
     board: list[Entry] = []
     results: dict[str, Any] = {}
     pending = list(choice.candidates)
-    _say(f"--time-limit {budget:.0f} s: candidates {', '.join(c.name for c in pending)}; the best on validation "
-         f"{metric} is kept", progress)
+    _say(f"--time-limit {budget:.0f} s: candidates {', '.join(c.name for c in pending)}; {pending[0].name} is kept "
+         f"unless another is clearly better on validation {metric}", progress)
     while pending:
         cand = pending.pop(0)
         left = deadline - time.monotonic()
