@@ -1,4 +1,4 @@
-"""The CLI side of ``danlu train PATH``: call train_auto, print the kept run's report like ``danlu train``."""
+"""`danlu train PATH` (a recipe chosen from the data): call train_auto, print the kept run like `danlu train`."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def cmd_train_data(a: argparse.Namespace) -> None:
                      progress=not a.quiet)
     result = out.result
     if a.json:
-        print(json.dumps({**result.as_json(), "kept": out.kept,
-                          "leaderboard": [e.as_json() for e in out.board]}, ensure_ascii=False, allow_nan=False))
+        from danlu.cli.output import print_json
+
+        print_json({**result.as_json(), "kept": out.kept, "leaderboard": [e.as_json() for e in out.board]})
     else:
         print((result.run / "report.md").read_text(encoding="utf-8"))
         print(f"run folder: {result.run}  ({result.wall_s:.1f} s)")
