@@ -103,8 +103,8 @@ def split_rows(path: Path, table: Table) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def baseline_matrix(path: Path, table: Table) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
     """Features (numbers, NaN for missing; other columns as ordinal codes), the target, the categorical columns."""
-    from danlu.data.columns import _missing
-    from danlu.data.tabular import _to_float
+    from danlu.data.cells import is_missing as _missing
+    from danlu.data.cells import to_float as _to_float
 
     with path.open() as f:
         rows = list(csv.reader(f))
@@ -131,9 +131,9 @@ math_nan = float("nan")
 
 
 def _float_or_nan(v: str) -> float:
-    from danlu.data.tabular import _to_float
+    from danlu.data.cells import to_float
 
-    f = _to_float(v)
+    f = to_float(v)
     return math_nan if f is None else f
 
 

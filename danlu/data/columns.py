@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from danlu.data.cells import is_missing, rows_by_name, to_float
 from danlu.errors import DataError
 
 PLAN_VERSION = 1
@@ -56,15 +57,11 @@ def canonical(value: Any) -> str:
 
 
 def _float(v: Any) -> float | None:
-    from danlu.data.tabular import _to_float  # one number parser for both encoders
-
-    return _to_float(v)
+    return to_float(v)
 
 
 def _missing(v: Any) -> bool:
-    from danlu.data.labels import MISSING
-
-    return v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip().lower() in MISSING
+    return is_missing(v)
 
 
 def parse_date(value: str, fmt: str) -> datetime | None:
@@ -304,8 +301,6 @@ class ColumnPlan:
         return np.log1p(counts)
 
     def rows_to_columns(self, rows: list[Any], where: str = "input") -> dict[str, list[Any]]:
-        from danlu.data.tabular import rows_by_name
-
         return rows_by_name(self.features, rows, where)
 
     def column_features(self) -> list[str]:

@@ -23,8 +23,8 @@ MIN_ROWS_FOR_ID = 20
 
 def _numbers(values: list[Any]) -> np.ndarray | None:
     """The column as floats (NaN for missing), or None when it is not numeric."""
-    from danlu.data.columns import _missing
-    from danlu.data.tabular import _to_float
+    from danlu.data.cells import is_missing as _missing
+    from danlu.data.cells import to_float as _to_float
 
     out = np.empty(len(values), np.float64)
     for i, v in enumerate(values):
@@ -64,7 +64,8 @@ def leaking_column(name: str, values: list[Any], y: np.ndarray, task: str, train
                    train_pos: np.ndarray) -> str | None:
     """Why column ``name`` leaks the target on the training rows, or None. ``train_rows`` index ``values``
     (file rows), ``train_pos`` index ``y`` (rows with a target)."""
-    from danlu.data.columns import _missing, canonical
+    from danlu.data.cells import is_missing as _missing
+    from danlu.data.columns import canonical
 
     if len(train_rows) < MIN_ROWS_FOR_LEAKS:
         return None

@@ -10,20 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from danlu.data.cells import rows_by_name, to_float
 from danlu.data.labels import MISSING, MISSING_LABELS, canonical_label
 from danlu.data.splits import Splits, split_off, subsample
 from danlu.errors import DataError, did_you_mean
 from danlu.recipe import DataConfig
 from danlu.schema import Schema
 
-# 1,234,567.89: grouped thousands, as spreadsheets export them
-_GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
 # a column is numeric when at most this share of its non-missing training values are not numbers;
 # those few are then typos to fix, not categories (one bad cell used to make a column categorical)
 MAX_NON_NUMERIC = 0.05
@@ -31,20 +29,6 @@ SKLEARN_SETS = {"iris", "breast_cancer", "diabetes", "wine"}
 # columns in one CSV: reading is linear in them (100,000 columns x 20 rows: ~5 s here); past this a file is
 # more likely a wrong delimiter or a transposed table than features, and schema.json would hold megabytes
 MAX_COLUMNS = 100_000
-
-
-def _to_float(v: Any) -> float | None:
-    if v is None:
-        return math.nan
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
-    s = str(v).strip()
-    if s.lower() in MISSING:
-        return math.nan
-    try:
-        return float(s)
-    except ValueError:
-        return float(s.replace(",", "")) if _GROUPED.match(s) else None
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -118,7 +102,7 @@ class TabularEncoder:
         features = list(columns)
         categories = {}
         for name, values in columns.items():
-            floats = [_to_float(values[i]) for i in train_idx]
+            floats = [to_float(values[i]) for i in train_idx]
             bad = sum(f is None for f in floats)
             present = sum(f is not None and not math.isnan(f) for f in floats) + bad
             if bad and bad > MAX_NON_NUMERIC * present:
@@ -167,7 +151,7 @@ class TabularEncoder:
                 j += len(cats)
             else:
                 for i, v in enumerate(values):
-                    f = _to_float(v)
+                    f = to_float(v)
                     if f is None or math.isinf(f):
                         what = "is not a number" if f is None else "is not a finite number"
                         raise DataError(f"column '{name}', {where} {i + base}: '{v}' {what}",
@@ -202,27 +186,6 @@ class TabularEncoder:
     @classmethod
     def from_schema(cls, schema: Schema) -> TabularEncoder:
         return cls(schema.features or [], schema.categories, schema.mean or [], schema.std or [])
-
-
-def rows_by_name(features: list[str], rows: list[Any], where: str = "input") -> dict[str, list[Any]]:
-    """Rows as lists (in ``features`` order) or dicts (by column name) → columns by name."""
-    cols: dict[str, list[Any]] = {n: [] for n in features}
-    for i, row in enumerate(rows):
-        if isinstance(row, dict):
-            missing = [n for n in features if n not in row]
-            if missing:
-                raise DataError(f"{where} {i}: missing column(s) {', '.join(missing)}",
-                                hint=f"expected columns: {', '.join(features)}")
-            for n in features:
-                cols[n].append(row[n])
-        else:
-            row = list(row)
-            if len(row) != len(features):
-                raise DataError(f"{where} {i}: {len(row)} values, the model expects {len(features)}",
-                                hint=f"columns in order: {', '.join(features)}")
-            for n, v in zip(features, row, strict=True):
-                cols[n].append(v)
-    return cols
 
 
 def encoder_for(schema: Schema) -> Any:
@@ -281,7 +244,7 @@ def _csv_columns(cfg: DataConfig) -> tuple[dict[str, list[Any]], list[str], str,
 def _infer_task(y_raw: list[str], task: str) -> str:
     if task != "auto":
         return task
-    floats = [_to_float(v) for v in y_raw]
+    floats = [to_float(v) for v in y_raw]
     if any(f is None for f in floats):
         return "classification"
     vals = {f for f in floats if not math.isnan(f)}
@@ -317,7 +280,7 @@ def load_tabular(cfg: DataConfig, seed: int, hints: dict | None = None) -> tuple
     if task == "classification":
         labels = [canonical_label(str(y_raw[i]).strip()) for i in keep]
         if classes is None:
-            classes = sorted(set(labels), key=lambda s: (_to_float(s) is None, _to_float(s) or 0.0, s))
+            classes = sorted(set(labels), key=lambda s: (to_float(s) is None, to_float(s) or 0.0, s))
         else:
             labels = [classes[int(float(v))] for v in labels]
         lookup = {c: k for k, c in enumerate(classes)}
@@ -329,7 +292,7 @@ def load_tabular(cfg: DataConfig, seed: int, hints: dict | None = None) -> tuple
             notes.append(f"the target '{target_name}' has {len(classes)} classes for {len(labels)} rows, most with "
                          "a single row: if it is a quantity, set data.task=regression")
     else:
-        ys = [_to_float(y_raw[i]) for i in keep]
+        ys = [to_float(y_raw[i]) for i in keep]
         if any(v is None for v in ys):
             bad = next(str(y_raw[i]) for i, v in zip(keep, ys, strict=True) if v is None)
             raise DataError(f"{source}: regression target '{target_name}' has a non-number '{bad}'",
