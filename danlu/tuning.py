@@ -221,12 +221,35 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
          runs_dir: Path | None = None, data_dir: Path | None = None, say: Any = None) -> TuneResult:
     """Search the recipe's ``tune:`` space until ``trials`` trials have finished in the study (pruned ones
     count; failed ones do not), or ``timeout`` seconds pass. Returns the study's summary."""
-    import optuna
-
-    from danlu.api import train
+    from danlu.metrics import higher_is_better
     from danlu.prepare import prepare
 
     say = say or (lambda msg: None)
+    _check_settings(sampler, pruner, trials, timeout)
+    recipe = _searchable(recipe, overrides)
+    name = _study_name(study, recipe)
+    _, schema, _ = prepare(recipe.without_tune(), data_dir)  # the data is readable, before any folder exists
+    objective_name = objective_metric(recipe, schema, metric)
+    direction = "maximize" if higher_is_better(objective_name) else "minimize"
+    folder = Path(runs_dir or RUNS_DIR) / name
+    opened, where = _open_study(name, folder, storage, objective_name, direction, sampler, pruner, recipe)
+    write_json(folder / "tune.json", {"study": name, "recipe": recipe.name, "metric": objective_name,
+                                      "direction": direction, "storage": where, "sampler": sampler,
+                                      "pruner": pruner})
+    killed = fail_killed_trials(opened)
+    if killed:
+        say(f"marked failed: trial(s) {', '.join(map(str, killed))}, whose process ended while they ran")
+    base = recipe.without_tune().to_dict()
+    if _finished(opened) < trials:
+        objective = _Objective(recipe.tune, base, folder, objective_name, direction, data_dir, say)
+        opened.optimize(objective, timeout=timeout, callbacks=[_StopRule(trials, say)], catch=(DanluError,),
+                        gc_after_trial=False)
+    result = summarize(opened, folder, objective_name, base)
+    write_results(result, opened, base)
+    return result
+
+
+def _check_settings(sampler: str, pruner: str, trials: Any, timeout: float | None) -> None:
     if sampler not in SAMPLERS:
         raise unknown_name("sampler", sampler, SAMPLERS)
     if pruner not in PRUNERS:
@@ -235,29 +258,39 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
         raise DanluError(f"--trials must be a positive number of trials, got {trials}")
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise DanluError(f"--timeout must be a positive number of seconds, got {timeout}")
+
+
+def _searchable(recipe: Any, overrides: Any) -> Recipe:
+    """The recipe with its overrides and absolute paths; refused without a search space."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(str(recipe), list(overrides))
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=list(overrides))
     recipe = recipe.with_absolute_paths()
-    space = recipe.tune or {}
-    if not space:
+    if not recipe.tune:
         raise RecipeError(f"recipe {recipe.name} has no search space (an empty or missing tune: block)",
                           hint="add one, e.g. tune: {train.lr: {low: 1.0e-4, high: 0.1, log: true}} "
                                "(danlu recipes digits-mlp shows a recipe with one)")
-    grid = grid_space(space) if sampler == "grid" else None
+    return recipe
+
+
+def _study_name(study: str | None, recipe: Recipe) -> str:
     name = study or f"{recipe.name}-study"
     if not name or any(c in name for c in "/\\") or name in (".", ".."):
         raise DanluError(f"--study '{name}' is not a folder name", hint="letters, digits, - and _")
-    _, schema, _ = prepare(recipe.without_tune(), data_dir)  # the data is readable, before any folder exists
-    objective_name = objective_metric(recipe, schema, metric)
-    from danlu.metrics import higher_is_better
+    return name
 
-    direction = "maximize" if higher_is_better(objective_name) else "minimize"
-    folder = Path(runs_dir or RUNS_DIR) / name
+
+def _open_study(name: str, folder: Path, storage: str | None, metric: str, direction: str, sampler: str,
+                pruner: str, recipe: Recipe) -> tuple[Any, str]:
+    """The study (created or loaded) and where it is stored; a folder made for it is removed again when
+    opening fails."""
+    import optuna
+
     if folder.exists() and not folder.is_dir():
         raise DanluError(f"{folder} is a file, not a study folder", hint="give another --study or --runs-dir")
     made = not folder.exists()
+    grid = grid_space(recipe.tune) if sampler == "grid" else None
     try:
         store, where = open_storage(storage, folder)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -272,63 +305,74 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
         raise
     if opened.direction.name.lower() != direction:
         raise DanluError(f"study '{name}' already exists and {opened.direction.name.lower()}s; "
-                         f"{objective_name} is to {direction}", hint="give another --study name")
+                         f"{metric} is to {direction}", hint="give another --study name")
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "tune.json", {"study": name, "recipe": recipe.name, "metric": objective_name,
-                                      "direction": direction, "storage": where, "sampler": sampler,
-                                      "pruner": pruner})
-    killed = fail_killed_trials(opened)
-    if killed:
-        say(f"marked failed: trial(s) {', '.join(map(str, killed))}, whose process ended while they ran")
-    base = recipe.without_tune().to_dict()
-    failures = {"in_a_row": 0}
+    return opened, where
 
-    def objective(trial: Any) -> float:
+
+class _Objective:
+    """One trial: its recipe from the sampled values, trained into trial-NNNN/, scored by its best epoch."""
+
+    def __init__(self, space: dict[str, Any], base: dict[str, Any], folder: Path, metric: str, direction: str,
+                 data_dir: Path | None, say: Any):
+        self.space, self.base, self.folder, self.metric = space, base, folder, metric
+        self.direction, self.data_dir, self.say = direction, data_dir, say
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
         trial.set_user_attr("owner", _owner())
-        params = {key: suggest(trial, key, p) for key, p in space.items()}
-        run_dir = folder / f"trial-{trial.number:04d}"
-        trial.set_user_attr("run", str(run_dir.resolve()))
-        assigned = [f"{key}={json.dumps(v)}" for key, v in params.items()] + [f"train.monitor={objective_name}"]
-        try:
-            trial_recipe = load_recipe(base=base, overrides=assigned)
-            result = train(trial_recipe, run_dir=run_dir, data_dir=data_dir, progress=False, plots=False,
-                           resumable=False, callbacks=[ReportAndPrune(trial, objective_name)])
-        except DanluError as e:  # the trial fails (Optuna records it) and the search goes on
-            trial.set_user_attr("error", str(e).splitlines()[0][:300])
-            raise
+        params = {key: suggest(trial, key, p) for key, p in self.space.items()}
+        result = self._train(trial, params)
         from danlu.runs.folder import RunFolder
 
         history = RunFolder(result.run).history()
         trial.set_user_attr("epochs", len(history))
-        values = [h[objective_name] for h in history if math.isfinite(h.get(objective_name, math.nan))]
+        values = [h[self.metric] for h in history if math.isfinite(h.get(self.metric, math.nan))]
         if not values:
-            trial.set_user_attr("error", f"no finite {objective_name} in any epoch")
-            raise DanluError(f"trial {trial.number}: no finite {objective_name} in any epoch")
-        best = max(values) if direction == "maximize" else min(values)
+            trial.set_user_attr("error", f"no finite {self.metric} in any epoch")
+            raise DanluError(f"trial {trial.number}: no finite {self.metric} in any epoch")
+        best = max(values) if self.direction == "maximize" else min(values)
         shown = "  ".join(f"{k}={_short(v)}" for k, v in params.items())
         if result.status == "pruned":
-            say(f"trial {trial.number}: pruned after epoch {len(history)}  {objective_name} {best:.4f}  {shown}")
+            self.say(f"trial {trial.number}: pruned after epoch {len(history)}  {self.metric} {best:.4f}  {shown}")
             raise optuna.TrialPruned()
-        say(f"trial {trial.number}: {objective_name} {best:.4f}  ({len(history)} epochs)  {shown}")
+        self.say(f"trial {trial.number}: {self.metric} {best:.4f}  ({len(history)} epochs)  {shown}")
         return best
 
-    def count_and_stop(st: Any, frozen: Any) -> None:
-        states = optuna.trial.TrialState
-        failures["in_a_row"] = failures["in_a_row"] + 1 if frozen.state == states.FAIL else 0
-        if frozen.state == states.FAIL:
-            say(f"trial {frozen.number}: failed ({frozen.user_attrs.get('error', 'see above')})")
-        if failures["in_a_row"] >= 5:
-            say("stopping: 5 trials in a row failed")
-            st.stop()
-        if _finished(st) >= trials:
-            st.stop()
+    def _train(self, trial: Any, params: dict[str, Any]) -> Any:
+        from danlu.api import train
 
-    if _finished(opened) < trials:
-        opened.optimize(objective, timeout=timeout, callbacks=[count_and_stop], catch=(DanluError,),
-                        gc_after_trial=False)
-    result = summarize(opened, folder, objective_name, base)
-    write_results(result, opened, base)
-    return result
+        run_dir = self.folder / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run", str(run_dir.resolve()))
+        assigned = [f"{key}={json.dumps(v)}" for key, v in params.items()] + [f"train.monitor={self.metric}"]
+        try:
+            trial_recipe = load_recipe(base=self.base, overrides=assigned)
+            return train(trial_recipe, run_dir=run_dir, data_dir=self.data_dir, progress=False, plots=False,
+                         resumable=False, callbacks=[ReportAndPrune(trial, self.metric)])
+        except DanluError as e:  # the trial fails (Optuna records it) and the search goes on
+            trial.set_user_attr("error", str(e).splitlines()[0][:300])
+            raise
+
+
+class _StopRule:
+    """Stops the search once ``trials`` trials finished, or after 5 failures in a row (say why)."""
+
+    def __init__(self, trials: int, say: Any):
+        self.trials, self.say, self.failed_in_a_row = trials, say, 0
+
+    def __call__(self, study: Any, frozen: Any) -> None:
+        import optuna
+
+        failed = frozen.state == optuna.trial.TrialState.FAIL
+        self.failed_in_a_row = self.failed_in_a_row + 1 if failed else 0
+        if failed:
+            self.say(f"trial {frozen.number}: failed ({frozen.user_attrs.get('error', 'see above')})")
+        if self.failed_in_a_row >= 5:
+            self.say("stopping: 5 trials in a row failed")
+            study.stop()
+        if _finished(study) >= self.trials:
+            study.stop()
 
 
 def _finished(study: Any) -> int:

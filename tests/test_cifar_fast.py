@@ -70,7 +70,7 @@ def test_fast_resnet_refuses_images_too_small_and_bad_flags():
 
 def test_models_lists_fast_resnet_counted_on_cifar():
     """What `danlu models` prints for it (tests/test_cli.py runs the whole listing once)."""
-    from danlu.cli.dispatch import _parameter_count
+    from danlu.cli.catalog import parameter_count as _parameter_count
     from danlu.models.specs import MODELS
 
     assert "fast_resnet" in MODELS

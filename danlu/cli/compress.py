@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
+
+from danlu.cli.output import print_json
 
 
 def cmd_compress(a: argparse.Namespace) -> None:
@@ -30,7 +31,7 @@ def cmd_compress(a: argparse.Namespace) -> None:
                            runs_dir=a.runs_dir, data_dir=a.data_dir, progress=not a.json, say=say)
         written = f"new run: {result.run}"
     if a.json:
-        print(json.dumps(result.as_json(), ensure_ascii=False, allow_nan=False))
+        print_json(result.as_json())
     else:
         print(result.table)
         print(written)

@@ -6,10 +6,11 @@ Registered from cli.py; torch, Captum and matplotlib are imported only when the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from danlu.cli.output import print_json
 
 
 def cmd_explain(a: argparse.Namespace) -> None:
@@ -44,7 +45,7 @@ def cmd_explain(a: argparse.Namespace) -> None:
             if not a.json:
                 _print_records(result["explanations"], kind, out / result["grid"])
         if a.json:
-            print(json.dumps(result, ensure_ascii=False, allow_nan=False))
+            print_json(result)
         elif a.global_importance:
             from danlu.printable import terminal_safe as safe
 
@@ -65,8 +66,7 @@ def cmd_explain(a: argparse.Namespace) -> None:
         print(f"skipped {problem}", file=sys.stderr)
     rows = write_outputs(result["explanations"], kind, out, result["method"])
     if a.json:
-        print(json.dumps({"method": result["method"], "out": str(out), "explanations": rows},
-                         ensure_ascii=False, allow_nan=False))
+        print_json({"method": result["method"], "out": str(out), "explanations": rows})
         return
     _print_records(rows, kind, out / "explanations.json")
 

@@ -6,8 +6,9 @@ Kept apart from cli.py; Flower is imported only when the verb runs (it lives in 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
+
+from danlu.cli.output import print_json
 
 
 def cmd_federate(a: argparse.Namespace) -> None:
@@ -18,7 +19,7 @@ def cmd_federate(a: argparse.Namespace) -> None:
                       runs_dir=a.runs_dir, data_dir=a.data_dir, run_dir=a.run_dir, superlink=a.superlink,
                       privacy=a.privacy, progress=not a.quiet)
     if a.json:
-        print(json.dumps(result.as_json(), ensure_ascii=False, allow_nan=False))
+        print_json(result.as_json())
     else:
         print((result.run / "report.md").read_text(encoding="utf-8"))
         print(f"run folder: {result.run}  ({result.wall_s:.1f} s)")

@@ -6,11 +6,12 @@ Handlers import torch, onnx and fastapi lazily: ``danlu --help`` must stay fast.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from danlu.cli.output import print_json
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -20,7 +21,7 @@ def cmd_export(a: argparse.Namespace) -> None:
     result = export_onnx(a.run, runs_dir=a.runs_dir, data_dir=a.data_dir,
                          say=lambda msg: print(msg, file=sys.stderr if a.json else sys.stdout, flush=True))
     if a.json:
-        print(json.dumps(result.as_json(), ensure_ascii=False, allow_nan=False))
+        print_json(result.as_json())
     else:
         print(f"wrote {result.onnx_path} and {result.meta_path.name} ({result.export_s:.1f} s)")
 

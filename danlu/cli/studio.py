@@ -6,10 +6,11 @@ Kept apart from cli.py (which registers them with one line each); fastapi and ma
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from danlu.cli.output import print_json
 
 
 def cmd_studio(a: argparse.Namespace) -> None:
@@ -48,7 +49,7 @@ def cmd_compare(a: argparse.Namespace) -> None:
     overlay_curves(runs, png)
     result["curves_png"] = str(png.resolve())
     if a.json:
-        print(json.dumps(result, ensure_ascii=False, allow_nan=False))
+        print_json(result)
         return
     print(render(result))
     print(f"\nlearning curves: {png}")
