@@ -210,7 +210,7 @@ class TrainConfig(_Strict):
     # mixed precision: true = autocast on CUDA only; bf16 = also the training step in bf16 on a CPU with native
     # bf16 (AVX512-BF16/AMX; 2x faster for conv nets there), fp32 on other CPUs; evaluation on a CPU stays fp32
     amp: bool | Literal["bf16"] = True
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
+    threads: int | None = Field(None, ge=1, le=512)  # torch intra-op threads (None: its default; 2000 broke libgomp)
     channels_last: bool = True  # memory format for conv nets (faster on CPU and GPU)
     # torch.compile the training forward: auto = on CUDA only (on a CPU the compile takes minutes and
     # a small net's step gains little); off keeps eager mode everywhere

@@ -9,7 +9,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from danlu.cli.output import print_json
 
@@ -74,8 +73,14 @@ def _api_key(a: argparse.Namespace) -> str | None:
     if a.api_key_file is not None:
         if a.api_key is not None:
             raise DanluError("give --api-key or --api-key-file, not both")
-        try:
-            lines = Path(a.api_key_file).read_text(encoding="utf-8").splitlines()
+        from danlu.errors import RunError
+        from danlu.runs.files import LIMITS, read_text
+
+        try:  # a regular file of at most 64 KiB: not a FIFO that hangs, nor /dev/zero that fills memory
+            lines = read_text(a.api_key_file, limit=LIMITS["key"]).splitlines()
+        except RunError as e:
+            raise DanluError(f"--api-key-file {e.message.replace(' is damaged:', ':')}",
+                             hint="a text file holding the key on its first line") from None
         except (OSError, UnicodeDecodeError) as e:
             raise DanluError(f"--api-key-file {a.api_key_file}: cannot read it ({getattr(e, 'strerror', None) or e})",
                              hint="a text file holding the key on its first line") from None
