@@ -302,6 +302,11 @@ def _searchable(recipe: Any, overrides: Any) -> Recipe:
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=list(overrides))
     recipe = recipe.with_absolute_paths()
+    from danlu.recommend import is_recommendation
+
+    if is_recommendation(recipe):  # its validation metrics are not in the trial loop's history yet
+        raise RecipeError(f"danlu tune does not search recommendation recipes ({recipe.name}) yet",
+                          hint="compare settings with overrides, e.g. danlu train movielens-ease model.l2=100")
     if not recipe.tune:
         raise RecipeError(f"recipe {recipe.name} has no search space (an empty or missing tune: block)",
                           hint="add one, e.g. tune: {train.lr: {low: 1.0e-4, high: 0.1, log: true}} "

@@ -82,7 +82,7 @@ def cmd_runs(a: argparse.Namespace) -> None:
     for r in runs:
         s = run_summary(r)
         m = s.get("metrics", {})
-        key = {k: m[k] for k in ("accuracy", "f1_macro", "r2", "mae") if k in m}
+        key = {k: m[k] for k in ("accuracy", "f1_macro", "r2", "mae", "recall@20", "ndcg@20", "rmse") if k in m}
         why = f"  ({s.get('error', '').replace(str(r) + os.sep, '')[:100]})" if s.get("status") == "damaged" else ""
         from danlu.printable import terminal_safe  # a folder name may hold a newline, ESC or a bidi override
 

@@ -14,7 +14,22 @@ from danlu.cli.output import print_json
 
 
 def cmd_export(a: argparse.Namespace) -> None:
+    from danlu.errors import DanluError
     from danlu.export import export_onnx
+    from danlu.recommend import is_recommendation_run
+    from danlu.runs.store import resolve_run
+
+    try:
+        found = resolve_run(a.run, a.runs_dir)
+    except DanluError:  # export_onnx says what is wrong with it
+        found = None
+    if found is not None and is_recommendation_run(found):  # embeddings + scoring graph (danlu/recommend/)
+        from danlu.recommend.export import export_recommender
+
+        done = export_recommender(found,
+                                  say=lambda msg: print(msg, file=sys.stderr if a.json else sys.stdout, flush=True))
+        print_json(done) if a.json else print(f"wrote {done['onnx']} and {done['embeddings']} ({done['export_s']} s)")
+        return
 
     # with --json the progress line goes to stderr so stdout holds one JSON object
     result = export_onnx(a.run, runs_dir=a.runs_dir, data_dir=a.data_dir,

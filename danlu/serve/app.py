@@ -91,6 +91,17 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     off); ``metrics_dir`` is the folder the workers of one server share their metrics in.
     """
     api_key = api_key or None  # an empty key (e.g. DANLU_API_KEY="") means no key
+    from danlu.recommend import is_recommendation_run
+    from danlu.runs.store import resolve_run
+
+    try:
+        found = resolve_run(run, runs_dir)
+    except DanluError:  # Engine.load below says what is wrong with it
+        found = None
+    if found is not None and is_recommendation_run(found):  # POST /v1/recommend (danlu/serve/recommend.py)
+        from danlu.serve.recommend import create_recommend_app
+
+        return create_recommend_app(found, api_key, max_body_mb)
     check_limits(max_batch_size, max_wait_ms, max_body_mb, max_inputs)
     check_body_timeout(body_timeout_s)
     decode = DecodeLimits(max_image_mb, max_request_image_mb, decode_threads)
