@@ -41,6 +41,10 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     """
     t0 = time.perf_counter()
     recipe, resume_path = _resolve_recipe(recipe, _override_list(overrides), resume, runs_dir)
+    from danlu.recommend import is_recommendation
+
+    if is_recommendation(recipe):  # user-item tables: their own fit and report (danlu/recommend/)
+        return _train_recommender(recipe, resume_path, runs_dir, data_dir, run_dir, progress, plots)
     job = _Job.check(recipe, data_dir, runs_dir, progress)  # everything that can fail on user input
     if getattr(job.model, "fits_itself", False):
         _boosting_fits(recipe, job.group, resume)
@@ -61,6 +65,19 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     if job.group:
         job.group.close()
     return TrainResult(run.path, report["metrics"], time.perf_counter() - t0, report, writer=run.writer)
+
+
+def _train_recommender(recipe: Recipe, resume_path: Any, runs_dir: Path | None, data_dir: Path | None,
+                       run_dir: Path | None, progress: bool, plots: bool) -> TrainResult:
+    from danlu.errors import DanluError
+    from danlu.recommend.train import train_recommender
+
+    if resume_path is not None:
+        raise DanluError("a recommendation run is not resumed: its fit is short and restarts from the recipe",
+                         hint=f"danlu train {resume_path / 'recipe.yaml'}")
+    done = train_recommender(recipe, runs_dir=runs_dir, data_dir=data_dir, run_dir=run_dir, progress=progress,
+                             plots=plots)
+    return TrainResult(done.run, done.metrics, done.wall_s, done.report)
 
 
 def _resolve_recipe(recipe: Any, overrides: list[str], resume: Any, runs_dir: Path | None) -> tuple[Recipe, Any]:
@@ -271,6 +288,11 @@ def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = No
 
     if split not in ("train", "val", "test"):
         raise DanluError(f"unknown split '{split}'", hint="valid splits: train, val, test")
+    from danlu.recommend import is_recommendation_run
+
+    if is_recommendation_run(resolve_run(run, runs_dir)):
+        raise DanluError(f"{run} is a recommendation run: it was scored on its test users when trained (report.json)",
+                         hint="train the recipe again to score it anew; danlu predict RUN --user ID to use it")
     run_dir, recipe, saved = load_run(run, runs_dir)
     splits, schema, model = prepare(recipe, data_dir, for_inference=True)
     if saved.classes != schema.classes:

@@ -73,7 +73,8 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> DanluError:
     """Error for an unknown registry name, listing the valid ones and the closest match."""
     choices = sorted(choices)
-    return DanluError(
-        f"unknown {kind} '{name}'",
-        hint=f"{did_you_mean(name, choices)}valid {kind}s: {', '.join(choices)}",
-    )
+    if len(name) > 200:  # no fuzzy match (difflib on a 10 MB name took seconds) and no echo of it all
+        name, close = f"{name[:80]}... ({len(name):,} characters)", ""
+    else:
+        close = did_you_mean(name, choices)
+    return DanluError(f"unknown {kind} '{name}'", hint=f"{close}valid {kind}s: {', '.join(choices)}")

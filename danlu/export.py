@@ -68,6 +68,9 @@ class ExportResult:
 
 def weights_digest(run_dir: Path) -> str:
     """sha256 of model.safetensors: model.onnx.json records it so a stale export is noticed."""
+    from danlu.runs.files import check_run_file
+
+    check_run_file(run_dir / "model.safetensors", within=run_dir)  # not a FIFO (hangs) or /dev/zero (endless)
     h = hashlib.sha256()
     with (run_dir / "model.safetensors").open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -230,9 +230,20 @@ def expand_image_inputs(items: list[str]) -> list[str]:
             out.extend(found)
         elif p.is_file():
             out.append(str(p))
+        elif p.exists():  # a FIFO would wait for a writer forever, /dev/zero never end
+            raise DataError(f"{p} is not an image file but a {_special_kind(p)}",
+                            hint="give image files or folders of them")
         else:
             raise DataError(f"no such file or folder: {p}")
     return out
+
+
+def _special_kind(p: Path) -> str:
+    import stat
+
+    mode = p.stat().st_mode
+    return ("named pipe (FIFO)" if stat.S_ISFIFO(mode) else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "socket" if stat.S_ISSOCK(mode) else "special file")
 
 
 def expand_image_items(items: list[Any], labels: list[Any] | None) -> tuple[list[Any], list[Any] | None]:

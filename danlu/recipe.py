@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from danlu import safe_yaml
 from danlu.errors import DanluError, RecipeError, did_you_mean, unknown_name
+from danlu.recipe_recommend import RecommendConfig
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine", "linear", "onecycle")
 DATASETS = (
     "digits", "iris", "breast_cancer", "diabetes", "wine",
     "mnist", "fashion-mnist", "cifar10", "imagefolder", "csv", "text", "chnsenticorp", "sst2",
+    "movielens", "interactions",  # user-item tables: the recommend block (danlu/recipe_recommend.py)
 )
 DATASET_ALIASES = {"breast-cancer": "breast_cancer", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
                    "cifar-10": "cifar10", "sst-2": "sst2", "image_folder": "imagefolder", "images": "imagefolder",
@@ -210,7 +212,7 @@ class TrainConfig(_Strict):
     # mixed precision: true = autocast on CUDA only; bf16 = also the training step in bf16 on a CPU with native
     # bf16 (AVX512-BF16/AMX; 2x faster for conv nets there), fp32 on other CPUs; evaluation on a CPU stays fp32
     amp: bool | Literal["bf16"] = True
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = torch's default
+    threads: int | None = Field(None, ge=1, le=512)  # torch intra-op threads (None: its default; 2000 broke libgomp)
     channels_last: bool = True  # memory format for conv nets (faster on CPU and GPU)
     # torch.compile the training forward: auto = on CUDA only (on a CPU the compile takes minutes and
     # a small net's step gains little); off keeps eager mode everywhere
@@ -345,6 +347,7 @@ class Recipe(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tune: dict[str, TuneParam] | None = None  # search space for `danlu tune`, keyed by dotted recipe paths
+    recommend: RecommendConfig | None = None  # recommendation data and protocol (movielens, interactions)
 
     @model_validator(mode="after")
     def _tune_paths(self) -> Recipe:
@@ -371,6 +374,8 @@ class Recipe(_Strict):
         d["model"] = self.model.flat()
         if self.train.distill is None:  # recipes without distillation read as they did before it existed
             d["train"].pop("distill", None)
+        if self.recommend is None:  # recipes of other tasks read as they did before it existed
+            d.pop("recommend", None)
         if self.tune is None:
             d.pop("tune", None)
         else:  # as written: {low, high, log} or {choices}

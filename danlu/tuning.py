@@ -146,6 +146,11 @@ def open_storage(storage: str | None, folder: Path) -> tuple[Any, str]:
     before any folder is made; anything else is a journal file (the default: one in the study folder)."""
     import optuna
 
+    if storage and _in_memory(storage):
+        raise DanluError(f"--storage {storage} is an in-memory database: each connection (the trials', the "
+                         "heartbeat's) would see an empty one of its own",
+                         hint="use a file, e.g. --storage sqlite:///study.db, or leave --storage out (a journal "
+                              "file in the study folder)")
     if storage and "://" in storage and not storage.startswith("journal://"):
         import random
         import warnings
@@ -168,6 +173,36 @@ def open_storage(storage: str | None, folder: Path) -> tuple[Any, str]:
                                       "that its driver is installed (postgresql:// needs psycopg)") from None
     path = Path(storage.removeprefix("journal://")) if storage else folder / JOURNAL
     return _journal(path), f"journal file {path}"
+
+
+MAX_STUDY_NAME = 200  # bytes: the study folder's name, with room under NAME_MAX (255) for what is added to it
+
+
+def check_study_name(name: str) -> None:
+    """A study name is a folder name: no separators or control characters, not . or .., at most
+    MAX_STUDY_NAME bytes; else a DanluError (exit 2) saying so."""
+    import unicodedata
+
+    from danlu.printable import terminal_safe
+
+    shown = terminal_safe(name if len(name) <= 80 else name[:80] + "...")
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if not name or any(c in name for c in "/\\") or name in (".", "..") \
+            or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise DanluError(f"--study '{shown}' is not a folder name",
+                         hint="letters, digits, - and _ (no slashes or control characters)")
+    if size > MAX_STUDY_NAME:
+        raise DanluError(f"--study '{shown}' is too long ({size:,} bytes; at most {MAX_STUDY_NAME})",
+                         hint="give a shorter --study name")
+
+
+def _in_memory(storage: str) -> bool:
+    """sqlite:// or sqlite:///:memory: (any driver, any query string)."""
+    scheme, _, rest = storage.partition("://")
+    if not scheme.lower().startswith("sqlite"):
+        return False
+    database = rest.split("?", 1)[0].lstrip("/")
+    return database in ("", ":memory:") or database.startswith("file::memory:")
 
 
 def _journal(path: Path) -> Any:
@@ -267,6 +302,11 @@ def _searchable(recipe: Any, overrides: Any) -> Recipe:
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=list(overrides))
     recipe = recipe.with_absolute_paths()
+    from danlu.recommend import is_recommendation
+
+    if is_recommendation(recipe):  # its validation metrics are not in the trial loop's history yet
+        raise RecipeError(f"danlu tune does not search recommendation recipes ({recipe.name}) yet",
+                          hint="compare settings with overrides, e.g. danlu train movielens-ease model.l2=100")
     if not recipe.tune:
         raise RecipeError(f"recipe {recipe.name} has no search space (an empty or missing tune: block)",
                           hint="add one, e.g. tune: {train.lr: {low: 1.0e-4, high: 0.1, log: true}} "
@@ -276,8 +316,7 @@ def _searchable(recipe: Any, overrides: Any) -> Recipe:
 
 def _study_name(study: str | None, recipe: Recipe) -> str:
     name = study or f"{recipe.name}-study"
-    if not name or any(c in name for c in "/\\") or name in (".", ".."):
-        raise DanluError(f"--study '{name}' is not a folder name", hint="letters, digits, - and _")
+    check_study_name(name)
     return name
 
 
@@ -505,6 +544,7 @@ def show(study: str, *, storage: str | None = None, runs_dir: Path | None = None
     """A study's summary from its storage, and its best recipe as YAML ("" when no trial completed)."""
     import optuna
 
+    check_study_name(study)
     folder = Path(runs_dir or RUNS_DIR) / study
     info = {}
     if (folder / "tune.json").is_file():
@@ -521,7 +561,9 @@ def show(study: str, *, storage: str | None = None, runs_dir: Path | None = None
     except KeyError:
         raise DanluError(f"the storage has no study named '{study}'") from None
     result = summarize(opened, folder, info.get("metric", "value"), {})
-    best_yaml = (folder / "best.yaml").read_text(encoding="utf-8") if (folder / "best.yaml").is_file() else ""
+    from danlu.runs.files import read_text
+
+    best_yaml = read_text(folder / "best.yaml", within=folder) if (folder / "best.yaml").is_file() else ""
     return result, best_yaml
 
 

@@ -292,9 +292,10 @@ def undocumented_keys() -> list[str]:
 
 
 def _models() -> dict[str, tuple[type[BaseModel], tuple[str, ...], str]]:
+    from danlu.models.recommend_specs import RECOMMENDERS
     from danlu.models.specs import MODELS
 
-    return MODELS
+    return {**MODELS, **{name: (spec, ("interactions",), summary) for name, (spec, summary) in RECOMMENDERS.items()}}
 
 
 def model_sections() -> list[str]:

@@ -16,19 +16,20 @@ PACKAGE = Path(danlu.__file__).parent
 # bottom to top; a module may import its own layer and the ones below
 LAYERS = [
     ("core", {"errors", "log", "safe_yaml", "printable", "outputs", "runtime", "metrics", "tasks", "schema", "recipe",
-              "recipes"}),
+              "recipes", "recipe_recommend"}),
     ("data, models, runs, plots", {"data", "models", "runs", "plots"}),
     ("inference", {"inference", "predictor", "prepare"}),
-    ("training, evaluation, export", {"training", "evaluation", "export"}),
+    # recommend: below the api, which dispatches recommendation recipes to it (as RELAYOUT.md's map has it)
+    ("training, evaluation, export", {"training", "evaluation", "export", "recommend"}),
     ("the api", {"api"}),
-    ("the production features", {"tuning", "explanations", "compress", "federated", "scratch", "recommend",
-                                 "autorecipe"}),
+    ("the production features", {"tuning", "explanations", "compress", "federated", "scratch", "autorecipe"}),
     ("serve, studio, cli", {"serve", "studio", "cli", "__main__"}),
 ]
 RANK = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 # models/specs.py is the recipe's model section: each family declares its options beside its builder, torch-free,
 # and the recipe validates with them; so it is ranked with the recipe, and may import only the core
 RANK["models.specs"] = 0
+RANK["models.recommend_specs"] = 0  # the recommendation models' options, read by models/specs.py the same way
 
 
 def _module_name(path: Path) -> str:

@@ -16,6 +16,11 @@ def cmd_models(a: argparse.Namespace) -> None:
         print(f"{name:<20} [{'/'.join(kinds)}] {desc}")
         print(f"{'':<20} {parameter_count(name)}")
         print(f"{'':<20} options: {option_help(name)}")
+    from danlu.models.recommend_specs import RECOMMENDERS
+
+    for name, (_, desc) in RECOMMENDERS.items():  # fit on a user-item table (danlu/recommend/)
+        print(f"{name:<20} [interactions] {desc}")
+        print(f"{'':<20} options: {option_help(name)}")
 
 
 def parameter_count(name: str) -> str:
@@ -57,8 +62,12 @@ def cmd_recipes(a: argparse.Namespace) -> None:
 def cmd_data(a: argparse.Namespace) -> None:
     from danlu.data.describe import describe
     from danlu.printable import terminal_safe
+    from danlu.recommend.describe import describe_if_interactions
 
-    print(terminal_safe(describe(a.recipe, a.overrides, data_dir=a.data_dir), keep_newlines=True))
+    text = describe_if_interactions(a.recipe, a.overrides, a.data_dir)  # user-item tables (danlu/recommend/)
+    if text is None:
+        text = describe(a.recipe, a.overrides, data_dir=a.data_dir)
+    print(terminal_safe(text, keep_newlines=True))
 
 
 def cmd_scratch(a: argparse.Namespace) -> None:

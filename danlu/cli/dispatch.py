@@ -98,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:
+        from danlu.cli.checks import path_error
         from danlu.errors import DISK_FULL_ERRNOS, DanluError, disk_full
         from danlu.printable import terminal_safe
 
         if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:  # a write outside atomic_file (an append)
             e = disk_full(e.filename, e)
+        e = path_error(e) or e  # a path the user gave that the OS refuses: exit 2, not a bug
         if a.debug or os.environ.get("DANLU_DEBUG"):
             import traceback
 

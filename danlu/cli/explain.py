@@ -21,8 +21,13 @@ def cmd_explain(a: argparse.Namespace) -> None:
         from danlu.errors import unknown_name
 
         raise unknown_name("method", a.method, METHODS)
-    if a.top_k < 1:
-        raise DanluError(f"--top-k must be at least 1, got {a.top_k}")
+    from danlu.cli.checks import bounded, output_folder
+    from danlu.explanations.views import MAX_TOP_LOSSES
+
+    bounded("--top-k", a.top_k, 1, 1000)
+    bounded("--top-losses", a.top_losses, 1, MAX_TOP_LOSSES)
+    bounded("--steps", a.steps, 1, 4096)
+    output_folder(a.out, "--out")
     modes = sum([bool(a.inputs or a.file), a.top_losses is not None, a.global_importance])
     if modes != 1:
         raise DanluError("explain takes inputs, or --top-losses K, or --global (one of them)",

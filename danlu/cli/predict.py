@@ -16,6 +16,10 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
     if a.top_k < 1:
         raise DanluError(f"--top-k must be at least 1, got {a.top_k}")
+    from danlu.recommend.cli import predict_if_recommendation
+
+    if predict_if_recommendation(a):  # a recommendation run: --user / --items (danlu/recommend/cli.py)
+        return
     predictor = Predictor.load(a.run, a.runs_dir)
     if a.backend != "torch":  # the same preprocessing and labels; ONNX Runtime (fp32 or int8) in between
         from danlu.serve.engine import Engine
@@ -66,5 +70,8 @@ def add_predict_verb(sub: argparse._SubParsersAction, common: Callable[[argparse
     pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
                     help="onnx: model.onnx (exported when stale); onnx-int8: model.int8.onnx (danlu compress)")
     pr.add_argument("--json", action="store_true")
+    from danlu.recommend.cli import add_predict_options
+
+    add_predict_options(pr)
     common(pr)
     pr.set_defaults(func=cmd_predict)

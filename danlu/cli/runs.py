@@ -61,7 +61,11 @@ def cmd_runs(a: argparse.Namespace) -> None:
             print(f"lineage: {describe(lineage)}")
         if int8 is not None:
             print(describe_int8(int8))
-        print((run / "recipe.yaml").read_text(encoding="utf-8"))
+        from danlu.printable import terminal_safe
+        from danlu.runs.files import read_text
+
+        read_run_recipe(run)  # parsed through the bounded loader first: a damaged or hostile one is exit 2
+        print(terminal_safe(read_text(run / "recipe.yaml", within=run), keep_newlines=True))
         for name in ("status.json", "report.json"):
             if (run / name).exists():
                 data = read_object(name)
@@ -78,10 +82,12 @@ def cmd_runs(a: argparse.Namespace) -> None:
     for r in runs:
         s = run_summary(r)
         m = s.get("metrics", {})
-        key = {k: m[k] for k in ("accuracy", "f1_macro", "r2", "mae") if k in m}
+        key = {k: m[k] for k in ("accuracy", "f1_macro", "r2", "mae", "recall@20", "ndcg@20", "rmse") if k in m}
         why = f"  ({s.get('error', '').replace(str(r) + os.sep, '')[:100]})" if s.get("status") == "damaged" else ""
-        print(f"{s['run']:<48} {s.get('status', '?'):<10} " + "  ".join(f"{k} {v:.4f}" for k, v in key.items())
-              + why)
+        from danlu.printable import terminal_safe  # a folder name may hold a newline, ESC or a bidi override
+
+        print(f"{terminal_safe(s['run']):<48} {terminal_safe(s.get('status', '?')):<10} "
+              + "  ".join(f"{k} {v:.4f}" for k, v in key.items()) + terminal_safe(why))
 
 
 def add_runs_verb(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:

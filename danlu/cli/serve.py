@@ -9,13 +9,27 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from danlu.cli.output import print_json
 
 
 def cmd_export(a: argparse.Namespace) -> None:
+    from danlu.errors import DanluError
     from danlu.export import export_onnx
+    from danlu.recommend import is_recommendation_run
+    from danlu.runs.store import resolve_run
+
+    try:
+        found = resolve_run(a.run, a.runs_dir)
+    except DanluError:  # export_onnx says what is wrong with it
+        found = None
+    if found is not None and is_recommendation_run(found):  # embeddings + scoring graph (danlu/recommend/)
+        from danlu.recommend.export import export_recommender
+
+        done = export_recommender(found,
+                                  say=lambda msg: print(msg, file=sys.stderr if a.json else sys.stdout, flush=True))
+        print_json(done) if a.json else print(f"wrote {done['onnx']} and {done['embeddings']} ({done['export_s']} s)")
+        return
 
     # with --json the progress line goes to stderr so stdout holds one JSON object
     result = export_onnx(a.run, runs_dir=a.runs_dir, data_dir=a.data_dir,
@@ -74,8 +88,14 @@ def _api_key(a: argparse.Namespace) -> str | None:
     if a.api_key_file is not None:
         if a.api_key is not None:
             raise DanluError("give --api-key or --api-key-file, not both")
-        try:
-            lines = Path(a.api_key_file).read_text(encoding="utf-8").splitlines()
+        from danlu.errors import RunError
+        from danlu.runs.files import LIMITS, read_text
+
+        try:  # a regular file of at most 64 KiB: not a FIFO that hangs, nor /dev/zero that fills memory
+            lines = read_text(a.api_key_file, limit=LIMITS["key"]).splitlines()
+        except RunError as e:
+            raise DanluError(f"--api-key-file {e.message.replace(' is damaged:', ':')}",
+                             hint="a text file holding the key on its first line") from None
         except (OSError, UnicodeDecodeError) as e:
             raise DanluError(f"--api-key-file {a.api_key_file}: cannot read it ({getattr(e, 'strerror', None) or e})",
                              hint="a text file holding the key on its first line") from None

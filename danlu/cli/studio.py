@@ -35,7 +35,11 @@ def cmd_studio(a: argparse.Namespace) -> None:
     app = create_studio_app(runs, api_key, bind_host=a.host, allowed_hosts=allowed)
     print(f"studio of {runs.resolve()} on http://{a.host}:{a.port}  ·  API docs /docs"
           + ("  ·  API key required" if api_key else ""), file=sys.stderr, flush=True)
-    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level)
+    from danlu.serve.limits import ConnectionLimits
+    from danlu.serve.server import uvicorn_config
+
+    # serve's protocol: header timeout, header size and connection cap on the raw connection
+    uvicorn.Server(uvicorn_config(app, a.host, a.port, a.log_level, ConnectionLimits())).run()
 
 
 def cmd_compare(a: argparse.Namespace) -> None:
@@ -45,7 +49,9 @@ def cmd_compare(a: argparse.Namespace) -> None:
 
     runs = [resolve_run(r, a.runs_dir) for r in a.run]
     result = compare(runs)
-    png = Path(a.png) if a.png else Path(a.runs_dir or "runs") / "compare.png"
+    from danlu.cli.checks import output_file
+
+    png = output_file(a.png, "--png") if a.png else Path(a.runs_dir or "runs") / "compare.png"
     overlay_curves(runs, png)
     result["curves_png"] = str(png.resolve())
     if a.json:

@@ -118,20 +118,33 @@ def prune_run(run: str | Path, fraction: float, *, finetune_epochs: float = 1, t
                            "fraction": fraction, "importance": "L2 magnitude (Torch-Pruning)",
                            "finetune_epochs": finetune_epochs, "before": before, "after": after})
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if finetune_epochs:
-        from danlu.api import train
+    try:
+        if finetune_epochs:
+            from danlu.api import train
 
-        result = train(recipe, runs_dir=runs_dir, data_dir=data_dir, progress=progress, run_dir=folder,
-                       callbacks=[StartFrom(state)])
-        metrics = result.metrics
-    else:
-        metrics = _save_unchanged(recipe, state, folder, data_dir)
+            result = train(recipe, runs_dir=runs_dir, data_dir=data_dir, progress=progress, run_dir=folder,
+                           callbacks=[StartFrom(state)])
+            metrics = result.metrics
+        else:
+            metrics = _save_unchanged(recipe, state, folder, data_dir)
+    except BaseException:
+        _drop_if_unstarted(folder)
+        raise
     from danlu.compress.compare import compare_runs
 
     variants, table = compare_runs(baseline, Predictor.load(folder), test, threads,
                                    f"pruned {100 * fraction:g} %" + (f" + {finetune_epochs:g} epoch(s)"
                                                                       if finetune_epochs else ""))
     return PruneResult(source.run_dir, folder, before, after, metrics, table, variants, time.perf_counter() - t0)
+
+
+def _drop_if_unstarted(folder: Path) -> None:
+    """A new run refused before it started (no status.json yet: only its lineage was written) leaves no
+    folder behind; one that started stays, marked failed, for ``danlu runs`` to show."""
+    import shutil
+
+    if folder.is_dir() and not (folder / "status.json").exists():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class StartFrom(Callback):

@@ -82,6 +82,9 @@ def quantize_run(run: str | Path, *, calibration: int = 256, per_channel: bool =
     if not onnx_is_current(run_dir):
         say(f"{run_dir.name} has no current model.onnx: exporting it first")
         export_onnx(run_dir, data_dir=data_dir, say=say)
+    from danlu.runs.files import check_run_file
+
+    check_run_file(run_dir / ONNX_NAME, within=run_dir)
     fp32_bytes = (run_dir / ONNX_NAME).read_bytes()
     mode = choose_mode(predictor.model, schema)
     test = load_test_set(predictor, data_dir, say)

@@ -79,14 +79,18 @@ def _actual(schema: Any, y: Any) -> str:
     return ", ".join(f"{v:.4g}" for v in vals)
 
 
+MAX_TOP_LOSSES = 256
+
+
 def top_losses(explainer: Any, k: int, data_dir: Path | None, out: Path | None, top_k: int = 3) -> dict[str, Any]:
     """The ``k`` validation examples with the highest loss, each explained for what the model predicted."""
     from danlu.explanations import render
     from danlu.explanations.records import caption, public_row
     from danlu.runs.files import atomic_write_text, write_json
 
-    if k < 1:
-        raise DanluError(f"--top-losses must be at least 1, got {k}")
+    if not 1 <= k <= MAX_TOP_LOSSES:  # each is explained (tens of passes) and drawn in one grid
+        raise DanluError(f"--top-losses must be between 1 and {MAX_TOP_LOSSES}, got {k}",
+                         hint=f"explain the worst {MAX_TOP_LOSSES} at most; more would take hours and one huge grid")
     part, split = load_split(explainer, data_dir)
     losses = per_example_loss(explainer, part)
     order = np.argsort(-losses, kind="stable")[:k].tolist()

@@ -199,9 +199,11 @@ MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
 
 def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Check a model's options against its spec; return them with defaults filled in."""
-    if name not in MODELS:
-        raise unknown_name("model", name, MODELS)
-    spec = MODELS[name][0]
+    from danlu.models.recommend_specs import RECOMMENDERS
+
+    if name not in MODELS and name not in RECOMMENDERS:
+        raise unknown_name("model", name, [*MODELS, *RECOMMENDERS])
+    spec = MODELS[name][0] if name in MODELS else RECOMMENDERS[name][0]
     try:
         return spec.model_validate(options).model_dump(mode="json")
     except ValidationError as e:
@@ -218,5 +220,7 @@ def validate_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def option_help(name: str) -> str:
-    spec = MODELS[name][0]
+    from danlu.models.recommend_specs import RECOMMENDERS
+
+    spec = MODELS[name][0] if name in MODELS else RECOMMENDERS[name][0]
     return ", ".join(f"{k}={f.default!r}" for k, f in spec.model_fields.items())

@@ -101,6 +101,9 @@ def load_model_weights(path: Path, model: nn.Module) -> None:
 
     if not path.exists():
         raise RunError(f"missing model weights: {path}", hint="the run did not finish an epoch; train it again")
+    from danlu.runs.files import check_run_file
+
+    check_run_file(path, within=path.parent)  # a regular file in the run folder: not a FIFO, device or link out
     again = "restore it from a copy, or train the run again"
     expected = model.state_dict()
     state = {}

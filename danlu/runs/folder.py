@@ -166,8 +166,15 @@ def load_schema(path: Path) -> Any:
 def run_summary(run: Path) -> dict[str, Any]:
     """Recipe name, status, and test metrics of a run, for ``danlu runs``; a damaged status.json or
     report.json makes this run "damaged" (with the reason) and leaves the other runs listed."""
+    from danlu.runs.files import check_run_file
+
     out: dict[str, Any] = {"run": run.name, "metrics": {}}
     out.update(RunFolder(run).status())
+    try:  # sound without parsing it (a listing of hundreds of runs): regular, in the folder, bounded
+        check_run_file(run / "recipe.yaml", within=run, bounded=True)
+    except RunError as e:
+        out.update(status="damaged", error=e.message)
+        return out
     report = run / "report.json"
     if report.exists():
         try:

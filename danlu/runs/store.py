@@ -16,19 +16,14 @@ RUNS_DIR = Path("runs")
 
 
 def read_run_recipe(run_dir: Path) -> dict:
-    """A run's resolved recipe.yaml as a dict; a damaged one is a RunError that names it."""
-    import yaml
-
-    from danlu import safe_yaml
+    """A run's resolved recipe.yaml as a dict, through the bounded safe loader; a damaged one is a RunError
+    that names it."""
+    from danlu.runs.files import damaged, read_yaml_file
 
     path = Path(run_dir) / "recipe.yaml"
-    try:
-        recipe = safe_yaml.load(path.read_text(encoding="utf-8"))  # aliases bounded: a bomb is refused
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is damaged: not valid YAML ({str(e).splitlines()[0]})",
-                       hint="restore it from a copy, or train the run again") from None
+    recipe = read_yaml_file(path, within=run_dir)  # aliases bounded: a bomb is refused
     if not isinstance(recipe, dict):
-        raise RunError(f"{path} is damaged: not a recipe", hint="restore it from a copy, or train the run again")
+        raise damaged(path, "not a recipe")
     return recipe
 
 
@@ -55,7 +50,10 @@ def new_run_dir(recipe_name: str, root: Path | None = None) -> Path:
 def resolve_run(arg: str | Path, root: Path | None = None) -> Path:
     """A run folder path; or under ./runs a folder name, a unique prefix of one, "latest", or part of a
     name (the newest run that contains it: names are time-stamped)."""
+    from danlu.runs.files import check_path_text
+
     root = Path(root or RUNS_DIR)
+    check_path_text(str(arg), "run")
     p = Path(arg)
     candidates = [p, root / p]
     for c in candidates:
@@ -104,8 +102,23 @@ def list_runs(root: Path | None = None) -> list[Path]:
 
 
 def metrics_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch rows of metrics.jsonl (empty before the first epoch ends)."""
+    """The per-epoch rows of metrics.jsonl (empty before the first epoch ends), read a block at a time and
+    bounded (``danlu.runs.files``); a torn last line (a run killed mid-append) is left out."""
+    from danlu.runs.files import damaged, iter_lines
+
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line, last in iter_lines(path, within=run_dir):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            if last:
+                break
+            raise damaged(path, f"line {number} is not JSON") from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

@@ -3,22 +3,21 @@
 Routes: POST /v1/predict and /v1/explain, GET /v1/model (API key required on /v1 when one is set), GET /healthz,
 GET /metrics (Prometheus), the web page at /, OpenAPI at /docs. Every error is JSON
 ``{"error": ..., "detail": ...}``; bad input is a 422 that names the input and what was wrong, never a 500.
-The limits (``danlu.serve.limits``) are enforced in ``Gate`` (host, key, content type, body) and
-``danlu.serve.decoding`` (images), and on the connection by ``danlu.serve.protocol``.
+The limits (``danlu.serve.limits``) are enforced in ``danlu.serve.gate.Gate`` (host, key, content type,
+body; shared with the studio) and ``danlu.serve.decoding`` (images), and on the connection by
+``danlu.serve.protocol``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import math
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,21 +35,16 @@ from danlu.runs.files import read_json
 from danlu.serve.batching import BatcherClosed, MicroBatcher
 from danlu.serve.docs import ERRORS, PREDICT_OPENAPI, PredictResponse
 from danlu.serve.engine import Engine
+from danlu.serve.gate import JSON_OR_FORM, PAGE_HEADERS, GatedFastAPI, check_api_key, json_bytes, media_type, refusal_of
 from danlu.serve.hosts import HostCheck
 from danlu.serve.inputs import PredictRequest, RequestError, parse_json, parse_uploads
 from danlu.serve.limits import BODY_TIMEOUT_S, DecodeLimits, check_body_timeout
 from danlu.serve.metrics import Metrics, SharedMetrics
 from danlu.serve.swagger import add_local_docs
 
+__all__ = ["PAGE_HEADERS", "STATIC", "check_api_key", "create_app", "json_bytes", "media_type"]
+
 STATIC = Path(__file__).parent / "static"
-# The page uses only its own files: no inline script, no CDN; images are previewed from blob: URLs.
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
 # Bodies up to this size are parsed on the event loop (less time than handing them to a thread and back);
 # larger ones go to a thread.
 INLINE_BODY = 16 * 1024
@@ -64,21 +58,24 @@ METRICS_FLUSH_S = 1.0  # how often a worker shares its metrics with the others (
 ROUTES = ("/", "/v1/predict", "/v1/explain", "/v1/model", "/v1/samples", "/healthz", "/metrics", "/docs",
           "/openapi.json")
 
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
-
-
-def json_bytes(payload: Any) -> bytes:
-    """Compact UTF-8 JSON; ASCII escapes when a string holds an unpaired surrogate (a request may send
-    "\\udfff", which Python decodes but cannot encode as UTF-8), so echoing it back is never a 500."""
-    try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    except UnicodeEncodeError:
-        return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
-
 
 class SafeJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return json_bytes(content)
+
+
+@dataclass
+class Served:
+    """What one app serves: the engine and its batcher, metrics and decode pool, and the request limits."""
+
+    engine: Engine
+    batcher: MicroBatcher
+    metrics: Metrics
+    shared: SharedMetrics | None
+    decoder: ThreadPoolExecutor | None
+    max_body: int
+    max_inputs: int
+    card: dict[str, Any]
 
 
 def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64, max_wait_ms: float = 5,
@@ -94,10 +91,43 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     off); ``metrics_dir`` is the folder the workers of one server share their metrics in.
     """
     api_key = api_key or None  # an empty key (e.g. DANLU_API_KEY="") means no key
+    from danlu.recommend import is_recommendation_run
+    from danlu.runs.store import resolve_run
+
+    try:
+        found = resolve_run(run, runs_dir)
+    except DanluError:  # Engine.load below says what is wrong with it
+        found = None
+    if found is not None and is_recommendation_run(found):  # POST /v1/recommend (danlu/serve/recommend.py)
+        from danlu.serve.recommend import create_recommend_app
+
+        return create_recommend_app(found, api_key, max_body_mb)
     check_limits(max_batch_size, max_wait_ms, max_body_mb, max_inputs)
     check_body_timeout(body_timeout_s)
     decode = DecodeLimits(max_image_mb, max_request_image_mb, decode_threads)
     decode.check()
+    served = _load(run, backend, runs_dir, data_dir, decode, max_batch_size, max_wait_ms, max_body_mb, max_inputs,
+                   api_key is not None, metrics_dir)
+    app = _new_app(served)
+    predict_json = _add_predict_routes(app, served)
+    _add_info_routes(app, served)
+    add_local_docs(app)  # /docs from local files, not a CDN
+    from danlu.serve.explain_route import add_explain_route
+
+    add_explain_route(app, served.engine, max_inputs, data_dir, SafeJSONResponse, media_type,  # captum: first use
+                      partial(read_form, max_body=served.max_body), served.decoder)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.set_gate(max_body=served.max_body, api_key=api_key, key_prefix="/v1/", body_timeout=body_timeout_s,
+                 hosts=HostCheck(bind_host, allowed_hosts), metrics=served.metrics, routes=ROUTES,
+                 content_types=lambda path: JSON_OR_FORM if path in ("/v1/predict", "/v1/explain") else None,
+                 fast_lane=partial(_fast_predict, predict_json))
+    return app
+
+
+def _load(run: str | Path, backend: str, runs_dir: Path | None, data_dir: Path | None, decode: DecodeLimits,
+          max_batch_size: int, max_wait_ms: float, max_body_mb: float, max_inputs: int, key_required: bool,
+          metrics_dir: str | None) -> Served:
+    """The run loaded and warmed up, with its batcher, metrics, decode pool and model card."""
     engine = Engine.load(run, backend, runs_dir, data_dir)
     engine.decode_limits = decode
     _warm_up(engine)
@@ -106,13 +136,18 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     batcher = MicroBatcher(engine.run_batch, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                            on_batch=metrics.observe_batch)
     shared = SharedMetrics(metrics, metrics_dir) if metrics_dir else None
-    max_body = int(max_body_mb * 1024 * 1024)
     limits = dict(max_inputs=max_inputs, max_body_mb=max_body_mb, max_batch_size=max_batch_size,
                   max_wait_ms=max_wait_ms)
     if engine.kind == "image":
         limits.update(max_image_mb=decode.max_image_mb, max_request_image_mb=decode.max_request_image_mb)
-    card = model_card(engine, limits, api_key is not None)
     decoder = ThreadPoolExecutor(decode.threads, thread_name_prefix="danlu-decode") if engine.kind == "image" else None
+    return Served(engine, batcher, metrics, shared, decoder, int(max_body_mb * 1024 * 1024), max_inputs,
+                  model_card(engine, limits, key_required))
+
+
+def _new_app(served: Served) -> GatedFastAPI:
+    """The app with its lifespan (batcher, metrics sharing, decode pool) and error handlers."""
+    batcher, shared, decoder = served.batcher, served.shared, served.decoder
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,13 +165,20 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
                     await sharing
                 shared.flush()
 
+    card, predictor = served.card, served.engine.predictor
     app = GatedFastAPI(title=f"danlu · {predictor.recipe.name}", version=_version(), lifespan=lifespan,
-                       docs_url=None,
-                  default_response_class=SafeJSONResponse,
-                  description=f"Predictions from the run {predictor.run_dir.name} ({card['task']}, {card['kind']}).")
-    app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
+                       docs_url=None, default_response_class=SafeJSONResponse,
+                       description=f"Predictions from the run {predictor.run_dir.name} ({card['task']}, "
+                                   f"{card['kind']}).")
+    app.state.engine, app.state.batcher, app.state.metrics = served.engine, batcher, served.metrics
     _add_error_handlers(app)
-    schema = engine.schema
+    return app
+
+
+def _add_predict_routes(app: FastAPI, served: Served) -> Callable[[bytes], Any]:
+    """POST /v1/predict (JSON or multipart); returns the JSON answerer the gate's fast lane calls."""
+    engine, batcher, decoder, schema = served.engine, served.batcher, served.decoder, served.engine.schema
+    max_inputs, max_body = served.max_inputs, served.max_body
 
     @contextmanager
     def arriving() -> Iterator[None]:
@@ -167,18 +209,26 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
         return {"predictions": engine.format(outputs, req.labels, req.top_k)}
 
     async def predict_json(body: bytes) -> dict[str, Any]:
-        """POST /v1/predict with a JSON body; Gate calls this directly (see ``Gate``), the route below too."""
+        """POST /v1/predict with a JSON body; the gate's fast lane calls this directly, the route below too."""
         return await answer(partial(parse_json, body, schema, max_inputs), len(body))
 
     @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI,
               responses=ERRORS, summary="Predict images, texts or feature rows (JSON or multipart files)")
     async def predict(request: Request) -> SafeJSONResponse:
         if media_type(request.headers.get("content-type", "").encode("latin-1")) == b"application/json":
-            return SafeJSONResponse(await predict_json(await request.body()))  # Gate refused other types
+            return SafeJSONResponse(await predict_json(await request.body()))  # the gate refused other types
         with arriving():
             files, fields = await read_form(request, max_inputs, max_body)
         parse = partial(parse_uploads, files, fields.get("top_k"), schema.kind, max_inputs)
         return SafeJSONResponse(await answer(parse, sum(len(d) for _, d in files)))
+
+    return predict_json
+
+
+def _add_info_routes(app: FastAPI, served: Served) -> None:
+    """GET /v1/model, /v1/samples, /healthz, /metrics and the page."""
+    card, batcher, shared, metrics = served.card, served.batcher, served.shared, served.metrics
+    predictor, schema, backend = served.engine.predictor, served.engine.schema, served.engine.backend
 
     @app.get("/v1/model", responses={401: ERRORS[401]},
              summary="The model card: task, classes, input spec, test metrics")
@@ -208,16 +258,17 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
-    add_local_docs(app)  # /docs from local files, not a CDN
-    from danlu.serve.explain_route import add_explain_route
 
-    add_explain_route(app, engine, max_inputs, data_dir, SafeJSONResponse, media_type,  # captum loads on first use
-                      partial(read_form, max_body=max_body))
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.gate = Gate(partial(FastAPI.__call__, app), metrics=metrics, max_body=max_body, predict_json=predict_json,
-                    api_key=api_key, body_timeout=body_timeout_s, hosts=HostCheck(bind_host, allowed_hosts))
-    return app
-
+async def _fast_predict(predict_json: Callable[[bytes], Any], body: bytes
+                        ) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """(status, JSON payload, extra headers), as the route and its exception handlers would answer."""
+    try:
+        return 200, await predict_json(body), None
+    except Exception as e:
+        answer = error_answer(e)
+        if answer[0] == 500:  # a bug: the operator needs the traceback, the client gets JSON
+            logging.getLogger("danlu.serve").exception("POST /v1/predict failed")
+        return answer
 
 async def _share_metrics(shared: SharedMetrics) -> None:
     while True:
@@ -283,17 +334,6 @@ async def read_form(request: Request, max_inputs: int, max_body: int, extra: tup
         await form.close()
 
 
-def check_api_key(api_key: str, x_api_key: str | None, authorization: str | None) -> None:
-    """Accept ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``, compared in constant time; else a 401."""
-    given = x_api_key or None  # an empty X-API-Key header does not hide a Bearer token
-    if given is None:
-        scheme, _, token = (authorization or "").partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else None
-    if given is None or not hmac.compare_digest(given.encode("latin-1", "replace"), api_key.encode()):
-        raise RequestError("missing or wrong API key" if given is None else "wrong API key",
-                           "send it as the header X-API-Key: KEY or Authorization: Bearer KEY", status=401)
-
-
 def model_card(engine: Engine, limits: dict[str, Any], key_required: bool) -> dict[str, Any]:
     """What /v1/model and the web page show: task, classes, the input contract, the test metrics."""
     p, schema = engine.predictor, engine.schema
@@ -349,8 +389,7 @@ def _error(status: int, error: str, detail: Any = None, headers: dict[str, str] 
 def error_answer(e: Exception) -> tuple[int, dict[str, Any], dict[str, str] | None]:
     """(status, {"error", "detail"}, extra headers) for an exception from answering a prediction."""
     if isinstance(e, RequestError):
-        auth = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-        return e.status, {"error": e.error, "detail": e.detail}, auth
+        return refusal_of(e)
     if isinstance(e, BatcherClosed):
         return 503, {"error": "the server is shutting down", "detail": "retry against another instance"}, None
     if isinstance(e, DanluError):  # DataError from preprocessing
@@ -375,190 +414,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(error, known)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
-
-
-class GatedFastAPI(FastAPI):
-    """FastAPI with ``Gate`` in front of its whole middleware stack rather than inside it: a JSON prediction
-    is answered before Starlette's error, telemetry and body-limit layers, which took ~14 % of the event
-    loop's time per request at 32 clients (py-spy, mnist-cnn). What reaches the routes is as before."""
-
-    gate: Gate | None = None
-
-    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
-                       send: Callable[[dict], Awaitable[None]]) -> None:
-        await (self.gate or super().__call__)(scope, receive, send)
-
-
-class Gate:
-    """Pure ASGI middleware: what is checked before a route runs, request metrics, and the JSON
-    predictions' fast lane.
-
-    In this order, from the headers alone: the Host allow-list (421: DNS rebinding), the API key on /v1
-    routes (401: an unauthenticated client never makes the server read its body), the content type of
-    POST /v1/predict (415 unless application/json or multipart/form-data: a web page can send text/plain
-    cross-origin without asking, but not application/json). Then the body is read, up to the limit (413,
-    declared or actual; the rest of the stream is never read) and within ``body_timeout`` seconds in all
-    (408: trickling a byte at a time does not push the deadline back). A JSON POST /v1/predict is answered
-    here without FastAPI's routing, dependency and exception layers, which cost about a third of the event
-    loop's time per request under load (py-spy, mnist-cnn at 32 clients); errors get the same JSON bodies
-    and status codes as the route's handlers give.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body: int,
-                 predict_json: Callable[[bytes], Awaitable[dict[str, Any]]] | None = None,
-                 api_key: str | None = None, body_timeout: float = BODY_TIMEOUT_S, hosts: HostCheck | None = None):
-        self.app, self.metrics, self.max_body = app, metrics, max_body
-        self.predict_json, self.api_key, self.body_timeout = predict_json, api_key, body_timeout
-        self.hosts = hosts or HostCheck()
-
-    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
-                       send: Callable[[dict], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = 500  # what the client gets if the app fails before answering
-
-        async def send_and_watch(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.metrics.in_flight += 1
-        headers = dict(scope["headers"])  # names are lower case; of a repeated header the last one counts
-        try:
-            refusal = self._refuse(scope, headers)
-            if refusal is not None:
-                await _send_json(send_and_watch, *refusal)
-                return
-            body, state = await self._read_body(headers, receive)
-            if state == "too large":
-                await _send_json(send_and_watch, 413, {
-                    "error": f"the request body is larger than {_size(self.max_body)}",
-                    "detail": "send fewer or smaller inputs per request (the server's limit is --max-body-mb)"})
-                return
-            if state == "stalled":
-                await _send_json(send_and_watch, 408, {
-                    "error": f"the request body did not arrive within {self.body_timeout:g} s",
-                    "detail": "send the whole body at once (the server's limit is --body-timeout)"})
-                return
-            if state == "gone":  # the client hung up before its request was complete: nobody to answer
-                status = 499
-                return
-            if self.predict_json is not None and scope["path"] == "/v1/predict" and scope["method"] == "POST" \
-                    and media_type(headers.get(b"content-type")) == b"application/json":
-                await _send_json(send_and_watch, *await self._predict(body), close=False)
-                return
-            await self.app(scope, _replay(body, receive), send_and_watch)
-        finally:
-            self.metrics.in_flight -= 1
-            route = getattr(scope.get("route"), "path", None) or scope["path"]
-            route = route if route in ROUTES else "/static" if route.startswith("/static/") else "other"
-            self.metrics.observe_request(route, scope["method"], status, time.perf_counter() - t0)
-
-    def _refuse(self, scope: dict, headers: dict[bytes, bytes]) -> tuple[int, dict[str, Any], dict | None] | None:
-        """(status, payload, extra headers) when the request's headers alone say no; None otherwise."""
-        host = headers.get(b"host")
-        if not self.hosts.allows(host):
-            shown = (host or b"").decode("latin-1")[:100]
-            return 421, {"error": f"this server does not answer for the host '{shown}'",
-                         "detail": f"use one of {', '.join(self.hosts.allowed)}, or start the server with "
-                                   f"--allowed-hosts {_strip(shown) or 'NAME'}"}, None
-        path = scope["path"]
-        if self.api_key and path.startswith("/v1/"):
-            try:
-                check_api_key(self.api_key, _text(headers.get(b"x-api-key")), _text(headers.get(b"authorization")))
-            except RequestError as e:
-                return error_answer(e)
-        if path == "/v1/predict" and scope["method"] == "POST":
-            kind = media_type(headers.get(b"content-type"))
-            if kind not in (b"application/json", b"multipart/form-data"):
-                shown = kind.decode("latin-1")[:60] or "none"
-                return 415, {"error": f"the content type must be application/json or multipart/form-data, "
-                                      f"not {shown}",
-                             "detail": "send the header Content-Type: application/json "
-                                       "(curl: -H 'content-type: application/json')"}, None
-        return None
-
-    async def _predict(self, body: bytes) -> tuple[int, dict[str, Any], dict[str, str] | None]:
-        """(status, JSON payload, extra headers), as the route and its exception handlers would answer."""
-        try:
-            return 200, await self.predict_json(body), None
-        except Exception as e:
-            answer = error_answer(e)
-            if answer[0] == 500:  # a bug: the operator needs the traceback, the client gets JSON
-                logging.getLogger("danlu.serve").exception("POST /v1/predict failed")
-            return answer
-
-    async def _read_body(self, headers: dict[bytes, bytes],
-                         receive: Callable[[], Awaitable[dict]]) -> tuple[bytes, str]:
-        """(body, state): "ok", "too large" (declared or actual), "stalled" (not all there within
-        body_timeout seconds: a stalled or trickling client would otherwise hold its connection, and a
-        graceful shutdown, forever) or "gone" (the client disconnected)."""
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            with suppress(ValueError):
-                if int(declared) > self.max_body:
-                    return b"", "too large"
-        chunks, total = [], 0
-        try:
-            async with asyncio.timeout(self.body_timeout):  # one deadline for the whole body
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return b"", "gone"
-                    chunk = message.get("body", b"")
-                    total += len(chunk)
-                    if total > self.max_body:
-                        return b"", "too large"
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        return b"".join(chunks), "ok"
-        except TimeoutError:
-            return b"", "stalled"
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
-
-
-def _strip(host: str) -> str:
-    """A Host header's name without its port, as --allowed-hosts takes it."""
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def media_type(content_type: bytes | None) -> bytes:
-    """b"application/json" from b"Application/JSON; charset=utf-8"; b"" when there is none."""
-    return (content_type or b"").split(b";", 1)[0].strip().lower()
-
-
-def _replay(body: bytes, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
-    """A receive() that hands the app the buffered body once, then passes through (for http.disconnect)."""
-    sent = False
-
-    async def replayed() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
-
-
-def _size(n: int) -> str:
-    return f"{n / 1024 / 1024:g} MiB" if n >= 1024 * 1024 else f"{n / 1024:.4g} KiB" if n >= 1024 else f"{n} bytes"
-
-
-async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, payload: dict,
-                     headers: dict[str, str] | None = None, close: bool = True) -> None:
-    """A JSON response as JSONResponse renders it; ``close`` when the request body was left unread."""
-    data = json_bytes(payload)
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    if close:
-        raw.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": data})
-

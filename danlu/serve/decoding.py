@@ -10,6 +10,7 @@ of threads off the event loop, and hands the freed memory back to the kernel aft
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,14 +81,18 @@ def check_images(items: Sequence[Any], names: Sequence[Any] | None, target: tupl
             where = f"input {i}" + (f" ({names[i]})" if names is not None and str(names[i]) != f"input {i}" else "")
             try:
                 img = Image.open(io.BytesIO(item), formats=SERVED_FORMATS)
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+                checked.items[i] = img
+                if getattr(img, "n_frames", 1) > 1:
+                    img.seek(0)
+                described = f"{img.width}x{img.height} {img.mode}"
+                reduce_jpeg_decode(img, target)
+            except Image.DecompressionBombError as e:  # PIL's own pixel cap, hit while reading the header
+                raise RequestError(f"{where}: the image declares too many pixels ({e})",
+                                   f"send a smaller image: the model sees {target[1]}x{target[0]} pixels") from None
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError,
+                    TypeError, struct.error, ZeroDivisionError, MemoryError) as e:  # what PIL's header readers raise
                 reason = "" if isinstance(e, UnidentifiedImageError) else f" ({type(e).__name__}: {e})"
-                raise RequestError(f"{where}: not a readable image{reason}", f"send a {ACCEPTED} image") from None
-            checked.items[i] = img
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            described = f"{img.width}x{img.height} {img.mode}"
-            reduce_jpeg_decode(img, target)
+                raise RequestError(f"{where}: not a readable image{reason[:300]}", f"send a {ACCEPTED} image") from None
             cost = decode_cost(img.mode, img.size, "transparency" in img.info)
             if cost > max_image:
                 raise RequestError(f"{where}: decoding this {described} image would take ~{cost / MIB:,.0f} MiB, "

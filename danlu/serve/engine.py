@@ -131,6 +131,9 @@ def onnx_session(run_dir: Path, schema: Any, data_dir: Path | None, backend: str
     options.inter_op_num_threads = 1
     again = (f"quantize it again: danlu compress {run_dir} --quantize int8" if backend == "onnx-int8"
              else f"export it again: danlu export {run_dir}")
+    from danlu.runs.files import check_run_file
+
+    check_run_file(run_dir / name, within=run_dir)  # a regular file in the run folder (a FIFO would hang here)
     try:
         session = ort.InferenceSession(os.fspath(run_dir / name), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own types for damaged or foreign files

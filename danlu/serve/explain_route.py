@@ -11,11 +11,14 @@ only share the same cores). Captum loads on the first request, not when the serv
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from danlu.serve.docs import ERRORS, UPLOAD_SCHEMA
 from danlu.serve.inputs import RequestError, parse_json, parse_uploads
 
 MAX_EXPLAIN_INPUTS = 8  # per request: each input costs ~32-64 forward/backward passes
+MAX_LABEL = 1000  # characters of "target" or "method": labels are names, not documents
 MAP_SIDE = 32  # the raw map in the answer is average-pooled to at most this many pixels a side
 FIELDS = ("inputs", "top_k", "method", "target")
 
@@ -77,8 +81,15 @@ def parse_explain(body: bytes, schema: Any, max_inputs: int) -> tuple[Any, str, 
                            "or shap")
     if target is not None and not isinstance(target, str | int) or isinstance(target, bool):
         raise RequestError('"target" must be a label (a string) or null', "null explains the predicted class")
+    check_label_sizes(method, target)
     req = parse_json(json.dumps(payload, allow_nan=False).encode(), schema, max_inputs)
     return req, method, target
+
+
+def check_label_sizes(method: str, target: Any) -> None:
+    if len(method) > MAX_LABEL or target is not None and len(str(target)) > MAX_LABEL:
+        raise RequestError(f'"target" and "method" take at most {MAX_LABEL} characters',
+                           "a class label, or null for the predicted class; a method name")
 
 
 def _no_constant(name: str) -> Any:
@@ -160,12 +171,19 @@ class ExplainService:
             self._explainers[method] = explainer
         return self._explainers[method]
 
-    def answer(self, req: Any, method: str, target: Any) -> dict[str, Any]:
+    def prepare(self, parse: Callable[[], tuple[Any, str, Any]]) -> tuple[Any, Any, str, Any]:
+        """(request, model input, method, target): parsed and decoded, in the decode pool (images) or a
+        worker thread, never on the event loop (a 9.8 MB body parsed there held /healthz ~1 s)."""
+        req, method, target = parse()
+        return req, self.engine.prepare(req.inputs, req.labels), method, target
+
+    def answer(self, req: Any, method: str, target: Any, x: Any = None) -> dict[str, Any]:
         from danlu.explanations.fit import target_index
 
         explainer = self.explainer(method)
         t = target_index(target, self.schema)  # an unknown label lists the labels (422)
-        x = self.engine.prepare(req.inputs, req.labels)
+        if x is None:
+            x = self.engine.prepare(req.inputs, req.labels)
         kind = self.schema.kind
         with self._lock:
             if kind == "image":
@@ -179,10 +197,12 @@ class ExplainService:
 
 def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path | None,
                       respond: Callable[[Any], Any], media_type: Callable[[bytes], bytes],
-                      read_form: Callable[..., Awaitable[tuple[list[tuple[str, bytes]], dict[str, str]]]]) -> None:
+                      read_form: Callable[..., Awaitable[tuple[list[tuple[str, bytes]], dict[str, str]]]],
+                      decoder: Executor | None = None) -> None:
     """Register POST /v1/explain on a served run's app (the Gate in front checks host, key and body size).
     ``respond``, ``media_type`` and ``read_form`` (/v1/predict's multipart reader) are the app's own (passed
-    in: this module is imported by danlu.serve.app)."""
+    in: this module is imported by danlu.serve.app); ``decoder`` is its image decode pool, where the
+    request is parsed and decoded, within --decode-threads as /v1/predict's are."""
 
     service = ExplainService(engine, data_dir)
     limit = min(max_inputs, MAX_EXPLAIN_INPUTS)
@@ -196,14 +216,21 @@ def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path
         kind = media_type(request.headers.get("content-type", "").encode("latin-1"))
         if kind == b"multipart/form-data":  # image files, as /v1/predict takes them, plus method and target
             files, fields = await read_form(request, limit, extra=("method", "target"))
-            req = parse_uploads(files, fields.get("top_k"), engine.schema.kind, limit)
-            method, target = fields.get("method", "auto"), fields.get("target")
+
+            def parse() -> tuple[Any, str, Any]:
+                req = parse_uploads(files, fields.get("top_k"), engine.schema.kind, limit)
+                check_label_sizes(fields.get("method", "auto"), fields.get("target"))
+                return req, fields.get("method", "auto"), fields.get("target")
         elif kind == b"application/json":
-            req, method, target = parse_explain(await request.body(), engine.schema, limit)
+            parse = partial(parse_explain, await request.body(), engine.schema, limit)
         else:
             shown = kind.decode("latin-1")[:60] or "none"
             raise RequestError(f"the content type must be application/json or multipart/form-data, not {shown}",
                                'send {"inputs": [...]} with the header Content-Type: application/json '
                                "(images as base64 or data URLs), or image files in the form field 'files'",
                                status=415)
-        return respond(await run_in_threadpool(service.answer, req, method, target))
+        if decoder is not None:
+            req, x, method, target = await asyncio.get_running_loop().run_in_executor(decoder, service.prepare, parse)
+        else:
+            req, x, method, target = await run_in_threadpool(service.prepare, parse)
+        return respond(await run_in_threadpool(service.answer, req, method, target, x))

@@ -19,18 +19,12 @@ from typing import Any
 from danlu.data.tabular import MISSING
 from danlu.predictor import DEFAULT_TOP_K  # one default for the CLI, the API and the server
 from danlu.schema import Schema
+from danlu.serve.refusal import RequestError
 
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_IMAGE_PIXELS = 40_000_000  # larger images are refused from their header (a small PNG can unpack to gigabytes)
+__all__ = ["MAX_IMAGE_PIXELS", "PredictRequest", "RequestError", "parse_json", "parse_uploads"]
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*)(;base64)?,", re.IGNORECASE)
-
-
-class RequestError(Exception):
-    """What was wrong with a request, answered as {"error", "detail"} JSON with ``status`` (422: bad input)."""
-
-    def __init__(self, error: str, detail: Any = None, status: int = 422):
-        super().__init__(error)
-        self.error, self.detail, self.status = error, detail, status
 
 
 @dataclass

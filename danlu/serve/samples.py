@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,19 @@ def test_samples(run_dir: Path, schema: Schema, n: int = 6) -> list[dict[str, An
         return []
     from safetensors.torch import load_file
 
+    from danlu.errors import RunError
+    from danlu.runs.files import LIMITS, check_run_file
+
     try:
+        check_run_file(path, within=run_dir)
+        if path.stat().st_size > LIMITS["json"]:  # a parity sample is a few test inputs: kilobytes
+            return []
         x = load_file(str(path))["inputs"][:n]
+    except RunError:
+        return []
     except Exception:  # noqa: BLE001 - a damaged parity file just means no samples (export reports it)
+        return []
+    if not _fits(x, schema):  # a parity file of another shape (edited, or another run's) gives no samples
         return []
     if schema.kind == "image":
         images = _pixels(x, schema)
@@ -36,6 +45,19 @@ def test_samples(run_dir: Path, schema: Schema, n: int = 6) -> list[dict[str, An
     if schema.kind == "text":
         return _texts(run_dir, schema, x)
     return _rows(schema, x)
+
+
+def _fits(x: Any, schema: Schema) -> bool:
+    """Whether the parity inputs have the shape this run's model takes: [N, C, H, W] images with C 1 or 3,
+    [N, L] token ids, [N, F] table rows (the file is trusted no further than the schema)."""
+    shape = list(schema.input_shape or [])
+    if x.ndim != len(shape) + 1 or x.shape[0] == 0:
+        return False
+    if schema.kind == "text":  # token ids; a text may be shorter or longer than max_len
+        return not x.is_floating_point()
+    if list(x.shape[1:]) != shape:
+        return False
+    return x.shape[1] in (1, 3) and x.is_floating_point() if schema.kind == "image" else True
 
 
 def _pixels(x: Any, schema: Schema) -> list[Any]:
@@ -58,14 +80,17 @@ def _png_data_url(hwc: Any) -> str:
 
 
 def _texts(run_dir: Path, schema: Schema, x: Any) -> list[dict[str, Any]]:
+    from danlu.errors import RunError
+    from danlu.runs.files import read_json_file
+
     tokenizer = schema.text.get("tokenizer")
     vocab_path = Path(run_dir) / "vocab.json"
     if tokenizer == "pretrained" or not vocab_path.is_file():
         return []
     try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+        vocab = read_json_file(vocab_path, within=run_dir)
         tokens = vocab["tokens"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RunError):
         return []
     pad = int(schema.text.get("pad_id", 0))
     sep = " " if tokenizer == "word" else ""

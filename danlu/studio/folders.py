@@ -8,12 +8,18 @@ of hundreds of runs re-reads only the folders that changed.
 
 from __future__ import annotations
 
-import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from danlu.errors import RunError
+from danlu.runs.files import NAME_MAX, read_bytes, read_json_file, read_text
+
+# metrics rows per answer: the run page draws its curves from the first page and polls for the rest
+HISTORY_PAGE = 5000
+CACHED_HISTORY = 1 << 20  # metrics.jsonl files up to this size are parsed once and remembered (~2,000 epochs)
 
 # metrics shown in the list, first found wins per kind
 KEY_METRICS = ("accuracy", "f1_macro", "r2", "mae", "rmse")
@@ -46,10 +52,8 @@ class FileCache:
 
 
 def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path.name} is damaged: not valid JSON ({e})") from None
+    """A JSON file of a run or study folder: regular, inside its folder, bounded (``danlu.runs.files``)."""
+    return read_json_file(path, within=path.parent)
 
 
 def _recipe(path: Path) -> dict:
@@ -60,12 +64,12 @@ def _recipe(path: Path) -> dict:
 
     from danlu.runs.store import read_run_recipe
 
-    raw = path.read_bytes()
+    raw = read_bytes(path, within=path.parent)
     fast = getattr(yaml, "CSafeLoader", None)
     if fast is None or b"&" in raw or b"*" in raw or len(raw) > 256 * 1024:
         return read_run_recipe(path.parent)
     try:
-        recipe = yaml.load(raw.decode("utf-8"), Loader=fast)  # noqa: S506 - the C *safe* loader
+        recipe = yaml.load(raw.decode("utf-8"), Loader=fast)  # noqa: S506 - the C *safe* loader, no aliases
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
         return read_run_recipe(path.parent)  # the bounded loader names the problem
     if not isinstance(recipe, dict):
@@ -77,12 +81,20 @@ def _recipe_head(path: Path) -> dict:
     """The three keys a list row shows (name, model.name, data.name), read from the lines danlu's own
     recipe.yaml has (``name: x`` at the top, ``  name: y`` first in its block). Building the whole recipe
     costs ~8 ms a file in PyYAML's constructor, the bulk of listing 500 runs; any other layout is parsed
-    whole (``_recipe``)."""
+    whole (``_recipe``). Each value goes through danlu's bounded loader: a 428-byte line of nested aliases
+    once answered 469 MB here through plain ``yaml.safe_load``."""
     import yaml
 
+    from danlu import safe_yaml
+
+    raw = read_bytes(path, within=path.parent)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _recipe(path)  # names the problem
     head: dict[str, Any] = {}
     block = None
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
         if not line.startswith(" "):
@@ -94,31 +106,50 @@ def _recipe_head(path: Path) -> dict:
             head[block] = {"name": line[len("  name:"):].strip()}
     if "name" not in head or "model" not in head or "data" not in head:
         return _recipe(path)
+    if any(ch in v for v in (head["name"], head["model"]["name"], head["data"]["name"]) for ch in "&*"):
+        return _recipe(path)  # anchors or aliases: the whole file through the bounded loader
     try:  # values as YAML reads them (quotes, escapes)
-        head["name"] = yaml.safe_load(head["name"])
+        head["name"] = safe_yaml.load(head["name"])
         for block in ("model", "data"):
-            head[block]["name"] = yaml.safe_load(head[block]["name"])
-    except yaml.YAMLError:
+            head[block]["name"] = safe_yaml.load(head[block]["name"])
+    except (yaml.YAMLError, RecursionError):
         return _recipe(path)
     return head
 
 
-def _history(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows; a torn last line (a run killed mid-write) is left out, not an error."""
-    rows = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for i, line in enumerate(lines):
+def _history_page(path: Path, after: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """One page of a big metrics.jsonl: the lines before it counted, not parsed; reading stops after it."""
+    import json
+
+    from danlu.runs.files import damaged, iter_lines
+
+    rows: list[dict[str, Any]] = []
+    seen = 0
+    for number, line, last in iter_lines(path, within=path.parent):
         if not line.strip():
             continue
+        seen += 1
+        if seen <= after:
+            continue
+        if len(rows) == limit:
+            return rows, True
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
+        except (ValueError, RecursionError):
+            if last:
                 break  # being written, or cut by a kill
-            raise RunError(f"metrics.jsonl line {i + 1} is damaged") from None
+            raise damaged(path, f"line {number} is not JSON") from None
         if isinstance(row, dict):
             rows.append(row)
-    return rows
+    return rows, False
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl rows, read a block at a time and bounded; a torn last line (a run killed mid-write) is
+    left out, not an error."""
+    from danlu.runs.store import metrics_history
+
+    return metrics_history(path.parent)
 
 
 class RunsIndex:
@@ -127,6 +158,8 @@ class RunsIndex:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.cache = FileCache()
+        self._listing = threading.Lock()
+        self._last_list: tuple[float, list[dict[str, Any]]] | None = None
 
     # ---------------------------------------------------------------- finding
 
@@ -151,8 +184,10 @@ class RunsIndex:
 
     def path_of(self, name: str) -> Path:
         """The run folder called ``name`` under the root; only plain names (no path tricks)."""
-        if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
-            raise RunError(f"no run '{name}'", hint="pick one from the list")
+        if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith(".") \
+                or "\0" in name or len(os.fsencode(name)) > NAME_MAX:
+            shown = name if len(name) <= 80 else name[:80] + f"... ({len(name):,} characters)"
+            raise RunError(f"no run '{shown}'", hint="pick one from the list")
         path = self.root / name
         if not path.is_dir():
             raise RunError(f"no run '{name}' in {self.root}", hint="pick one from the list")
@@ -202,7 +237,18 @@ class RunsIndex:
         return row
 
     def list(self) -> list[dict[str, Any]]:
-        return [self.summary(r) for r in self.run_dirs()]
+        """Every run's row. Lists asked for at once are made once: a request waits for the list being made
+        if that one started after it arrived (so it is as fresh), else makes the next (40 lists at once
+        on 2 cores each took their turn at the GIL and held the event loop up to 0.8 s)."""
+        asked = time.monotonic()
+        with self._listing:
+            made = self._last_list
+            if made is not None and made[0] >= asked:
+                return made[1]
+            started = time.monotonic()
+            rows = [self.summary(r) for r in self.run_dirs()]
+            self._last_list = (started, rows)
+            return rows
 
     # ---------------------------------------------------------------- one run opened
 
@@ -223,7 +269,7 @@ class RunsIndex:
                 out["report"] = self.cache.read(run / "report.json", _json)
             except (RunError, OSError):
                 pass  # already a problem of the summary
-        out["history"] = self.history(run, problems)
+        out["history"], out["history_more"] = self.history(run, problems=problems)  # the rest: /metrics
         out["figures"] = _figures(run)
         out["status_json"] = None
         try:
@@ -243,23 +289,34 @@ class RunsIndex:
                 out["predictable"] = False
         return out
 
-    def history(self, run: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    def history(self, run: Path, after: int = 0, limit: int = HISTORY_PAGE,
+                problems: list[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """(metrics.jsonl rows after the first ``after``, at most ``limit``; whether more follow). A small
+        file is parsed once and remembered; a big one (up to its 32 MiB bound) is read a page at a time
+        and not kept: a 20 MB file once held +140 MB of parsed rows in the studio for good."""
         path = run / "metrics.jsonl"
         try:
-            return self.cache.read(path, _history)
+            if _stamp(path) is None:
+                return [], False
+            if _stamp(path)[1] <= CACHED_HISTORY:
+                rows = self.cache.read(path, _history)
+                return rows[after:after + limit], len(rows) > after + limit
+            return _history_page(path, after, limit)
         except FileNotFoundError:
-            return []
+            return [], False
         except (RunError, OSError) as e:
             if problems is not None:
-                problems.append(str(e))
-            return []
+                problems.append(str(e).replace(str(run) + os.sep, ""))
+            return [], False
 
-    def figure(self, name: str, figure: str) -> Path:
+    def figure(self, name: str, figure: str) -> bytes:
+        """A figure's PNG bytes: regular, inside the run folder, bounded (``danlu.runs.files``)."""
         run = self.path_of(name)
         figures = _figures(run)
         if figure not in figures:  # names come from the folder listing, never a path built from the request
-            raise RunError(f"no figure '{figure}' in the run {name}", hint="one of " + (", ".join(figures) or "none"))
-        return run / "plots" / f"{figure}.png"
+            raise RunError(f"no figure '{figure[:80]}' in the run {name}",
+                           hint="one of " + (", ".join(figures) or "none"))
+        return read_bytes(run / "plots" / f"{figure}.png", within=run)
 
     # ---------------------------------------------------------------- tuning studies
 
@@ -294,27 +351,38 @@ class RunsIndex:
         out["best_yaml"] = _text(folder / "best.yaml", None)
         return out
 
-    def study_plot(self, name: str, plot: str) -> Path:
+    def study_plot(self, name: str, plot: str) -> bytes:
         folder = self.path_of(name)
         plots = _figures(folder)
         if plot not in plots:
-            raise RunError(f"no plot '{plot}' in the study {name}", hint="one of " + (", ".join(plots) or "none"))
-        return folder / "plots" / f"{plot}.png"
+            raise RunError(f"no plot '{plot[:80]}' in the study {name}", hint="one of " + (", ".join(plots) or "none"))
+        return read_bytes(folder / "plots" / f"{plot}.png", within=folder)
 
 
 def _figures(folder: Path) -> list[str]:
-    """The PNGs in a run's (or study's) plots/: learning curves first, then by name."""
+    """The PNGs in a run's (or study's) plots/ that are regular files inside the folder (a link out of it,
+    or a plots/ that is itself a link elsewhere, lists nothing): learning curves first, then by name."""
     plots = folder / "plots"
-    if not plots.is_dir():
+    if not plots.is_dir() or not _inside(plots, folder):
         return []
-    names = sorted(p.stem for p in plots.glob("*.png") if p.is_file())
+    names = sorted(p.stem for p in plots.glob("*.png") if p.is_file() and _inside(p, folder))
     return sorted(names, key=lambda n: (n != "learning_curves", n))
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    real, root = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return root in real.parents
+
+
 def _text(path: Path, problems: list[str] | None) -> str | None:
+    """A text file of the folder for display (recipe.yaml, best.yaml), bounded and contained."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        return read_text(path, within=path.parent, errors="replace")
+    except FileNotFoundError:
+        return None
+    except (RunError, OSError) as e:
+        if problems is not None:
+            problems.append(str(e).replace(str(path.parent) + os.sep, ""))
         return None
 
 

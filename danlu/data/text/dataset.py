@@ -84,6 +84,9 @@ def _sort_labels(labels: set[str]) -> list[str]:
     return sorted(labels, key=key)
 
 
+CHARS_PER_TOKEN = 64  # a token longer than this (after whitespace) is past any real word or sub-word
+
+
 class TextEncoder:
     """Texts → padded id tensors, with a word/char/jieba vocabulary or a pretrained tokenizer."""
 
@@ -95,17 +98,28 @@ class TextEncoder:
     def pad_id(self) -> int:
         return self.pretrained.pad_id if self.pretrained is not None else 0
 
+    @property
+    def max_chars(self) -> int:
+        """Characters of a text that can reach the model: ``max_len`` tokens of up to CHARS_PER_TOKEN each.
+        Texts are cut here before tokenizing: a 100 MB line to ``danlu predict --file`` was tokenized whole
+        (2.4 GB) to keep its first max_len tokens."""
+        return self.max_len * CHARS_PER_TOKEN + 1024
+
+    def cut(self, texts: list[str]) -> list[str]:
+        limit = self.max_chars
+        return [t[:limit] if len(t) > limit else t for t in texts]
+
     def tokens(self, texts: list[str]) -> list[list[str]]:
         if self._tok is None:
             from danlu.data.text.tokenizers import make_tokenizer
 
             self._tok = make_tokenizer(self.tokenizer_name)
-        return [self._tok.tokenize(t) for t in texts]
+        return [self._tok.tokenize(t) for t in self.cut(texts)]
 
     def encode(self, texts: list[str],
                token_lists: list[list[str]] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         if self.pretrained is not None:
-            return self.pretrained.encode(texts, self.max_len)
+            return self.pretrained.encode(self.cut(texts), self.max_len)
         return self.vocab.encode(token_lists if token_lists is not None else self.tokens(texts), self.max_len)
 
     def tensor(self, texts: list[str]):
@@ -149,13 +163,40 @@ class TextEncoder:
 
 
 def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = None) -> tuple[Splits, Schema]:
+    """Labelled text files → token-id splits: read, label, carve, choose a tokenizer, encode."""
     import torch
 
     from danlu.data.tensors import TensorSplit
-    from danlu.data.text.files import read_text_table
 
     files, source, text_col, label_col = _split_files(cfg, data_dir)
     notes: list[str] = []
+    tables = _read_labelled(files, text_col, label_col, notes)
+    classes, ys = _label_ids(tables, files, source)
+    parts = carve_splits({s: (tables[s][0], ys[s]) for s in tables}, val_fraction=cfg.val_fraction,
+                         test_fraction=cfg.test_fraction, limit_train=cfg.limit_train, seed=seed, notes=notes)
+    texts = {s: list(p[0]) for s, p in parts.items()}
+    ys = {s: np.asarray(p[1], np.int64) for s, p in parts.items()}
+    tok_name = _tokenizer_name(cfg, hints, texts["train"], notes)
+    encoder, token_lists, text_info, artifacts, stats = _encoder(tok_name, cfg, hints, texts, notes)
+    encoded = {}
+    for s in ("train", "val", "test"):
+        ids, lens, truncated = encoder.encode(texts[s], token_lists[s] if token_lists else None)
+        if truncated:
+            notes.append(f"{s}: {truncated} of {len(ids)} texts truncated to {encoder.max_len} tokens "
+                         "(data.max_len)")
+        stats[f"truncated_{s}"] = truncated
+        encoded[s] = TensorSplit(torch.from_numpy(ids), torch.from_numpy(ys[s]), texts[s])
+    schema = Schema(kind="text", task="classification", input_shape=[text_info["max_len"]], classes=classes,
+                    text=text_info, source=source)
+    splits = Splits(encoded["train"], encoded["val"], encoded["test"], notes, artifacts)
+    splits.stats = stats
+    return splits, schema
+
+
+def _read_labelled(files: dict[str, Path], text_col: Any, label_col: Any, notes: list[str]) -> dict[str, tuple]:
+    """Each split file's (texts, labels); skipped rows and the reader's notes go to ``notes``."""
+    from danlu.data.text.files import read_text_table
+
     tables = {}
     for split, path in files.items():
         table = read_text_table(path, text_col, label_col)
@@ -168,6 +209,11 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
         if len(table) == 0:
             raise DataError(f"{path} has no usable rows", hint="every row had an empty text")
         tables[split] = (table.texts, table.labels)
+    return tables
+
+
+def _label_ids(tables: dict[str, tuple], files: dict[str, Path], source: str) -> tuple[list[str], dict]:
+    """The classes (from the training file) and each split's labels as class indices."""
     classes = _sort_labels(set(tables["train"][1]))
     if len(classes) < 2:
         raise DataError(f"{files['train']}: the label column has only one class ({classes[0]!r})",
@@ -178,15 +224,14 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
         if unseen:
             raise DataError(f"{files[split]}: labels {unseen[:5]} never occur in the training file",
                             hint=f"training labels: {classes}")
-    texts = {s: t for s, (t, _) in tables.items()}
+    ys = {s: np.array([lookup[v] for v in labs], np.int64) for s, (_, labs) in tables.items()}
     if source in CORPORA and set(classes) == set(SENTIMENT_NAMES):
         classes = [SENTIMENT_NAMES[c] for c in classes]
-    ys = {s: np.array([lookup[v] for v in labs], np.int64) for s, (_, labs) in tables.items()}
-    parts = carve_splits({s: (texts[s], ys[s]) for s in texts}, val_fraction=cfg.val_fraction,
-                         test_fraction=cfg.test_fraction, limit_train=cfg.limit_train, seed=seed, notes=notes)
-    texts = {s: list(p[0]) for s, p in parts.items()}
-    ys = {s: np.asarray(p[1], np.int64) for s, p in parts.items()}
+    return classes, ys
 
+
+def _tokenizer_name(cfg: DataConfig, hints: dict, train_texts: list[str], notes: list[str]) -> str:
+    """The model's own tokenizer, the recipe's, or (auto) the one the training texts call for."""
     tok_name = hints.get("tokenizer") or cfg.tokenizer
     if hints.get("tokenizer") and cfg.tokenizer.lower() not in ("auto", hints["tokenizer"]):
         notes.append(f"this model reads text with its own {hints['tokenizer']} tokenizer: "
@@ -194,62 +239,53 @@ def load_text(cfg: DataConfig, seed: int, hints: dict, data_dir: Path | None = N
     if tok_name == "auto":
         from danlu.data.text.tokenizers import choose_tokenizer
 
-        tok_name = choose_tokenizer(texts["train"])
+        tok_name = choose_tokenizer(train_texts)
     elif tok_name == "word":
         from danlu.data.text.tokenizers import cjk_fraction
 
-        if cjk_fraction(texts["train"][:2000]) >= 0.3:  # the founding article's mistake: no spaces, no words
+        if cjk_fraction(train_texts[:2000]) >= 0.3:  # the founding article's mistake: no spaces, no words
             notes.append("data.tokenizer=word splits on spaces, and this Chinese/Japanese text has few: whole "
                          "sentences become single tokens; use data.tokenizer=char or jieba (or auto)")
+    return tok_name
+
+
+def _encoder(tok_name: str, cfg: DataConfig, hints: dict, texts: dict[str, list[str]],
+             notes: list[str]) -> tuple[TextEncoder, Any, dict, dict, dict]:
+    """(encoder, token lists or None, schema's text info, run-folder artifacts, statistics) for a tokenizer:
+    a pretrained one with its own vocabulary, or ours with a vocabulary built on the training texts."""
     stats: dict[str, Any] = {"tokenizer": tok_name}
-    artifacts = {}
     if tok_name == "pretrained":
         from danlu.data.text.pretrained import PretrainedTokenizer
 
         name = hints.get("pretrained", "minilm")
         tok = PretrainedTokenizer(name)
         max_len = min(cfg.max_len or DEFAULT_PRETRAINED_MAX_LEN, tok.max_positions)
-        encoder = TextEncoder("pretrained", max_len, pretrained=tok)
-        token_lists = None
         text_info = {"tokenizer": "pretrained", "pretrained": str(name), "pad_id": tok.pad_id,
                      "vocab_size": tok.vocab_size, "max_len": max_len}
-        artifacts["tokenizer"] = lambda run_dir: tok.save(run_dir / "tokenizer")
-    else:
-        from danlu.data.text.vocab import Vocab, choose_max_len
+        artifacts = {"tokenizer": lambda run_dir: tok.save(run_dir / "tokenizer")}
+        return TextEncoder("pretrained", max_len, pretrained=tok), None, text_info, artifacts, stats
+    from danlu.data.text.vocab import Vocab, choose_max_len
 
-        encoder = TextEncoder(tok_name, 0)
-        token_lists = {s: encoder.tokens(t) for s, t in texts.items()}
-        vocab = Vocab.build(token_lists["train"], min_freq=cfg.min_freq, max_size=cfg.max_vocab)
-        lengths = [len(t) for t in token_lists["train"]]
-        max_len = cfg.max_len or choose_max_len(lengths, 95)
-        longest = max(max(len(t) for t in lists) for lists in token_lists.values() if lists)
-        if cfg.max_len and cfg.max_len > 4 * longest:  # the id matrices are rows x max_len: 1e8 once asked 467 GiB
-            max_len = longest
-            notes.append(f"data.max_len={cfg.max_len} is far beyond the longest text ({longest} tokens): "
-                         f"using {longest}")
-        encoder.vocab, encoder.max_len = vocab, max_len
-        for s in ("val", "test"):
-            stats[f"oov_rate_{s}"] = vocab.oov_rate(token_lists[s])
-        stats["length_percentiles"] = {p: float(np.percentile(lengths, p)) for p in (50, 90, 95, 99, 100)}
-        text_info = {"tokenizer": tok_name, "pad_id": 0, "vocab_size": len(vocab.itos), "max_len": max_len}
+    encoder = TextEncoder(tok_name, 0)
+    token_lists = {s: encoder.tokens(t) for s, t in texts.items()}
+    vocab = Vocab.build(token_lists["train"], min_freq=cfg.min_freq, max_size=cfg.max_vocab)
+    lengths = [len(t) for t in token_lists["train"]]
+    max_len = cfg.max_len or choose_max_len(lengths, 95)
+    longest = max(max(len(t) for t in lists) for lists in token_lists.values() if lists)
+    if cfg.max_len and cfg.max_len > 4 * longest:  # the id matrices are rows x max_len: 1e8 once asked 467 GiB
+        max_len = longest
+        notes.append(f"data.max_len={cfg.max_len} is far beyond the longest text ({longest} tokens): using {longest}")
+    encoder.vocab, encoder.max_len = vocab, max_len
+    for s in ("val", "test"):
+        stats[f"oov_rate_{s}"] = vocab.oov_rate(token_lists[s])
+    stats["length_percentiles"] = {p: float(np.percentile(lengths, p)) for p in (50, 90, 95, 99, 100)}
+    text_info = {"tokenizer": tok_name, "pad_id": 0, "vocab_size": len(vocab.itos), "max_len": max_len}
 
-        def write_vocab(run_dir: Path, vocab=vocab) -> None:
-            import json
+    def write_vocab(run_dir: Path, vocab=vocab) -> None:
+        import json
 
-            from danlu.runs.files import atomic_write_text
+        from danlu.runs.files import atomic_write_text
 
-            atomic_write_text(run_dir / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
+        atomic_write_text(run_dir / "vocab.json", json.dumps(vocab.to_json(), ensure_ascii=False))
 
-        artifacts["vocab.json"] = write_vocab
-    parts = {}
-    for s in ("train", "val", "test"):
-        ids, lens, truncated = encoder.encode(texts[s], token_lists[s] if token_lists else None)
-        if truncated:
-            notes.append(f"{s}: {truncated} of {len(ids)} texts truncated to {max_len} tokens (data.max_len)")
-        stats[f"truncated_{s}"] = truncated
-        parts[s] = TensorSplit(torch.from_numpy(ids), torch.from_numpy(ys[s]), texts[s])
-    schema = Schema(kind="text", task="classification", input_shape=[max_len], classes=classes, text=text_info,
-                    source=source)
-    splits = Splits(parts["train"], parts["val"], parts["test"], notes, artifacts)
-    splits.stats = stats
-    return splits, schema
+    return encoder, token_lists, text_info, {"vocab.json": write_vocab}, stats

@@ -26,10 +26,7 @@ window.danluChart = function (series, opts) {
   const sy = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
   el("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" });
   el("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" });
-  for (let i = 0; i <= 4; i++) {
-    const y = y0 + (y1 - y0) * i / 4;
-    el("text", { x: 4, y: sy(y) + 4 }, y.toPrecision(3));
-  }
+  for (const [y, label] of danluTicks(y0, y1, 5)) el("text", { x: 4, y: sy(y) + 4, class: "tick" }, label);
   el("text", { x: L, y: H - 8 }, String(x0));
   el("text", { x: W - R - 20, y: H - 8 }, String(x1));
   el("text", { x: W / 2 - 15, y: H - 8 }, opts.xlabel || "epoch");
@@ -46,3 +43,22 @@ window.danluChart = function (series, opts) {
   return svg;
 };
 window.danluColors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+
+// "Nice" tick values (1, 2 or 5 times a power of ten apart) inside [lo, hi], each labelled with just enough
+// decimals to tell it from its neighbours: five ticks at 3 significant digits once read 0.987, 0.988,
+// 0.988, 0.988, 0.989.
+window.danluTicks = function (lo, hi, most) {
+  const power = Math.pow(10, Math.floor(Math.log10((hi - lo) / most)));
+  const count = s => Math.floor(hi / s + 1e-9) - Math.ceil(lo / s - 1e-9) + 1;
+  const step = [1, 2, 2.5, 5, 10, 20].map(m => m * power).find(s => count(s) <= most) || 20 * power;
+  let decimals = 0;
+  const scaled = d => step * 10 ** d;
+  while (decimals < 20 && (Math.round(scaled(decimals)) === 0
+         || Math.abs(Math.round(scaled(decimals)) - scaled(decimals)) > 1e-6 * scaled(decimals))) decimals++;
+  const ticks = [];
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) {
+    const v = k * step;
+    ticks.push([v, (k === 0 ? 0 : v).toFixed(decimals)]);
+  }
+  return ticks;
+};

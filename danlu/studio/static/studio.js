@@ -18,6 +18,9 @@ function h(tag, attrs = {}, ...children) {
   return e;
 }
 
+// replaceChildren(null) shows the text "null": optional parts of a page are dropped here first
+const present = (...items) => items.filter(x => x !== null && x !== undefined && x !== false);
+
 function askKey() {
   return new Promise(resolve => {
     const d = $("#key-dialog");
@@ -156,28 +159,30 @@ async function showRun(name) {
         h("tr", {}, ["class", "precision", "recall", "F1", "support"].map(x => h("th", {}, x))),
         Object.entries(perClass).map(([c, m]) => h("tr", {}, h("td", {}, c), ["precision", "recall", "f1", "support"].map(k => h("td", { class: "num" }, fmt(m[k]))))))) : null),
   ];
-  for (const f of d.figures) {
-    cards.push(h("section", { class: "card" }, h("h2", {}, f.replace("_", " ")),
+  // the live chart above draws the learning curves; their PNG (for reports) is not shown a second time
+  for (const f of d.figures.filter(f => f !== "learning_curves")) {
+    cards.push(h("section", { class: "card" }, h("h2", {}, f.replaceAll("_", " ")),
       await figure(`api/runs/${encodeURIComponent(name)}/figures/${f}.png`, f)));
   }
   cards.push(h("section", { class: "card" }, h("h2", {}, "Recipe (resolved)"), h("pre", { id: "recipe" }, d.recipe_yaml || "(no recipe.yaml)")));
   if (d.predictable) cards.push(tryIt(d));
-  view().replaceChildren(
+  view().replaceChildren(...present(
     h("h1", {}, d.run, " ", h("span", { id: "run-status", class: `status ${d.status}` }, d.status)),
     d.problems.length ? h("p", { class: "problems", id: "problems" }, "Problems: ", d.problems.join("; ")) : null,
     d.error ? h("p", { class: "problems" }, "Error: ", d.error) : null,
-    h("div", { class: "grid" }, cards));
+    h("div", { class: "grid" }, cards)));
   let rows = d.history.slice();
   const poll = async () => {
     try {
       const m = await getJSON(`api/runs/${encodeURIComponent(name)}/metrics?after=${rows.length}`);
       if (m.rows.length) { rows = rows.concat(m.rows); curves.replaceChildren(curveCharts([rows], [d.run])); }
-      live.textContent = `live: ${m.status}, epoch ${m.epoch || rows.length}/${m.epochs || "?"}`;
+      if (m.more) { timer = setTimeout(poll, 0); return; }  // a long history comes a page at a time
+      if (d.status === "training" || d.status === "evaluating") live.textContent = `live: ${m.status}, epoch ${m.epoch || rows.length}/${m.epochs || "?"}`;
       if (m.status === "training" || m.status === "evaluating") timer = setTimeout(poll, 1000);
       else if (m.status !== d.status) route();  // finished: show the report and figures
     } catch (e) { live.textContent = `live updates stopped: ${e.message}`; }
   };
-  if (d.status === "training" || d.status === "evaluating") poll();
+  if (d.status === "training" || d.status === "evaluating" || d.history_more) poll();
 }
 
 // "Why?": the input on screen explained by POST api/runs/NAME/explain, drawn by serve's shared explain.js
@@ -300,13 +305,13 @@ async function showStudy(name) {
       h("td", { class: "num" }, fmt(t.value)), params.map(p => h("td", { class: "num" }, fmt((t.params || {})[p]))),
       h("td", { class: "small" }, t.run ? String(t.run).split("/").pop() : "–"))));
   const plots = [];
-  for (const p of s.plots) plots.push(h("section", { class: "card" }, h("h2", {}, p.replace("_", " ")),
+  for (const p of s.plots) plots.push(h("section", { class: "card" }, h("h2", {}, p.replaceAll("_", " ")),
     await figure(`api/studies/${encodeURIComponent(name)}/plots/${p}.png`, p)));
-  view().replaceChildren(h("h1", {}, "Study ", name),
+  view().replaceChildren(...present(h("h1", {}, "Study ", name),
     s.problems.length ? h("p", { class: "problems" }, s.problems.join("; ")) : null,
     s.best ? h("p", { id: "best" }, `best: trial ${s.best.trial}, ${s.metric} ${fmt(s.best.value)}`) : null,
     table, h("div", { class: "grid" }, plots),
-    s.best_yaml ? h("section", { class: "card" }, h("h2", {}, "Best recipe"), h("pre", {}, s.best_yaml)) : null);
+    s.best_yaml ? h("section", { class: "card" }, h("h2", {}, "Best recipe"), h("pre", {}, s.best_yaml)) : null));
 }
 
 // ------------------------------------------------------------------ routing

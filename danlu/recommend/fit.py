@@ -1,0 +1,136 @@
+"""Gradient training for MF and the two-tower model: BPR on sampled negatives (ranking) or MSE (ratings),
+with the epoch chosen on validation Recall@k / RMSE and the best weights kept."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from danlu.models.recommenders import MF
+
+
+def _optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr: float, reg: float,
+            negatives: int, optimizer: str, weight_decay: float, seed: int, validate: Callable[[], float] | None,
+            patience: int = 5, say: Callable[[str], None] = print, loss_name: str = "bpr") -> dict[str, Any]:
+    """Train on (user, positive, sampled negative) triples (BPR) or on (user, positive) against the whole
+    catalogue (``loss_name="softmax"``); keep the weights with the best ``validate()``
+    (without one, all epochs run and the last weights stay)."""
+    gen = torch.Generator().manual_seed(seed)
+    coo = train.tocoo()
+    users = torch.from_numpy(coo.row.astype(np.int64))
+    items = torch.from_numpy(coo.col.astype(np.int64))
+    opt = _optimizer(model, optimizer, lr, weight_decay)
+    best, best_epoch, best_state, history = -1.0, 0, None, []
+    t0 = time.perf_counter()
+    time_to_best = 0.0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(users), generator=gen)
+        total = 0.0
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            u = users[idx].repeat(negatives)
+            i = items[idx].repeat(negatives)
+            j = torch.randint(0, model.n_items, (len(u),), generator=gen)
+            table = model.item_tower(drop=True) if hasattr(model, "item_tower") else None
+            if loss_name == "softmax":  # cross-entropy over the whole catalogue: every item a negative
+                vectors = table if table is not None else model.item.weight
+                logits = model.user(users[idx]) @ vectors.T + model.item_bias.weight.T
+                loss = F.cross_entropy(logits, items[idx])
+                if reg:
+                    loss = loss + reg * ((model.user(users[idx]) ** 2).sum(-1).mean() + (vectors ** 2).sum(-1).mean())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                continue
+            if table is None:
+                pos, neg = model(u, i), model(u, j)
+                vecs = [model.user(u), model.item(i), model.item(j)]
+            else:
+                pos, neg = model(u, i, table), model(u, j, table)
+                vecs = [model.user(u), table[i], table[j]]
+            loss = -F.logsigmoid(pos - neg).mean()
+            if reg:
+                loss = loss + reg * sum((v ** 2).sum(-1).mean() for v in vecs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        model.eval()
+        score = validate() if validate is not None else float(epoch)
+        history.append({"epoch": epoch, "loss": total / len(users), "val": score,
+                        "seconds": round(time.perf_counter() - t0, 2)})
+        say(f"epoch {epoch}  loss {total / len(users):.4f}  val {score:.4f}")
+        if score > best:
+            best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
+            time_to_best = time.perf_counter() - t0
+        elif epoch - best_epoch >= patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"best_epoch": best_epoch, "best_val": best, "epochs_run": len(history), "history": history,
+            "seconds_to_best": round(time_to_best, 2), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def fit_mse(model: MF, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, *, epochs: int, batch_size: int,
+            lr: float, reg: float, optimizer: str, seed: int, validate: Callable[[], float] | None,
+            patience: int = 5) -> dict[str, Any]:
+    """Biased MF on observed ratings: (r − μ − b_u − b_i − p_u·q_i)² + reg·(|p_u|² + |q_i|² + b_u² + b_i²).
+
+    ``validate()`` returns an error (lower is better); without it all epochs run."""
+    gen = torch.Generator().manual_seed(seed)
+    u_t, i_t = torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))
+    r_t = torch.from_numpy(ratings.astype(np.float32))
+    with torch.no_grad():
+        model.global_bias.fill_(float(r_t.mean()))
+    opt = _optimizer(model, optimizer, lr, 0.0)
+    best, best_epoch, best_state = float("inf"), 0, None
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(u_t), generator=gen)
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            u, i = u_t[idx], i_t[idx]
+            pred = model(u, i)
+            loss = F.mse_loss(pred, r_t[idx])
+            if reg:
+                loss = loss + reg * ((model.user(u) ** 2).sum(-1) + (model.item(i) ** 2).sum(-1)
+                                     + model.user_bias(u).squeeze(-1) ** 2 + model.item_bias(i).squeeze(-1) ** 2
+                                     ).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if validate is None:
+            continue
+        model.eval()
+        err = validate()
+        if err < best:
+            best, best_epoch, best_state = err, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"best_epoch": best_epoch or epochs, "best_val": best}
+
+
+@torch.no_grad()
+def predict_ratings(model: MF, users: np.ndarray, items: np.ndarray, scale: tuple[float, float] | None) -> np.ndarray:
+    model.eval()
+    pred = model(torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))).numpy()
+    return np.clip(pred, *scale) if scale else pred

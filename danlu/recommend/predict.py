@@ -1,0 +1,136 @@
+"""Top-k from a recommendation run folder: a known user, a new user folded in from a few items, or (for an
+unknown user) popularity with a note. Seen items are never recommended."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from danlu.data.interactions import item_label, load_id_maps
+from danlu.errors import DanluError, RunError
+
+
+def load_state(model: Any, path: Path) -> None:
+    """Weights from safetensors; buffers whose size depends on the data (EASE's item lists, the two-tower's
+    feature lists) take the saved shape, parameters must match."""
+    from safetensors.torch import load_file
+
+    from danlu.runs.files import check_run_file
+
+    check_run_file(path, within=path.parent)  # a regular file in the run folder: not a FIFO, device or link out
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors' own error types for a damaged file
+        raise RunError(f"{path} is damaged ({type(e).__name__}: {str(e)[:120]})",
+                       hint="train the run again") from None
+    own = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    missing = [k for k in [*own, *buffers] if k not in tensors]
+    if missing:
+        raise RunError(f"{path} lacks {missing[:3]}", hint="the weights are from another model; train the run again")
+    for name, t in tensors.items():
+        owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        attr = name.rpartition(".")[2]
+        if name in buffers:
+            owner._buffers[attr] = t
+        elif name in own:
+            if own[name].shape != t.shape:
+                raise RunError(f"{path}: {name} has shape {tuple(t.shape)}, the model {tuple(own[name].shape)}",
+                               hint="the weights are from another recipe; train the run again")
+            own[name].data.copy_(t)
+
+
+class RecommenderRun:
+    """A trained recommendation run, loaded once and asked many times (CLI and server)."""
+
+    def __init__(self, run_dir: Path):
+        from danlu.recipe import load_recipe
+        from danlu.recommend.build import build, with_features
+        from danlu.recommend.store import load_history
+        from danlu.runs.files import read_json
+        from danlu.runs.store import read_run_recipe
+
+        self.run_dir = Path(run_dir)
+        self.recipe = load_recipe(base=read_run_recipe(self.run_dir))
+        self.schema = read_json(self.run_dir / "schema.json")
+        self.users, self.items = load_id_maps(self.run_dir / "id_maps.json")
+        self.item_info = read_json(self.run_dir / "items.json")
+        features = self.schema.get("features")
+        self.model = with_features(build(self.recipe, len(self.users), len(self.items), features), features,
+                                   self.item_info, len(self.items))
+        load_state(self.model, self.run_dir / "model.safetensors")
+        self.model.eval()
+        self.history = load_history(self.run_dir, len(self.items))
+        self.counts = np.asarray(self.history.sum(0)).ravel()
+
+    def label(self, index: int) -> str:
+        return item_label(self.item_info, self.items.ids, index)
+
+    def _item_indices(self, raw: list[Any]) -> tuple[list[int], list[str]]:
+        found, unknown = [], []
+        for r in raw:
+            i = self.items.get(r)
+            (unknown.append(str(r)) if i is None else found.append(i))
+        return found, unknown
+
+    def recommend(self, user: Any = None, items: list[Any] | None = None, k: int = 10,
+                  exclude: list[Any] = ()) -> dict[str, Any]:
+        """{"user", "notes", "recommendations": [{"item", "title", "score", "because"?}]}."""
+        if k < 1:
+            raise DanluError(f"k must be at least 1, got {k}")
+        if (user is None) == (items is None):
+            raise DanluError("give a user id or a list of items (not both)",
+                             hint="danlu predict RUN --user 42, or --items 1,2,3 for a new user")
+        notes: list[str] = []
+        u = -1
+        if user is not None:
+            u = self.users.get(user)
+            if u is None:
+                notes.append(f"user {user!r} is not in the training data: recommending the most popular items")
+                hist = np.zeros(0, dtype=np.int64)
+            else:
+                hist = self.history.indices[self.history.indptr[u]:self.history.indptr[u + 1]]
+        else:
+            found, unknown = self._item_indices(list(items))
+            if unknown:
+                notes.append(f"unknown item id(s) ignored: {', '.join(unknown[:10])}")
+            if not found:
+                raise DanluError("none of the given items is in this run's catalogue",
+                                 hint=f"item ids look like: {', '.join(self.items.ids[:5])}")
+            hist = np.asarray(sorted(set(found)), dtype=np.int64)
+        h = sp.csr_matrix((np.ones(len(hist), dtype=np.float32), (np.zeros(len(hist), dtype=np.int64), hist)),
+                          shape=(1, len(self.items)))
+        if user is not None and u is None:
+            scores = self.counts.astype(np.float64).copy()
+        else:
+            scores = np.asarray(self.model.score(np.asarray([u]), h), dtype=np.float64).ravel()
+        scores[hist] = -np.inf
+        ex, _ = self._item_indices(list(exclude))
+        scores[ex] = -np.inf
+        from danlu.recommend.metrics import rank_top
+
+        top = [i for i in rank_top(scores[None, :], k)[0] if np.isfinite(scores[i])]
+        out = []
+        for i in top:
+            row = {"item": self.items.ids[i], "title": self.label(i), "score": round(float(scores[i]), 5)}
+            if self.model.explains and len(hist) and not (user is not None and u is None):
+                j = self.model.because(hist, int(i))
+                if j is not None:
+                    row["because"] = {"item": self.items.ids[j], "title": self.label(j)}
+            out.append(row)
+        return {"user": None if user is None else str(user), "known_items": int(len(hist)), "notes": notes,
+                "recommendations": out}
+
+
+def render(result: dict[str, Any]) -> str:
+    from danlu.printable import terminal_safe as safe
+
+    lines = [f"note: {n}" for n in result["notes"]]
+    for rank, r in enumerate(result["recommendations"], 1):
+        why = f"  (because you rated {safe(r['because']['title'])})" if "because" in r else ""
+        lines.append(f"{rank:>3}. {safe(r['title'])}  [{safe(r['item'])}]  {r['score']:.4f}{why}")
+    return "\n".join(lines)
+

@@ -1,0 +1,122 @@
+"""``danlu serve RUN`` for a recommendation run: POST /v1/recommend, GET /v1/model, GET /healthz.
+
+    curl -s localhost:8000/v1/recommend -d '{"user": "42", "k": 10}'
+    curl -s localhost:8000/v1/recommend -d '{"items": ["1", "2", "3"], "k": 5, "exclude": ["318"]}'
+
+The run is loaded once; each request is scored in a worker thread (numpy/torch release the GIL), so the event
+loop keeps accepting requests. Bad requests get {"error", "detail"} JSON with 422, a wrong key 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from danlu.errors import DanluError
+
+MAX_K = 1000
+MAX_ITEMS = 10_000
+
+
+def parse_request(body: bytes) -> dict[str, Any]:
+    """{"user": id} or {"items": [ids]}, with optional "k" (10) and "exclude" ([]); anything else is refused."""
+    from danlu.serve.inputs import RequestError
+
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError("the body is not JSON", str(e)[:200]) from None
+    if not isinstance(data, dict):
+        raise RequestError("the body is a JSON object", 'e.g. {"user": "42", "k": 10}')
+    unknown = sorted(set(data) - {"user", "items", "k", "exclude"})
+    if unknown:
+        raise RequestError(f"unknown field(s) {unknown}", "fields: user or items, k, exclude")
+    if ("user" in data) == ("items" in data):
+        raise RequestError("give exactly one of user and items", '{"user": "42"} or {"items": ["1", "2"]}')
+    k = data.get("k", 10)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise RequestError(f"k is a whole number from 1 to {MAX_K}", f"got {k!r}")
+    out: dict[str, Any] = {"k": k}
+    for key in ("items", "exclude"):
+        value = data.get(key, [] if key == "exclude" else None)
+        if value is None:
+            continue
+        if not isinstance(value, list) or len(value) > MAX_ITEMS or not all(
+                isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+            raise RequestError(f"{key} is a list of at most {MAX_ITEMS} item ids (strings or numbers)")
+        out[key] = value
+    if "user" in data:
+        if not isinstance(data["user"], str | int) or isinstance(data["user"], bool):
+            raise RequestError("user is an id (a string or a number)", f"got {data['user']!r}")
+        out["user"] = data["user"]
+    return out
+
+
+def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb: float = 1.0) -> FastAPI:
+    from danlu.recommend.predict import RecommenderRun
+    from danlu.serve.inputs import RequestError
+
+    served = RecommenderRun(run_dir)
+    report_path = Path(run_dir) / "report.json"
+    from danlu.runs.files import read_json
+
+    report = read_json(report_path) if report_path.exists() else {}
+    metrics = report.get("metrics", {}) if isinstance(report, dict) else {}
+    app = FastAPI(title=f"danlu · {served.recipe.name}", docs_url=None)
+    max_body = int(max_body_mb * 1024 * 1024)
+
+    def refuse(status: int, error: str, detail: Any = None) -> JSONResponse:
+        return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+    def authorized(x_api_key: str | None, authorization: str | None) -> JSONResponse | None:
+        """The same rule as /v1/predict's: X-API-Key: KEY or Authorization: Bearer KEY, constant-time."""
+        if not api_key:
+            return None
+        given = x_api_key or None
+        if given is None:
+            scheme, _, token = (authorization or "").partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else None
+        if given is None or not hmac.compare_digest(given.encode("latin-1", "replace"), api_key.encode()):
+            return refuse(401, "missing or wrong API key", "send it as the header X-API-Key: KEY or "
+                                                           "Authorization: Bearer KEY")
+        return None
+
+    @app.post("/v1/recommend", summary="Top-k items for a known user or for a few items (a new user)")
+    async def recommend(request: Request, x_api_key: str | None = Header(None),
+                        authorization: str | None = Header(None)) -> JSONResponse:
+        denied = authorized(x_api_key, authorization)
+        if denied is not None:
+            return denied
+        body = await request.body()
+        if len(body) > max_body:
+            return refuse(413, f"the body is over {max_body_mb:g} MB")
+        try:
+            asked = parse_request(body)
+            result = await run_in_threadpool(served.recommend, user=asked.get("user"), items=asked.get("items"),
+                                             k=asked["k"], exclude=asked.get("exclude", []))
+        except RequestError as e:
+            return refuse(e.status, e.error, e.detail)
+        except DanluError as e:
+            return refuse(422, e.message, e.hint)
+        return JSONResponse(result)
+
+    @app.get("/v1/model", summary="What this server recommends with, and its test metrics")
+    async def model(x_api_key: str | None = Header(None), authorization: str | None = Header(None)) -> JSONResponse:
+        denied = authorized(x_api_key, authorization)
+        if denied is not None:
+            return denied
+        return JSONResponse({"run": served.run_dir.name, "task": "recommendation", "model": served.recipe.model.name,
+                             "users": len(served.users), "items": len(served.items), "metrics": metrics,
+                             "key_required": api_key is not None})
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return app
