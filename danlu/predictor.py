@@ -96,10 +96,10 @@ class Predictor:
         return self.normalize(self.image_pixels(items))
 
     def tabular_tensor(self, rows: list[Any]) -> torch.Tensor:
-        from danlu.data.tabular import TabularEncoder
+        from danlu.data.tabular import encoder_for
 
         if self._tabular is None:
-            self._tabular = TabularEncoder.from_schema(self.schema)
+            self._tabular = encoder_for(self.schema)
         for i, row in enumerate(rows):
             values = row.values() if isinstance(row, dict) else row if isinstance(row, list | tuple) else None
             if values is None:

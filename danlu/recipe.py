@@ -92,6 +92,8 @@ class DataConfig(_Strict):
     normalize: bool = True
     # tabular
     features: list[str] | None = None  # feature columns; None = every column but the target
+    exclude: list[str] | None = None  # columns to leave out (of data.features, or of every column)
+    check_leaks: bool = True  # refuse a feature that equals the target or predicts it perfectly in training
     target: str | None = None  # target column; None = the last column
     task: Literal["auto", "classification", "regression"] = "auto"  # auto: from the target column's values
     # text
@@ -595,6 +597,8 @@ def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | 
             given = {k[2] for (k, _), _ in parsed if len(k) == 3 and k[:2] == ["model", "options"]} | {
                 k[1] for (k, _), _ in parsed if len(k) == 2 and k[0] == "model"}
             raw["model"] = {k: v for k, v in raw["model"].items() if k in given or k == "name"}
+            if isinstance(raw.get("tune"), dict):  # so was its search space over model options
+                raw["tune"] = {k: v for k, v in raw["tune"].items() if not str(k).startswith("model.")} or None
         _set_path(raw, keys, value, item)
     try:
         return Recipe.model_validate(raw)

@@ -36,6 +36,7 @@ class Schema:
     features: list[str] | None = None  # tabular column names, in model input order
     categories: dict[str, list[str]] = field(default_factory=dict)  # tabular one-hot columns
     text: dict[str, Any] = field(default_factory=dict)  # tokenizer name, pad_id, vocab size, max_len
+    table: dict[str, Any] = field(default_factory=dict)  # tabular column plan (danlu/data/columns.py); {} = one-hot
     audio: dict[str, Any] = field(default_factory=dict)  # sample_rate, seconds, fit, samples (danlu/data/audio.py)
     source: str = ""  # dataset name, for the model card
 
@@ -44,6 +45,13 @@ class Schema:
         if self.task == "classification":
             return len(self.classes or [])
         return len(self.targets or [1])
+
+    def non_numeric_columns(self) -> set[str]:
+        """Table columns that take text (categories, dates, free text; IDs and constants, unused): the one-hot
+        encoder's categories, or the column plan's columns not read as numbers."""
+        if self.table:
+            return {c["name"] for c in self.table.get("columns", []) if c.get("kind") != "numeric"}
+        return set(self.categories)
 
     @property
     def is_binary(self) -> bool:
@@ -102,6 +110,7 @@ class SchemaFile(BaseModel):
     features: list[StrictStr] | None = None
     categories: dict[str, list[StrictStr]] = {}
     text: dict[str, Any] = {}
+    table: dict[str, Any] = {}
     audio: dict[str, Any] = {}
     source: StrictStr = ""
 
@@ -155,6 +164,9 @@ class SchemaFile(BaseModel):
         features = self.features or []
         if len(set(features)) != len(features):
             raise ValueError("'features' names a column twice")
+        if self.table:
+            self._check_plan(features)
+            return
         unknown = [c for c in self.categories if c not in set(features)]
         if unknown:
             raise ValueError(f"'categories' has column {unknown[0]!r}, which is not in 'features'")
@@ -162,6 +174,21 @@ class SchemaFile(BaseModel):
         if width != self.input_shape[0]:
             raise ValueError(f"'features' and 'categories' make {width} input columns, input_shape says "
                              f"{self.input_shape[0]}")
+
+    def _check_plan(self, features: list[str]) -> None:
+        t = self.table
+        inputs, codes, cards = t.get("inputs"), t.get("code_columns"), t.get("cardinalities")
+        if not isinstance(inputs, list) or len(inputs) != self.input_shape[0]:
+            raise ValueError(f"table.inputs names {len(inputs) if isinstance(inputs, list) else 'no'} input columns, "
+                             f"input_shape says {self.input_shape[0]}")
+        if t.get("features") != features:
+            raise ValueError("table.features differs from 'features'")
+        if not isinstance(codes, list) or not isinstance(cards, list) or len(codes) != len(cards) or not all(
+                _is_int(j) and 0 <= j < len(inputs) for j in codes) or not all(_is_int(c) and c >= 2 for c in cards):
+            raise ValueError("table.code_columns and table.cardinalities must be matching lists of column indexes "
+                             "and category counts")
+        if not isinstance(t.get("columns"), list):
+            raise ValueError("table.columns must list the column specs")
 
     def _check_text(self) -> None:
         t = self.text

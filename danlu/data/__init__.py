@@ -51,7 +51,7 @@ def load(cfg: DataConfig, *, seed: int = 0, data_dir: Path | None = None,
         return load_audio_folder(cfg, seed)
     from danlu.data.tabular import load_tabular
 
-    return load_tabular(cfg, seed)
+    return load_tabular(cfg, seed, hints)
 
 
 __all__ = ["Schema", "Splits", "load", "kind_of"]

@@ -305,7 +305,8 @@ def explain(run: str | Path, inputs: Any = None, *, method: str = "auto", target
         return result
     if inputs is None:
         raise DanluError("nothing to explain", hint="give inputs, or top_losses=K, or global_importance=True")
-    if schema.kind == "tabular" and schema.categories and explainer.method != "saliency":
+    if schema.kind == "tabular" and (schema.categories or schema.table) and explainer.method not in (
+            "saliency", "tree_shap"):
         from danlu.explanations.views import train_split_x
 
         x = train_split_x(explainer, data_dir)

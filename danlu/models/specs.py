@@ -148,6 +148,36 @@ class TransformerOptions(_Options):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
+class TabularNetOptions(_Options):
+    """Embeddings for category columns, quantile-normalized numbers, then dense layers (a table's net)."""
+
+    hidden: list[Size] = [256, 128]
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embed_dropout: float = Field(0.0, ge=0, lt=1)
+    batch_norm: bool = True
+
+
+class BoostingOptions(_Options):
+    """Gradient-boosted trees (LightGBM): many rounds at a modest rate, stopped early on the val split."""
+
+    n_estimators: int = Field(2000, ge=1)  # the most boosting rounds; early stopping usually ends far sooner
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    early_stopping_rounds: int = Field(50, ge=0)  # rounds without a better val loss before stopping; 0: off
+    # then train again on train + val for 1.1x the best round count (more data; +0.01-0.02 accuracy or R² on
+    # the small tables of benchmarks/tables.py); false keeps the early-stopped booster
+    refit: bool = True
+    num_leaves: int = Field(31, ge=2, le=131072)
+    max_depth: int = Field(-1, ge=-1)  # -1: no limit (num_leaves bounds the trees)
+    min_child_samples: int = Field(20, ge=1)
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_freq: int = Field(0, ge=0)
+    lambda_l2: float = Field(0.0, ge=0)
+    min_split_gain: float = Field(0.0, ge=0)
+    max_bin: int = Field(255, ge=2)
+    cat_smooth: float = Field(10.0, ge=0)
+
+
 class AudioAugmentOptions(_Options):
     """Batch augmentation of audio models, training mode only (danlu/models/audio.py)."""
 
@@ -211,6 +241,8 @@ MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "article_lstm": (ArticleLSTMOptions, ("text",), "article 3's Embedding(16) → LSTM(32) → Dense, done right"),
     "textcnn": (TextCNNOptions, ("text",), "embedding → parallel convolutions → masked max-pool"),
     "transformer": (TransformerOptions, ("text",), "fine-tune a pretrained encoder (MiniLM offline)"),
+    "tabular_net": (TabularNetOptions, ("tabular",), "category embeddings + robust numbers → MLP, for tables"),
+    "lightgbm": (BoostingOptions, ("tabular",), "gradient-boosted trees (LightGBM), early-stopped on val"),
     "bc_resnet": (BCResNetOptions, ("audio",), "log-mel (in the model) → small broadcasted-residual CNN"),
     "tone_net": (ToneNetOptions, ("audio",), "pitch contour (YIN in the model) + log-mel CNN, for tones"),
 }

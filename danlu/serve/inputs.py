@@ -67,7 +67,7 @@ def parse_json(body: bytes, schema: Schema, max_inputs: int) -> PredictRequest:
                 raise RequestError(f"input {i}: a text must be a non-empty string", f"got {_describe(t)}")
         return PredictRequest(list(items), list(items), top_k)
     for i, row in enumerate(items):
-        check_row(row, i, schema.features or [], schema.categories)
+        check_row(row, i, schema.features or [], schema.non_numeric_columns())
     return PredictRequest(list(items), list(items), top_k)
 
 
@@ -119,7 +119,7 @@ def decode_base64_image(value: Any, i: int) -> bytes:
     return data
 
 
-def check_row(row: Any, i: int, features: list[str], categories: dict[str, list[str]]) -> None:
+def check_row(row: Any, i: int, features: list[str], categories: dict[str, list[str]] | set[str]) -> None:
     """A feature row: a list in column order or an object by column name; numbers (or numeric strings),
     category names for categorical columns, null for missing."""
     if isinstance(row, dict):
