@@ -30,7 +30,8 @@ from danlu.serve.refusal import RequestError
 # The web pages use only their own files: no inline script, no CDN; images are previewed from blob: URLs.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+                               "script-src 'self'; connect-src 'self'; media-src 'self' blob:; "
+                               "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",

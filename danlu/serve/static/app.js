@@ -74,6 +74,7 @@ function inputSummary(card) {
     return `${w}×${h} ${c === 1 ? "grayscale" : "RGB"} image`;
   }
   if (card.kind === "tabular") return `${(spec.features || []).length} features`;
+  if (card.kind === "audio" && spec.audio) return `${spec.audio.seconds} s of sound at ${spec.audio.sample_rate} Hz`;
   return spec.max_length ? `text, up to ${spec.max_length} tokens` : "text";
 }
 
@@ -410,6 +411,7 @@ async function main() {
     showCard(card);
     $("explain-toggle").addEventListener("change", (e) => { if (e.target.checked) explain(); else hideExplanation(); });
     if (card.kind === "image") setUpImage(card);
+    else if (card.kind === "audio") setUpAudio(card);  // audio.js: file drop and the record button
     else if (card.kind === "text") setUpText();
     else setUpTabular(card.input || {});
     if (window.danluExtras) window.danluExtras(card, api);  // samples and the draw canvas (extras.js)
