@@ -92,6 +92,7 @@ def test_upload_shows_bars_and_the_model_card(run, browser, digit_file):
         assert "classification" in facts and "8×8 grayscale image" in facts
         assert "accuracy" in browser.find_element(By.ID, "metrics").text
         assert len(browser.find_elements(By.CSS_SELECTOR, "#classes li")) == 10
+        assert not browser.find_element(By.ID, "audio-input").is_displayed()  # the record button is for audio runs
 
         bars = upload_and_read_bars(browser, digit_file)
         assert all(label in [str(i) for i in range(10)] for label, _ in bars)

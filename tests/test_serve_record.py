@@ -48,13 +48,14 @@ def mic_browser(tmp_path_factory):
                  f"--use-file-for-fake-audio-capture={clip}",
                  f"--user-data-dir={tmp_path_factory.mktemp('chrome')}", "--window-size=1280,1000"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP violations
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
 
 
-def test_record_button_sends_a_wav_and_shows_the_prediction(audio_run, mic_browser, monkeypatch):
+def test_record_button_sends_a_wav_and_shows_the_prediction(audio_run, mic_browser, monkeypatch, tmp_path):
     import time
 
     from selenium.webdriver.common.by import By
@@ -89,15 +90,29 @@ def test_record_button_sends_a_wav_and_shows_the_prediction(audio_run, mic_brows
         assert not browser.find_element(By.ID, "error").is_displayed()
         assert "Record" in record.text and browser.find_element(By.ID, "playback").is_displayed()
         assert [name for name, _ in uploads] == ["recording.wav"]
+        assert browser.find_element(By.CSS_SELECTOR, "#results h3").text == "recording.wav"
+        # a chosen file goes the same way
+        browser.find_element(By.ID, "audio-file").send_keys(str(write(tmp_path / "rise.flac", tone(
+            np.geomspace(150, 400, RATE // 2)))))
+        wait(browser, lambda d: d.execute_script(  # read in one go: the results are replaced as they arrive
+            "const h = document.querySelector('#results h3'); return h && h.textContent") == "rise.flac")
+        assert browser.find_element(By.ID, "audio-name").text == "rise.flac"
+        logs = [e["message"] for e in browser.get_log("browser")]
+        assert not [m for m in logs if "Content Security Policy" in m or "Uncaught" in m], logs
         import httpx  # the page shows the server's answer for these very bytes
 
-        again = httpx.post(server.url + "/v1/predict", files=[("files", ("again.wav", uploads[0][1], "audio/wav"))])
+        again = httpx.post(server.url + "/v1/predict", files=[("files", ("again.wav", uploads[0][1], "audio/wav"))],
+                           timeout=10)
         assert again.json()["predictions"][0]["top"][0]["label"] == labels[0]
+        why = httpx.post(server.url + "/v1/explain", files=[("files", ("again.wav", uploads[0][1], "audio/wav"))],
+                         timeout=10)
+        assert why.status_code == 501 and "danlu explain" in why.json()["detail"]
+        assert not browser.find_element(By.ID, "explain-toggle").is_displayed()
 
     data = uploads[0][1]
     info = sf.info(io.BytesIO(data))
     assert (info.format, info.subtype, info.channels) == ("WAV", "PCM_16", 1)
-    assert 0.8 <= info.duration <= 3.0, info.duration
+    assert 0.8 <= info.duration <= 3.0 and info.samplerate >= 8000, (info.duration, info.samplerate)
     x, rate = sf.read(io.BytesIO(data), dtype="float32")
     assert len(data) == 44 + 2 * len(x)  # a plain 44-byte RIFF/WAVE header, then the samples
     x = x[len(x) // 4:]  # past the start, where the fake device may still be silent

@@ -213,6 +213,10 @@ def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path
               summary="Explain predictions: image heat maps, token scores, or feature attributions "
                       "(JSON or multipart files)")
     async def explain(request: Request):
+        if engine.schema.kind == "audio":  # the table explainer would fail on a waveform (a 500 before)
+            raise RequestError("explanations of audio runs are not served yet",
+                               "run `danlu explain RUN clip.wav --out why/` for the time-frequency occlusion map",
+                               status=501)
         kind = media_type(request.headers.get("content-type", "").encode("latin-1"))
         if kind == b"multipart/form-data":  # image files, as /v1/predict takes them, plus method and target
             files, fields = await read_form(request, limit, extra=("method", "target"))

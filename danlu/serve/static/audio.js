@@ -14,6 +14,7 @@ function audioUpload(files) {
 
 function setUpAudio(card) {
   $("audio-input").hidden = false;
+  $("explain-toggle").closest("label").hidden = true;  // the server explains audio with `danlu explain` only
   const drop = $("audio-drop");
   const audio = (card.input || {}).audio || {};
   const limitMb = (card.limits || {}).max_body_mb;
@@ -33,7 +34,7 @@ function setUpAudio(card) {
     player.src = URL.createObjectURL(files[0]);
     player.hidden = false;
     $("audio-name").textContent = files.length === 1 ? files[0].name : `${files[0].name} and ${files.length - 1} more`;
-    predict({ body: audioUpload(files) }, files.map((f) => f.name), () => Promise.all(files.map(readAsDataUrl)));
+    predict({ body: audioUpload(files) }, files.map((f) => f.name), null);
   };
 
   $("audio-file").addEventListener("change", (e) => send([...e.target.files]));
