@@ -117,7 +117,7 @@ def test_image_files_come_as_the_multipart_form_of_predict(runs, digit_png):
         too_many = error(c.post("/v1/explain", files=files * 5), 422, "form")  # at most 8 per request, as JSON
         assert "8" in too_many["detail"]
     with local(create_app(runs.text)) as c:
-        error(c.post("/v1/explain", files=[("files", ("a.png", digit_png, "image/png"))]), 422, "image and audio models")
+        error(c.post("/v1/explain", files=[("files", ("a.png", digit_png, "image/png"))]), 422, "image and audio")
 
 
 def test_table_rows_come_back_per_schema_column(runs):

@@ -7,6 +7,7 @@ Runs whenever chromium and chromedriver are installed; under CI=true it must run
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -90,6 +91,8 @@ def test_record_button_sends_a_wav_and_shows_the_prediction(audio_run, mic_brows
         assert not browser.find_element(By.ID, "error").is_displayed()
         assert "Record" in record.text and browser.find_element(By.ID, "playback").is_displayed()
         assert [name for name, _ in uploads] == ["recording.wav"]
+        if os.environ.get("DANLU_SCREENSHOT"):
+            browser.save_screenshot(os.environ["DANLU_SCREENSHOT"])
         assert browser.find_element(By.CSS_SELECTOR, "#results h3").text == "recording.wav"
         # a chosen file goes the same way
         browser.find_element(By.ID, "audio-file").send_keys(str(write(tmp_path / "rise.flac", tone(

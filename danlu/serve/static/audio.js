@@ -65,6 +65,7 @@ function setUpRecorder(send, limitMb) {
     button.disabled = true;
     button.title = window.isSecureContext ? "This browser cannot record audio here." :
       "The microphone needs https or localhost; open the page there to record.";
+    clock.textContent = window.isSecureContext ? "no recording in this browser" : "recording needs https or localhost";
     return;
   }
 
