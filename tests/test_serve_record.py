@@ -115,7 +115,7 @@ def test_record_button_sends_a_wav_and_shows_the_prediction(audio_run, mic_brows
     data = uploads[0][1]
     info = sf.info(io.BytesIO(data))
     assert (info.format, info.subtype, info.channels) == ("WAV", "PCM_16", 1)
-    assert 0.8 <= info.duration <= 3.0 and info.samplerate >= 8000, (info.duration, info.samplerate)
+    assert 0.5 <= info.duration <= 10 and info.samplerate >= 8000, (info.duration, info.samplerate)
     x, rate = sf.read(io.BytesIO(data), dtype="float32")
     assert len(data) == 44 + 2 * len(x)  # a plain 44-byte RIFF/WAVE header, then the samples
     x = x[len(x) // 4:]  # past the start, where the fake device may still be silent
