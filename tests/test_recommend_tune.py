@@ -103,7 +103,7 @@ class _Crash:
         return None
 
 
-@pytest.mark.parametrize("recipe", ["movielens-bpr", "movielens-ease", "movielens-mf-ratings"])
+@pytest.mark.parametrize("recipe", ["movielens-bpr", "movielens-twotower", "movielens-ease", "movielens-mf-ratings"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(recipe, tmp_path, capsys):
     from safetensors.numpy import load_file
 
@@ -111,20 +111,22 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(recipe, tmp_path
 
     data = _table(tmp_path)
     extra = {"movielens-bpr": ["train.epochs=5", "model.factors=8", "train.early_stop.patience=10"],
+             "movielens-twotower": ["train.epochs=5", "model.dim=8", "train.early_stop.patience=10"],
              "movielens-ease": [], "movielens-mf-ratings": ["train.epochs=3", "recommend.folds=2"]}[recipe]
     args = [*_on(data), *extra]
     whole = train(recipe, args, runs_dir=tmp_path / "a", progress=False, plots=False)
-    crash_after = 3 if recipe == "movielens-bpr" else 1
+    trained = recipe in ("movielens-bpr", "movielens-twotower")
+    crash_after = 3 if trained else 1
     with pytest.raises(KeyboardInterrupt):
         train(recipe, args, runs_dir=tmp_path / "b", progress=False, plots=False, callbacks=[_Crash(crash_after)])
     (run,) = (tmp_path / "b").iterdir()
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
-    if recipe == "movielens-bpr":
+    if trained:
         assert (run / "checkpoints" / "select.safetensors").is_file()
     capsys.readouterr()
     resumed = train(recipe, resume=run, progress=True, plots=False)
     assert resumed.run == run and resumed.status == "done"
-    if recipe == "movielens-bpr":  # continued from the checkpoint, not trained again from the start
+    if trained:  # continued from the checkpoint, not trained again from the start
         out = capsys.readouterr().out
         assert "resumed after epoch 3" in out and "epoch 1 " not in out and "epoch 4 " in out
     drop = ("fit_seconds", "eval_seconds")
