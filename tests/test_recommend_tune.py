@@ -168,7 +168,7 @@ def test_a_run_killed_while_refitting_resumes_from_the_refit_checkpoint(tmp_path
     assert resumed.report["training"]["refit"]["epochs"] == whole.report["training"]["refit"]["epochs"]
 
 
-@pytest.mark.parametrize("recipe", ["movielens-bpr", "movielens-itemknn"])
+@pytest.mark.parametrize("recipe", ["movielens-bpr", "movielens-itemknn", "movielens-ease"])
 def test_a_batch_of_requests_gets_the_answers_asked_one_by_one(recipe, tmp_path):
     from danlu.api import train
     from danlu.recommend.predict import RecommenderRun
@@ -185,3 +185,9 @@ def test_a_batch_of_requests_gets_the_answers_asked_one_by_one(recipe, tmp_path)
         [[r["item"] for r in a["recommendations"]] for a in alone]
     assert batched == alone or recipe.endswith("bpr")  # scores may differ in the last float bits under BLAS
     assert "not in the training data" in batched[2]["notes"][0] and "nope" in batched[1]["notes"][0]
+    if served.model.explains:  # the batched "because you rated X" is the one asked item by item
+        hist = served.ask(user="c3").history
+        got = [r["because"]["item"] for r in batched[0]["recommendations"]]
+        want = [served.items.ids[served.model.because(hist, served.items.get(r["item"]))]
+                for r in batched[0]["recommendations"]]
+        assert got == want and len(got) == 5

@@ -122,19 +122,25 @@ class RecommenderRun:
                               shape=(len(scored), len(self.items)))
             scores = np.asarray(self.model.score(np.asarray([a.index for a in scored]), h), dtype=np.float64)
             rows = {id(a): scores[j] for j, a in enumerate(scored)}
-        out = []
+        tops = []
         for a in asks:
             s = rows[id(a)].copy() if a.index is not None else self.counts.astype(np.float64).copy()
             s[a.history] = -np.inf
             s[a.exclude] = -np.inf
-            top = [i for i in rank_top(s[None, :], a.k)[0] if np.isfinite(s[i])]
+            top = np.asarray([i for i in rank_top(s[None, :], a.k)[0] if np.isfinite(s[i])], dtype=np.int64)
+            tops.append((top, s[top]))
+        pairs = [(a, top) for a, (top, _) in zip(asks, tops, strict=True)
+                 if self.model.explains and len(a.history) and a.index is not None]  # "because you rated X"
+        why = {id(a): w for (a, _), w in zip(pairs, self.model.because_many([(a.history, t) for a, t in pairs]),
+                                             strict=True)} if pairs else {}
+        out = []
+        for a, (top, scores) in zip(asks, tops, strict=True):
             recs = []
-            for i in top:
-                row = {"item": self.items.ids[i], "title": self.label(i), "score": round(float(s[i]), 5)}
-                if self.model.explains and len(a.history) and a.index is not None:
-                    j = self.model.because(a.history, int(i))
-                    if j is not None:
-                        row["because"] = {"item": self.items.ids[j], "title": self.label(j)}
+            for r, (i, score) in enumerate(zip(top, scores, strict=True)):
+                row = {"item": self.items.ids[i], "title": self.label(i), "score": round(float(score), 5)}
+                j = why[id(a)][r] if id(a) in why else None
+                if j is not None:
+                    row["because"] = {"item": self.items.ids[j], "title": self.label(j)}
                 recs.append(row)
             out.append({"user": None if a.user is None else str(a.user), "known_items": int(len(a.history)),
                         "notes": a.notes, "recommendations": recs})

@@ -70,7 +70,14 @@ def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb:
     from danlu.serve.inputs import RequestError
 
     served = RecommenderRun(run_dir)
-    batcher = MicroBatcher(served.answer_many, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    counted = {"batches": 0, "requests": 0}  # /healthz shows them: the mean batch a load test saw
+
+    def count(inputs: int, jobs: int, seconds: float) -> None:
+        counted["batches"] += 1
+        counted["requests"] += jobs
+
+    batcher = MicroBatcher(served.answer_many, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                           on_batch=count)
     report_path = Path(run_dir) / "report.json"
     from danlu.runs.files import read_json
 
@@ -142,6 +149,6 @@ def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb:
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", **counted})
 
     return app
