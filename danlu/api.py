@@ -47,6 +47,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
         return _train_recommender(recipe, resume_path, runs_dir, data_dir, run_dir, progress, plots, list(callbacks),
                                   resumable)
     job = _Job.check(recipe, data_dir, runs_dir, progress)  # everything that can fail on user input
+    if getattr(job.model, "fits_itself", False):
+        _boosting_fits(recipe, job.group, resume)
     run = job.open_run(resume_path, run_dir, runs_dir, resumable)
     with run.lock():  # no other process trains this run meanwhile; released however this ends
         job.say(f"run: {run.path}")
@@ -164,6 +166,12 @@ class _Job:
         try:
             # an unreachable tracking server fails the run here; rank 0 alone tracks a distributed run
             tracked = _trackers(recipe, run.path) if run.writer else []
+            if getattr(self.model, "fits_itself", False):  # boosted trees: LightGBM's own loop
+                from danlu.training.boosted import fit_boosted
+
+                loop = fit_boosted(self.model, self.splits, self.schema, recipe, run, say=self.say,
+                                   callbacks=[*callbacks, *tracked])
+                return loop, tracked, loop  # the loop knows its best round, as the nets' recorder its best epoch
             cbs = standard_callbacks(recipe, self.schema, len(self.splits.val) > 0, run, resume=resumed,
                                      progress=self.progress, extra=[*callbacks, *tracked], resumable=resumable)
             loop = build_loop(self.model, self.splits, self.schema, recipe, cbs)
@@ -191,6 +199,19 @@ class _Job:
             fail_run(run, e, "evaluation", **done)
             _finish_tracking(tracked, None, "failed")
             raise
+
+
+def _boosting_fits(recipe: Recipe, group: Any, resume: Any) -> None:
+    """Boosted trees train in LightGBM's own loop: the nets' plug-ins do not apply to it."""
+    from danlu.errors import DanluError
+
+    model = recipe.model.name
+    for on, what in ((recipe.train.privacy is not None, "train.privacy (DP-SGD)"),
+                     (recipe.train.distill is not None, "train.distill"), (group is not None, "distributed training"),
+                     (resume is not None, "--resume")):
+        if on:
+            raise DanluError(f"model '{model}' (gradient-boosted trees) does not take {what}",
+                             hint="train it without that, or use a neural model (model.name=tabular_net or mlp)")
 
 
 def _end_of_training(loop: Any, recorder: Any, resumable: bool) -> dict[str, Any]:

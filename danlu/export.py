@@ -102,8 +102,11 @@ def export_onnx(run: str | Path, *, runs_dir: Path | None = None, data_dir: Path
     run_dir = predictor.run_dir
     batches = _test_batches(predictor, data_dir, say)
     example = batches[0][:2]
-    wrapped = _with_postprocessing(predictor)
-    data, exporter = _export_graph(wrapped, example, predictor, exporter_choice())
+    if hasattr(predictor.model, "to_onnx"):  # boosted trees: onnxmltools' converter, postprocessing included
+        data, exporter = _tree_graph(predictor), "onnxmltools"
+    else:
+        wrapped = _with_postprocessing(predictor)
+        data, exporter = _export_graph(wrapped, example, predictor, exporter_choice())
     parity = check_parity(predictor, data, batches)
     say(f"parity on the test split ({parity.samples} samples): max abs difference {parity.max_abs_diff:.3g}, "
         f"{parity.measure} agreement {parity.agreement:.4%}")
@@ -152,6 +155,14 @@ def _export_graph(wrapped: Any, example: Any, predictor: Any, choice: str) -> tu
     raise DanluError(f"could not export the {predictor.schema.kind} model '{predictor.recipe.model.name}' to ONNX "
                      f"({'; '.join(failures)})",
                      hint="serve it with the PyTorch backend instead: danlu serve RUN --backend torch")
+
+
+def _tree_graph(predictor: Any) -> bytes:
+    try:
+        return predictor.model.to_onnx(predictor.schema.input_shape[0])
+    except ImportError as e:
+        raise DanluError(f"exporting boosted trees needs onnxmltools ({e})",
+                         hint="pip install onnxmltools (see requirements.txt)") from None
 
 
 def _axes(schema: Any) -> dict[str, dict[int, str]]:
@@ -278,9 +289,18 @@ def _preprocess_steps(schema: Any) -> str:
         c, h, w = schema.input_shape
         return (f"decode, convert to {'grayscale (L)' if c == 1 else 'RGB'}, resize to {h}x{w} (H x W, bilinear), "
                 "channels first, x / 255, then (x - mean) / std per channel; float32 [batch, C, H, W]")
+    if schema.kind == "tabular" and schema.table:
+        return ("encode rows by the column plan in schema.table (danlu/data/columns.py): numbers through the "
+                "quantile transform (missing → 0 and a flag), dates split into parts, text tokens hashed, categories "
+                "as integer codes (0 missing, 1 rare/unseen); float32 [batch, F] in the order of table.inputs")
     if schema.kind == "tabular":
         return ("features in the order of 'features' (categorical columns one-hot over 'categories'), then "
                 "(x - mean) / std per column; a missing value becomes 0 after that; float32 [batch, F]")
+    if schema.kind == "audio":
+        a = schema.audio
+        return (f"decode the file, average the channels to mono, resample to {a['sample_rate']} Hz (soxr HQ), crop "
+                f"or zero-pad to {a['samples']} samples ({a['fit']}-aligned); float32 [batch, samples] in [-1, 1]. "
+                "The features (log-mel, pitch track) are inside the graph")
     return "tokenize with the run's tokenizer (see 'text'), right-pad with text.pad_id; int64 [batch, sequence]"
 
 
@@ -306,8 +326,24 @@ def metadata(predictor: Any, parity: Parity, exporter: str = "legacy") -> dict[s
         "schema": asdict(schema),
         "parity": parity.as_json(),
         "weights_sha256": weights_digest(predictor.run_dir),
-        "opset": OPSET if exporter == "legacy" else DYNAMO_OPSET,
-        "exporter": f"torch {torch.__version__} " + ("(TorchScript, dynamo=False)" if exporter == "legacy"
-                                                     else "(torch.export, dynamo=True)"),
+        "opset": _opset(exporter),
+        "exporter": _exporter_name(exporter, torch.__version__),
         "checked_with": f"onnxruntime {onnxruntime.__version__}",
     }
+
+
+def _opset(exporter: str) -> int:
+    if exporter == "onnxmltools":
+        from danlu.models.boosting import ONNX_OPSET
+
+        return ONNX_OPSET
+    return OPSET if exporter == "legacy" else DYNAMO_OPSET
+
+
+def _exporter_name(exporter: str, torch_version: str) -> str:
+    if exporter == "onnxmltools":
+        import onnxmltools
+
+        return f"onnxmltools {onnxmltools.__version__} (LightGBM converter)"
+    return f"torch {torch_version} " + ("(TorchScript, dynamo=False)" if exporter == "legacy"
+                                        else "(torch.export, dynamo=True)")

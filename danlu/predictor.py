@@ -96,10 +96,10 @@ class Predictor:
         return self.normalize(self.image_pixels(items))
 
     def tabular_tensor(self, rows: list[Any]) -> torch.Tensor:
-        from danlu.data.tabular import TabularEncoder
+        from danlu.data.tabular import encoder_for
 
         if self._tabular is None:
-            self._tabular = TabularEncoder.from_schema(self.schema)
+            self._tabular = encoder_for(self.schema)
         for i, row in enumerate(rows):
             values = row.values() if isinstance(row, dict) else row if isinstance(row, list | tuple) else None
             if values is None:
@@ -121,8 +121,31 @@ class Predictor:
                 raise DataError(f"input {i}: empty or non-string text", hint="send non-empty strings")
         return self._text_encoder.tensor([t.strip() for t in texts])
 
+    def audio_tensor(self, items: list[Any], max_seconds: float | None = None) -> torch.Tensor:
+        """Paths, encoded bytes or float arrays (already at the run's rate) → float32 [N, samples], decoded
+        exactly as in training (schema.json's ``audio``)."""
+        from danlu.data.audio import MAX_SECONDS, AudioFormat, decode_audio, fit_length
+
+        fmt = AudioFormat.from_dict(self.schema.audio)
+        clips = []
+        for i, item in enumerate(items):
+            where = item if isinstance(item, str | Path) else f"input {i}"
+            try:
+                if isinstance(item, np.ndarray):
+                    clip = fit_length(np.asarray(item, np.float32).reshape(-1), fmt.samples, fmt.fit)
+                else:
+                    if isinstance(item, str | Path) and not Path(item).is_file():
+                        raise DataError(f"no such file: {item}")
+                    clip = decode_audio(item, fmt, max_seconds or MAX_SECONDS)
+            except DataError as e:
+                raise DataError(f"{where}: {e.message}", hint=e.hint) from None
+            clips.append(torch.from_numpy(np.ascontiguousarray(clip)))
+        return torch.stack(clips)
+
     def to_tensor(self, inputs: list[Any]) -> torch.Tensor:
         kind = self.schema.kind
+        if kind == "audio":
+            return self.audio_tensor(inputs)
         if kind == "image":
             return self.image_tensor(inputs)
         if kind == "text":

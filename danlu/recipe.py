@@ -24,11 +24,13 @@ SCHEDULES = ("none", "step", "cosine", "linear", "onecycle")
 DATASETS = (
     "digits", "iris", "breast_cancer", "diabetes", "wine",
     "mnist", "fashion-mnist", "cifar10", "imagefolder", "csv", "text", "chnsenticorp", "sst2",
+    "audiofolder", "mandarin-tones",
     "movielens", "interactions",  # user-item tables: the recommend block (danlu/recipe_recommend.py)
 )
 DATASET_ALIASES = {"breast-cancer": "breast_cancer", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
                    "cifar-10": "cifar10", "sst-2": "sst2", "image_folder": "imagefolder", "images": "imagefolder",
-                   "tabular": "csv"}
+                   "tabular": "csv", "audio_folder": "audiofolder", "audio": "audiofolder",
+                   "mandarin_tones": "mandarin-tones"}
 
 
 class InvalidValue(ValueError):
@@ -90,6 +92,8 @@ class DataConfig(_Strict):
     normalize: bool = True
     # tabular
     features: list[str] | None = None  # feature columns; None = every column but the target
+    exclude: list[str] | None = None  # columns to leave out (of data.features, or of every column)
+    check_leaks: bool = True  # refuse a feature that equals the target or predicts it perfectly in training
     target: str | None = None  # target column; None = the last column
     task: Literal["auto", "classification", "regression"] = "auto"  # auto: from the target column's values
     # text
@@ -99,6 +103,18 @@ class DataConfig(_Strict):
     max_len: int | None = Field(None, ge=1)  # None = a length percentile of the training texts
     min_freq: int = Field(1, ge=1)  # tokens seen fewer times in training become unknown
     max_vocab: int | None = Field(None, ge=10)  # keep the most frequent tokens; None = all
+    # audio (danlu/data/audio.py): every clip decoded to mono at sample_rate, cropped or zero-padded to seconds
+    sample_rate: int | None = Field(None, ge=1000, le=192_000)  # None = 16 kHz
+    seconds: float | None = Field(None, gt=0, le=600)  # None = 1 s (mandarin-tones: 0.64 s)
+    fit: Literal["center", "start"] = "center"  # where a short clip sits in the padding / a long one is cut
+    split: Literal["syllable", "speaker"] | None = None  # mandarin-tones: hold out syllables or a speaker
+    speaker: str | None = None  # mandarin-tones with split=speaker: the training speaker (3 or 5)
+    neutral: Literal["class", "drop"] = "drop"  # mandarin-tones: the neutral tone as a fifth class, or dropped
+
+    @field_validator("speaker", mode="before")
+    @classmethod
+    def _speaker_name(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # data.speaker=3 names speaker "3"
 
     @field_validator("tokenizer")
     @classmethod
@@ -581,6 +597,8 @@ def load_recipe(name_or_path: str | Path = "digits-mlp", overrides: list[str] | 
             given = {k[2] for (k, _), _ in parsed if len(k) == 3 and k[:2] == ["model", "options"]} | {
                 k[1] for (k, _), _ in parsed if len(k) == 2 and k[0] == "model"}
             raw["model"] = {k: v for k, v in raw["model"].items() if k in given or k == "name"}
+            if isinstance(raw.get("tune"), dict):  # so was its search space over model options
+                raw["tune"] = {k: v for k, v in raw["tune"].items() if not str(k).startswith("model.")} or None
         _set_path(raw, keys, value, item)
     try:
         return Recipe.model_validate(raw)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, m
 
 from danlu.errors import RunError
 
-Kind = Literal["image", "tabular", "text"]
+Kind = Literal["image", "tabular", "text", "audio"]
 Task = Literal["classification", "regression"]
 MAX_SIDE = 1 << 16  # no input dimension of a real run comes near this; a bigger one is a damaged file
 
@@ -26,7 +26,7 @@ MAX_SIDE = 1 << 16  # no input dimension of a real run comes near this; a bigger
 class Schema:
     kind: Kind
     task: Task
-    input_shape: list[int]  # image: [C, H, W]; tabular: [F]; text: [max_len]
+    input_shape: list[int]  # image: [C, H, W]; tabular: [F]; text: [max_len]; audio: [samples]
     classes: list[str] | None = None  # classification label names, index = class id
     targets: list[str] | None = None  # regression target names
     mean: list[float] | None = None  # per channel (image) or per feature (tabular)
@@ -36,6 +36,8 @@ class Schema:
     features: list[str] | None = None  # tabular column names, in model input order
     categories: dict[str, list[str]] = field(default_factory=dict)  # tabular one-hot columns
     text: dict[str, Any] = field(default_factory=dict)  # tokenizer name, pad_id, vocab size, max_len
+    table: dict[str, Any] = field(default_factory=dict)  # tabular column plan (danlu/data/columns.py); {} = one-hot
+    audio: dict[str, Any] = field(default_factory=dict)  # sample_rate, seconds, fit, samples (danlu/data/audio.py)
     source: str = ""  # dataset name, for the model card
 
     @property
@@ -43,6 +45,13 @@ class Schema:
         if self.task == "classification":
             return len(self.classes or [])
         return len(self.targets or [1])
+
+    def non_numeric_columns(self) -> set[str]:
+        """Table columns that take text (categories, dates, free text; IDs and constants, unused): the one-hot
+        encoder's categories, or the column plan's columns not read as numbers."""
+        if self.table:
+            return {c["name"] for c in self.table.get("columns", []) if c.get("kind") != "numeric"}
+        return set(self.categories)
 
     @property
     def is_binary(self) -> bool:
@@ -101,6 +110,8 @@ class SchemaFile(BaseModel):
     features: list[StrictStr] | None = None
     categories: dict[str, list[StrictStr]] = {}
     text: dict[str, Any] = {}
+    table: dict[str, Any] = {}
+    audio: dict[str, Any] = {}
     source: StrictStr = ""
 
     @model_validator(mode="after")
@@ -133,12 +144,29 @@ class SchemaFile(BaseModel):
             self._check_tabular()
         if self.kind == "text":
             self._check_text()
+        if self.kind == "audio":
+            self._check_audio()
         return self
+
+    def _check_audio(self) -> None:
+        a = self.audio
+        rate, seconds = a.get("sample_rate"), a.get("seconds")
+        if not _is_int(rate) or not 1000 <= rate <= 192_000:
+            raise ValueError(f"audio.sample_rate must be a whole number of Hz from 1000 to 192000 (got {_short(rate)})")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= 600:
+            raise ValueError(f"audio.seconds must be a number of seconds in (0, 600] (got {_short(seconds)})")
+        if a.get("fit", "center") not in ("center", "start"):
+            raise ValueError(f"audio.fit is center or start (got {_short(a.get('fit'))})")
+        if self.input_shape[0] != max(1, round(rate * seconds)):
+            raise ValueError(f"input_shape {self.input_shape} is not audio.sample_rate x audio.seconds samples")
 
     def _check_tabular(self) -> None:
         features = self.features or []
         if len(set(features)) != len(features):
             raise ValueError("'features' names a column twice")
+        if self.table:
+            self._check_plan(features)
+            return
         unknown = [c for c in self.categories if c not in set(features)]
         if unknown:
             raise ValueError(f"'categories' has column {unknown[0]!r}, which is not in 'features'")
@@ -146,6 +174,21 @@ class SchemaFile(BaseModel):
         if width != self.input_shape[0]:
             raise ValueError(f"'features' and 'categories' make {width} input columns, input_shape says "
                              f"{self.input_shape[0]}")
+
+    def _check_plan(self, features: list[str]) -> None:
+        t = self.table
+        inputs, codes, cards = t.get("inputs"), t.get("code_columns"), t.get("cardinalities")
+        if not isinstance(inputs, list) or len(inputs) != self.input_shape[0]:
+            raise ValueError(f"table.inputs names {len(inputs) if isinstance(inputs, list) else 'no'} input columns, "
+                             f"input_shape says {self.input_shape[0]}")
+        if t.get("features") != features:
+            raise ValueError("table.features differs from 'features'")
+        if not isinstance(codes, list) or not isinstance(cards, list) or len(codes) != len(cards) or not all(
+                _is_int(j) and 0 <= j < len(inputs) for j in codes) or not all(_is_int(c) and c >= 2 for c in cards):
+            raise ValueError("table.code_columns and table.cardinalities must be matching lists of column indexes "
+                             "and category counts")
+        if not isinstance(t.get("columns"), list):
+            raise ValueError("table.columns must list the column specs")
 
     def _check_text(self) -> None:
         t = self.text

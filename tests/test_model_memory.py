@@ -13,11 +13,39 @@ from danlu.schema import Schema
 IMAGE = Schema("image", "classification", [3, 32, 32], classes=["a", "b"])
 TEXT = Schema("text", "classification", [16], classes=["a", "b"],
               text={"tokenizer": "word", "vocab_size": 100, "pad_id": 0, "max_len": 16})
-SMALL_MODELS = [n for n in MODELS if n != "transformer"]  # transformer's size is the pretrained files' on disk
+# transformer's size is the pretrained files' on disk; lightgbm's trees are no torch parameters (LightGBM sizes them)
+SMALL_MODELS = [n for n in MODELS if n not in ("transformer", "lightgbm")]
+
+
+AUDIO = Schema("audio", "classification", [8000], classes=["a", "b"],
+               audio={"sample_rate": 16000, "seconds": 0.5, "fit": "center", "samples": 8000})
+
+
+def _table_schema() -> Schema:
+    """A tabular schema with a column plan (numbers, a category, a date), as tabular_net reads it."""
+    if not _TABLE:
+        import tempfile
+        from pathlib import Path
+
+        from danlu.prepare import prepare
+        from danlu.recipe import load_recipe
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "t.csv"
+            rows = [f"{i % 7},{'abc'[i % 3]},2024-01-{1 + i % 28:02d},{i % 2}" for i in range(120)]
+            path.write_text("x,colour,day,y\n" + "\n".join(rows) + "\n")
+            _TABLE.append(prepare(load_recipe("table-net", [f"data.path={path}", "data.target=y"]))[1])
+    return _TABLE[0]
+
+
+_TABLE: list[Schema] = []
 
 
 def _schema(name: str) -> Schema:
-    return TEXT if "text" in MODELS[name][1] else IMAGE
+    kinds = MODELS[name][1]
+    if "tabular" in kinds and name != "mlp":
+        return _table_schema()
+    return TEXT if "text" in kinds else AUDIO if "audio" in kinds else IMAGE
 
 
 def _options(name: str) -> dict:

@@ -116,3 +116,11 @@ def test_cnn_per_layer_kernels_strides_padding_and_overlapping_pool():
             if isinstance(c, nn.Conv2d)] == [(5, 5), (5, 5)]
     with pytest.raises(DanluError, match="model.kernel_size has 3 entries for 2 conv layers"):
         load_recipe("mnist-cnn", ["model.kernel_size=[3,3,3]"])
+
+
+def test_another_model_drops_the_search_space_over_the_old_models_options():
+    """breast-cancer-mlp's tune: block searches model.hidden; with model.name=lightgbm that key was refused
+    before any training, though the user never asked to search."""
+    recipe = load_recipe("breast-cancer-mlp", ["model.name=lightgbm"])
+    assert recipe.model.name == "lightgbm" and recipe.tune and not any(k.startswith("model.") for k in recipe.tune)
+    assert "model.hidden" in load_recipe("breast-cancer-mlp").tune  # the recipe as written keeps it

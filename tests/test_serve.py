@@ -172,7 +172,7 @@ def test_bad_uploads_are_422(client, tabular, digit_png):
     truncated = digit_png[: len(digit_png) // 2]
     assert_error(client.post("/v1/predict", files={"files": ("t.png", truncated, "image/png")}), 422, "input 0")
     assert_error(tabular.post("/v1/predict", files={"files": ("a.png", digit_png, "image/png")}), 422,
-                 "file uploads are for image models")
+                 "file uploads are for image and audio models")
 
 
 def test_oversized_image_dimensions_are_refused_before_decoding(client):

@@ -37,6 +37,10 @@ def parameter_count(name: str) -> str:
         "fast_resnet": (Schema("image", "classification", [3, 32, 32], classes=[str(i) for i in range(10)]),
                         "CIFAR-10"),
     }
+    audio = Schema("audio", "classification", [16000], classes=["tone1", "tone2", "tone3", "tone4"],
+                   audio={"sample_rate": 16000, "seconds": 1.0, "fit": "center", "samples": 16000})
+    for audio_model in ("bc_resnet", "tone_net"):
+        examples[audio_model] = (audio, "1 s at 16 kHz, 4 classes")
     text = Schema("text", "classification", [128], classes=["neg", "pos"], text={"vocab_size": 5000, "pad_id": 0})
     image = Schema("image", "classification", [3, 224, 224], classes=["a", "b"])
     schema, where = examples.get(name, (text, "5,000-token vocab, 2 classes") if name in (

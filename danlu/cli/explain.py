@@ -69,7 +69,7 @@ def cmd_explain(a: argparse.Namespace) -> None:
                      runs_dir=a.runs_dir, data_dir=a.data_dir, steps=a.steps, skipped=skipped)
     for problem in skipped:
         print(f"skipped {problem}", file=sys.stderr)
-    rows = write_outputs(result["explanations"], kind, out, result["method"])
+    rows = write_outputs(result["explanations"], kind, out, result["method"], result.get("audio"))
     if a.json:
         print_json({"method": result["method"], "out": str(out), "explanations": rows})
         return

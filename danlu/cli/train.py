@@ -16,7 +16,19 @@ def cmd_train(a: argparse.Namespace) -> None:
     if a.recipe is None and a.resume is None:
         from danlu.errors import DanluError
 
-        raise DanluError("train needs a RECIPE (or --resume RUN)", hint="danlu recipes lists the built-in ones")
+        raise DanluError("train needs a RECIPE, a data PATH (or --resume RUN)",
+                         hint="danlu recipes lists the built-in ones; danlu train my_data.csv chooses one")
+    from danlu.autorecipe.inspect import looks_like_data
+
+    if a.recipe is not None and a.resume is None and looks_like_data(a.recipe):  # a recipe from the data
+        from danlu.cli.auto import cmd_train_data
+
+        return cmd_train_data(a)
+    if a.time_limit is not None:
+        from danlu.errors import DanluError
+
+        raise DanluError("--time-limit chooses among candidate recipes for a data PATH",
+                         hint="danlu train my_data.csv --time-limit 10m; a recipe trains as written")
     overrides = list(a.overrides)
     if a.track:
         overrides.append(f"train.track={json.dumps(a.track)}")
@@ -61,10 +73,13 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def add_train_verbs(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    t = sub.add_parser("train", help="train a recipe: danlu train RECIPE [key=value ...]")
-    t.add_argument("recipe", nargs="?", help="built-in recipe name or YAML file (danlu recipes)")
+    t = sub.add_parser("train", help="train a recipe: danlu train RECIPE|DATA_PATH [key=value ...]")
+    t.add_argument("recipe", nargs="?", help="built-in recipe name or YAML file (danlu recipes); or a data path "
+                   "(image folder, CSV/Parquet table, text file or folder): a recipe is chosen from the data")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 model.hidden=[256,128]")
     t.add_argument("--resume", metavar="RUN", help="continue a run that was interrupted")
+    t.add_argument("--time-limit", metavar="DURATION", help="with a data PATH: train the candidate recipes that fit "
+                   "in it (10m, 90s, 1h) and keep the best on validation")
     t.add_argument("--json", action="store_true", help="print one JSON object (run, metrics, wall_s) last")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.add_argument("--nproc", type=int, metavar="N", help="data-parallel training in N processes on this machine "

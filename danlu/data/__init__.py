@@ -15,12 +15,15 @@ from danlu.schema import Schema
 IMAGE_SETS = {"digits", "mnist", "fashion-mnist", "cifar10", "imagefolder"}
 TABULAR_SETS = {"iris", "breast_cancer", "diabetes", "wine", "csv"}
 TEXT_SETS = {"text", "chnsenticorp", "sst2"}
+AUDIO_SETS = {"audiofolder", "mandarin-tones"}
 
 
 def kind_of(name: str) -> str:
-    """The data kind (image, tabular, text) a dataset name yields."""
+    """The data kind (image, tabular, text, audio) a dataset name yields."""
     if name in IMAGE_SETS:
         return "image"
+    if name in AUDIO_SETS:
+        return "audio"
     if name in TEXT_SETS:
         return "text"
     return "tabular"
@@ -39,9 +42,16 @@ def load(cfg: DataConfig, *, seed: int = 0, data_dir: Path | None = None,
         from danlu.data.text.dataset import load_text
 
         return load_text(cfg, seed, hints, data_dir)
+    if kind == "audio":
+        from danlu.data.audiofolder import load_audio_folder
+        from danlu.data.mandarin import load_mandarin_tones
+
+        if cfg.name == "mandarin-tones":
+            return load_mandarin_tones(cfg, seed, data_dir)
+        return load_audio_folder(cfg, seed)
     from danlu.data.tabular import load_tabular
 
-    return load_tabular(cfg, seed)
+    return load_tabular(cfg, seed, hints)
 
 
 __all__ = ["Schema", "Splits", "load", "kind_of"]

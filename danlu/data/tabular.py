@@ -10,20 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from danlu.data.cells import rows_by_name, to_float
 from danlu.data.labels import MISSING, MISSING_LABELS, canonical_label
 from danlu.data.splits import Splits, split_off, subsample
 from danlu.errors import DataError, did_you_mean
 from danlu.recipe import DataConfig
 from danlu.schema import Schema
 
-# 1,234,567.89: grouped thousands, as spreadsheets export them
-_GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
 # a column is numeric when at most this share of its non-missing training values are not numbers;
 # those few are then typos to fix, not categories (one bad cell used to make a column categorical)
 MAX_NON_NUMERIC = 0.05
@@ -31,20 +29,6 @@ SKLEARN_SETS = {"iris", "breast_cancer", "diabetes", "wine"}
 # columns in one CSV: reading is linear in them (100,000 columns x 20 rows: ~5 s here); past this a file is
 # more likely a wrong delimiter or a transposed table than features, and schema.json would hold megabytes
 MAX_COLUMNS = 100_000
-
-
-def _to_float(v: Any) -> float | None:
-    if v is None:
-        return math.nan
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
-    s = str(v).strip()
-    if s.lower() in MISSING:
-        return math.nan
-    try:
-        return float(s)
-    except ValueError:
-        return float(s.replace(",", "")) if _GROUPED.match(s) else None
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -55,6 +39,10 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
             raise DataError(f"{path} is not a regular file (a folder, named pipe, socket or device)",
                             hint="set data.path to a CSV file")
         raise DataError(f"data file not found: {path}", hint="set data.path to an existing CSV file")
+    from danlu.data.parquet import is_parquet, read_parquet
+
+    if is_parquet(path):
+        return read_parquet(path)
     from danlu.data.text.files import allow_long_fields, decode_text, field_too_long
 
     text = decode_text(path.read_bytes(), path)  # UTF-8, or an error that guesses the encoding for iconv
@@ -114,7 +102,7 @@ class TabularEncoder:
         features = list(columns)
         categories = {}
         for name, values in columns.items():
-            floats = [_to_float(values[i]) for i in train_idx]
+            floats = [to_float(values[i]) for i in train_idx]
             bad = sum(f is None for f in floats)
             present = sum(f is not None and not math.isnan(f) for f in floats) + bad
             if bad and bad > MAX_NON_NUMERIC * present:
@@ -136,6 +124,9 @@ class TabularEncoder:
     def _column_features(self) -> list[str]:
         """The feature each encoded column comes from (a categorical feature spans one column per category)."""
         return [name for name in self.features for _ in range(len(self.categories.get(name, ())) or 1)]
+
+    def column_features(self) -> list[str]:
+        return self._column_features()
 
     def _onehot_columns(self) -> list[int]:
         return [j for j, name in enumerate(self._column_features()) if name in self.categories]
@@ -160,7 +151,7 @@ class TabularEncoder:
                 j += len(cats)
             else:
                 for i, v in enumerate(values):
-                    f = _to_float(v)
+                    f = to_float(v)
                     if f is None or math.isinf(f):
                         what = "is not a number" if f is None else "is not a finite number"
                         raise DataError(f"column '{name}', {where} {i + base}: '{v}' {what}",
@@ -186,23 +177,7 @@ class TabularEncoder:
 
     def rows_to_columns(self, rows: list[Any], where: str = "input") -> dict[str, list[Any]]:
         """Rows as lists (schema order) or dicts (by column name) → columns by name."""
-        cols: dict[str, list[Any]] = {n: [] for n in self.features}
-        for i, row in enumerate(rows):
-            if isinstance(row, dict):
-                missing = [n for n in self.features if n not in row]
-                if missing:
-                    raise DataError(f"{where} {i}: missing column(s) {', '.join(missing)}",
-                                    hint=f"expected columns: {', '.join(self.features)}")
-                for n in self.features:
-                    cols[n].append(row[n])
-            else:
-                row = list(row)
-                if len(row) != len(self.features):
-                    raise DataError(f"{where} {i}: {len(row)} values, the model expects {len(self.features)}",
-                                    hint=f"columns in order: {', '.join(self.features)}")
-                for n, v in zip(self.features, row, strict=True):
-                    cols[n].append(v)
-        return cols
+        return rows_by_name(self.features, rows, where)
 
     def schema_fields(self) -> dict[str, Any]:
         return {"features": self.features, "categories": self.categories,
@@ -211,6 +186,16 @@ class TabularEncoder:
     @classmethod
     def from_schema(cls, schema: Schema) -> TabularEncoder:
         return cls(schema.features or [], schema.categories, schema.mean or [], schema.std or [])
+
+
+def encoder_for(schema: Schema) -> Any:
+    """The encoder a run's schema.json describes: the column plan (``table``), or the one-hot encoder of
+    runs from before it (and of the models that keep it)."""
+    if schema.table:
+        from danlu.data.columns import ColumnPlan
+
+        return ColumnPlan(schema.table)
+    return TabularEncoder.from_schema(schema)
 
 
 def _sklearn_columns(name: str) -> tuple[dict[str, list[Any]], np.ndarray, list[str] | None, str]:
@@ -235,6 +220,14 @@ def _csv_columns(cfg: DataConfig) -> tuple[dict[str, list[Any]], list[str], str,
         raise DataError(f"target column '{target}' not in {cfg.path}",
                         hint=f"{did_you_mean(target, header)}columns: {', '.join(header)}")
     features = cfg.features or [h for h in header if h != target]
+    if cfg.exclude:
+        unknown = [c for c in cfg.exclude if c not in set(header)]
+        if unknown:
+            raise DataError(f"data.exclude names column(s) {', '.join(unknown)}, not in {cfg.path}",
+                            hint=f"{did_you_mean(unknown[0], header)}columns: {', '.join(header)}")
+        features = [f for f in features if f not in set(cfg.exclude)]
+        if not features:
+            raise DataError("data.exclude leaves no feature column", hint="exclude fewer columns")
     columns_in_file = set(header)  # a set: a list here made reading quadratic (100,000 columns: 88 s)
     unknown = [f for f in features if f not in columns_in_file]
     if unknown:
@@ -251,7 +244,7 @@ def _csv_columns(cfg: DataConfig) -> tuple[dict[str, list[Any]], list[str], str,
 def _infer_task(y_raw: list[str], task: str) -> str:
     if task != "auto":
         return task
-    floats = [_to_float(v) for v in y_raw]
+    floats = [to_float(v) for v in y_raw]
     if any(f is None for f in floats):
         return "classification"
     vals = {f for f in floats if not math.isnan(f)}
@@ -259,7 +252,7 @@ def _infer_task(y_raw: list[str], task: str) -> str:
     return "classification" if integral and len(vals) <= 20 else "regression"
 
 
-def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
+def load_tabular(cfg: DataConfig, seed: int, hints: dict | None = None) -> tuple[Splits, Schema]:
     import torch
 
     from danlu.data.tensors import TensorSplit
@@ -287,7 +280,7 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
     if task == "classification":
         labels = [canonical_label(str(y_raw[i]).strip()) for i in keep]
         if classes is None:
-            classes = sorted(set(labels), key=lambda s: (_to_float(s) is None, _to_float(s) or 0.0, s))
+            classes = sorted(set(labels), key=lambda s: (to_float(s) is None, to_float(s) or 0.0, s))
         else:
             labels = [classes[int(float(v))] for v in labels]
         lookup = {c: k for k, c in enumerate(classes)}
@@ -299,7 +292,7 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
             notes.append(f"the target '{target_name}' has {len(classes)} classes for {len(labels)} rows, most with "
                          "a single row: if it is a quantity, set data.task=regression")
     else:
-        ys = [_to_float(y_raw[i]) for i in keep]
+        ys = [to_float(y_raw[i]) for i in keep]
         if any(v is None for v in ys):
             bad = next(str(y_raw[i]) for i, v in zip(keep, ys, strict=True) if v is None)
             raise DataError(f"{source}: regression target '{target_name}' has a non-number '{bad}'",
@@ -309,6 +302,10 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
             row = keep[int(np.argmax(~np.isfinite(y[:, 0])))]
             raise DataError(f"{source}: regression target '{target_name}' is not a finite number in data row "
                             f"{row + 1} ('{y_raw[row]}')", hint="fix or remove that row")
+    if cfg.name not in SKLEARN_SETS:  # one value throughout, or an ID: refused before any split
+        from danlu.data.table_checks import check_target
+
+        check_target(y_raw, keep, task, target_name, source)
     kept = np.asarray(keep, np.int64)  # file data row (0-based) of each row with a target
     strat = task == "classification"
     rest, test_idx = split_off(y if strat else np.zeros(len(y)), cfg.test_fraction, seed, strat)
@@ -320,15 +317,32 @@ def load_tabular(cfg: DataConfig, seed: int) -> tuple[Splits, Schema]:
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise DataError(f"{source}: too few rows ({len(y)}) to split into train/val/test",
                         hint="add rows, or lower data.test_fraction / data.val_fraction")
+    plan = (hints or {}).get("table") == "columns"  # the column plan (danlu/data/columns.py) for the models that ask
+    if cfg.name not in SKLEARN_SETS:
+        from danlu.data.table_checks import check_leaks
+
+        if cfg.check_leaks:
+            check_leaks(columns, y, task, target_name, source, kept[train_idx], train_idx, y_raw)
     try:
-        enc = TabularEncoder.fit(columns, kept[train_idx])
+        if plan:
+            from danlu.data.columns import ColumnPlan
+
+            enc = ColumnPlan.fit(columns, kept[train_idx])
+        else:
+            enc = TabularEncoder.fit(columns, kept[train_idx])
         x = enc.transform(columns, where="data row")[kept]
     except DataError as e:
         raise DataError(f"{source}: {e.message}", hint=e.hint) from None
-    for name, cats in enc.categories.items():
+    if plan:
+        notes.extend(enc.notes())
+        if enc.width == 0:
+            raise DataError(f"{source}: no column is left to learn from (see the notes: IDs, constants and empty "
+                            "columns are left out)", hint="check data.target, data.features and data.exclude")
+    for name, cats in getattr(enc, "categories", {}).items():
         if len(cats) > 20 and len(cats) > len(train_idx) / 2:
             notes.append(f"column '{name}' is read as {len(cats)} text categories, most seen once: if it holds "
-                         "numbers, clean its non-numeric cells; if it is an ID, leave it out with data.features=[...]")
+                         "numbers, clean its non-numeric cells; if it is an ID, leave it out with data.exclude=[...] "
+                         "(or list the others in data.features)")
     schema = Schema(kind="tabular", task=task, source=source, classes=classes, **enc.schema_fields())
     if task == "regression":
         tm, ts = float(y[train_idx].mean()), float(y[train_idx].std()) or 1.0

@@ -201,6 +201,8 @@ class TensorLoader:
                 x = x.contiguous(memory_format=torch.channels_last)
         elif self.kind == "text":
             x = trim_padding(x, self.pad_id)
+        elif self.kind == "audio":  # int16 waveforms; augmentation runs in the model (danlu/models/audio.py)
+            x = x.float().mul_(1.0 / 32768.0)
         return x, y
 
 

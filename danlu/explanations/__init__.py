@@ -7,6 +7,6 @@ Captum and matplotlib are imported only inside the functions that use them, so i
 
 from __future__ import annotations
 
-METHODS = ("auto", "gradcam", "guided_gradcam", "ig", "occlusion", "saliency", "shap")
+METHODS = ("auto", "gradcam", "guided_gradcam", "ig", "occlusion", "saliency", "shap", "tree_shap")
 
 __all__ = ["METHODS"]

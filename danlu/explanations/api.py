@@ -180,6 +180,26 @@ class Explainer:
                 records.append(row)
         return records
 
+    def clips(self, x: torch.Tensor, names: list[Any], target: int | None = None, top_k: int = 3) -> list[dict]:
+        """Records for waveforms [N, samples]: ``map`` = [bands, windows] time-frequency occlusion scores and
+        ``spectrogram`` (the log-mel, for the picture)."""
+        from danlu.explanations.audio import occlusion
+        from danlu.models.audio_features import LogMel
+
+        rate = int(self.schema.audio["sample_rate"])
+        logmel = LogMel(rate, n_fft=512, win_length=int(0.025 * rate), hop=rate // 100, n_mels=64)
+        records = []
+        for start in range(0, len(x), CHUNK):
+            part = x[start:start + CHUNK]
+            outputs = self._outputs(part)
+            targets = self._targets(outputs, target)
+            maps = occlusion(self.predictor.model, part, targets, rate)
+            specs = logmel(part)
+            for i, row in enumerate(self._head(outputs, targets, names[start:start + CHUNK], top_k)):
+                row["map"], row["spectrogram"] = maps[i].numpy(), specs[i].numpy()
+                records.append(row)
+        return records
+
     # ------------------------------------------------------------------ user inputs
 
     def explain(self, inputs: Any, target: Any = None, top_k: int = 3, skipped: list[str] | None = None,
@@ -206,6 +226,9 @@ class Explainer:
                 raise DataError(f"none of the {len(items)} image(s) could be read",
                                 hint="give JPEG, PNG, GIF, BMP or WebP files")
             return self.images(pixels, [names[i] for i in kept], t, top_k)
+        if kind == "audio":
+            names = list(labels) if labels is not None else input_labels(items)
+            return self.clips(self.predictor.audio_tensor(items), names, t, top_k)
         if kind == "tabular":
             items, names = tabular_rows(items, labels)
             return self.rows(self.predictor.tabular_tensor(items), names, t, top_k)
@@ -217,7 +240,8 @@ class Explainer:
 # ---------------------------------------------------------------------- writing
 
 
-def write_outputs(records: list[dict], kind: str, out: Path, method: str) -> list[dict]:
+def write_outputs(records: list[dict], kind: str, out: Path, method: str,
+                  audio: dict[str, Any] | None = None) -> list[dict]:
     """One PNG per image or table row (tokens.html for texts) under ``out``, and explanations.json; returns
     the JSON rows (paths relative to ``out``, no raw arrays)."""
     from danlu.explanations import render
@@ -225,12 +249,19 @@ def write_outputs(records: list[dict], kind: str, out: Path, method: str) -> lis
 
     out.mkdir(parents=True, exist_ok=True)
     rows, html_rows = [], []
+    audio_seconds, audio_rate = float((audio or {}).get("seconds", 1.0)), int((audio or {}).get("sample_rate", 16000))
     for i, rec in enumerate(records):
         row = public_row(rec)
         cap = caption(rec)
         if kind == "image":
             name = f"{i:03d}-{_stem(rec['input'])}.png"
             render.image_figure(rec["pixels"], render.display_map(rec["map"], method), cap, out / name)
+            row["map"] = name
+        elif kind == "audio":
+            from danlu.explanations.audio import figure
+
+            name = f"{i:03d}-{_stem(rec['input'])}.png"
+            figure(rec["spectrogram"], rec["map"], cap, audio_seconds, audio_rate, out / name)
             row["map"] = name
         elif kind == "tabular":
             name = f"{i:03d}-{_stem(rec['input'])}.png"
@@ -274,7 +305,8 @@ def explain(run: str | Path, inputs: Any = None, *, method: str = "auto", target
         return result
     if inputs is None:
         raise DanluError("nothing to explain", hint="give inputs, or top_losses=K, or global_importance=True")
-    if schema.kind == "tabular" and schema.categories and explainer.method != "saliency":
+    if schema.kind == "tabular" and (schema.categories or schema.table) and explainer.method not in (
+            "saliency", "tree_shap"):
         from danlu.explanations.views import train_split_x
 
         x = train_split_x(explainer, data_dir)
@@ -282,7 +314,9 @@ def explain(run: str | Path, inputs: Any = None, *, method: str = "auto", target
             explainer.set_table_baseline(x)
     records = explainer.explain(inputs, target, top_k, skipped)
     result["explanations"] = records
+    if schema.kind == "audio":
+        result["audio"] = schema.audio  # the pictures' time axis
     if out is not None:
-        result["files"] = write_outputs(records, schema.kind, Path(out), explainer.method)
+        result["files"] = write_outputs(records, schema.kind, Path(out), explainer.method, schema.audio)
         result["out"] = str(out)
     return result

@@ -15,11 +15,14 @@ CAM_METHODS = ("gradcam", "guided_gradcam")
 KIND_METHODS: dict[str, tuple[str, ...]] = {
     "image": ("gradcam", "guided_gradcam", "ig", "occlusion", "saliency"),
     "text": ("ig",),
-    "tabular": ("ig", "shap", "saliency"),
+    "tabular": ("ig", "shap", "saliency", "tree_shap"),
+    "audio": ("occlusion",),  # time-frequency patches of the clip (explanations/audio.py)
 }
+# boosted trees: exact tree SHAP from LightGBM (pred_contrib); no gradients, so no IG or saliency
+TREE_MODELS = ("lightgbm",)
 NAMES = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM", "ig": "integrated gradients",
          "occlusion": "occlusion", "saliency": "saliency",
-         "shap": "KernelShap"}
+         "shap": "KernelShap", "tree_shap": "tree SHAP (LightGBM pred_contrib)"}
 
 
 def methods_for(model_name: str, kind: str, options: dict | None = None) -> list[str]:
@@ -32,6 +35,11 @@ def methods_for(model_name: str, kind: str, options: dict | None = None) -> list
             and (m != "guided_gradcam" or guided)]
     if "guided_gradcam" in fits:
         fits.insert(0, fits.pop(fits.index("guided_gradcam")))
+    if model_name in TREE_MODELS:
+        return ["tree_shap", "shap"]
+    fits = [m for m in fits if m != "tree_shap"]
+    if model_name == "tabular_net":  # category codes pass through embeddings: no gradient reaches them
+        fits.insert(0, fits.pop(fits.index("shap")))
     return fits
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 def public_row(rec: dict) -> dict:
     """A record without its arrays; tokens and features as [name, score] lists (JSON)."""
-    row = {k: v for k, v in rec.items() if k not in ("map", "pixels")}
+    row = {k: v for k, v in rec.items() if k not in ("map", "pixels", "spectrogram")}
     for key in ("tokens", "features"):
         if key in row:
             row[key] = [[n, s] for n, s in row[key]]

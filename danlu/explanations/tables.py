@@ -17,10 +17,11 @@ SHAP_SAMPLES = 300
 
 def column_groups(schema) -> tuple[list[str], torch.Tensor]:
     """(the schema's column names, the group id of each encoded column [W])."""
-    from danlu.data.tabular import TabularEncoder
+    from danlu.data.tabular import encoder_for
 
-    per_column = TabularEncoder.from_schema(schema)._column_features()
-    names = list(dict.fromkeys(per_column))
+    per_column = encoder_for(schema).column_features()
+    used = set(per_column)  # in the table's own column order (the plan puts numbers before categories)
+    names = [f for f in schema.features or [] if f in used] or list(dict.fromkeys(per_column))
     return names, torch.tensor([names.index(n) for n in per_column])
 
 
@@ -28,9 +29,7 @@ def training_mean(schema, train_x: torch.Tensor | None) -> torch.Tensor:
     """The encoded training mean [1, W]. Standardized numeric columns have mean 0 by construction; a
     category column's mean is its frequency, taken from the training split when it is given (else 0:
     'no category')."""
-    from danlu.data.tabular import TabularEncoder
-
-    width = len(TabularEncoder.from_schema(schema)._column_features())
+    width = schema.input_shape[0]
     if train_x is not None and len(train_x):
         return train_x.float().mean(0, keepdim=True)
     return torch.zeros(1, width)
@@ -68,6 +67,10 @@ def attribute_rows(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, met
             # KernelShap gives every encoded column of a group the group's value: keep one per group
             first = torch.tensor([int((groups == g).nonzero()[0]) for g in range(n_columns)])
             return attr[:, first], None
+        if method == "tree_shap":  # exact, from the trees themselves: sums to the margin with the bias
+            contrib = torch.from_numpy(model.contributions(x.detach().float().cpu().numpy())).float()
+            attr = contrib[torch.arange(len(x)), targets][:, :-1]
+            return group_sum(attr, groups, n_columns), None
         if method == "saliency":
             from captum.attr import Saliency
 

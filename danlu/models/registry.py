@@ -25,6 +25,10 @@ PRETRAINED_INPUT: dict[str, dict[str, Any]] = {
 }
 
 
+# tabular models that read the column plan (category codes, quantile-normalized numbers, dates, text)
+TABLE_MODELS = ("tabular_net", "lightgbm")
+
+
 def _efficientnet_input() -> dict[str, Any]:
     from danlu.models.efficientnet import DEFAULT_IMAGE_SIZE, IMAGENET_NORMALIZATION
 
@@ -43,6 +47,8 @@ def input_hints(name: str, options: dict[str, Any]) -> dict[str, Any]:
         if options.get("weights") not in (None, "none"):
             mean, std = info["normalization"]
             hints["mean"], hints["std"] = list(mean), list(std)
+    if name in TABLE_MODELS:
+        hints["table"] = "columns"  # the column plan (danlu/data/columns.py), not one-hot columns
     if name == "transformer":
         hints["tokenizer"] = "pretrained"
         hints["pretrained"] = options.get("pretrained", "minilm")
@@ -103,6 +109,31 @@ def _text(cls_name: str) -> Callable[[dict, Schema], nn.Module]:
     return build_it
 
 
+def _tabular_net(o: dict, s: Schema) -> nn.Module:
+    from danlu.errors import DataError
+    from danlu.models.tabular import TabularNet
+
+    if not s.table:
+        raise DataError("model 'tabular_net' reads the column plan of schema.json, and this run's data has none",
+                        hint="train it anew: the column plan is made when tabular_net or lightgbm is trained")
+    return TabularNet(s, **o)
+
+
+def _lightgbm(o: dict, s: Schema) -> nn.Module:
+    from danlu.models.boosting import BoostedTrees
+
+    return BoostedTrees(s, o)
+
+
+def _audio(cls_name: str) -> Callable[[dict, Schema], nn.Module]:
+    def build_it(o: dict, s: Schema) -> nn.Module:
+        from danlu.models import audio
+
+        return getattr(audio, cls_name)(s.audio, s.num_outputs, o)
+
+    return build_it
+
+
 BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
     "mlp": _mlp,
     "cnn": _cnn,
@@ -116,6 +147,10 @@ BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
     "article_lstm": _text("ArticleLSTM"),
     "textcnn": _text("TextCNN"),
     "transformer": _text("TransformerClassifier"),
+    "tabular_net": _tabular_net,
+    "lightgbm": _lightgbm,
+    "bc_resnet": _audio("AudioResNet"),
+    "tone_net": _audio("ToneNet"),
 }
 assert set(BUILDERS) == set(MODELS), "specs.MODELS and registry.BUILDERS must list the same models"
 

@@ -148,6 +148,85 @@ class TransformerOptions(_Options):
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
+class TabularNetOptions(_Options):
+    """Embeddings for category columns, quantile-normalized numbers, then dense layers (a table's net)."""
+
+    hidden: list[Size] = [256, 128]
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embed_dropout: float = Field(0.0, ge=0, lt=1)
+    batch_norm: bool = True
+
+
+class BoostingOptions(_Options):
+    """Gradient-boosted trees (LightGBM): many rounds at a modest rate, stopped early on the val split."""
+
+    n_estimators: int = Field(2000, ge=1)  # the most boosting rounds; early stopping usually ends far sooner
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    early_stopping_rounds: int = Field(50, ge=0)  # rounds without a better val loss before stopping; 0: off
+    # then train again on train + val for 1.1x the best round count (more data; +0.01-0.02 accuracy or R² on
+    # the small tables of benchmarks/tables.py); false keeps the early-stopped booster
+    refit: bool = True
+    num_leaves: int = Field(31, ge=2, le=131072)
+    max_depth: int = Field(-1, ge=-1)  # -1: no limit (num_leaves bounds the trees)
+    min_child_samples: int = Field(20, ge=1)
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_freq: int = Field(0, ge=0)
+    lambda_l2: float = Field(0.0, ge=0)
+    min_split_gain: float = Field(0.0, ge=0)
+    max_bin: int = Field(255, ge=2)
+    cat_smooth: float = Field(10.0, ge=0)
+
+
+class AudioAugmentOptions(_Options):
+    """Batch augmentation of audio models, training mode only (danlu/models/audio.py)."""
+
+    gain_db: float = Field(0.0, ge=0, le=40)  # random gain within ± this
+    noise_snr: tuple[float, float] | None = None  # white noise at a random SNR (dB) in this range
+    shift_s: float = Field(0.0, ge=0, le=5)  # random time shift within ± this many seconds (zero-filled)
+    pitch_semitones: float = Field(0.0, ge=0, le=12)  # random pitch shift within ± this (spectrum and contour)
+    range_scale: float = Field(1.0, ge=1, le=4)  # tone_net: the contour's range times up to this or 1/this
+    truncate: float = Field(0.0, ge=0, lt=1)  # tone_net: drop up to this fraction of the contour's end
+    time_masks: int = Field(0, ge=0, le=10)  # SpecAugment: time stripes per clip ...
+    time_mask_frames: int = Field(10, ge=1)  # ... each up to this many 10 ms frames wide
+    freq_masks: int = Field(0, ge=0, le=10)  # SpecAugment: mel-band stripes per clip ...
+    freq_mask_bins: int = Field(8, ge=1)  # ... each up to this many mel bands wide
+
+
+class BCResNetOptions(_Options):
+    """Log-mel → broadcasted-residual CNN (BC-ResNet-like); the waveform is the input, features inside."""
+
+    n_mels: int = Field(40, ge=8, le=256)
+    widths: list[Size] = Field([16, 24, 32, 48], min_length=1)
+    blocks: int = Field(1, ge=1, le=8)  # BC blocks per stage
+    dropout: float = Field(0.1, ge=0, lt=1)
+    normalize: bool = True  # per-utterance normalization of the log-mel (gain-free)
+    augment: AudioAugmentOptions = AudioAugmentOptions()
+
+
+class ToneNetOptions(_Options):
+    """Pitch contour (YIN, time-normalized) through a 1-D conv net, joined with a BC-ResNet spectrogram branch."""
+
+    points: int = Field(24, ge=4, le=256)  # contour samples over the voiced stretch
+    level: bool = False  # also the clip's mean pitch about reference_hz (a voice's register: same voices only)
+    reference_hz: float = Field(150.0, gt=20, le=2000)
+    f_min: float = Field(60.0, gt=20, le=1000)
+    f_max: float = Field(500.0, gt=40, le=2000)
+    contour_width: Size = 32
+    dropout: float = Field(0.2, ge=0, lt=1)
+    spectrogram: bool = True  # false: the contour alone
+    n_mels: int = Field(40, ge=8, le=256)
+    widths: list[Size] = Field([16, 24, 32], min_length=1)
+    blocks: int = Field(1, ge=1, le=8)
+    augment: AudioAugmentOptions = AudioAugmentOptions()
+
+    @model_validator(mode="after")
+    def _pitch_range(self) -> ToneNetOptions:
+        if self.f_min >= self.f_max:
+            raise ValueError(f"model.f_min ({self.f_min:g} Hz) must be below model.f_max ({self.f_max:g} Hz)")
+        return self
+
+
 # name → (options class, data kinds it accepts, one-line description)
 MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "mlp": (MLPOptions, ("image", "tabular"), "multi-layer perceptron on flattened input (article 1)"),
@@ -162,6 +241,10 @@ MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "article_lstm": (ArticleLSTMOptions, ("text",), "article 3's Embedding(16) → LSTM(32) → Dense, done right"),
     "textcnn": (TextCNNOptions, ("text",), "embedding → parallel convolutions → masked max-pool"),
     "transformer": (TransformerOptions, ("text",), "fine-tune a pretrained encoder (MiniLM offline)"),
+    "tabular_net": (TabularNetOptions, ("tabular",), "category embeddings + robust numbers → MLP, for tables"),
+    "lightgbm": (BoostingOptions, ("tabular",), "gradient-boosted trees (LightGBM), early-stopped on val"),
+    "bc_resnet": (BCResNetOptions, ("audio",), "log-mel (in the model) → small broadcasted-residual CNN"),
+    "tone_net": (ToneNetOptions, ("audio",), "pitch contour (YIN in the model) + log-mel CNN, for tones"),
 }
 
 

@@ -343,6 +343,10 @@ def model_card(engine: Engine, limits: dict[str, Any], key_required: bool) -> di
     if schema.kind == "image":
         spec: dict[str, Any] = {"shape": schema.input_shape, "accepts": "base64 images or data URLs in 'inputs', "
                                                                         "or image files in the multipart field 'files'"}
+    elif schema.kind == "audio":
+        spec = {"audio": schema.audio, "accepts": "WAV, FLAC, OGG or MP3 files in the multipart field 'files', "
+                                                  "or base64 of them in 'inputs'; mixed to mono, resampled, "
+                                                  "fit to audio.seconds"}
     elif schema.kind == "tabular":
         spec = {"features": schema.features, "categories": schema.categories, "defaults": _feature_means(schema),
                 "accepts": "rows as lists in the order of 'features', or objects keyed by feature name; "
@@ -373,7 +377,7 @@ def _warm_up(engine: Engine) -> None:
 
     if engine.kind == "image":
         engine.run_batch([torch.zeros(1, *engine.schema.input_shape, dtype=torch.uint8)])
-    elif engine.kind == "tabular":
+    elif engine.kind in ("tabular", "audio"):
         engine.run_batch([torch.zeros(1, *engine.schema.input_shape)])
 
 

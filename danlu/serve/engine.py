@@ -70,6 +70,8 @@ class Engine:
             finally:
                 checked.close()
                 give_back_memory(checked.cost)
+        if self.kind == "audio":  # an upload's header may claim at most a minute (decode_audio refuses more)
+            return self.predictor.audio_tensor(inputs, max_seconds=SERVE_MAX_AUDIO_SECONDS)
         return self.predictor.to_tensor(inputs)  # non-finite table values are refused there
 
     def collate(self, parts: list[torch.Tensor]) -> torch.Tensor:
@@ -107,6 +109,9 @@ class Engine:
         """Response rows; a non-finite output (a regression overflowing float32) is a DataError naming its input."""
         rows = self.predictor.format(outputs, labels, top_k)
         return finite_rows(rows, [f"input {i}" for i in range(len(rows))])
+
+
+SERVE_MAX_AUDIO_SECONDS = 60.0
 
 
 def onnx_session(run_dir: Path, schema: Any, data_dir: Path | None, backend: str = "onnx") -> Any:

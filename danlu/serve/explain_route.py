@@ -157,7 +157,8 @@ class ExplainService:
 
         if method not in self._explainers:
             explainer = Explainer(self.engine.predictor, method)  # refuses a method that does not fit
-            if self.schema.kind == "tabular" and self.schema.categories and explainer.method != "saliency":
+            if self.schema.kind == "tabular" and (self.schema.categories or self.schema.table) and \
+                    explainer.method not in ("saliency", "tree_shap"):
                 # as danlu.explain does: category columns' baseline is their training frequency, when the
                 # data is still there (read once, on the first request that needs it)
                 from danlu.explanations.views import train_split_x

@@ -58,7 +58,7 @@ def parse_json(body: bytes, schema: Schema, max_inputs: int) -> PredictRequest:
     _check_count(len(items), max_inputs)
     top_k = parse_top_k(payload.get("top_k", DEFAULT_TOP_K))
     kind = schema.kind
-    if kind == "image":
+    if kind in ("image", "audio"):  # audio: base64 WAV/FLAC/OGG/MP3 bytes, decoded by the engine
         return PredictRequest([decode_base64_image(v, i) for i, v in enumerate(items)],
                               [f"input {i}" for i in range(len(items))], top_k)
     if kind == "text":
@@ -67,14 +67,14 @@ def parse_json(body: bytes, schema: Schema, max_inputs: int) -> PredictRequest:
                 raise RequestError(f"input {i}: a text must be a non-empty string", f"got {_describe(t)}")
         return PredictRequest(list(items), list(items), top_k)
     for i, row in enumerate(items):
-        check_row(row, i, schema.features or [], schema.categories)
+        check_row(row, i, schema.features or [], schema.non_numeric_columns())
     return PredictRequest(list(items), list(items), top_k)
 
 
 def parse_uploads(files: list[tuple[str, bytes]], top_k: Any, kind: str, max_inputs: int) -> PredictRequest:
-    """Image files from a multipart form → PredictRequest, or RequestError."""
-    if kind != "image":
-        raise RequestError(f"file uploads are for image models; this is a {kind} model",
+    """Image (or, for audio models, sound) files from a multipart form → PredictRequest, or RequestError."""
+    if kind not in ("image", "audio"):
+        raise RequestError(f"file uploads are for image and audio models; this is a {kind} model",
                            'send JSON: {"inputs": [...], "top_k": 3}')
     if not files:
         raise RequestError("no files in the form", "upload one or more images in the field 'files'")
@@ -119,7 +119,7 @@ def decode_base64_image(value: Any, i: int) -> bytes:
     return data
 
 
-def check_row(row: Any, i: int, features: list[str], categories: dict[str, list[str]]) -> None:
+def check_row(row: Any, i: int, features: list[str], categories: dict[str, list[str]] | set[str]) -> None:
     """A feature row: a list in column order or an object by column name; numbers (or numeric strings),
     category names for categorical columns, null for missing."""
     if isinstance(row, dict):

@@ -104,7 +104,7 @@ def _texts(run_dir: Path, schema: Schema, x: Any) -> list[dict[str, Any]]:
 
 def _rows(schema: Schema, x: Any) -> list[dict[str, Any]]:
     features = schema.features or []
-    if schema.categories or x.ndim != 2 or x.shape[1] != len(features):
+    if schema.categories or schema.table or x.ndim != 2 or x.shape[1] != len(features):
         return []
     mean = schema.mean or [0.0] * len(features)
     std = schema.std or [1.0] * len(features)

@@ -50,7 +50,8 @@ def _explainer(predictor: Any, method: str) -> Any:
 
     explainer = Explainer(predictor, method)  # a method that does not fit says which do
     schema = predictor.schema
-    if schema.kind == "tabular" and schema.categories and explainer.method != "saliency":
+    if schema.kind == "tabular" and (schema.categories or schema.table) and explainer.method not in (
+            "saliency", "tree_shap"):
         from danlu.explanations.views import train_split_x  # as danlu.explain: the training frequency baseline
 
         x = train_split_x(explainer, None)
