@@ -191,3 +191,16 @@ def test_a_batch_of_requests_gets_the_answers_asked_one_by_one(recipe, tmp_path)
         want = [served.items.ids[served.model.because(hist, served.items.get(r["item"]))]
                 for r in batched[0]["recommendations"]]
         assert got == want and len(got) == 5
+
+
+def test_tune_minimizes_the_folds_validation_rmse_for_the_rating_task(tmp_path):
+    from danlu.tuning import tune
+
+    data = _table(tmp_path)
+    result = tune("movielens-mf-ratings", [*_on(data), "train.epochs=2", "recommend.folds=2"], trials=2,
+                  sampler="random", runs_dir=tmp_path / "runs")
+    assert result.metric == "val_rmse" and result.direction == "minimize" and result.counts["complete"] == 2
+    rows = [json.loads(x) for x in (Path(result.best["run"]) / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["epoch"] == 2  # the mean over both folds, not the best running mean
+    assert result.best["value"] == pytest.approx(rows[0]["val_rmse"])
+    assert (result.folder / "best.yaml").is_file()

@@ -3,7 +3,8 @@ caller's callbacks (a search's ReportAndPrune), and the validation metrics they 
 
 A closed-form fit (popularity, item-kNN, EASE) writes one row, as one epoch of one: a pruner never stops it
 (there is nothing left to save). MF / two-tower write a row per epoch and can be pruned after any but the
-last. A rating run writes a row per cross-validation fold.
+last. A rating run shows its callbacks the running mean after each cross-validation fold (so a pruner can stop
+it), and writes one row, the mean over all folds.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ class EpochHooks:
         self.run, self.callbacks, self.epochs = run, list(callbacks), epochs
         self.epoch, self.stop = 0, None
 
-    def __call__(self, row: dict[str, Any]) -> bool:
-        """True when a callback stops the fit (``self.stop`` says why)."""
+    def __call__(self, row: dict[str, Any], log: bool = True) -> bool:
+        """True when a callback stops the fit (``self.stop`` says why); ``log=False`` keeps the row out of
+        metrics.jsonl (a rating run's running mean over folds: only the mean over all folds is its score)."""
         self.epoch = int(row["epoch"])
-        self.run.append_metrics(row)
+        if log:
+            self.run.append_metrics(row)
         metrics = {k: v for k, v in row.items() if isinstance(v, int | float) and k != "epoch"}
         for cb in self.callbacks:
             cb.on_epoch_end(self, metrics)

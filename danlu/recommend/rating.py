@@ -63,9 +63,10 @@ def train_rating(recipe: Recipe, data: Any, *, runs_dir: Path | None, run_dir: P
                  callbacks: Any = (), resume: Path | None = None) -> tuple[Path, dict[str, Any], dict[str, Any], str]:
     """Cross-validate, train the saved model on all ratings, write the run; (run folder, metrics, report, state).
 
-    metrics.jsonl gets a row per fold: val_rmse is the mean so far of the folds' epoch-picking hold-outs (10 %
-    of each fold's training ratings; the fold's test part is never looked at), what a search scores and prunes
-    on. A resumed run cross-validates again from the first fold: every fold is seeded, so it ends the same."""
+    val_rmse is the mean of the folds' epoch-picking hold-outs (10 % of each fold's training ratings; the
+    folds' test parts are never looked at): callbacks see its running mean after each fold (a search prunes on
+    it), metrics.jsonl gets one row, the mean over all folds (what a search scores). A resumed run
+    cross-validates again from the first fold: every fold is seeded, so it ends the same."""
     from danlu.recommend import store
     from danlu.recommend.fit import predict_ratings
     from danlu.recommend.hooks import EpochHooks
@@ -106,7 +107,8 @@ def train_rating(recipe: Recipe, data: Any, *, runs_dir: Path | None, run_dir: P
                 per_fold.append(row)
                 say(f"fold {f + 1}/{cfg.folds}: " + "  ".join(
                     f"{k} rmse {v['rmse']:.4f}" for k, v in row.items() if isinstance(v, dict)))
-                if hooks({"epoch": f + 1, "val_rmse": float(np.mean(val)), "seconds": row.get("seconds")}) \
+                last = f == cfg.folds - 1  # metrics.jsonl: one row, the mean over all folds
+                if hooks({"epoch": f + 1, "val_rmse": float(np.mean(val)), "seconds": row.get("seconds")}, log=last) \
                         and hooks.stop.status == "pruned":
                     finish_run(folder, "pruned", stopped=hooks.stop.reason)
                     return folder.path, {}, {}, "pruned"
