@@ -266,7 +266,7 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
     from danlu.recommend import is_recommendation
 
     if is_recommendation(recipe):  # user-item tables: their runs log val_recall@k, val_ndcg@k ... (or val_rmse)
-        from danlu.recommend.hooks import checked_objective
+        from danlu.recommend.train import checked_objective
 
         objective_name = checked_objective(recipe.without_tune(), metric, data_dir)
     else:

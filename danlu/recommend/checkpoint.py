@@ -46,7 +46,6 @@ def load_fit_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from danlu.runs.checkpoint import _optimizer_state
     from danlu.runs.files import check_run_file
 
     check_run_file(path, within=path.parent.parent)  # a regular file in the run folder
@@ -65,6 +64,18 @@ def load_fit_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     generator.set_state(tensors["rng.data"])
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     return meta, best
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    """torch.optim's state_dict layout back from the file's tensors and JSON."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, t in tensors.items():
+        if key.startswith("optim.state."):
+            k, _, name = key[len("optim.state."):].partition(".")
+            state.setdefault(int(k), {})[name] = t
+    for k, st in plain.get("plain", {}).items():
+        state.setdefault(int(k), {}).update(st)
+    return {"state": state, "param_groups": plain["param_groups"]}
 
 
 def saved_history(path: Path) -> list[dict[str, Any]]:

@@ -64,15 +64,3 @@ class EpochHooks:
                 self.stop = stop
                 return True
         return False
-
-
-def checked_objective(recipe: Recipe, metric: str | None, data_dir: Any) -> str:
-    """What a search over this recipe scores (checked), after reading its table once (a bad path or column
-    fails before the study folder exists)."""
-    from danlu.recommend.data import load_interactions
-    from danlu.recommend.train import check_recipe
-
-    check_recipe(recipe)
-    name = monitor(recipe, metric)
-    load_interactions(recipe, data_dir)
-    return name

@@ -88,6 +88,17 @@ def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any, rebuild:
     return info
 
 
+def checked_objective(recipe: Recipe, metric: str | None, data_dir: Any) -> str:
+    """What a search over this recipe scores (checked), after reading its table once (a bad path or column
+    fails before the study folder exists)."""
+    from danlu.recommend.hooks import monitor
+
+    check_recipe(recipe)
+    name = monitor(recipe, metric)
+    load_interactions(recipe, data_dir)
+    return name
+
+
 def pruned(hooks: Any) -> bool:
     """A callback (a search's pruner) stopped the fit and wants no test evaluation."""
     return hooks is not None and getattr(hooks, "stop", None) is not None and hooks.stop.status == "pruned"
