@@ -7,6 +7,13 @@ same training matrix, their settings picked on validation Recall@20 from a small
 same metric code. Times are fit times (danlu: to the best epoch for MF / two-tower, as the report gives it).
 
     DANLU_DATA=../shared/datasets python benchmarks/recommend.py [--skip-ratings] [--only ease,bpr]
+    DANLU_DATA=../shared/datasets python benchmarks/recommend.py --serve ease,bpr [--clients 1,32]
+
+--serve trains the named models, starts `danlu serve` on each run with micro-batching (max batch 64) and
+without (max batch 1), and measures POST /v1/recommend ({"user": a known user, "k": 10}) with closed-loop
+clients on keep-alive connections (benchmarks/serve.py's load generator): req/s, p50 and p99 latency and
+the mean batch the server formed. MF / two-tower train 3 epochs there (serving costs the same whatever the
+weights' quality).
 """
 
 from __future__ import annotations
@@ -102,13 +109,73 @@ def rating_rows(data_dir: Path, runs: Path) -> list[str]:
             f"(5 folds, {r.wall_s:.0f} s in all)"]
 
 
+def serve_rows(names: list[str], data_dir: Path, runs: Path, levels: list[int], seconds: float,
+               repeat: int) -> list[tuple]:
+    """(model, max batch, clients, requests, failed, req/s, p50 ms, p99 ms, mean batch): medians over rounds."""
+    import asyncio
+    import statistics
+
+    import httpx
+
+    from benchmarks.serve import Server, closed_loop, percentile
+    from danlu.api import train
+
+    out = []
+    for name in names:
+        quick = ["train.epochs=3", "recommend.refit=false"] if name in ("bpr", "two_tower") else []
+        run = train(RECIPES[name], quick, runs_dir=runs, data_dir=data_dir, progress=False, plots=False).run
+        users = json.loads((run / "id_maps.json").read_text(encoding="utf-8"))["users"]
+        bodies = [json.dumps({"user": u, "k": 10}).encode() for u in users[:256]]
+        samples: dict[tuple, list[tuple]] = {}
+        for _ in range(repeat):
+            for batch in (64, 1):
+                server = Server(run, "torch", batch)
+                try:
+                    server.wait_ready()
+                    for clients in levels:
+                        before = httpx.get(server.url + "/healthz").json()
+                        lat, failed, wall = asyncio.run(closed_loop(server.port, bodies, clients, 4000, seconds,
+                                                                    path="/v1/recommend"))
+                        after = httpx.get(server.url + "/healthz").json()
+                        mean_batch = (after["requests"] - before["requests"]) / max(1, after["batches"] -
+                                                                                   before["batches"])
+                        sample = (len(lat), failed, len(lat) / wall, percentile(lat, 50) * 1e3,
+                                  percentile(lat, 99) * 1e3, mean_batch)
+                        samples.setdefault((batch, clients), []).append(sample)
+                        print(f"  {name} max-batch {batch:<3} clients {clients:<3} {sample[2]:8.1f} req/s  p50 "
+                              f"{sample[3]:6.1f} ms  p99 {sample[4]:6.1f} ms  mean batch {mean_batch:5.1f}  "
+                              f"failed {failed}", flush=True)
+                finally:
+                    server.stop()
+        for (batch, clients), got in samples.items():
+            med = [statistics.median(v[k] for v in got) for k in range(2, 6)]
+            out.append((name, batch, clients, sum(v[0] for v in got), sum(v[1] for v in got), *med))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=",".join(RECIPES), help="danlu models to run: " + ",".join(RECIPES))
     ap.add_argument("--skip-implicit", action="store_true")
     ap.add_argument("--skip-ratings", action="store_true")
+    ap.add_argument("--serve", help="measure POST /v1/recommend instead, for these models (e.g. ease,bpr)")
+    ap.add_argument("--clients", default="1,32", help="--serve: concurrency levels")
+    ap.add_argument("--seconds", type=float, default=8.0, help="--serve: longest a level runs")
+    ap.add_argument("--repeat", type=int, default=2, help="--serve: interleaved rounds (medians reported)")
     a = ap.parse_args()
     data_dir = SHARED / "datasets"
+    if a.serve:
+        print_header("danlu serve: POST /v1/recommend, micro-batched (max batch 64) vs one request a call (1)")
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = serve_rows([n for n in a.serve.split(",") if n], data_dir, Path(tmp),
+                              [int(c) for c in a.clients.split(",")], a.seconds, max(1, a.repeat))
+        print(f"\nmedians over {max(1, a.repeat)} interleaved rounds; matmul probe after: {matmul_gflops():.0f} "
+              "GFLOP/s (a shared machine: other work skews timings)\n")
+        print("| model | max batch | clients | requests | failed | req/s | p50 ms | p99 ms | mean batch |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:.1f} | {r[6]:.1f} | {r[7]:.1f} | {r[8]:.1f} |")
+        return
     print_header("recommendation: danlu vs implicit on MovieLens ml-latest-small (temporal split, full ranking)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

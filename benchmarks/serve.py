@@ -164,15 +164,15 @@ class Connection:
         self.writer.close()
 
 
-def raw_requests(port: int, bodies: list[bytes]) -> list[bytes]:
-    return [(f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+def raw_requests(port: int, bodies: list[bytes], path: str = "/v1/predict") -> list[bytes]:
+    return [(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
              f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
 
 
-async def closed_loop(port: int, bodies: list[bytes], clients: int, max_requests: int, max_seconds: float
-                      ) -> tuple[list[float], int, float]:
+async def closed_loop(port: int, bodies: list[bytes], clients: int, max_requests: int, max_seconds: float,
+                      path: str = "/v1/predict") -> tuple[list[float], int, float]:
     """Each client sends a request as soon as its previous one is answered; returns (latencies, failures, wall)."""
-    requests = raw_requests(port, bodies)
+    requests = raw_requests(port, bodies, path)
     connections = [await Connection.open(port) for _ in range(clients)]
     for k, conn in enumerate(connections):  # warm up every connection
         await conn.post(requests[k % len(requests)])

@@ -44,7 +44,8 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
     from danlu.recommend import is_recommendation
 
     if is_recommendation(recipe):  # user-item tables: their own fit and report (danlu/recommend/)
-        return _train_recommender(recipe, resume_path, runs_dir, data_dir, run_dir, progress, plots)
+        return _train_recommender(recipe, resume_path, runs_dir, data_dir, run_dir, progress, plots, list(callbacks),
+                                  resumable)
     job = _Job.check(recipe, data_dir, runs_dir, progress)  # everything that can fail on user input
     if getattr(job.model, "fits_itself", False):
         _boosting_fits(recipe, job.group, resume)
@@ -68,16 +69,13 @@ def train(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tup
 
 
 def _train_recommender(recipe: Recipe, resume_path: Any, runs_dir: Path | None, data_dir: Path | None,
-                       run_dir: Path | None, progress: bool, plots: bool) -> TrainResult:
-    from danlu.errors import DanluError
+                       run_dir: Path | None, progress: bool, plots: bool, callbacks: list[Any],
+                       resumable: bool) -> TrainResult:
     from danlu.recommend.train import train_recommender
 
-    if resume_path is not None:
-        raise DanluError("a recommendation run is not resumed: its fit is short and restarts from the recipe",
-                         hint=f"danlu train {resume_path / 'recipe.yaml'}")
     done = train_recommender(recipe, runs_dir=runs_dir, data_dir=data_dir, run_dir=run_dir, progress=progress,
-                             plots=plots)
-    return TrainResult(done.run, done.metrics, done.wall_s, done.report)
+                             plots=plots, callbacks=callbacks, resume=resume_path, resumable=resumable)
+    return TrainResult(done.run, done.metrics, done.wall_s, done.report, done.status)
 
 
 def _resolve_recipe(recipe: Any, overrides: list[str], resume: Any, runs_dir: Path | None) -> tuple[Recipe, Any]:

@@ -263,8 +263,15 @@ def tune(recipe: str | Path | Recipe = "digits-mlp", overrides: list[str] | tupl
     _check_settings(sampler, pruner, trials, timeout)
     recipe = _searchable(recipe, overrides)
     name = _study_name(study, recipe)
-    _, schema, _ = prepare(recipe.without_tune(), data_dir)  # the data is readable, before any folder exists
-    objective_name = objective_metric(recipe, schema, metric)
+    from danlu.recommend import is_recommendation
+
+    if is_recommendation(recipe):  # user-item tables: their runs log val_recall@k, val_ndcg@k ... (or val_rmse)
+        from danlu.recommend.train import checked_objective
+
+        objective_name = checked_objective(recipe.without_tune(), metric, data_dir)
+    else:
+        _, schema, _ = prepare(recipe.without_tune(), data_dir)  # the data is readable, before any folder exists
+        objective_name = objective_metric(recipe, schema, metric)
     direction = "maximize" if higher_is_better(objective_name) else "minimize"
     folder = Path(runs_dir or RUNS_DIR) / name
     opened, where = _open_study(name, folder, storage, objective_name, direction, sampler, pruner, recipe)
@@ -302,11 +309,6 @@ def _searchable(recipe: Any, overrides: Any) -> Recipe:
     elif overrides:
         recipe = load_recipe(base=recipe.to_dict(), overrides=list(overrides))
     recipe = recipe.with_absolute_paths()
-    from danlu.recommend import is_recommendation
-
-    if is_recommendation(recipe):  # its validation metrics are not in the trial loop's history yet
-        raise RecipeError(f"danlu tune does not search recommendation recipes ({recipe.name}) yet",
-                          hint="compare settings with overrides, e.g. danlu train movielens-ease model.l2=100")
     if not recipe.tune:
         raise RecipeError(f"recipe {recipe.name} has no search space (an empty or missing tune: block)",
                           hint="add one, e.g. tune: {train.lr: {low: 1.0e-4, high: 0.1, log: true}} "

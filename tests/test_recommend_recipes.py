@@ -95,7 +95,11 @@ def test_serve_recommends_for_a_user_and_for_items(tmp_path):
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     run = train("movielens-ease", ["data.name=interactions", f"data.path={path}"], runs_dir=tmp_path,
                 progress=False, plots=False).run
-    client = TestClient(create_app(run, api_key="k"))
+    with TestClient(create_app(run, api_key="k")) as client:  # the lifespan starts the micro-batcher
+        _ask_the_server(client)
+
+
+def _ask_the_server(client):
     assert client.post("/v1/recommend", json={"user": "u1"}).status_code == 401
     head = {"X-API-Key": "k"}
     got = client.post("/v1/recommend", json={"user": "u1", "k": 4, "exclude": ["i3"]}, headers=head).json()

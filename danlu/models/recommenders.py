@@ -42,6 +42,10 @@ class Recommender(nn.Module):
         """The known item that contributed most to ``item``'s score (neighbour models)."""
         return None
 
+    def because_many(self, asks: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int | None]]:
+        """``because`` for each (known items, recommended items) pair of a batch of requests."""
+        return [[self.because(h, int(i)) for i in items] for h, items in asks]
+
 
 class Popularity(Recommender):
     def __init__(self, n_users: int, n_items: int, **_: Any):
@@ -95,6 +99,17 @@ class ItemKNN(Recommender):
         col = np.asarray(self.matrix()[history_items, item].todense()).ravel()
         return int(history_items[int(np.argmax(col))]) if col.max() > 0 else None
 
+    def because_many(self, asks: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int | None]]:
+        out = []
+        for h, items in asks:  # S[known, recommended] in one slice per request
+            if len(h) == 0 or len(items) == 0:
+                out.append([None] * len(items))
+                continue
+            block = self.matrix()[h][:, items].toarray()
+            best = block.argmax(0)
+            out.append([int(h[b]) if block[b, j] > 0 else None for j, b in enumerate(best)])
+        return out
+
 
 class EASE(Recommender):
     """EASE (Steck 2019): B = I − P·diag(1/diag P), P = (XᵀX + λI)⁻¹, scores = x·B.
@@ -114,6 +129,7 @@ class EASE(Recommender):
         self.register_buffer("kernel", torch.zeros(n_users, n_users, dtype=torch.float64))  # (XXᵀ + λI)⁻¹
         self.register_buffer("p_diag", torch.ones(n_items, dtype=torch.float64))
         self._x: sp.csr_matrix | None = None
+        self._xt: sp.csr_matrix | None = None
 
     def fit(self, train: sp.csr_matrix) -> None:
         x = binary(train).astype(np.float64)
@@ -135,12 +151,15 @@ class EASE(Recommender):
             indices = self.x_indices.numpy()
             self._x = sp.csr_matrix((np.ones(len(indices)), indices, self.x_indptr.numpy()),
                                     shape=(self.n_users, self.n_items))
+            self._xt = None
         return self._x
 
     def _xp(self, h: sp.csr_matrix) -> np.ndarray:
         """h·P for a batch of histories."""
         x = self._train_matrix()
-        hx = (h @ x.T).toarray()  # b × users
+        if self._xt is None:
+            self._xt = x.T.tocsr()  # once: converting Xᵀ on every call cost more than the product
+        hx = (h @ self._xt).toarray()  # b × users
         return (h.toarray() - (hx @ self.kernel.numpy()) @ x) / self.l2
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
@@ -158,6 +177,23 @@ class EASE(Recommender):
         col = np.asarray(self._xp(e)).ravel()  # P[item, :] = P[:, item] (P is symmetric)
         weights = -col[history_items] / self.p_diag.numpy()[item]
         return int(history_items[int(np.argmax(weights))])
+
+    def because_many(self, asks: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int | None]]:
+        """Every recommended item's column of P in one product (a batch of requests shares it)."""
+        wanted = np.unique(np.concatenate([items for _, items in asks] or [np.zeros(0, dtype=np.int64)]))
+        if len(wanted) == 0:
+            return [[] for _ in asks]
+        e = sp.csr_matrix((np.ones(len(wanted)), (np.arange(len(wanted)), wanted)), shape=(len(wanted), self.n_items))
+        cols = np.asarray(self._xp(e))  # row r: P[wanted[r], :]
+        where = {int(i): r for r, i in enumerate(wanted)}
+        p_diag = self.p_diag.numpy()
+        out = []
+        for h, items in asks:
+            if len(h) == 0:
+                out.append([None] * len(items))
+                continue
+            out.append([int(h[int(np.argmax(-cols[where[int(i)], h] / p_diag[int(i)]))]) for i in items])
+        return out
 
 
 class MF(Recommender):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,40 +26,85 @@ def _optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float
 
 
 def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr: float, reg: float,
-            negatives: int, optimizer: str, weight_decay: float, seed: int, validate: Callable[[], float] | None,
-            patience: int = 5, say: Callable[[str], None] = print, loss_name: str = "bpr") -> dict[str, Any]:
+            negatives: int, optimizer: str, weight_decay: float, seed: int,
+            validate: Callable[[], float | dict[str, float]] | None, patience: int = 5,
+            say: Callable[[str], None] = print, loss_name: str = "bpr", monitor: str = "val",
+            on_epoch: Callable[[dict[str, Any]], bool] | None = None, state_path: Path | None = None,
+            resume: bool = False) -> dict[str, Any]:
     """Train on (user, positive, sampled negative) triples (BPR) or on (user, positive) against the whole
-    catalogue (``loss_name="softmax"``); keep the weights with the best ``validate()``
-    (without one, all epochs run and the last weights stay)."""
+    catalogue (``loss_name="softmax"``); keep the weights with the best ``validate()`` (a number, or a dict
+    of validation metrics of which ``monitor`` is scored); without one, all epochs run and the last weights
+    stay.
+
+    ``on_epoch(row)`` sees each epoch's history row and returns True to stop (a search's pruner);
+    ``state_path`` keeps a checkpoint after every epoch, and ``resume`` continues from it (a run killed
+    mid-fit ends exactly as an uninterrupted one)."""
+    from danlu.recommend.checkpoint import load_fit_state, save_fit_state
+
     gen = torch.Generator().manual_seed(seed)
     coo = train.tocoo()
     users = torch.from_numpy(coo.row.astype(np.int64))
     items = torch.from_numpy(coo.col.astype(np.int64))
     opt = _optimizer(model, optimizer, lr, weight_decay)
     best, best_epoch, best_state, history = -1.0, 0, None, []
-    t0 = time.perf_counter()
-    time_to_best = 0.0
-    for epoch in range(1, epochs + 1):
+    done, stopped, start, elapsed, time_to_best = False, False, 1, 0.0, 0.0
+    if resume and state_path is not None and state_path.is_file():
+        meta, best_state = load_fit_state(state_path, model, opt, gen)
+        best, best_epoch, history = meta["best"], meta["best_epoch"], meta["history"]
+        done, start = meta["done"], meta["epoch"] + 1
+        elapsed, time_to_best = meta["seconds"], meta["seconds_to_best"]
+        say(f"resumed after epoch {meta['epoch']}" + (" (finished)" if done else ""))
+    t0 = time.perf_counter() - elapsed
+    for epoch in range(start, epochs + 1):
+        if done:
+            break
         model.train()
-        order = torch.randperm(len(users), generator=gen)
-        total = 0.0
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
-            u = users[idx].repeat(negatives)
-            i = items[idx].repeat(negatives)
-            j = torch.randint(0, model.n_items, (len(u),), generator=gen)
-            table = model.item_tower(drop=True) if hasattr(model, "item_tower") else None
-            if loss_name == "softmax":  # cross-entropy over the whole catalogue: every item a negative
-                vectors = table if table is not None else model.item.weight
-                logits = model.user(users[idx]) @ vectors.T + model.item_bias.weight.T
-                loss = F.cross_entropy(logits, items[idx])
-                if reg:
-                    loss = loss + reg * ((model.user(users[idx]) ** 2).sum(-1).mean() + (vectors ** 2).sum(-1).mean())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                continue
+        total = _bpr_epoch(model, opt, users, items, gen, batch_size, negatives, reg, loss_name)
+        model.eval()
+        measured = validate() if validate is not None else float(epoch)
+        score = measured if not isinstance(measured, dict) else measured[monitor]
+        row = {"epoch": epoch, "train_loss": total / len(users),
+               **(measured if isinstance(measured, dict) else {"val": score}),
+               "seconds": round(time.perf_counter() - t0, 2)}
+        history.append(row)
+        say(f"epoch {epoch}  loss {row['train_loss']:.4f}  {monitor} {score:.4f}")
+        if score > best:
+            best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
+            time_to_best = time.perf_counter() - t0
+        done = epoch == epochs or epoch - best_epoch >= patience
+        if state_path is not None:
+            save_fit_state(state_path, model, opt, gen, best_state,
+                           {"epoch": epoch, "done": done, "best": best, "best_epoch": best_epoch,
+                            "history": history, "seconds": time.perf_counter() - t0,
+                            "seconds_to_best": time_to_best})
+        if on_epoch is not None and on_epoch(row):
+            stopped = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"best_epoch": best_epoch, "best_val": best, "epochs_run": len(history), "history": history,
+            "seconds_to_best": round(time_to_best, 2), "seconds": round(time.perf_counter() - t0, 2),
+            **({"stopped": True} if stopped else {})}
+
+
+def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items: torch.Tensor,
+               gen: torch.Generator, batch_size: int, negatives: int, reg: float, loss_name: str) -> float:
+    """One pass over the positives; the summed loss."""
+    order = torch.randperm(len(users), generator=gen)
+    total = 0.0
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        u = users[idx].repeat(negatives)
+        i = items[idx].repeat(negatives)
+        j = torch.randint(0, model.n_items, (len(u),), generator=gen)
+        table = model.item_tower(drop=True) if hasattr(model, "item_tower") else None
+        if loss_name == "softmax":  # cross-entropy over the whole catalogue: every item a negative
+            vectors = table if table is not None else model.item.weight
+            logits = model.user(users[idx]) @ vectors.T + model.item_bias.weight.T
+            loss = F.cross_entropy(logits, items[idx])
+            if reg:
+                loss = loss + reg * ((model.user(users[idx]) ** 2).sum(-1).mean() + (vectors ** 2).sum(-1).mean())
+        else:
             if table is None:
                 pos, neg = model(u, i), model(u, j)
                 vecs = [model.user(u), model.item(i), model.item(j)]
@@ -68,24 +114,11 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
             loss = -F.logsigmoid(pos - neg).mean()
             if reg:
                 loss = loss + reg * sum((v ** 2).sum(-1).mean() for v in vecs)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        model.eval()
-        score = validate() if validate is not None else float(epoch)
-        history.append({"epoch": epoch, "loss": total / len(users), "val": score,
-                        "seconds": round(time.perf_counter() - t0, 2)})
-        say(f"epoch {epoch}  loss {total / len(users):.4f}  val {score:.4f}")
-        if score > best:
-            best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
-            time_to_best = time.perf_counter() - t0
-        elif epoch - best_epoch >= patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return {"best_epoch": best_epoch, "best_val": best, "epochs_run": len(history), "history": history,
-            "seconds_to_best": round(time_to_best, 2), "seconds": round(time.perf_counter() - t0, 2)}
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+    return total
 
 
 def fit_mse(model: MF, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, *, epochs: int, batch_size: int,

@@ -3,6 +3,7 @@ unknown user) popularity with a note. Seen items are never recommended."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,17 @@ class RecommenderRun:
     def recommend(self, user: Any = None, items: list[Any] | None = None, k: int = 10,
                   exclude: list[Any] = ()) -> dict[str, Any]:
         """{"user", "notes", "recommendations": [{"item", "title", "score", "because"?}]}."""
+        return self.answer_many([self.ask(user, items, k, exclude)])[0]
+
+    def ask(self, user: Any = None, items: list[Any] | None = None, k: int = 10, exclude: list[Any] = ()) -> Ask:
+        """A request checked and put in index space (bad ones raise DanluError here, before any batching)."""
         if k < 1:
             raise DanluError(f"k must be at least 1, got {k}")
         if (user is None) == (items is None):
             raise DanluError("give a user id or a list of items (not both)",
                              hint="danlu predict RUN --user 42, or --items 1,2,3 for a new user")
         notes: list[str] = []
-        u = -1
+        u: int | None = -1
         if user is not None:
             u = self.users.get(user)
             if u is None:
@@ -101,28 +106,58 @@ class RecommenderRun:
                 raise DanluError("none of the given items is in this run's catalogue",
                                  hint=f"item ids look like: {', '.join(self.items.ids[:5])}")
             hist = np.asarray(sorted(set(found)), dtype=np.int64)
-        h = sp.csr_matrix((np.ones(len(hist), dtype=np.float32), (np.zeros(len(hist), dtype=np.int64), hist)),
-                          shape=(1, len(self.items)))
-        if user is not None and u is None:
-            scores = self.counts.astype(np.float64).copy()
-        else:
-            scores = np.asarray(self.model.score(np.asarray([u]), h), dtype=np.float64).ravel()
-        scores[hist] = -np.inf
         ex, _ = self._item_indices(list(exclude))
-        scores[ex] = -np.inf
+        return Ask(user, u, np.asarray(hist, dtype=np.int64), notes, ex, int(k))
+
+    def answer_many(self, asks: list[Ask]) -> list[dict[str, Any]]:
+        """The answers to several requests, the model scoring all of them in one call (the server's batches)."""
         from danlu.recommend.metrics import rank_top
 
-        top = [i for i in rank_top(scores[None, :], k)[0] if np.isfinite(scores[i])]
+        scored = [a for a in asks if a.index is not None]
+        rows: dict[int, np.ndarray] = {}
+        if scored:
+            indptr = np.cumsum([0] + [len(a.history) for a in scored])
+            indices = np.concatenate([a.history for a in scored])
+            h = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                              shape=(len(scored), len(self.items)))
+            scores = np.asarray(self.model.score(np.asarray([a.index for a in scored]), h), dtype=np.float64)
+            rows = {id(a): scores[j] for j, a in enumerate(scored)}
+        tops = []
+        for a in asks:
+            s = rows[id(a)].copy() if a.index is not None else self.counts.astype(np.float64).copy()
+            s[a.history] = -np.inf
+            s[a.exclude] = -np.inf
+            top = np.asarray([i for i in rank_top(s[None, :], a.k)[0] if np.isfinite(s[i])], dtype=np.int64)
+            tops.append((top, s[top]))
+        pairs = [(a, top) for a, (top, _) in zip(asks, tops, strict=True)
+                 if self.model.explains and len(a.history) and a.index is not None]  # "because you rated X"
+        why = {id(a): w for (a, _), w in zip(pairs, self.model.because_many([(a.history, t) for a, t in pairs]),
+                                             strict=True)} if pairs else {}
         out = []
-        for i in top:
-            row = {"item": self.items.ids[i], "title": self.label(i), "score": round(float(scores[i]), 5)}
-            if self.model.explains and len(hist) and not (user is not None and u is None):
-                j = self.model.because(hist, int(i))
+        for a, (top, scores) in zip(asks, tops, strict=True):
+            recs = []
+            for r, (i, score) in enumerate(zip(top, scores, strict=True)):
+                row = {"item": self.items.ids[i], "title": self.label(i), "score": round(float(score), 5)}
+                j = why[id(a)][r] if id(a) in why else None
                 if j is not None:
                     row["because"] = {"item": self.items.ids[j], "title": self.label(j)}
-            out.append(row)
-        return {"user": None if user is None else str(user), "known_items": int(len(hist)), "notes": notes,
-                "recommendations": out}
+                recs.append(row)
+            out.append({"user": None if a.user is None else str(a.user), "known_items": int(len(a.history)),
+                        "notes": a.notes, "recommendations": recs})
+        return out
+
+
+@dataclass
+class Ask:
+    """One checked request: ``index`` is the user's row, -1 for a new user (their items), None for an unknown
+    user (popularity)."""
+
+    user: Any
+    index: int | None
+    history: np.ndarray
+    notes: list[str]
+    exclude: list[int]
+    k: int
 
 
 def render(result: dict[str, Any]) -> str:

@@ -59,3 +59,25 @@ def load_history(run: Path, n_items: int) -> sp.csr_matrix:
     except Exception as e:  # a missing or damaged file: safetensors' own error types
         raise RunError(f"{path} is missing or damaged ({type(e).__name__})", hint="train the run again") from None
     return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(indptr) - 1, n_items))
+
+
+def reopen(run_dir: Path, data: Any, schema: dict[str, Any]) -> Any:
+    """A run folder to resume: it must be unfinished and its data the same table (users, items) it began on."""
+    from danlu.errors import RunError
+    from danlu.runs.files import read_json_file
+    from danlu.runs.folder import RunFolder
+
+    run = RunFolder(Path(run_dir))
+    state = run.status().get("status")
+    if state in ("done", "pruned"):
+        raise RunError(f"{run.path} is {state}: there is nothing to resume",
+                       hint=f"train it again as a new run: danlu train {run.path / 'recipe.yaml'}")
+    saved = read_json_file(run.path / "schema.json", within=run.path)
+    now = {"n_users": data.n_users, "n_items": data.n_items, "source": data.source, **schema}
+    changed = [k for k in ("n_users", "n_items", "task", "model") if saved.get(k) != now[k]]
+    if changed:
+        raise RunError(f"{run.path} began on other data or another model ({', '.join(changed)} differ: "
+                       f"{', '.join(f'{saved.get(k)} then, {now[k]} now' for k in changed)})",
+                       hint="resume it with the data it was trained on, or train a new run")
+    run.update_status("training", resumed=True)
+    return run

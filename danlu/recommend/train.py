@@ -29,49 +29,79 @@ def check_recipe(recipe: Recipe) -> None:
                           f"'{recipe.data.name}'", hint=f"data.name: one of {', '.join(RECOMMEND_DATA)}")
 
 
-def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any, rebuild: Any = None) -> dict[str, Any]:
-    """Closed form, or gradient steps with the epoch picked on validation Recall@max(k) (then, with
-    recommend.refit, ``rebuild()``'s fresh model trained that many epochs on train + validation)."""
+def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any, rebuild: Any = None, hooks: Any = None,
+              folder: Any = None, resume: bool = False) -> dict[str, Any]:
+    """Closed form, or gradient steps with the epoch picked on the validation monitor (train.monitor, by
+    default Recall@max(k)); then, with recommend.refit, ``rebuild()``'s fresh model trained that many epochs
+    on train + validation. ``hooks`` sees each epoch's validation row (one row for a closed-form fit);
+    ``folder`` keeps MF / two-tower's per-epoch checkpoints, and ``resume`` continues from them."""
+    from danlu.recommend.hooks import monitor
+
+    cfg = config_of(recipe)
+    counts = prepared.train_counts()
+    has_val = prepared.val.nnz > 0
+    name = monitor(recipe)
+
+    def validate() -> dict[str, float]:
+        if not has_val:
+            return {name: 0.0}
+        m, _ = evaluate_ranking(lambda us: model.score(us, prepared.train[us]), prepared.train, prepared.val,
+                                cfg.k, counts)
+        return {f"val_{k}": float(v) for k, v in m.items() if not k.startswith(("coverage", "pop_share", "users"))}
+
     t0 = time.perf_counter()
     if not model.trained:
         model.fit(prepared.train)
-        return {"fit_seconds": round(time.perf_counter() - t0, 3)}
+        info: dict[str, Any] = {"fit_seconds": round(time.perf_counter() - t0, 3)}
+        if hooks is not None and has_val:  # one row: what a search scores; nothing to prune
+            val = validate()
+            info["monitor"], info["best_val"] = name, val[name]
+            hooks({"epoch": 1, **val, "seconds": info["fit_seconds"]})
+        return info
     import torch
 
+    from danlu.recommend.checkpoint import REFIT, SELECT
     from danlu.recommend.fit import fit_bpr
 
-    cfg, tr = config_of(recipe), recipe.train
-    kmax = max(cfg.k)
-    counts = prepared.train_counts()
-    has_val = prepared.val.nnz > 0
-
-    def validate() -> float:
-        if not has_val:
-            return 0.0
-        m, _ = evaluate_ranking(lambda us: model.score(us, prepared.train[us]), prepared.train, prepared.val,
-                                [kmax], counts)
-        return m[f"recall@{kmax}"]
-
+    tr = recipe.train
     o = recipe.model.options
     loss_name = o.get("loss") if o.get("loss") in ("bpr", "softmax") else "bpr"
-    info = fit_bpr(model, prepared.train, epochs=int(tr.epoch_count), batch_size=tr.batch_size, lr=tr.lr,
-                   reg=o.get("reg", 0.0), negatives=o.get("negatives", 1), optimizer=tr.optimizer,
-                   weight_decay=tr.weight_decay, seed=recipe.seed, validate=validate,
-                   patience=tr.early_stop.patience if tr.early_stop else 5, say=say, loss_name=loss_name)
-    info["monitor"] = f"val recall@{kmax}"
+    common = {"batch_size": tr.batch_size, "lr": tr.lr, "reg": o.get("reg", 0.0), "negatives": o.get("negatives", 1),
+              "optimizer": tr.optimizer, "weight_decay": tr.weight_decay, "seed": recipe.seed, "loss_name": loss_name,
+              "resume": resume}
+    info = fit_bpr(model, prepared.train, epochs=int(tr.epoch_count), validate=validate, monitor=name,
+                   patience=tr.early_stop.patience if tr.early_stop else 5, say=say, on_epoch=hooks,
+                   state_path=folder / SELECT if folder is not None else None, **common)
+    info["monitor"] = name
     info["fit_seconds"] = info.pop("seconds")
+    if pruned(hooks):
+        return info
     if cfg.refit and has_val and info["best_epoch"] > 0 and rebuild is not None:
         t1 = time.perf_counter()
         torch.manual_seed(recipe.seed)
         fresh = rebuild()
-        fit_bpr(fresh, prepared.known_at_test, epochs=info["best_epoch"], batch_size=tr.batch_size, lr=tr.lr,
-                reg=o.get("reg", 0.0), negatives=o.get("negatives", 1), optimizer=tr.optimizer,
-                weight_decay=tr.weight_decay, seed=recipe.seed, validate=None, say=lambda *_: None,
-                loss_name=loss_name)
+        fit_bpr(fresh, prepared.known_at_test, epochs=info["best_epoch"], validate=None, say=lambda *_: None,
+                state_path=folder / REFIT if folder is not None else None, **common)
         model.load_state_dict(fresh.state_dict())
         info["refit"] = {"on": "train + validation", "epochs": info["best_epoch"],
                          "seconds": round(time.perf_counter() - t1, 2)}
     return info
+
+
+def checked_objective(recipe: Recipe, metric: str | None, data_dir: Any) -> str:
+    """What a search over this recipe scores (checked), after reading its table once (a bad path or column
+    fails before the study folder exists)."""
+    from danlu.recommend.hooks import monitor
+
+    check_recipe(recipe)
+    name = monitor(recipe, metric)
+    load_interactions(recipe, data_dir)
+    return name
+
+
+def pruned(hooks: Any) -> bool:
+    """A callback (a search's pruner) stopped the fit and wants no test evaluation."""
+    return hooks is not None and getattr(hooks, "stop", None) is not None and hooks.stop.status == "pruned"
 
 
 @dataclass
@@ -82,19 +112,28 @@ class Trained:
     metrics: dict[str, Any]
     wall_s: float
     report: dict[str, Any]
+    status: str = "done"  # or "pruned" (a search stopped it: no test metrics)
 
 
 def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir: Path | None = None,
-                      run_dir: Path | None = None, progress: bool = True, plots: bool = True) -> Trained:
-    """Check, fit, evaluate and write the run folder (through the shared run lifecycle)."""
+                      run_dir: Path | None = None, progress: bool = True, plots: bool = True,
+                      callbacks: list[Any] = (), resume: Path | None = None, resumable: bool = True) -> Trained:
+    """Check, fit, evaluate and write the run folder (through the shared run lifecycle).
+
+    ``callbacks`` see each epoch's validation row (a search prunes through them: the run ends "pruned");
+    ``resume`` continues the run in that folder: MF / two-tower from their last per-epoch checkpoint,
+    closed-form models and rating runs by fitting again (deterministic with the run's seed), so the result
+    equals an uninterrupted run's. ``resumable=False`` keeps no checkpoints (a search's trials)."""
     import torch
 
     from danlu.recommend import store
     from danlu.recommend.build import build, side_features, with_features
+    from danlu.recommend.hooks import EpochHooks, monitor
     from danlu.runs.lifecycle import finish_run, phase
 
     t0 = time.perf_counter()
     check_recipe(recipe)
+    monitor(recipe)  # a train.monitor the run never logs is refused before any file is written
     cfg = config_of(recipe)
     say = print if progress else (lambda *_: None)
     torch.manual_seed(recipe.seed)
@@ -104,8 +143,9 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
     if cfg.task == "rating":
         from danlu.recommend.rating import train_rating
 
-        run, metrics, report = train_rating(recipe, data, runs_dir=runs_dir, run_dir=run_dir, say=say)
-        return Trained(run, metrics, time.perf_counter() - t0, report)
+        run, metrics, report, status = train_rating(recipe, data, runs_dir=runs_dir, run_dir=run_dir, say=say,
+                                                    callbacks=callbacks, resume=resume)
+        return Trained(run, metrics, time.perf_counter() - t0, report, status)
     prepared = prepare_ranking(data, cfg, recipe.seed)
     features = None
     if recipe.model.name == "two_tower":
@@ -115,21 +155,35 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
                              data.n_items)
 
     model = rebuild()
-    run = store.start(recipe, data, {"task": "ranking", "model": recipe.model.name, "features": features,
-                                     "explains": bool(model.explains)}, runs_dir, run_dir)
-    for note in prepared.notes:
-        say(f"note: {note}")
-    say(f"run: {run.path}")
-    say(f"data: {data.source}  users {data.n_users}  items {data.n_items}  train {prepared.train.nnz}  "
-        f"val {prepared.val.nnz}  test {prepared.test.nnz}")
-    with phase(run, "training"):
-        fit_info = fit_model(recipe, model, prepared, say, rebuild)
-        store.save_weights(run.path, model, recipe, prepared.known_at_test)
-    done = {k: v for k, v in fit_info.items() if k != "history"}
-    run.set_status("evaluating", **done)
-    with phase(run, "evaluation", **done):
-        report = ranking_report(recipe, model, prepared, fit_info, run, plots)
-    finish_run(run, "done", **done)
+    schema = {"task": "ranking", "model": recipe.model.name, "features": features, "explains": bool(model.explains)}
+    run = store.reopen(resume, data, schema) if resume is not None else store.start(recipe, data, schema, runs_dir,
+                                                                                    run_dir)
+    with run.lock():
+        for note in prepared.notes:
+            say(f"note: {note}")
+        say(f"run: {run.path}")
+        say(f"data: {data.source}  users {data.n_users}  items {data.n_items}  train {prepared.train.nnz}  "
+            f"val {prepared.val.nnz}  test {prepared.test.nnz}")
+        hooks = EpochHooks(run, callbacks, int(recipe.train.epoch_count) if model.trained else 1)
+        if resume is not None:  # metrics.jsonl as far as the checkpoint goes; the fit appends the rest
+            from danlu.recommend.checkpoint import SELECT, saved_history
+
+            run.rewrite_metrics(saved_history(run.path / SELECT) if model.trained else [])
+        with phase(run, "training"):
+            fit_info = fit_model(recipe, model, prepared, say, rebuild, hooks, run.path if resumable else None,
+                                 resume=resume is not None)
+            if not pruned(hooks):
+                store.save_weights(run.path, model, recipe, prepared.known_at_test)
+        done = {k: v for k, v in fit_info.items() if k not in ("history", "stopped")}
+        if hooks.stop is not None:
+            done["stopped"] = hooks.stop.reason
+        if pruned(hooks):
+            finish_run(run, "pruned", **done)
+            return Trained(run.path, {}, time.perf_counter() - t0, {}, "pruned")
+        run.set_status("evaluating", **done)
+        with phase(run, "evaluation", **done):
+            report = ranking_report(recipe, model, prepared, fit_info, run, plots)
+        finish_run(run, "done", **done)
     return Trained(run.path, report["metrics"], time.perf_counter() - t0, report)
 
 

@@ -101,7 +101,8 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
     if found is not None and is_recommendation_run(found):  # POST /v1/recommend (danlu/serve/recommend.py)
         from danlu.serve.recommend import create_recommend_app
 
-        return create_recommend_app(found, api_key, max_body_mb)
+        check_limits(max_batch_size, max_wait_ms, max_body_mb, max_inputs)
+        return create_recommend_app(found, api_key, max_body_mb, max_batch_size, max_wait_ms)
     check_limits(max_batch_size, max_wait_ms, max_body_mb, max_inputs)
     check_body_timeout(body_timeout_s)
     decode = DecodeLimits(max_image_mb, max_request_image_mb, decode_threads)

@@ -3,19 +3,22 @@
     curl -s localhost:8000/v1/recommend -d '{"user": "42", "k": 10}'
     curl -s localhost:8000/v1/recommend -d '{"items": ["1", "2", "3"], "k": 5, "exclude": ["318"]}'
 
-The run is loaded once; each request is scored in a worker thread (numpy/torch release the GIL), so the event
-loop keeps accepting requests. Bad requests get {"error", "detail"} JSON with 422, a wrong key 401.
+The run is loaded once. Requests are checked in the event loop, then micro-batched like /v1/predict's
+(danlu/serve/batching.py): those that arrive together are scored in one model call on the model thread
+(numpy/torch release the GIL, so the event loop keeps accepting requests). Bad requests get {"error",
+"detail"} JSON with 422, a wrong key 401.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from danlu.errors import DanluError
@@ -58,17 +61,37 @@ def parse_request(body: bytes) -> dict[str, Any]:
     return out
 
 
-def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb: float = 1.0) -> FastAPI:
+def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb: float = 1.0,
+                         max_batch_size: int = 64, max_wait_ms: float = 5.0) -> FastAPI:
+    """The app; requests that arrive together are scored in one model call (the micro-batcher of
+    /v1/predict, danlu/serve/batching.py; ``max_batch_size=1`` turns it off)."""
     from danlu.recommend.predict import RecommenderRun
+    from danlu.serve.batching import BatcherClosed, MicroBatcher
     from danlu.serve.inputs import RequestError
 
     served = RecommenderRun(run_dir)
+    counted = {"batches": 0, "requests": 0}  # /healthz shows them: the mean batch a load test saw
+
+    def count(inputs: int, jobs: int, seconds: float) -> None:
+        counted["batches"] += 1
+        counted["requests"] += jobs
+
+    batcher = MicroBatcher(served.answer_many, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                           on_batch=count)
     report_path = Path(run_dir) / "report.json"
     from danlu.runs.files import read_json
 
     report = read_json(report_path) if report_path.exists() else {}
     metrics = report.get("metrics", {}) if isinstance(report, dict) else {}
-    app = FastAPI(title=f"danlu · {served.recipe.name}", docs_url=None)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:  # answer whatever is still queued, then stop
+            await batcher.close()
+
+    app = FastAPI(title=f"danlu · {served.recipe.name}", docs_url=None, lifespan=lifespan)
     max_body = int(max_body_mb * 1024 * 1024)
 
     def refuse(status: int, error: str, detail: Any = None) -> JSONResponse:
@@ -96,12 +119,21 @@ def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb:
         body = await request.body()
         if len(body) > max_body:
             return refuse(413, f"the body is over {max_body_mb:g} MB")
+        batcher.arriving += 1  # the batcher waits for company only while requests are being read
         try:
             asked = parse_request(body)
-            result = await run_in_threadpool(served.recommend, user=asked.get("user"), items=asked.get("items"),
-                                             k=asked["k"], exclude=asked.get("exclude", []))
+            one = served.ask(user=asked.get("user"), items=asked.get("items"), k=asked["k"],
+                             exclude=asked.get("exclude", []))
         except RequestError as e:
             return refuse(e.status, e.error, e.detail)
+        except DanluError as e:
+            return refuse(422, e.message, e.hint)
+        finally:
+            batcher.arriving -= 1
+        try:
+            result = await batcher.submit(one, 1)
+        except BatcherClosed:
+            return refuse(503, "the server is starting or shutting down", "try again in a moment")
         except DanluError as e:
             return refuse(422, e.message, e.hint)
         return JSONResponse(result)
@@ -117,6 +149,6 @@ def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb:
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", **counted})
 
     return app
