@@ -21,10 +21,10 @@ CHUNK = 64
 
 
 def _band_edges(sample_rate: int, bands: int) -> np.ndarray:
-    from danlu.models.audio_features import _hz_to_mel, _mel_to_hz
+    from danlu.models.audio_features import hz_to_mel, mel_to_hz
 
-    mels = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), bands + 1)
-    bins = np.round(_mel_to_hz(mels) / (sample_rate / 2) * (N_FFT // 2)).astype(int)
+    mels = np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), bands + 1)
+    bins = np.round(mel_to_hz(mels) / (sample_rate / 2) * (N_FFT // 2)).astype(int)
     bins[-1] = N_FFT // 2 + 1
     return np.maximum.accumulate(bins)
 

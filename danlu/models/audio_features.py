@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def hz_to_mel(f: np.ndarray) -> np.ndarray:
     """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's htk=False)."""
     f = np.asarray(f, np.float64)
     mel = f / (200.0 / 3)
@@ -25,7 +25,7 @@ def _hz_to_mel(f: np.ndarray) -> np.ndarray:
     return np.where(log_part, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mel)
 
 
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+def mel_to_hz(m: np.ndarray) -> np.ndarray:
     m = np.asarray(m, np.float64)
     return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
 
@@ -33,7 +33,7 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
     """[n_fft//2+1, n_mels] triangular filters on the Slaney mel scale, area-normalized (norm='slaney')."""
     freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
+    edges = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
     widths = np.diff(edges)
     ramps = edges[:, None] - freqs[None, :]
     lower = -ramps[:-2] / widths[:-1, None]
