@@ -160,3 +160,14 @@ def test_old_one_hot_run_folders_still_load_and_predict(tmp_path):
     got = p.predict(["4.5,red", {"size": 1.5, "color": "blue"}])
     assert all(np.isfinite(r["prediction"]["price"]) for r in got)
     assert abs(got[0]["prediction"]["price"] - 43.5834846496582) < 1e-4  # what main predicted for it
+
+
+def test_one_feature_whose_function_is_the_target_is_the_task_not_a_leak(tmp_path):
+    """Article 4 fits y = 2x: with x the only feature, learning that function is the job. A copy of the target
+    is still refused."""
+    x = np.linspace(-3, 3, 300)
+    path = write_csv(tmp_path / "line.csv", ["x", "y"], [[f"{v:.4f}", f"{2 * v:.4f}"] for v in x])
+    assert _train(path, "y").status == "done"
+    copy = write_csv(tmp_path / "copy.csv", ["x", "y"], [[f"{v:.4f}", f"{v:.4f}"] for v in x])
+    with pytest.raises(DataError, match="holds the target's own values"):
+        _train(copy, "y")
