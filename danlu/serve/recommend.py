@@ -1,4 +1,5 @@
-"""``danlu serve RUN`` for a recommendation run: POST /v1/recommend, GET /v1/model, GET /healthz.
+"""``danlu serve RUN`` for a recommendation run: POST /v1/recommend, GET /v1/items, GET /v1/model, GET /healthz
+and the web page at / (pick a few items, see what is recommended; static/recommend.js).
 
     curl -s localhost:8000/v1/recommend -d '{"user": "42", "k": 10}'
     curl -s localhost:8000/v1/recommend -d '{"items": ["1", "2", "3"], "k": 5, "exclude": ["318"]}'
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from danlu.errors import DanluError
 
@@ -65,8 +66,13 @@ def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb:
                          max_batch_size: int = 64, max_wait_ms: float = 5.0) -> FastAPI:
     """The app; requests that arrive together are scored in one model call (the micro-batcher of
     /v1/predict, danlu/serve/batching.py; ``max_batch_size=1`` turns it off)."""
+    from fastapi.staticfiles import StaticFiles
+
     from danlu.recommend.predict import RecommenderRun
+    from danlu.serve.app import STATIC
     from danlu.serve.batching import BatcherClosed, MicroBatcher
+    from danlu.serve.catalogue import Catalogue, html_safe_json, parse_query
+    from danlu.serve.gate import PAGE_HEADERS
     from danlu.serve.inputs import RequestError
 
     served = RecommenderRun(run_dir)
@@ -143,9 +149,32 @@ def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb:
         denied = authorized(x_api_key, authorization)
         if denied is not None:
             return denied
-        return JSONResponse({"run": served.run_dir.name, "task": "recommendation", "model": served.recipe.model.name,
+        return JSONResponse({"run": served.run_dir.name, "task": "recommendation", "kind": "recommendation",
+                             "recipe": served.recipe.name, "description": served.recipe.description,
+                             "model": served.recipe.model.name,
                              "users": len(served.users), "items": len(served.items), "metrics": metrics,
                              "key_required": api_key is not None})
+
+    catalogue = Catalogue(served.items.ids, [served.label(i) for i in range(len(served.items))])
+
+    @app.get("/v1/items", summary="Search the item catalogue by title or id: ?q=toy&limit=20&offset=0 (a page)")
+    async def items(request: Request, x_api_key: str | None = Header(None),
+                    authorization: str | None = Header(None)) -> Response:
+        denied = authorized(x_api_key, authorization)
+        if denied is not None:
+            return denied
+        try:
+            q, limit, offset = parse_query(dict(request.query_params))
+        except RequestError as e:
+            return refuse(e.status, e.error, e.detail)
+        return Response(html_safe_json(catalogue.search(q, limit, offset)), media_type="application/json",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def page() -> FileResponse:  # the same page and CSP as the other runs'; app.js picks the block
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> JSONResponse:

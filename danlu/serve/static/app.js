@@ -410,7 +410,8 @@ async function main() {
     const card = await api("v1/model");
     showCard(card);
     $("explain-toggle").addEventListener("change", (e) => { if (e.target.checked) explain(); else hideExplanation(); });
-    if (card.kind === "image") setUpImage(card);
+    if (card.kind === "recommendation") setUpRecommend(card);  // recommend.js: catalogue search, picks, top-k
+    else if (card.kind === "image") setUpImage(card);
     else if (card.kind === "audio") setUpAudio(card);  // audio.js: file drop and the record button
     else if (card.kind === "text") setUpText();
     else setUpTabular(card.input || {});
