@@ -115,6 +115,7 @@ def test_page_picks_items_and_shows_the_servers_recommendations(run, browser):
         assert browser.find_element(By.ID, "recommend-input").is_displayed()
         assert not browser.find_element(By.ID, "tabular-input").is_displayed()
         assert browser.find_element(By.ID, "recommend").get_attribute("disabled")  # nothing picked yet
+        assert "40 users × 30 items" in browser.find_element(By.ID, "facts").text
         hits = "#item-hits .hit"
         browser.find_element(By.ID, "item-search").send_keys("toy")  # the markup title, shown as text
         wait(browser, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, hits)] == [f"{MARKUP} (1997)"])

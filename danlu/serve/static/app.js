@@ -73,6 +73,7 @@ function inputSummary(card) {
     const [c, h, w] = spec.shape;
     return `${w}×${h} ${c === 1 ? "grayscale" : "RGB"} image`;
   }
+  if (card.kind === "recommendation") return `${card.users} users × ${card.items} items`;
   if (card.kind === "tabular") return `${(spec.features || []).length} features`;
   if (card.kind === "audio" && spec.audio) return `${spec.audio.seconds} s of sound at ${spec.audio.sample_rate} Hz`;
   return spec.max_length ? `text, up to ${spec.max_length} tokens` : "text";

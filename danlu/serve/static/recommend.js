@@ -10,6 +10,7 @@ const SEARCH_LIMIT = 20;
 function setUpRecommend(card) {
   $("recommend-input").hidden = false;
   $("top-k-label").hidden = true;
+  $("backend").hidden = true;  // numpy or PyTorch by model; the card says which model
   $("explain-toggle").closest("label").hidden = true;  // no /v1/explain for recommendations
   $("result-heading").textContent = "Recommendations";
   $("status").textContent = "Pick a few items and press Recommend.";
