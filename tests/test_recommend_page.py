@@ -45,7 +45,7 @@ def test_catalogue_route_is_bounded_paged_and_escaped(run):
 
     from danlu.serve import create_app
 
-    with TestClient(create_app(run, api_key="k")) as client:
+    with TestClient(create_app(run, api_key="k"), base_url="http://localhost") as client:
         head = {"X-API-Key": "k"}
         assert client.get("/v1/items?q=film").status_code == 401
         page = client.get("/v1/items?q=FILM number 1&limit=5", headers=head).json()
@@ -97,9 +97,11 @@ def browser(tmp_path_factory):
 
 
 def wait(driver, condition, timeout: float = 20):
+    """Until ``condition`` holds; an element redrawn while it is read (a newer search answer) is a retry."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def test_page_picks_items_and_shows_the_servers_recommendations(run, browser):
@@ -119,12 +121,12 @@ def test_page_picks_items_and_shows_the_servers_recommendations(run, browser):
         hits = "#item-hits .hit"
         browser.find_element(By.ID, "item-search").send_keys("toy")  # the markup title, shown as text
         wait(browser, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, hits)] == [f"{MARKUP} (1997)"])
-        browser.find_element(By.CSS_SELECTOR, hits).click()
+        wait(browser, lambda d: _click(d, hits))
         box = browser.find_element(By.ID, "item-search")
         box.clear()
         box.send_keys("number 2")  # Film number 2, 20..29
         wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, hits)) == 11)
-        browser.find_element(By.CSS_SELECTOR, f"{hits}[data-item='m21']").click()
+        wait(browser, lambda d: _click(d, f"{hits}[data-item='m21']"))
         picked = [e.get_attribute("data-item") for e in browser.find_elements(By.CSS_SELECTOR, "#picked li")]
         assert picked == ["m7", "m21"]
         browser.find_element(By.ID, "recommend").click()
@@ -146,3 +148,16 @@ def test_page_picks_items_and_shows_the_servers_recommendations(run, browser):
         logs = [e["message"] for e in browser.get_log("browser")]
         assert not [m for m in logs if "Content Security Policy" in m or "Uncaught" in m], logs
         assert json.dumps(answer)  # the answer was JSON all along
+
+
+def _click(browser, selector: str) -> bool:
+    """Click the element, or report False while the list is being redrawn (a later search answer replaced
+    it between finding and clicking), so ``wait`` tries again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        browser.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+    except (StaleElementReferenceException, NoSuchElementException):
+        return False

@@ -95,7 +95,8 @@ def test_serve_recommends_for_a_user_and_for_items(tmp_path):
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     run = train("movielens-ease", ["data.name=interactions", f"data.path={path}"], runs_dir=tmp_path,
                 progress=False, plots=False).run
-    with TestClient(create_app(run, api_key="k")) as client:  # the lifespan starts the micro-batcher
+    # the lifespan starts the micro-batcher; Host: localhost as a client on this machine says
+    with TestClient(create_app(run, api_key="k"), base_url="http://localhost") as client:
         _ask_the_server(client)
 
 
@@ -137,3 +138,29 @@ def test_a_hostile_recommendation_run_is_refused_not_hung(tmp_path):
         assert not is_recommendation_run(run)
     finally:
         signal.alarm(0)
+
+
+def test_the_recommendation_server_stands_behind_serves_gate(tmp_path):
+    """Host allow-list, JSON only, and the body limit counted on the bytes received (a chunked body too)."""
+    from fastapi.testclient import TestClient
+
+    from danlu.api import train
+    from danlu.serve import create_app
+
+    rows = ["user,item,timestamp"] + [f"u{u},i{(u * 7 + t) % 20},{t}" for u in range(20) for t in range(6)]
+    table = tmp_path / "events.csv"
+    table.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run = train("movielens-popularity", ["data.name=interactions", f"data.path={table}"],
+                runs_dir=tmp_path / "runs", progress=False, plots=False).run
+    with TestClient(create_app(run, max_body_mb=0.01), base_url="http://localhost") as client:
+        assert client.post("/v1/recommend", json={"items": []}).status_code in (200, 422)
+        assert client.get("/healthz", headers={"Host": "attacker.example"}).status_code == 421
+        assert client.post("/v1/recommend", content=b"user=1",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
+
+        def chunks():
+            for _ in range(40):
+                yield b" " * 1024
+
+        r = client.post("/v1/recommend", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413

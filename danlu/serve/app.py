@@ -35,7 +35,16 @@ from danlu.runs.files import read_json
 from danlu.serve.batching import BatcherClosed, MicroBatcher
 from danlu.serve.docs import ERRORS, PREDICT_OPENAPI, PredictResponse
 from danlu.serve.engine import Engine
-from danlu.serve.gate import JSON_OR_FORM, PAGE_HEADERS, GatedFastAPI, check_api_key, json_bytes, media_type, refusal_of
+from danlu.serve.gate import (
+    JSON_OR_FORM,
+    PAGE_HEADERS,
+    STATIC,
+    GatedFastAPI,
+    check_api_key,
+    json_bytes,
+    media_type,
+    refusal_of,
+)
 from danlu.serve.hosts import HostCheck
 from danlu.serve.inputs import PredictRequest, RequestError, parse_json, parse_uploads
 from danlu.serve.limits import BODY_TIMEOUT_S, DecodeLimits, check_body_timeout
@@ -44,7 +53,6 @@ from danlu.serve.swagger import add_local_docs
 
 __all__ = ["PAGE_HEADERS", "STATIC", "check_api_key", "create_app", "json_bytes", "media_type"]
 
-STATIC = Path(__file__).parent / "static"
 # Bodies up to this size are parsed on the event loop (less time than handing them to a thread and back);
 # larger ones go to a thread.
 INLINE_BODY = 16 * 1024
@@ -102,7 +110,9 @@ def create_app(run: str | Path, backend: str = "torch", max_batch_size: int = 64
         from danlu.serve.recommend import create_recommend_app
 
         check_limits(max_batch_size, max_wait_ms, max_body_mb, max_inputs)
-        return create_recommend_app(found, api_key, max_body_mb, max_batch_size, max_wait_ms)
+        check_body_timeout(body_timeout_s)
+        return create_recommend_app(found, api_key, max_body_mb, max_batch_size, max_wait_ms,
+                                    body_timeout_s=body_timeout_s, hosts=HostCheck(bind_host, allowed_hosts))
     check_limits(max_batch_size, max_wait_ms, max_body_mb, max_inputs)
     check_body_timeout(body_timeout_s)
     decode = DecodeLimits(max_image_mb, max_request_image_mb, decode_threads)

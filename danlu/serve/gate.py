@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -38,6 +39,7 @@ PAGE_HEADERS = {
 }
 JSON_OR_FORM = (b"application/json", b"multipart/form-data")
 JSON_ONLY = (b"application/json",)
+STATIC = Path(__file__).parent / "static"  # the page (and its headers, PAGE_HEADERS) every served run shares
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 

@@ -63,16 +63,18 @@ def parse_request(body: bytes) -> dict[str, Any]:
 
 
 def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb: float = 1.0,
-                         max_batch_size: int = 64, max_wait_ms: float = 5.0) -> FastAPI:
+                         max_batch_size: int = 64, max_wait_ms: float = 5.0, *, body_timeout_s: float | None = None,
+                         hosts: Any = None) -> FastAPI:
     """The app; requests that arrive together are scored in one model call (the micro-batcher of
-    /v1/predict, danlu/serve/batching.py; ``max_batch_size=1`` turns it off)."""
+    /v1/predict, danlu/serve/batching.py; ``max_batch_size=1`` turns it off). Behind serve's request gate
+    (danlu/serve/gate.py): Host allow-list, the API key before the body, JSON only, the body limit counted on
+    the bytes received and a body deadline."""
     from fastapi.staticfiles import StaticFiles
 
     from danlu.recommend.predict import RecommenderRun
-    from danlu.serve.app import STATIC
     from danlu.serve.batching import BatcherClosed, MicroBatcher
     from danlu.serve.catalogue import Catalogue, html_safe_json, parse_query
-    from danlu.serve.gate import PAGE_HEADERS
+    from danlu.serve.gate import BODY_TIMEOUT_S, JSON_ONLY, PAGE_HEADERS, STATIC, GatedFastAPI
     from danlu.serve.inputs import RequestError
 
     served = RecommenderRun(run_dir)
@@ -97,8 +99,12 @@ def create_recommend_app(run_dir: Path, api_key: str | None = None, max_body_mb:
         finally:  # answer whatever is still queued, then stop
             await batcher.close()
 
-    app = FastAPI(title=f"danlu · {served.recipe.name}", docs_url=None, lifespan=lifespan)
+    app = GatedFastAPI(title=f"danlu · {served.recipe.name}", docs_url=None, lifespan=lifespan)
     max_body = int(max_body_mb * 1024 * 1024)
+    app.set_gate(max_body=max_body, api_key=api_key, key_prefix="/v1/",
+                 body_timeout=BODY_TIMEOUT_S if body_timeout_s is None else body_timeout_s, hosts=hosts,
+                 content_types=lambda path: JSON_ONLY if path == "/v1/recommend" else None,
+                 body_hint="ask for fewer items per request (the server's limit is --max-body-mb)")
 
     def refuse(status: int, error: str, detail: Any = None) -> JSONResponse:
         return JSONResponse({"error": error, "detail": detail}, status_code=status)

@@ -252,7 +252,7 @@ def _check_count(n: int, most: int, verb: str) -> None:
 
 def _add_page(app: FastAPI) -> None:
     """The page at /, its files, and serve's shared drawing code under /shared."""
-    from danlu.serve.app import STATIC as SERVE_STATIC
+    from danlu.serve.gate import STATIC as SERVE_STATIC
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
