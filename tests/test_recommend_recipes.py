@@ -164,3 +164,19 @@ def test_the_recommendation_server_stands_behind_serves_gate(tmp_path):
 
         r = client.post("/v1/recommend", content=chunks(), headers={"Content-Type": "application/json"})
         assert r.status_code == 413
+
+
+def test_the_studio_lists_a_recommendation_run_with_its_ranking_metrics(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from danlu.api import train
+    from danlu.studio.app import create_studio_app
+
+    rows = ["user,item,timestamp"] + [f"u{u},i{(u * 7 + t) % 20},{t}" for u in range(20) for t in range(6)]
+    table = tmp_path / "events.csv"
+    table.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    train("movielens-ease", ["data.name=interactions", f"data.path={table}"], runs_dir=tmp_path / "runs",
+          progress=False, plots=False)
+    with TestClient(create_studio_app(tmp_path / "runs"), base_url="http://localhost") as client:
+        (row,) = client.get("/api/runs").json()["runs"]
+    assert row["status"] == "done" and set(row["key"]) == {"recall@20", "ndcg@20"}

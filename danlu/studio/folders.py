@@ -22,7 +22,7 @@ HISTORY_PAGE = 5000
 CACHED_HISTORY = 1 << 20  # metrics.jsonl files up to this size are parsed once and remembered (~2,000 epochs)
 
 # metrics shown in the list, first found wins per kind
-KEY_METRICS = ("accuracy", "f1_macro", "r2", "mae", "rmse")
+KEY_METRICS = ("accuracy", "f1_macro", "r2", "mae", "rmse", "recall@20", "ndcg@20")  # recommendation runs: the last two
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
