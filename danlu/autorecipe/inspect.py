@@ -219,14 +219,10 @@ def _read_rows(p: Path) -> tuple[list[str], list[list[str]], int]:
         header = list(dict.fromkeys(k for r in records[:200] for k in r))
         rows = [["" if r.get(k) is None else str(r.get(k)) for k in header] for r in records]
     else:
-        if fmt == "tsv":
-            delim = "\t"
-        else:
-            try:
-                delim = csv.Sniffer().sniff(text[:20000], delimiters=",;\t|").delimiter
-            except csv.Error:
-                delim = ","
+        from danlu.data.tabular import sniff_delimiter
         from danlu.data.text.files import allow_long_fields
+
+        delim = "\t" if fmt == "tsv" else sniff_delimiter(text)
 
         allow_long_fields()
         try:

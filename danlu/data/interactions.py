@@ -129,19 +129,13 @@ def read_table(path: Path) -> dict[str, list[Any]]:
         except Exception as e:  # pyarrow's own error types
             raise DataError(f"{path} is not a readable Parquet file: {str(e)[:200]}") from None
         return {name: table.column(name).to_pylist() for name in table.column_names}
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte {e.start})", hint="save the table as UTF-8") from None
+    from danlu.data.tabular import sniff_delimiter
+    from danlu.data.text.files import decode_text
+
+    text = decode_text(path.read_bytes(), path)  # UTF-8, or an error that guesses the encoding for iconv
     if not text.strip():
         raise DataError(f"{path} is empty", hint="an interaction table has a header row and one row per event")
-    if path.suffix.lower() in (".tsv", ".tab"):
-        delim = "\t"
-    else:
-        try:
-            delim = csv.Sniffer().sniff(text[:20000], delimiters=",;\t|").delimiter
-        except csv.Error:
-            delim = ","
+    delim = sniff_delimiter(text, path)
     rows = list(csv.reader(io.StringIO(text), delimiter=delim))
     header = [h.strip() for h in rows[0]]
     body = [r for r in rows[1:] if any(c.strip() for c in r)]

@@ -31,6 +31,16 @@ SKLEARN_SETS = {"iris", "breast_cancer", "diabetes", "wine"}
 MAX_COLUMNS = 100_000
 
 
+def sniff_delimiter(text: str, path: Path | None = None) -> str:
+    """Tab for .tsv/.tab files, else the delimiter among , ; tab | that the first 20,000 characters use."""
+    if path is not None and Path(path).suffix.lower() in (".tsv", ".tab"):
+        return "\t"
+    try:
+        return csv.Sniffer().sniff(text[:20000], delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV/TSV file (delimiter sniffed among , ; tab |)."""
     path = Path(path)
@@ -48,13 +58,7 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     text = decode_text(path.read_bytes(), path)  # UTF-8, or an error that guesses the encoding for iconv
     if not text.strip():
         raise DataError(f"{path} is empty", hint="a CSV needs a header row and at least one data row")
-    if path.suffix.lower() in (".tsv", ".tab"):
-        delim = "\t"
-    else:
-        try:
-            delim = csv.Sniffer().sniff(text[:20000], delimiters=",;\t|").delimiter
-        except csv.Error:
-            delim = ","
+    delim = sniff_delimiter(text, path)
     allow_long_fields()
     reader = csv.reader(io.StringIO(text), delimiter=delim)
     try:

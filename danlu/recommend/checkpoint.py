@@ -21,19 +21,14 @@ REFIT = Path("checkpoints") / "refit.safetensors"  # the retraining on train + v
 def save_fit_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    generator: torch.Generator, best_state: dict[str, torch.Tensor] | None,
                    info: dict[str, Any]) -> None:
+    from danlu.runs.checkpoint import split_optimizer_state
     from danlu.runs.files import save_tensors
 
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if best_state is not None:
         tensors.update({f"best.{k}": v for k, v in best_state.items()})
-    opt = optimizer.state_dict()
-    plain: dict[str, Any] = {"param_groups": opt["param_groups"], "plain": {}}
-    for k, st in opt["state"].items():
-        for name, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.state.{k}.{name}"] = v
-            else:
-                plain["plain"].setdefault(str(k), {})[name] = v
+    opt_tensors, plain = split_optimizer_state(optimizer)  # the layout of every danlu checkpoint
+    tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.data"] = generator.get_state()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +41,7 @@ def load_fit_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    from danlu.runs.checkpoint import optimizer_state
     from danlu.runs.files import check_run_file
 
     check_run_file(path, within=path.parent.parent)  # a regular file in the run folder
@@ -54,7 +50,7 @@ def load_fit_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Op
             meta = json.loads(f.metadata()["danlu"])
         tensors = load_file(str(path))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        optimizer.load_state_dict(_optimizer_state(tensors, meta.pop("optimizer")))
+        optimizer.load_state_dict(optimizer_state(tensors, meta.pop("optimizer")))
     except RunError:
         raise
     except Exception as e:  # safetensors' / torch's own error types: a truncated, overwritten or foreign file
@@ -64,18 +60,6 @@ def load_fit_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     generator.set_state(tensors["rng.data"])
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     return meta, best
-
-
-def _optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
-    """torch.optim's state_dict layout back from the file's tensors and JSON."""
-    state: dict[int, dict[str, Any]] = {}
-    for key, t in tensors.items():
-        if key.startswith("optim.state."):
-            k, _, name = key[len("optim.state."):].partition(".")
-            state.setdefault(int(k), {})[name] = t
-    for k, st in plain.get("plain", {}).items():
-        state.setdefault(int(k), {}).update(st)
-    return {"state": state, "param_groups": plain["param_groups"]}
 
 
 def saved_history(path: Path) -> list[dict[str, Any]]:

@@ -21,14 +21,8 @@ from danlu.runs.files import save_tensors, write_json
 def save_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler: Any,
                         generator: torch.Generator, info: dict[str, Any]) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()  # torch.optim's layout: tensors to safetensors, the rest to JSON
-    opt_plain: dict[str, Any] = {"param_groups": opt["param_groups"], "plain": {}}
-    for k, st in opt["state"].items():
-        for name, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.state.{k}.{name}"] = v
-            else:
-                opt_plain["plain"].setdefault(str(k), {})[name] = v
+    opt_tensors, opt_plain = split_optimizer_state(optimizer)
+    tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.data"] = generator.get_state()
     if torch.cuda.is_available():
@@ -37,6 +31,20 @@ def save_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler:
     meta = dict(info, optimizer=opt_plain, scheduler=scheduler.state_dict())
     save_tensors(path, tensors, metadata={"danlu": json.dumps(meta, allow_nan=True)})
     write_json(path.with_suffix(".json"), {k: v for k, v in info.items()})
+
+
+def split_optimizer_state(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """torch.optim's state_dict as (tensors for safetensors, the rest for JSON); optimizer_state inverts it."""
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {"param_groups": opt["param_groups"], "plain": {}}
+    for k, st in opt["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.state.{k}.{name}"] = v
+            else:
+                plain["plain"].setdefault(str(k), {})[name] = v
+    return tensors, plain
 
 
 def load_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler: Any,
@@ -59,7 +67,7 @@ def load_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler:
         raise RunError(f"the checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:120]})",
                        hint="it cannot be resumed; start the run again with danlu train") from None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer.load_state_dict(_optimizer_state(tensors, meta.pop("optimizer")))
+    optimizer.load_state_dict(optimizer_state(tensors, meta.pop("optimizer")))
     scheduler.load_state_dict(meta.pop("scheduler"))
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.data"])
@@ -69,7 +77,7 @@ def load_training_state(path: Path, model: nn.Module, optimizer: Any, scheduler:
     return meta
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+def optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
     """torch.optim's state_dict layout back from the checkpoint's tensors and JSON."""
     state: dict[int, dict[str, Any]] = {}
     if "lrs" in plain:  # danlu 0.1.0 checkpoints: "optim.{k}.{name}" tensors and the groups' lrs

@@ -203,6 +203,12 @@ def check_run_file(path: str | Path, within: str | Path | None = None, bounded: 
 
 def read_bytes(path: str | Path, within: str | Path | None = None, limit: int | None = None) -> bytes:
     """The whole file, if it is a regular file of at most ``limit`` bytes (default: its kind's bound)."""
+    return b"".join(_bounded_blocks(path, within, limit))
+
+
+def _bounded_blocks(path: str | Path, within: str | Path | None, limit: int | None) -> Iterator[bytes]:
+    """The file a block at a time; past its bound (checked on the size, and on what is read: a file being
+    appended can grow under us) a RunError that names the bound."""
     path = Path(path)
     kind, bound = limit_for(path)
     bound = limit if limit is not None else bound
@@ -210,16 +216,15 @@ def read_bytes(path: str | Path, within: str | Path | None = None, limit: int | 
     try:
         if st.st_size > bound:
             raise _too_big(path, kind, bound)
-        chunks, total = [], 0
-        while True:  # the size can change under us (a file being appended): read to the bound, no further
-            chunk = os.read(fd, min(1 * MIB, bound + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
+        total = 0
+        while True:
+            block = os.read(fd, min(1 * MIB, bound + 1 - total))
+            if not block:
+                return
+            total += len(block)
             if total > bound:
                 raise _too_big(path, kind, bound)
-        return b"".join(chunks)
+            yield block
     finally:
         os.close(fd)
 
@@ -259,32 +264,17 @@ def iter_lines(path: str | Path, within: str | Path | None = None, limit: int | 
                ) -> Iterator[tuple[int, bytes, bool]]:
     """(line number, line, whether it is the last) of a line file, read a block at a time, so a big
     metrics.jsonl is never one string in memory; the file as a whole is bounded like ``read_bytes``."""
-    path = Path(path)
-    kind, bound = limit_for(path)
-    bound = limit if limit is not None else bound
-    fd, st = open_run_file(path, within)
-    try:
-        if st.st_size > bound:
-            raise _too_big(path, kind, bound)
-        pending, total, number = b"", 0, 0
-        while True:
-            block = os.read(fd, 1 * MIB)
-            total += len(block)
-            if total > bound:
-                raise _too_big(path, kind, bound)
-            if not block:
-                break
-            pending += block
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > MAX_LINE:
-                raise damaged(path, f"line {number + len(lines) + 1} is longer than {size_text(MAX_LINE)}")
-            for line in lines:
-                number += 1
-                yield number, line, False
-        if pending:
-            yield number + 1, pending, True
-    finally:
-        os.close(fd)
+    pending, number = b"", 0
+    for block in _bounded_blocks(path, within, limit):
+        pending += block
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > MAX_LINE:
+            raise damaged(Path(path), f"line {number + len(lines) + 1} is longer than {size_text(MAX_LINE)}")
+        for line in lines:
+            number += 1
+            yield number, line, False
+    if pending:
+        yield number + 1, pending, True
 
 
 def _too_big(path: Path, kind: str, bound: int) -> RunError:
