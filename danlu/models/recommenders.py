@@ -130,6 +130,7 @@ class EASE(Recommender):
         self.register_buffer("p_diag", torch.ones(n_items, dtype=torch.float64))
         self._x: sp.csr_matrix | None = None
         self._xt: sp.csr_matrix | None = None
+        self._z: np.ndarray | None = None
 
     def fit(self, train: sp.csr_matrix) -> None:
         x = binary(train).astype(np.float64)
@@ -144,23 +145,39 @@ class EASE(Recommender):
         kx = (xt @ kernel.numpy())  # items × users, dense
         quad = np.asarray(xt.multiply(kx).sum(1)).ravel()
         self.p_diag = torch.from_numpy((1.0 - quad) / self.l2)
-        self._x = None
+        self._x, self._z = None, None
 
     def _train_matrix(self) -> sp.csr_matrix:
         if self._x is None:
             indices = self.x_indices.numpy()
             self._x = sp.csr_matrix((np.ones(len(indices)), indices, self.x_indptr.numpy()),
                                     shape=(self.n_users, self.n_items))
-            self._xt = None
+            self._xt = self._x.T.tocsr()  # items × users: item i's users in row i (converted once)
         return self._x
+
+    def _item_users(self) -> sp.csr_matrix:
+        """Xᵀ as CSR: row i lists the training users of item i."""
+        self._train_matrix()
+        return self._xt
+
+    def _item_factors(self) -> np.ndarray:
+        """Z = Xᵀ·L with K = L·Lᵀ (Cholesky; K is positive definite): x_aᵀ·K·x_b = z_a·z_b, so any entry of
+        P (and of B) is one dot product of two rows. Items × users, computed once when first asked."""
+        if self._z is None:
+            chol = torch.linalg.cholesky(self.kernel).numpy()
+            self._z = np.ascontiguousarray(self._item_users() @ chol)
+        return self._z
+
+    def _xkx(self, h: sp.csr_matrix) -> np.ndarray:
+        """(h·Xᵀ·K)·X for a batch of histories, as Xᵀ-rows times a dense block: sparse × dense products only
+        (a dense block times a sparse X went through scipy's slower column kernel)."""
+        xt = self._item_users()
+        hk = (h @ xt).toarray() @ self.kernel.numpy()  # b × users
+        return np.asarray(xt @ hk.T).T  # b × items
 
     def _xp(self, h: sp.csr_matrix) -> np.ndarray:
         """h·P for a batch of histories."""
-        x = self._train_matrix()
-        if self._xt is None:
-            self._xt = x.T.tocsr()  # once: converting Xᵀ on every call cost more than the product
-        hx = (h @ self._xt).toarray()  # b × users
-        return (h.toarray() - (hx @ self.kernel.numpy()) @ x) / self.l2
+        return (h.toarray() - self._xkx(h)) / self.l2
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         h = binary(history).astype(np.float64)
@@ -170,29 +187,29 @@ class EASE(Recommender):
         return scores.astype(np.float32)
 
     def because(self, history_items: np.ndarray, item: int) -> int | None:
-        """B[i, item] for the known items i: column ``item`` of P, then B = −P_ij / P_jj."""
+        """The known item i with the largest B[i, item]."""
         if len(history_items) == 0:
             return None
-        e = sp.csr_matrix((np.ones(1), ([0], [item])), shape=(1, self.n_items))
-        col = np.asarray(self._xp(e)).ravel()  # P[item, :] = P[:, item] (P is symmetric)
-        weights = -col[history_items] / self.p_diag.numpy()[item]
-        return int(history_items[int(np.argmax(weights))])
+        return self.because_many([(np.asarray(history_items), np.asarray([item]))])[0][0]
 
     def because_many(self, asks: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int | None]]:
-        """Every recommended item's column of P in one product (a batch of requests shares it)."""
-        wanted = np.unique(np.concatenate([items for _, items in asks] or [np.zeros(0, dtype=np.int64)]))
-        if len(wanted) == 0:
-            return [[] for _ in asks]
-        e = sp.csr_matrix((np.ones(len(wanted)), (np.arange(len(wanted)), wanted)), shape=(len(wanted), self.n_items))
-        cols = np.asarray(self._xp(e))  # row r: P[wanted[r], :]
-        where = {int(i): r for r, i in enumerate(wanted)}
+        """B[known, recommended] entries only: B[h, i] = −P[h, i]/P[i, i] with P[h, i] = (δ_hi − x_hᵀ·K·x_i)/λ,
+        x_h item h's users: x_hᵀ·K·x_i = z_h·z_i with Z = Xᵀ·L, K = L·Lᵀ (a few small dense products)."""
+        if not asks:
+            return []
+        z = self._item_factors()
         p_diag = self.p_diag.numpy()
         out = []
         for h, items in asks:
+            items = np.asarray(items, dtype=np.int64)
             if len(h) == 0:
                 out.append([None] * len(items))
                 continue
-            out.append([int(h[int(np.argmax(-cols[where[int(i)], h] / p_diag[int(i)]))]) for i in items])
+            h = np.asarray(h, dtype=np.int64)
+            quad = z[h] @ z[items].T  # |h| × |items|: x_hᵀ·K·x_i
+            p = ((h[:, None] == items[None, :]).astype(np.float64) - quad) / self.l2
+            weights = -p / p_diag[items][None, :]
+            out.append([int(h[b]) for b in weights.argmax(0)])
         return out
 
 

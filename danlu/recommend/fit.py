@@ -59,7 +59,10 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
         if done:
             break
         model.train()
-        total = _bpr_epoch(model, opt, users, items, gen, batch_size, negatives, reg, loss_name)
+        if loss_name == "softmax":
+            total = _softmax_epoch(model, opt, train, gen, batch_size, reg)
+        else:
+            total = _bpr_epoch(model, opt, users, items, gen, batch_size, negatives, reg)
         model.eval()
         measured = validate() if validate is not None else float(epoch)
         score = measured if not isinstance(measured, dict) else measured[monitor]
@@ -88,8 +91,8 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
 
 
 def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items: torch.Tensor,
-               gen: torch.Generator, batch_size: int, negatives: int, reg: float, loss_name: str) -> float:
-    """One pass over the positives; the summed loss."""
+               gen: torch.Generator, batch_size: int, negatives: int, reg: float) -> float:
+    """One pass over the positives, each paired with ``negatives`` uniformly sampled items; the summed loss."""
     order = torch.randperm(len(users), generator=gen)
     total = 0.0
     for b in range(0, len(order), batch_size):
@@ -98,26 +101,55 @@ def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items
         i = items[idx].repeat(negatives)
         j = torch.randint(0, model.n_items, (len(u),), generator=gen)
         table = model.item_tower(drop=True) if hasattr(model, "item_tower") else None
-        if loss_name == "softmax":  # cross-entropy over the whole catalogue: every item a negative
-            vectors = table if table is not None else model.item.weight
-            logits = model.user(users[idx]) @ vectors.T + model.item_bias.weight.T
-            loss = F.cross_entropy(logits, items[idx])
-            if reg:
-                loss = loss + reg * ((model.user(users[idx]) ** 2).sum(-1).mean() + (vectors ** 2).sum(-1).mean())
+        if table is None:
+            pos, neg = model(u, i), model(u, j)
+            vecs = [model.user(u), model.item(i), model.item(j)]
         else:
-            if table is None:
-                pos, neg = model(u, i), model(u, j)
-                vecs = [model.user(u), model.item(i), model.item(j)]
-            else:
-                pos, neg = model(u, i, table), model(u, j, table)
-                vecs = [model.user(u), table[i], table[j]]
-            loss = -F.logsigmoid(pos - neg).mean()
-            if reg:
-                loss = loss + reg * sum((v ** 2).sum(-1).mean() for v in vecs)
+            pos, neg = model(u, i, table), model(u, j, table)
+            vecs = [model.user(u), table[i], table[j]]
+        loss = -F.logsigmoid(pos - neg).mean()
+        if reg:
+            loss = loss + reg * sum((v ** 2).sum(-1).mean() for v in vecs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         total += float(loss.detach()) * len(idx)
+    return total
+
+
+def user_batches(train: sp.csr_matrix, gen: torch.Generator, batch_size: int) -> list[np.ndarray]:
+    """The users with positives in random order, cut into groups of about ``batch_size`` positives each."""
+    counts = np.diff(train.indptr)
+    order = torch.randperm(len(counts), generator=gen).numpy()
+    order = order[counts[order] > 0]
+    step = np.cumsum(counts[order]) // max(1, batch_size)
+    cuts = np.flatnonzero(np.diff(step)) + 1
+    return [b for b in np.split(order, cuts) if len(b)]
+
+
+def _softmax_epoch(model: MF, opt: torch.optim.Optimizer, train: sp.csr_matrix, gen: torch.Generator,
+                   batch_size: int, reg: float) -> float:
+    """One pass over the positives with cross-entropy over the whole catalogue (every item a negative).
+
+    The steps take whole users: a user's positives share one softmax over the catalogue, so each of their
+    rows of logits is computed once (the loss equals the per-positive cross-entropy summed, at about
+    1/(positives per user) of its cost); ``batch_size`` counts positives per step, as for BPR."""
+    total = 0.0
+    x = train.tocsr()
+    for group in user_batches(x, gen, batch_size):
+        u = torch.from_numpy(group.astype(np.int64))
+        target = torch.from_numpy((x[group].toarray() > 0).astype(np.float32))
+        table = model.item_tower(drop=True) if hasattr(model, "item_tower") else model.item.weight
+        user = model.user(u)
+        logits = user @ table.T + model.item_bias.weight.T
+        n = target.sum()
+        loss = -(target * F.log_softmax(logits, dim=1)).sum() / n
+        if reg:
+            loss = loss + reg * ((user ** 2).sum(-1).mean() + (table ** 2).sum(-1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * float(n)
     return total
 
 

@@ -113,22 +113,26 @@ class RecommenderRun:
         """The answers to several requests, the model scoring all of them in one call (the server's batches)."""
         from danlu.recommend.metrics import rank_top
 
-        scored = [a for a in asks if a.index is not None]
-        rows: dict[int, np.ndarray] = {}
+        n_items = len(self.items)
+        scores = np.empty((len(asks), n_items), dtype=np.float64)  # one row per request, ranked together
+        scored = [r for r, a in enumerate(asks) if a.index is not None]
         if scored:
-            indptr = np.cumsum([0] + [len(a.history) for a in scored])
-            indices = np.concatenate([a.history for a in scored])
-            h = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                              shape=(len(scored), len(self.items)))
-            scores = np.asarray(self.model.score(np.asarray([a.index for a in scored]), h), dtype=np.float64)
-            rows = {id(a): scores[j] for j, a in enumerate(scored)}
+            hist = [asks[r].history for r in scored]
+            indptr = np.cumsum([0] + [len(x) for x in hist])
+            h = sp.csr_matrix((np.ones(int(indptr[-1]), dtype=np.float32), np.concatenate(hist), indptr),
+                              shape=(len(scored), n_items))
+            scores[scored] = self.model.score(np.asarray([asks[r].index for r in scored]), h)
+        if len(scored) < len(asks):  # unknown users: popularity
+            scores[[r for r, a in enumerate(asks) if a.index is None]] = self.counts
+        masked = [np.concatenate([a.history, np.asarray(a.exclude, dtype=np.int64)]) for a in asks]
+        rows = np.repeat(np.arange(len(asks)), [len(m) for m in masked])
+        scores[rows, np.concatenate(masked).astype(np.int64)] = -np.inf
+        ranked = rank_top(scores, max(a.k for a in asks)) if asks else np.zeros((0, 0), dtype=np.int64)
         tops = []
-        for a in asks:
-            s = rows[id(a)].copy() if a.index is not None else self.counts.astype(np.float64).copy()
-            s[a.history] = -np.inf
-            s[a.exclude] = -np.inf
-            top = np.asarray([i for i in rank_top(s[None, :], a.k)[0] if np.isfinite(s[i])], dtype=np.int64)
-            tops.append((top, s[top]))
+        for r, a in enumerate(asks):  # top-k by (score, lower index) is a prefix of the top-kmax
+            top = ranked[r, :a.k]
+            top = top[np.isfinite(scores[r, top])]
+            tops.append((top, scores[r, top]))
         pairs = [(a, top) for a, (top, _) in zip(asks, tops, strict=True)
                  if self.model.explains and len(a.history) and a.index is not None]  # "because you rated X"
         why = {id(a): w for (a, _), w in zip(pairs, self.model.because_many([(a.history, t) for a, t in pairs]),
