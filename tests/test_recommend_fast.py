@@ -51,7 +51,7 @@ def test_item_knn_scores_equal_the_dense_product():
     s = np.zeros((x.shape[1], x.shape[1]), dtype=np.float32)
     idx, sim = model.neighbour_index.numpy(), model.neighbour_sim.numpy()
     for i in range(x.shape[1]):
-        s[i, idx[i]] = sim[i]
+        s[idx[i], i] = sim[i]  # item i's score sums its neighbours' similarities
     assert np.abs(model.score(np.arange(30), x) - x.toarray() @ s).max() < 1e-5
 
 

@@ -38,6 +38,9 @@ class Recommender(nn.Module):
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         raise NotImplementedError
 
+    def warm(self) -> None:
+        """Build what scoring and explaining cache, so that a server's first request does not pay for it."""
+
     def because(self, history_items: np.ndarray, item: int) -> int | None:
         """The known item that contributed most to ``item``'s score (neighbour models)."""
         return None
@@ -60,7 +63,12 @@ class Popularity(Recommender):
 
 
 class ItemKNN(Recommender):
-    """Item-item cosine with shrinkage, the ``neighbours`` most similar kept per item (Sarwar et al. 2001)."""
+    """Item-item cosine with shrinkage (Sarwar et al. 2001): a candidate item is scored by the known items among
+    its ``neighbours`` most similar ones, s(u, j) = Σ sim(i, j) over known i in N(j).
+
+    The pruning is by the candidate's neighbourhood (N(j)), as in item-based CF, not by each known item's: on
+    MovieLens (temporal split) it ranked clearly better on validation, rare candidates being no longer
+    pushed up by a popular item that happens to list them among its few neighbours."""
 
     explains = True
 
@@ -83,15 +91,18 @@ class ItemKNN(Recommender):
         self._matrix = None
 
     def matrix(self) -> sp.csr_matrix:
-        """S[i, j]: item i's similarity to its neighbour j (rows of kept neighbours only)."""
+        """S[i, j]: sim(i, j) where i is one of item j's kept neighbours, else 0 (so scores are history · S)."""
         if self._matrix is None:
-            rows = np.repeat(np.arange(self.n_items), self.k)
-            self._matrix = sp.csr_matrix((self.neighbour_sim.numpy().ravel(), (rows, self.neighbour_index.numpy()
-                                          .ravel())), shape=(self.n_items, self.n_items))
+            cols = np.repeat(np.arange(self.n_items), self.k)
+            self._matrix = sp.csr_matrix((self.neighbour_sim.numpy().ravel(), (self.neighbour_index.numpy().ravel(),
+                                          cols)), shape=(self.n_items, self.n_items))
         return self._matrix
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         return np.asarray((binary(history) @ self.matrix()).todense(), dtype=np.float32)
+
+    def warm(self) -> None:
+        self.matrix()
 
     def because(self, history_items: np.ndarray, item: int) -> int | None:
         if len(history_items) == 0:
@@ -167,6 +178,9 @@ class EASE(Recommender):
             chol = torch.linalg.cholesky(self.kernel).numpy()
             self._z = np.ascontiguousarray(self._item_users() @ chol)
         return self._z
+
+    def warm(self) -> None:
+        self._item_factors()
 
     def _xkx(self, h: sp.csr_matrix) -> np.ndarray:
         """(h·Xᵀ·K)·X for a batch of histories, as Xᵀ-rows times a dense block: sparse × dense products only

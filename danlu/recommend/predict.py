@@ -64,6 +64,7 @@ class RecommenderRun:
                                    self.item_info, len(self.items))
         load_state(self.model, self.run_dir / "model.safetensors")
         self.model.eval()
+        self.model.warm()
         self.history = load_history(self.run_dir, len(self.items))
         self.counts = np.asarray(self.history.sum(0)).ravel()
 
