@@ -233,9 +233,10 @@ class MF(Recommender):
 
     trained = True
 
-    def __init__(self, n_users: int, n_items: int, factors: int = 64, loss: str = "bpr", **_: Any):
+    def __init__(self, n_users: int, n_items: int, factors: int = 64, loss: str = "bpr", dropout: float = 0.0,
+                 **_: Any):
         super().__init__(n_users, n_items)
-        self.loss = loss
+        self.loss, self.dropout = loss, dropout  # dropout: on the user vector in training (fit.py)
         self.user = nn.Embedding(n_users, factors)
         self.item = nn.Embedding(n_items, factors)
         self.user_bias = nn.Embedding(n_users, 1)
@@ -285,8 +286,8 @@ class TwoTower(MF):
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, features: list[str] = ("id", "genres", "year",
                  "title"), n_genres: int = 1, n_years: int = 1, n_tokens: int = 1, id_dropout: float = 0.3,
-                 **_: Any):
-        super().__init__(n_users, n_items, factors=dim, loss="bpr")
+                 dropout: float = 0.0, **_: Any):
+        super().__init__(n_users, n_items, factors=dim, loss="bpr", dropout=dropout)
         self.features, self.id_dropout = list(features), id_dropout
         self.genre = nn.EmbeddingBag(max(1, n_genres), dim, mode="mean")
         self.year = nn.Embedding(max(1, n_years), dim)

@@ -100,13 +100,11 @@ def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items
         u = users[idx].repeat(negatives)
         i = items[idx].repeat(negatives)
         j = torch.randint(0, model.n_items, (len(u),), generator=gen)
-        table = model.item_tower(drop=True) if hasattr(model, "item_tower") else None
-        if table is None:
-            pos, neg = model(u, i), model(u, j)
-            vecs = [model.user(u), model.item(i), model.item(j)]
-        else:
-            pos, neg = model(u, i, table), model(u, j, table)
-            vecs = [model.user(u), table[i], table[j]]
+        table = model.item_tower(drop=True) if hasattr(model, "item_tower") else model.item.weight
+        user = _dropped(model, model.user(u))
+        pos = (user * table[i]).sum(-1) + model.item_bias(i).squeeze(-1)
+        neg = (user * table[j]).sum(-1) + model.item_bias(j).squeeze(-1)
+        vecs = [model.user(u), table[i], table[j]]
         loss = -F.logsigmoid(pos - neg).mean()
         if reg:
             loss = loss + reg * sum((v ** 2).sum(-1).mean() for v in vecs)
@@ -115,6 +113,12 @@ def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items
         opt.step()
         total += float(loss.detach()) * len(idx)
     return total
+
+
+def _dropped(model: MF, user: torch.Tensor) -> torch.Tensor:
+    """The user vectors with the model's training dropout (none when ``model.dropout`` is 0)."""
+    rate = getattr(model, "dropout", 0.0)
+    return F.dropout(user, rate, training=True) if rate else user
 
 
 def user_batches(train: sp.csr_matrix, gen: torch.Generator, batch_size: int) -> list[np.ndarray]:
@@ -141,7 +145,7 @@ def _softmax_epoch(model: MF, opt: torch.optim.Optimizer, train: sp.csr_matrix, 
         target = torch.from_numpy((x[group].toarray() > 0).astype(np.float32))
         table = model.item_tower(drop=True) if hasattr(model, "item_tower") else model.item.weight
         user = model.user(u)
-        logits = user @ table.T + model.item_bias.weight.T
+        logits = _dropped(model, user) @ table.T + model.item_bias.weight.T
         n = target.sum()
         loss = -(target * F.log_softmax(logits, dim=1)).sum() / n
         if reg:
