@@ -75,7 +75,7 @@ def _train_recommender(recipe: Recipe, resume_path: Any, runs_dir: Path | None, 
 
     done = train_recommender(recipe, runs_dir=runs_dir, data_dir=data_dir, run_dir=run_dir, progress=progress,
                              plots=plots, callbacks=callbacks, resume=resume_path, resumable=resumable)
-    return TrainResult(done.run, done.metrics, done.wall_s, done.report, done.status)
+    return TrainResult(done.run, done.metrics, done.wall_s, done.report, done.status, done.writer)
 
 
 def _resolve_recipe(recipe: Any, overrides: list[str], resume: Any, runs_dir: Path | None) -> tuple[Recipe, Any]:

@@ -41,7 +41,10 @@ def cmd_train(a: argparse.Namespace) -> None:
                              hint=f"danlu train --resume {a.resume}")
         overrides.insert(0, recipe)
     if a.nproc is not None:  # N worker processes through torch.distributed.run, each running this verb
+        from danlu.recommend.distributed import check_launch
         from danlu.training.launch import launch
+
+        check_launch(recipe, overrides, a.resume, a.runs_dir)  # a recommender it cannot split: refused once
 
         code = launch(a)
         if code:
