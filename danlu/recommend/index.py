@@ -2,7 +2,8 @@
 
 MF and the two-tower model score s(u, i) = p_u·q_i + b_i. With q'_i = [q_i, b_i] and p'_u = [p_u, 1] that is
 one inner product, so a maximum-inner-product index over q' answers top-k without scoring every item. The
-faiss index is an inverted file (IndexIVFFlat, inner-product metric): the catalogue is cut into √n clusters
+faiss index is an inverted file (IndexIVFFlat) over those vectors made Euclidean (one more coordinate, so the
+nearest are the best-scoring): the catalogue is cut into √n clusters
 by k-means (10 iterations on a sample of 40 vectors a cluster), and a query scores only the items of its
 ``probes`` best clusters; with every cluster probed it is exact. It is built when the run is loaded
 (``danlu predict``/``serve``), never saved (no pickle or foreign binary in a run folder). Item-kNN and EASE
@@ -63,11 +64,19 @@ class ItemIndex:
     def __init__(self, vectors: np.ndarray, bias: np.ndarray, probes: int = 32, clusters: int | None = None,
                  seed: int = 0):
         faiss = faiss_module()
-        items = np.ascontiguousarray(np.hstack([vectors, bias.reshape(-1, 1)]), dtype=np.float32)
+        items = np.hstack([vectors, bias.reshape(-1, 1)]).astype(np.float64)
+        # inner product → Euclidean: x' = [x, √(M² − |x|²)], q' = [q, 0] gives |q' − x'|² = |q|² + M² − 2 q·x, so the
+        # nearest items are the best-scoring ones, and k-means clusters by direction and norm alike (an
+        # inner-product IVF clusters around the long vectors and misses much more)
+        self.vectors = items.astype(np.float32)  # to score the found items exactly
+        norms = (items ** 2).sum(1)
+        self.m2 = float(norms.max())
+        items = np.ascontiguousarray(np.hstack([items, np.sqrt(np.maximum(self.m2 - norms, 0))[:, None]]),
+                                     dtype=np.float32)
         n, d = items.shape
         self.clusters = max(1, min(clusters or int(math.sqrt(n)), n // TRAIN_SAMPLE or 1))
-        quantizer = faiss.IndexFlatIP(d)
-        self.index = faiss.IndexIVFFlat(quantizer, d, self.clusters, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexFlatL2(d)
+        self.index = faiss.IndexIVFFlat(quantizer, d, self.clusters, faiss.METRIC_L2)
         self.index.cp.seed = seed  # the same clusters on every load
         self.index.cp.niter = 10
         self.index.cp.min_points_per_centroid = 1  # a small catalogue: fewer points is expected, not a warning
@@ -81,11 +90,14 @@ class ItemIndex:
 
     def search(self, user_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` per row (fewer where the probed clusters hold fewer items: those slots are -1, -inf)."""
-        q = np.ascontiguousarray(np.hstack([user_vectors, np.ones((len(user_vectors), 1))]), dtype=np.float32)
-        scores, items = self.index.search(q, min(k, self.n_items))
-        scores = scores.astype(np.float64)
+        q = np.hstack([user_vectors, np.ones((len(user_vectors), 1)), np.zeros((len(user_vectors), 1))])
+        _, items = self.index.search(np.ascontiguousarray(q, dtype=np.float32), min(k, self.n_items))
+        items = items.astype(np.int64)
+        # the found items scored exactly (the distances are float32 sums of large terms), best first, ties by index
+        scores = np.einsum("qd,qkd->qk", q[:, :-1], self.vectors[np.maximum(items, 0)].astype(np.float64))
         scores[items < 0] = -np.inf
-        return scores, items.astype(np.int64)
+        order = np.lexsort((items, -scores), axis=1) if items.size else np.zeros_like(items)
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(items, order, 1)
 
 
 def for_model(model: Any, probes: int) -> ItemIndex:
