@@ -32,8 +32,8 @@ class DataProfile:
     """What ``inspect_data`` found; every field is printable and goes to auto.json in the run."""
 
     path: str
-    kind: str  # image | text | tabular
-    layout: str  # image-folder, text-file, text-folder, table-file
+    kind: str  # image | text | tabular | interactions
+    layout: str  # image-folder, text-file, text-folder, table-file, interactions-file
     rows: int  # images, texts or table rows (all splits)
     classes: list[str] = field(default_factory=list)
     class_counts: dict[str, int] = field(default_factory=dict)
@@ -56,6 +56,13 @@ class DataProfile:
     target: str | None = None
     numeric_columns: int = 0
     other_columns: int = 0
+    # user-item interactions (kind "interactions"): the columns found and the table's sizes
+    user_column: str | None = None
+    item_column: str | None = None
+    rating_column: str | None = None
+    time_column: str | None = None
+    users: int | None = None
+    items: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
@@ -74,6 +81,11 @@ class DataProfile:
             return (f"{self.rows} texts in {len(self.classes)} classes; {lang} (CJK share {self.cjk_fraction:.2f}); "
                     f"median {self.median_chars:.0f} characters; text column '{self.text_column}', label column "
                     f"'{self.label_column}'")
+        if self.kind == "interactions":
+            extra = ", ".join(f"{role} '{col}'" for role, col in (("rating", self.rating_column),
+                                                                   ("time", self.time_column)) if col)
+            return (f"{self.rows} interactions of {self.users} users with {self.items} items (user column "
+                    f"'{self.user_column}', item column '{self.item_column}'{', ' + extra if extra else ''})")
         what = (f"{len(self.classes)} classes" if self.task == "classification" else "a number (regression)")
         return (f"{self.rows} rows x {len(self.columns)} columns ({self.numeric_columns} numeric, "
                 f"{self.other_columns} other); target '{self.target}': {what}")
@@ -195,8 +207,8 @@ def _is_gray(img: Any) -> bool:
 # ---------------------------------------------------------------- delimited files
 
 
-def _read_rows(p: Path) -> tuple[list[str], list[list[str]], int]:
-    """Header, up to ROW_SAMPLE evenly spread rows and the total row count of a CSV/TSV/JSONL file."""
+def _read_rows(p: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV/TSV/JSONL file."""
     from danlu.data.text.files import FORMATS, decode_text, read_bytes
 
     suffixes = [x.lower() for x in p.suffixes if x.lower() != ".gz"]
@@ -234,9 +246,12 @@ def _read_rows(p: Path) -> tuple[list[str], list[list[str]], int]:
         if not parsed:
             raise DataError(f"{p} has no rows")
         header, rows = [h.strip() for h in parsed[0]], parsed[1:]
-    total = len(rows)
-    step = max(1, total // ROW_SAMPLE)
-    return header, rows[::step][:ROW_SAMPLE], total
+    return header, rows
+
+
+def _sample(rows: list[list[str]]) -> list[list[str]]:
+    """Up to ROW_SAMPLE evenly spread rows."""
+    return rows[:: max(1, len(rows) // ROW_SAMPLE)][:ROW_SAMPLE]
 
 
 def _column(rows: list[list[str]], j: int) -> list[str]:
@@ -280,12 +295,15 @@ def _pick_label(header: list[str], rows: list[list[str]], exclude: set[int]) -> 
 
 
 def _inspect_delimited(p: Path) -> DataProfile:
-    header, rows, total = _read_rows(p)
-    if not rows:
+    header, all_rows = _read_rows(p)
+    if not all_rows:
         raise DataError(f"{p} has a header but no rows")
+    rows, total = _sample(all_rows), len(all_rows)
     cols = {j: _column(rows, j) for j in range(len(header))}
     text_cols = [j for j, v in cols.items() if _is_free_text(v)]
     others = [j for j in cols if j not in text_cols]
+    if not text_cols and (found := _interaction_profile(p, header, all_rows)) is not None:
+        return found
     # texts: one free-text column beside one label column (a review file); wider files are tables
     if len(text_cols) == 1 and len(others) == 1:
         tj, lj = text_cols[0], others[0]
@@ -319,8 +337,38 @@ def _table_profile(p: Path, header: list[str], cols: dict[int, list[str]], targe
 def _inspect_parquet(p: Path) -> DataProfile:
     from danlu.data.parquet import read_parquet
 
-    header, rows = read_parquet(p)
-    total = len(rows)
-    rows = rows[:: max(1, total // ROW_SAMPLE)][:ROW_SAMPLE]
+    header, all_rows = read_parquet(p)
+    rows, total = _sample(all_rows), len(all_rows)
     cols = {j: _column(rows, j) for j in range(len(header))}
+    if not any(_is_free_text(v) for v in cols.values()) and (
+            found := _interaction_profile(p, header, all_rows)) is not None:
+        return found
     return _table_profile(p, header, cols, _pick_label(header, rows, set()), total)
+
+
+# ---------------------------------------------------------------- interactions
+
+MAX_OTHER_COLUMNS = 1  # besides user, item, rating and time: more is a table about users or items, not events
+
+
+def _interaction_profile(p: Path, header: list[str], rows: list[Any]) -> DataProfile | None:
+    """A table of who interacted with what (a user column and an item column by their names, at most a
+    rating, a time and one more column, none named like a label, users that recur), or None."""
+    from danlu.data.interactions import pick_column
+    from danlu.data.text.files import LABEL_NAMES
+
+    role = {r: pick_column(header, "auto", r, p, required=False) for r in ("user", "item", "rating", "time")}
+    if role["user"] is None or role["item"] is None or role["user"] == role["item"]:
+        return None
+    others = [h for h in header if h not in role.values()]
+    if len(others) > MAX_OTHER_COLUMNS or any(h.lower() in LABEL_NAMES for h in others):
+        return None
+    ju, ji = header.index(role["user"]), header.index(role["item"])
+    users = {str(r[ju]).strip() for r in rows if len(r) > ju}
+    items = {str(r[ji]).strip() for r in rows if len(r) > ji}
+    if len(users) >= 0.9 * len(rows):  # users that do not recur: an id column of some other table
+        return None
+    return DataProfile(path=str(p), kind="interactions", layout="interactions-file", rows=len(rows),
+                       columns=header, task="ranking", user_column=role["user"], item_column=role["item"],
+                       rating_column=role["rating"], time_column=role["time"], users=len(users),
+                       items=len(items))
