@@ -317,3 +317,21 @@ def test_train_interactions_without_a_recipe(cli, tmp_path):
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     # each user's item group is learnt (EASE ~1.0 here), far above popularity (~0.3, a random top-20 of 60 items)
     assert board[0]["val"] > 0.8 and result["metrics"]["recall@20"] > report["popularity"]["recall@20"] + 0.4
+
+
+def test_train_audio_folder_without_a_recipe(cli, tmp_path):
+    from tests.test_audio import RATE, tone, write
+
+    folder = tmp_path / "clips"
+    for i in range(8):  # synthetic test data: rising and falling chirps, 0.4-0.6 s
+        n = RATE * (4 + i % 3) // 10
+        write(folder / "up" / f"{i}.wav", tone(np.geomspace(150 + 10 * i, 400, n), seconds=n / RATE))
+        write(folder / "down" / f"{i}.flac", tone(np.geomspace(400, 150 + 10 * i, n), seconds=n / RATE))
+    p = inspect_data(folder)
+    assert (p.kind, p.classes, p.rows, p.sample_rates) == ("audio", ["down", "up"], 16, {"16000": 16})
+    assert p.clip_seconds == (0.4, 0.5, 0.6)
+    assert choose(p).default.recipe["data"]["seconds"] == 0.6
+    code, out, err = cli("train", folder, "train.epochs=2", "model.widths=[8,8]", "--json")
+    assert code == 0, err
+    assert "audio clips in 2 classes" in err
+    _check_run(out, "auto-audio-cnn")

@@ -42,7 +42,8 @@ class Choice:
 
 def choose(profile: DataProfile) -> Choice:
     """The candidates for this data, default first."""
-    chooser = {"image": _images, "text": _texts, "tabular": _tables, "interactions": _interactions}[profile.kind]
+    chooser = {"image": _images, "text": _texts, "tabular": _tables, "interactions": _interactions,
+               "audio": _audio}[profile.kind]
     return chooser(profile)
 
 
@@ -221,3 +222,23 @@ def _interactions(p: DataProfile) -> Choice:
         return Choice(p, [ease, knn, bpr], reasons)
     knn.why.append(f"EASE left out: {users} users is past the {EASE_MAX_USERS} its users x users inverse fits")
     return Choice(p, [knn, bpr], reasons)
+
+
+MAX_CLIP_SECONDS = 10.0  # a longer window costs a CPU more than it teaches a clip classifier
+
+
+def _audio(p: DataProfile) -> Choice:
+    """A folder of recordings: the audiofolder-cnn recipe (log-mel BC-ResNet) with the clip window from the
+    clips' own lengths."""
+    _, median, p90 = p.clip_seconds or (1.0, 1.0, 1.0)
+    window = round(min(MAX_CLIP_SECONDS, max(0.25, p90)), 2)
+    base = _builtin("audiofolder-cnn")
+    recipe = {**base, "name": "auto-audio-cnn", "description": "",
+              "data": {**base["data"], "root": p.path, "seconds": window}}
+    reasons = [f"clip window {window:g} s: 90 % of the sampled clips are {p90:.2f} s or shorter (median "
+               f"{median:.2f} s); longer clips are cropped at their centre, shorter ones padded"
+               + (f" (capped at {MAX_CLIP_SECONDS:g} s)" if p90 > MAX_CLIP_SECONDS else "")]
+    why = ["a small residual CNN (BC-ResNet-like) on log-mel spectrograms at 16 kHz, features and augmentation "
+           "(gain, noise, shift, pitch, SpecAugment masks) inside the model; epochs by early stopping "
+           f"(patience {base['train']['early_stop']['patience']})"]
+    return Choice(p, [Candidate("audio_cnn", recipe, why, 1.0)], reasons)

@@ -32,8 +32,8 @@ class DataProfile:
     """What ``inspect_data`` found; every field is printable and goes to auto.json in the run."""
 
     path: str
-    kind: str  # image | text | tabular | interactions
-    layout: str  # image-folder, text-file, text-folder, table-file, interactions-file
+    kind: str  # image | text | tabular | interactions | audio
+    layout: str  # image-folder, text-file, text-folder, table-file, interactions-file, audio-folder
     rows: int  # images, texts or table rows (all splits)
     classes: list[str] = field(default_factory=list)
     class_counts: dict[str, int] = field(default_factory=dict)
@@ -56,6 +56,9 @@ class DataProfile:
     target: str | None = None
     numeric_columns: int = 0
     other_columns: int = 0
+    # audio: clip lengths (seconds) and sample rates read from the sampled files' headers
+    clip_seconds: tuple[float, float, float] | None = None  # shortest, median, 90th percentile
+    sample_rates: dict[str, int] = field(default_factory=dict)
     # user-item interactions (kind "interactions"): the columns found and the table's sizes
     user_column: str | None = None
     item_column: str | None = None
@@ -81,6 +84,11 @@ class DataProfile:
             return (f"{self.rows} texts in {len(self.classes)} classes; {lang} (CJK share {self.cjk_fraction:.2f}); "
                     f"median {self.median_chars:.0f} characters; text column '{self.text_column}', label column "
                     f"'{self.label_column}'")
+        if self.kind == "audio":
+            lo, mid, p90 = self.clip_seconds or (0.0, 0.0, 0.0)
+            rates = ", ".join(f"{r} Hz {n}" for r, n in sorted(self.sample_rates.items()))
+            return (f"{self.rows} audio clips in {len(self.classes)} classes; lengths {lo:.2f}-{p90:.2f} s "
+                    f"(median {mid:.2f}, 90 % below {p90:.2f}); sample rates {rates}")
         if self.kind == "interactions":
             extra = ", ".join(f"{role} '{col}'" for role, col in (("rating", self.rating_column),
                                                                    ("time", self.time_column)) if col)
@@ -144,12 +152,14 @@ def _inspect_folder(root: Path) -> DataProfile:
         return profile
     from danlu.data.imagefolder import scan_image_folder
 
+    if _holds_audio(root):
+        return _audio_profile(root)
     try:
         layout = scan_image_folder(root)
     except DataError as e:
-        raise DataError(f"{root} is neither an image folder nor a text folder: {e.message}",
-                        hint="an image folder has one subfolder per class (or train/<class>/); a text folder has "
-                             "train.csv/.tsv/.jsonl (and dev/test)") from None
+        raise DataError(f"{root} is neither an image, audio nor text folder: {e.message}",
+                        hint="an image or audio folder has one subfolder per class (or train/<class>/); a text "
+                             "folder has train.csv/.tsv/.jsonl (and dev/test)") from None
     return _image_profile(root, layout)
 
 
@@ -202,6 +212,51 @@ def _is_gray(img: Any) -> bool:
     small.thumbnail((64, 64))
     rgb = np.asarray(small.convert("RGB"), dtype=np.int16)
     return int(np.abs(rgb[..., 0] - rgb[..., 1]).max()) <= 8 and int(np.abs(rgb[..., 1] - rgb[..., 2]).max()) <= 8
+
+
+AUDIO_SAMPLE = 400  # clip headers read to learn lengths and rates (headers only: milliseconds each)
+
+
+def _holds_audio(root: Path) -> bool:
+    """Whether the first files met two levels down (root/<class>/ or root/train/<class>/) are mostly audio."""
+    from danlu.data.audio import AUDIO_EXTENSIONS
+    from danlu.data.imagefolder import IMAGE_EXTENSIONS
+
+    audio = images = 0
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))[:20]:
+        for f in sorted(sub.rglob("*"))[:50]:
+            suffix = f.suffix.lower()
+            audio += suffix in AUDIO_EXTENSIONS
+            images += suffix in IMAGE_EXTENSIONS
+    return audio > images
+
+
+def _audio_profile(root: Path) -> DataProfile:
+    from danlu.data.audio import clip_header
+    from danlu.data.audiofolder import scan_audio_folder
+
+    classes, splits, _ = scan_audio_folder(root)
+    samples = [s for split in splits.values() for s in split]
+    counts = Counter(classes[label] for _, label in samples)
+    seconds: list[float] = []
+    rates: Counter = Counter()
+    for path, _ in samples[:: max(1, len(samples) // AUDIO_SAMPLE)][:AUDIO_SAMPLE]:
+        try:
+            rate, frames, _channels = clip_header(path)
+        except (DataError, OSError):  # unreadable clips are the loader's to list, with their names
+            continue
+        if rate > 0:
+            seconds.append(frames / rate)
+            rates[str(rate)] += 1
+    if not seconds:
+        raise DataError(f"none of the {len(samples)} audio files sampled in {root} could be read",
+                        hint="check that they are real recordings (play one)")
+    seconds.sort()
+    p90 = seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))]
+    return DataProfile(path=str(root), kind="audio", layout="audio-folder", rows=len(samples),
+                       classes=list(classes), class_counts=dict(sorted(counts.items())),
+                       clip_seconds=(round(seconds[0], 3), round(statistics.median(seconds), 3), round(p90, 3)),
+                       sample_rates=dict(rates))
 
 
 # ---------------------------------------------------------------- delimited files
