@@ -154,7 +154,7 @@ def test_unreadable_paths_are_explained(cli, tmp_path):
     assert code == 2 and "cannot tell what" in err
     (tmp_path / "empty").mkdir()
     code, _, err = cli("train", tmp_path / "empty")
-    assert code == 2 and "neither an image folder nor a text folder" in err
+    assert code == 2 and "neither an image, audio nor text folder" in err
 
 
 # ---------------------------------------------------------------- end to end, no flags
