@@ -23,7 +23,7 @@ from typing import Any
 
 from danlu.errors import DanluError
 
-DATA_PARALLEL = ("mf", "two_tower")  # the gradient-trained ranking models
+DATA_PARALLEL = ("mf", "two_tower", "lightgcn")  # the gradient-trained ranking models
 
 
 def check(recipe: Any) -> None:

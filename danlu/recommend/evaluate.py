@@ -71,6 +71,8 @@ def evaluate_run(run_dir: Path, split: str = "test", ks: list[int] | None = None
         raise RunError(f"the data's train + validation items differ from the history {run_dir} saved",
                        hint="the table changed since training; evaluate on the data the run was trained on")
     history, target = (known, prepared.test) if split == "test" else (prepared.train, prepared.val)
+    if hasattr(loaded.model, "set_graph"):  # LightGCN propagates over what each user is scored from
+        loaded.model.set_graph(history)
     if target.nnz == 0:
         raise DanluError(f"the {split} split of this run's data is empty",
                          hint="evaluate test" + ("; train with recommend.val_fraction > 0 for a val split"

@@ -51,7 +51,7 @@ def export_recommender(run_dir: Path, say: Any = print) -> dict[str, Any]:
                          "scores from each user's whole history", hint=f"serve it from the run folder: danlu serve "
                                                                         f"{run_dir}")
     with torch.no_grad():
-        users = model.user.weight.detach().clone()
+        users = (model.user_table() if hasattr(model, "user_table") else model.user.weight).detach().clone()
         items = model.item_vectors().detach().clone()
         bias = model.item_bias.weight.detach().reshape(-1).clone()
     scorer = EmbeddingScorer(users, items, bias).eval()

@@ -42,6 +42,8 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
     share of each batch and sums the gradients across processes (--nproc); only its writer saves state."""
     from danlu.recommend.checkpoint import load_fit_state, save_fit_state
 
+    if hasattr(model, "set_graph"):  # LightGCN propagates over the matrix it is trained on
+        model.set_graph(train)
     gen = torch.Generator().manual_seed(seed)
     coo = train.tocoo()
     users = torch.from_numpy(coo.row.astype(np.int64))

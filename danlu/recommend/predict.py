@@ -65,6 +65,8 @@ class RecommenderRun:
         load_state(self.model, self.run_dir / "model.safetensors")
         self.model.eval()
         self.history = load_history(self.run_dir, len(self.items))
+        if hasattr(self.model, "set_graph"):  # LightGCN: the known interactions are its graph
+            self.model.set_graph(self.history)
         self.counts = np.asarray(self.history.sum(0)).ravel()
         self.index = self._item_index()
 

@@ -201,6 +201,8 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
             finish_run(run, "pruned", **done)
             return Trained(run.path, {}, time.perf_counter() - t0, {}, "pruned")
         run.set_status("evaluating", **done)
+        if hasattr(model, "set_graph"):  # LightGCN at test time: the graph of everything known before test
+            model.set_graph(prepared.known_at_test)
         with phase(run, "evaluation", **done):
             report = ranking_report(recipe, model, prepared, fit_info, run, plots)
         finish_run(run, "done", **done)
