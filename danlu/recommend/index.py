@@ -41,7 +41,7 @@ def wanted(kind: str, n_items: int, model_name: str, has_vectors: bool) -> bool:
         if kind == "faiss":
             raise DanluError(f"recommend.index=faiss searches item vectors; model '{model_name}' scores from each "
                              "user's history and has none, so its top-k is always exact",
-                             hint="set recommend.index=exact (or auto); faiss serves mf and two_tower")
+                             hint="set recommend.index=exact (or auto); faiss serves mf, two_tower and lightgcn")
         return False
     if kind == "faiss":
         return True
