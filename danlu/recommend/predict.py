@@ -66,7 +66,20 @@ class RecommenderRun:
         self.model.eval()
         self.model.warm()
         self.history = load_history(self.run_dir, len(self.items))
+        if hasattr(self.model, "set_graph"):  # LightGCN: the known interactions are its graph
+            self.model.set_graph(self.history)
         self.counts = np.asarray(self.history.sum(0)).ravel()
+        self.index = self._item_index()
+
+    def _item_index(self) -> Any:
+        """recommend.index: None (every item scored) or the faiss index over the item vectors (index.py)."""
+        from danlu.recommend import index
+        from danlu.recommend.data import config_of
+
+        cfg = config_of(self.recipe)
+        if not index.wanted(cfg.index, len(self.items), self.recipe.model.name, hasattr(self.model, "item_vectors")):
+            return None
+        return index.for_model(self.model, cfg.index_probes)
 
     def label(self, index: int) -> str:
         return item_label(self.item_info, self.items.ids, index)
@@ -115,22 +128,37 @@ class RecommenderRun:
         from danlu.recommend.metrics import rank_top
 
         n_items = len(self.items)
-        scores = np.empty((len(asks), n_items), dtype=np.float64)  # one row per request, ranked together
         scored = [r for r, a in enumerate(asks) if a.index is not None]
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # with an index: row → (top items, their scores)
+        scores = np.zeros((len(asks), n_items), dtype=np.float64)  # one row per request, ranked together
         if scored:
             hist = [asks[r].history for r in scored]
             indptr = np.cumsum([0] + [len(x) for x in hist])
             h = sp.csr_matrix((np.ones(int(indptr[-1]), dtype=np.float32), np.concatenate(hist), indptr),
                               shape=(len(scored), n_items))
-            scores[scored] = self.model.score(np.asarray([asks[r].index for r in scored]), h)
-        if len(scored) < len(asks):  # unknown users: popularity
-            scores[[r for r, a in enumerate(asks) if a.index is None]] = self.counts
+            users = np.asarray([asks[r].index for r in scored])
+            if self.index is not None:  # approximate top-k: only the probed clusters are scored
+                from danlu.recommend.index import top_k
+
+                vectors = self.model.user_vectors(users, h).numpy()
+                got = top_k(self.index, vectors, max(asks[r].k for r in scored),
+                            [np.concatenate([asks[r].history, np.asarray(asks[r].exclude, dtype=np.int64)])
+                             for r in scored])
+                found = {r: (top[:asks[r].k], s[:asks[r].k]) for r, (top, s) in zip(scored, got, strict=True)}
+            else:
+                scores[scored] = self.model.score(users, h)
+        unknown = [r for r, a in enumerate(asks) if a.index is None]
+        if unknown:  # unknown users: popularity
+            scores[unknown] = self.counts
         masked = [np.concatenate([a.history, np.asarray(a.exclude, dtype=np.int64)]) for a in asks]
         rows = np.repeat(np.arange(len(asks)), [len(m) for m in masked])
-        scores[rows, np.concatenate(masked).astype(np.int64)] = -np.inf
+        scores[rows, np.concatenate(masked).astype(np.int64) if masked else rows] = -np.inf
         ranked = rank_top(scores, max(a.k for a in asks)) if asks else np.zeros((0, 0), dtype=np.int64)
         tops = []
         for r, a in enumerate(asks):  # top-k by (score, lower index) is a prefix of the top-kmax
+            if r in found:
+                tops.append(found[r])
+                continue
             top = ranked[r, :a.k]
             top = top[np.isfinite(scores[r, top])]
             tops.append((top, scores[r, top]))
@@ -171,6 +199,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"note: {n}" for n in result["notes"]]
     for rank, r in enumerate(result["recommendations"], 1):
         why = f"  (because you rated {safe(r['because']['title'])})" if "because" in r else ""
-        lines.append(f"{rank:>3}. {safe(r['title'])}  [{safe(r['item'])}]  {r['score']:.4f}{why}")
+        named = r["title"] != f"item {r['item']}"  # a title from the item table; else the id alone, once
+        label = f"{safe(r['title'])}  [{safe(r['item'])}]" if named else safe(r["title"])
+        lines.append(f"{rank:>3}. {label}  {r['score']:.4f}{why}")
     return "\n".join(lines)
 
