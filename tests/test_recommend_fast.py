@@ -79,7 +79,7 @@ def test_a_batch_of_requests_is_ranked_as_each_alone(name):
         model.fit(x)
     run = RecommenderRun.__new__(RecommenderRun)  # the served object without a run folder
     run.model, run.items, run.item_info = model.eval(), IdMap([str(i) for i in range(50)]), {}
-    run.history, run.counts = x, np.asarray(x.sum(0)).ravel()
+    run.history, run.counts, run.index = x, np.asarray(x.sum(0)).ravel(), None
     asks = [Ask(str(u), u, x.indices[x.indptr[u]:x.indptr[u + 1]], [], [int(u) % 50, 7], k)
             for u, k in [(0, 5), (4, 12), (9, 1), (17, 50)]]
     asks.append(Ask("new", -1, np.array([1, 2, 3]), [], [], 8))
