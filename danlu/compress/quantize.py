@@ -70,6 +70,7 @@ def quantize_run(run: str | Path, *, calibration: int = 256, per_channel: bool =
     """Quantize, score fp32 and int8 on the test split, refuse beyond ``max_drop``, then write
     model.int8.onnx, its metadata and the before/after table."""
     from danlu.compress.data import calibration_batches, load_test_set
+    from danlu.compress.front_end import front_end_modules
     from danlu.compress.measure import machine, write_table
     from danlu.export import ONNX_NAME, export_onnx, onnx_is_current, weights_digest
     from danlu.predictor import Predictor
@@ -98,7 +99,8 @@ def quantize_run(run: str | Path, *, calibration: int = 256, per_channel: bool =
     say(f"quantizing {run_dir.name} to int8 with ONNX Runtime ({mode}"
         + (f", calibrated on {sum(len(b) for b in calib)} training samples" if calib else "")
         + (", per channel" if per_channel else "") + ")")
-    int8_bytes = quantize_bytes(fp32_bytes, mode, calib, per_channel)
+    keep = front_end_modules(predictor.model) if schema.kind == "audio" else None
+    int8_bytes = quantize_bytes(fp32_bytes, mode, calib, per_channel, keep_float=keep)
     variants, fp32_out, int8_out = _compare(predictor, fp32_bytes, int8_bytes, test, threads, mode)
     from danlu.compress.measure import agreement
 
@@ -132,24 +134,35 @@ def quantize_run(run: str | Path, *, calibration: int = 256, per_channel: bool =
                           table, variants, time.perf_counter() - t0)
 
 
-def quantize_bytes(fp32: bytes, mode: str, calibration: list[Any] | None, per_channel: bool) -> bytes:
-    """The int8 graph; ONNX Runtime's own errors become one DanluError saying the model cannot be quantized."""
+def quantize_bytes(fp32: bytes, mode: str, calibration: list[Any] | None, per_channel: bool,
+                   keep_float: list[str] | None = None) -> bytes:
+    """The int8 graph; ONNX Runtime's own errors become one DanluError saying the model cannot be quantized.
+    ``keep_float``: module names whose nodes stay float (an audio model's feature front end)."""
     import logging
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    from danlu.compress.front_end import front_end_nodes
 
     with tempfile.TemporaryDirectory(prefix="danlu-int8-") as tmp:
         src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(fp32)
         src = _preprocessed(src, Path(tmp) / "pre.onnx")
+        front = front_end_nodes(src, keep_float or [])
+        if keep_float and not front:
+            raise DanluError(f"cannot find the feature front end ({', '.join(keep_float)}) in the exported graph's "
+                             "node names, and int8 would round the spectrogram itself; nothing was written",
+                             hint="export with the TorchScript exporter (DANLU_ONNX_EXPORTER=legacy danlu export "
+                                  "RUN), or serve the fp32 graph: danlu serve RUN --backend onnx")
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))  # its INFO chatter
         try:
             if mode == "static":
                 quantize_static(src, out, _Reader(calibration or []), quant_format=QuantFormat.QDQ,
                                 per_channel=per_channel, activation_type=QuantType.QUInt8,
-                                weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes(src))
+                                weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes(src) + front)
             else:
-                quantize_dynamic(src, out, per_channel=per_channel, weight_type=QuantType.QInt8)
+                quantize_dynamic(src, out, per_channel=per_channel, weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=front)
         except Exception as e:  # the quantizer raises many types for ops it does not know
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             raise DanluError(f"ONNX Runtime cannot quantize this model ({type(e).__name__}: {first})",
