@@ -48,7 +48,9 @@ class QuantizeResult:
 
 
 def choose_mode(model: Any, schema: Any) -> str:
-    """static for conv nets on images (integer convolutions need quantized activations), else dynamic."""
+    """static for conv nets on images (integer convolutions need quantized activations), else dynamic. Audio
+    models get dynamic: static QDQ of mandarin-tones' tone_net (feature front end in float either way) measured
+    64.3 % test accuracy against 95.8 % fp32, dynamic 95.6 % (docs/audio.md)."""
     from danlu.inference import has_conv
 
     return "static" if schema.kind == "image" and has_conv(model) else "dynamic"
