@@ -68,18 +68,31 @@ def test_int8_keeps_the_feature_front_end_float(audio_run, tmp_path, capsys, mon
     assert [v["name"] for v in table["variants"]] == ["fp32 (PyTorch)", "fp32 (ONNX)", "int8 (ONNX)"]
 
 
-def test_a_front_end_the_graph_does_not_name_is_refused(audio_run, tmp_path):
-    """Without the module scopes in the node names int8 would round the spectrogram: refused, not written."""
+def test_the_front_end_is_found_by_data_flow_and_a_graph_without_one_is_refused(audio_run, tmp_path):
+    """Nodes that depend on no learned tensor are the front end, whatever their names; a graph where every
+    node depends on one (no fixed features to keep) is refused rather than quantized blind."""
     import onnx
+    import torch
 
-    from danlu.compress.quantize import quantize_bytes
+    from danlu.compress.front_end import front_end_nodes, model_names
+    from danlu.compress.quantize import audio_front_end
     from danlu.errors import DanluError
+    from danlu.predictor import Predictor
 
-    model = onnx.load(str(_exported(audio_run.run, tmp_path) / "model.onnx"))
-    for i, node in enumerate(model.graph.node):
-        node.name = f"n{i}"
+    model = Predictor.load(audio_run.run).model
+    graph = onnx.load(str(_exported(audio_run.run, tmp_path) / "model.onnx")).graph
+    for i, node in enumerate(graph.node):  # names say nothing
+        node.name = f"{node.op_type}-{i}" if node.name.startswith("/model/spectrogram/") else f"n{i}"
+    front = set(front_end_nodes(graph, *model_names(model)))
+    ops = {n.name: n.op_type for n in graph.node}
+    assert sum(ops[n] == "MatMul" for n in front) == 3  # the two DFT products and the mel filterbank
+    assert not [n for n in front if ops[n] in ("Conv", "Gemm")]  # every learned layer is left to int8
+
+    linear = torch.nn.Linear(4, 2)
+    path = tmp_path / "linear.onnx"
+    torch.onnx.export(linear, (torch.randn(1, 4),), str(path), dynamo=False)
     with pytest.raises(DanluError, match="feature front end"):
-        quantize_bytes(model.SerializeToString(), "dynamic", None, False, keep_float=["spectrogram"])
+        audio_front_end(linear, path.read_bytes())
 
 
 def _exported(run: Path, tmp_path: Path) -> Path:
