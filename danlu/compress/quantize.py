@@ -140,7 +140,7 @@ def audio_front_end(model: Any, fp32: bytes) -> list[str]:
     (int8 would round the spectrogram itself)."""
     import onnx
 
-    from danlu.compress.front_end import front_end_nodes, model_names, quantizable
+    from danlu.compress.front_end import front_end_nodes, model_names
 
     graph = onnx.load_from_string(fp32).graph
     front = front_end_nodes(graph, *model_names(model))
