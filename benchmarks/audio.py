@@ -82,7 +82,10 @@ def throughput(clips: int = 2000) -> None:
             ("warm read + log-mel + pitch", (warm[0] + mel[0] + pitch_t[0], warm[1] + mel[1] + pitch_t[1]))]
     for name, (wall, cpu) in rows:
         print(f"| {name} | {wall:.3f} | {n / wall:,.0f} | {cpu:.2f} | {n / max(cpu, 1e-9):,.0f} |")
-    print()
+    from benchmarks.common import matmul_gflops
+
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}, matmul probe after: {matmul_gflops():.0f} GFLOP/s; "
+          "target: >= 2,000 clips/s for warm read + log-mel on 2 cores\n")
 
 
 def _per_speaker(run: Path, split: str = "test") -> dict[str, float]:
