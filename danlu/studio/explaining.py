@@ -42,7 +42,8 @@ class Explainers:
                 explainer = self._made[(name, method)] = _explainer(predictor, method)
             skipped: list[str] = []
             records = explainer.explain(inputs, target, top_k, skipped, labels)
-        return {**answer_body(records, predictor.schema.kind, explainer.method), "skipped": skipped}
+        return {**answer_body(records, predictor.schema.kind, explainer.method, predictor.schema.audio),
+                "skipped": skipped}
 
 
 def _explainer(predictor: Any, method: str) -> Any:
