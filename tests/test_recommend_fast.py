@@ -95,3 +95,15 @@ def test_a_batch_of_requests_is_ranked_as_each_alone(name):
         order = [i for i in np.lexsort((np.arange(50), -s)) if np.isfinite(s[i])][:a.k]
         assert [r["item"] for r in answer["recommendations"]] == [str(i) for i in order]
         assert [r["score"] for r in answer["recommendations"]] == [round(float(s[i]), 5) for i in order]
+
+
+@pytest.mark.parametrize("levels", [3, 1000, None])  # many ties, few ties, continuous scores
+def test_rank_top_is_the_sort_by_score_then_index(levels):
+    from danlu.recommend.metrics import rank_top
+
+    rng = np.random.default_rng(levels or 0)
+    s = rng.random((40, 60)) if levels is None else rng.integers(0, levels, (40, 60)).astype(np.float64)
+    s[rng.random(s.shape) < 0.1] = -np.inf
+    for k in (1, 7, 60):
+        expected = np.stack([np.lexsort((np.arange(60), -row))[:k] for row in s])
+        assert np.array_equal(rank_top(s, k), expected)
