@@ -119,3 +119,25 @@ def test_weights_must_add_up_to_one():
     with pytest.raises(DanluError, match="add up to 1"):
         validate_options("table_ensemble", {"members": [member, {**member, "weight": 0.4}]})
     assert torch is not None
+
+
+def test_time_limit_search_keeps_the_ensemble_run_when_it_wins_on_validation(ens, monkeypatch):
+    """_try_ensemble assembles the run and says why it is kept; a blend no better than the best single is not."""
+    from danlu.autorecipe import ensemble as selection
+    from danlu.autorecipe.run import Entry, _try_ensemble
+
+    members = ens.reg.members
+    done = [Entry("lightgbm", "done", val=0.2, run=members["lightgbm"], val_samples=27),
+            Entry("tabular_net", "done", val=0.1, run=members["tabular_net"], val_samples=27)]
+    found = {"weights": {"lightgbm": 0.75, "tabular_net": 0.25}, "val": 0.9, "test": 0.9}
+    monkeypatch.setattr(selection, "ensemble_entry", lambda runs, data_dir=None: found)
+    board = list(done)
+    kept = _try_ensemble(done, done[0], board, "r2", ens.root / "runs", None, False)
+    assert kept is not None
+    entry, result = kept
+    assert entry is board[-1] and entry.run == str(result.run) and "kept" in entry.note and "0.75 lightgbm" in entry.note
+    assert "weight: 0.75" in (result.run / "recipe.yaml").read_text(encoding="utf-8")
+    board = list(done)
+    monkeypatch.setattr(selection, "ensemble_entry", lambda runs, data_dir=None: {**found, "val": 0.15})
+    assert _try_ensemble(done, done[0], board, "r2", ens.root / "runs", None, False) is None
+    assert "lightgbm kept" in board[-1].note and board[-1].run is None
