@@ -215,8 +215,8 @@ def _boosting_fits(recipe: Recipe, group: Any, resume: Any) -> None:
                      (recipe.train.distill is not None, "train.distill"), (group is not None, "distributed training"),
                      (resume is not None, "--resume")):
         if on:
-            raise DanluError(f"model '{model}' ({'an ensemble' if model == 'table_ensemble' else 'gradient-boosted trees'}) "
-                             f"does not take {what}",
+            kind = "an ensemble" if model == "table_ensemble" else "gradient-boosted trees"
+            raise DanluError(f"model '{model}' ({kind}) does not take {what}",
                              hint="train it without that, or use a neural model (model.name=tabular_net or mlp)")
 
 

@@ -135,7 +135,8 @@ def test_time_limit_search_keeps_the_ensemble_run_when_it_wins_on_validation(ens
     kept = _try_ensemble(done, done[0], board, "r2", ens.root / "runs", None, False)
     assert kept is not None
     entry, result = kept
-    assert entry is board[-1] and entry.run == str(result.run) and "kept" in entry.note and "0.75 lightgbm" in entry.note
+    assert entry is board[-1] and entry.run == str(result.run)
+    assert "kept" in entry.note and "0.75 lightgbm" in entry.note
     assert "weight: 0.75" in (result.run / "recipe.yaml").read_text(encoding="utf-8")
     board = list(done)
     monkeypatch.setattr(selection, "ensemble_entry", lambda runs, data_dir=None: {**found, "val": 0.15})

@@ -23,6 +23,7 @@ class TableEnsemble(nn.Module):
 
     fits_itself = True
     assembles = True
+    onnx_exporter = "onnxmltools + torch (members), onnx (blend)"
 
     def __init__(self, schema: Schema, members: list[tuple[str, float, nn.Module]]):
         super().__init__()
@@ -57,9 +58,20 @@ class TableEnsemble(nn.Module):
     def to_onnx(self, width: int) -> bytes:
         """One ONNX graph: each member's own export (onnxmltools for LightGBM, torch for the net, each with its
         postprocessing) fed the same ``input``, their outputs weighted and summed."""
+        from danlu.errors import DanluError
         from danlu.models.ensemble_onnx import combine
 
-        graphs = [member_graph(m, self.schema, width) for m in self.members]
+        graphs = []
+        for name, m in zip(self.names, self.members, strict=True):
+            try:
+                graphs.append(member_graph(m, self.schema, width))
+            except ImportError:
+                raise
+            except Exception as e:  # the torch exporter's many error types for an op or API it lacks
+                raise DanluError(f"the ensemble's member '{name}' could not be exported to ONNX ({type(e).__name__}: "
+                                 f"{str(e).strip()[:160]}), so no graph combines the members",
+                                 hint="serve it with the PyTorch backend instead: danlu serve RUN --backend torch"
+                                 ) from None
         return combine(graphs, self.weights, self.schema, width)
 
 
