@@ -88,6 +88,15 @@ def test_evaluate_predict_and_serve_take_the_ensemble_run(ens, cli):
         got = c.post("/v1/predict", json={"inputs": [{"age": 70, "income": 3e4, "city": "paris", "score": 1.2}]})
     assert got.status_code == 200, got.text
     assert got.json()["predictions"][0]["top"][0]["label"] == "high"
+    from danlu.studio.app import create_studio_app
+
+    with TestClient(create_studio_app(run.parent), base_url="http://127.0.0.1") as c:
+        row = next(r for r in c.get("/api/runs").json()["runs"] if r["run"] == run.name)
+        assert row["status"] == "done" and row["model"] == "table_ensemble" and not row["problems"]
+        got = c.post(f"/api/runs/{run.name}/predict",
+                     json={"inputs": [{"age": 70, "income": 3e4, "city": "paris", "score": 1.2}]})
+    assert got.status_code == 200, got.text
+    assert got.json()["predictions"][0]["top"][0]["label"] == "high"
 
 
 def test_export_writes_one_graph_over_both_members_with_parity(ens):
