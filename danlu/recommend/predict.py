@@ -166,6 +166,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"note: {n}" for n in result["notes"]]
     for rank, r in enumerate(result["recommendations"], 1):
         why = f"  (because you rated {safe(r['because']['title'])})" if "because" in r else ""
-        lines.append(f"{rank:>3}. {safe(r['title'])}  [{safe(r['item'])}]  {r['score']:.4f}{why}")
+        named = r["title"] != f"item {r['item']}"  # a title from the item table; else the id alone, once
+        label = f"{safe(r['title'])}  [{safe(r['item'])}]" if named else safe(r["title"])
+        lines.append(f"{rank:>3}. {label}  {r['score']:.4f}{why}")
     return "\n".join(lines)
 
