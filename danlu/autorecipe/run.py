@@ -255,8 +255,9 @@ def _try_ensemble(done: list[Entry], best: Entry, board: list[Entry], metric: st
         return None
     entry = Entry("ensemble", "done", val=val, test=result.metrics.get(metric), seconds=time.monotonic() - t0,
                   run=str(result.run), val_samples=best.val_samples,
-                  note=f"{weights}: kept, beats {best.candidate} on validation {metric} by more than its noise "
-                       f"({val:.4f} against {best.val:.4f})")
+                  note=f"{weights}: kept, beats {best.candidate} on validation {metric}"
+                       + (" by more than its noise" if metric == "accuracy" else "")
+                       + f" ({val:.4f} against {best.val:.4f})")
     board.append(entry)
     return entry, result
 
