@@ -201,7 +201,7 @@ class EnsembleMember(_Options):
 
 class TableEnsembleOptions(_Options):
     """A weighted blend of trained table models (probabilities or values), weights fitted on validation by
-    ``danlu train TABLE --time-limit`` (danlu/autorecipe/ensemble.py)."""
+    ``danlu train TABLE --time-limit`` (danlu/autorecipe/ensemble.py), which writes this recipe."""
 
     members: list[EnsembleMember] = Field(min_length=2)
 
@@ -312,4 +312,5 @@ def option_help(name: str) -> str:
     from danlu.models.recommend_specs import RECOMMENDERS
 
     spec = MODELS[name][0] if name in MODELS else RECOMMENDERS[name][0]
-    return ", ".join(f"{k}={f.default!r}" for k, f in spec.model_fields.items())
+    return ", ".join(f"{k}=" + ("(required)" if f.is_required() else repr(f.default))
+                     for k, f in spec.model_fields.items())
