@@ -149,6 +149,20 @@ def test_explain_route_answers_a_time_frequency_map(audio_run):
     with TestClient(create_app(audio_run.run, api_key="k3y"), base_url="http://localhost") as client:
         denied = client.post("/v1/explain", files=[("files", ("high.wav", clip, "audio/wav"))])
         assert denied.status_code == 401
+    from danlu.studio.app import create_studio_app
+
+    run = Path(audio_run.run)  # the studio's try-it bounds audio explanations as /v1/explain does
+    with TestClient(create_studio_app(run.parent), base_url="http://127.0.0.1") as studio:
+        url = "data:audio/wav;base64," + base64.b64encode(clip).decode()
+        two = studio.post(f"/api/runs/{run.name}/explain", json={"inputs": [url] * 2})
+        assert two.status_code == 200, two.text
+        three = studio.post(f"/api/runs/{run.name}/explain", json={"inputs": [url] * 3})
+        assert three.status_code in (413, 422) and "at most 2" in three.text
+        tried = studio.post(f"/api/runs/{run.name}/predict", json={"inputs": [url]})
+        assert tried.status_code == 200, tried.text  # as /v1/predict answered for the same clip
+        assert tried.json()["predictions"][0]["top"][0]["label"] == predicted["predictions"][0]["top"][0]["label"]
+        on_disk = str(audio_run.root / "high" / "0.wav")  # a path is not read from the server's disk
+        assert studio.post(f"/api/runs/{run.name}/predict", json={"inputs": [on_disk]}).status_code == 422
 
 
 def test_the_spoken_digit_generator_labels_its_clips_synthetic(tmp_path):
