@@ -107,3 +107,28 @@ def test_rank_top_is_the_sort_by_score_then_index(levels):
     for k in (1, 7, 60):
         expected = np.stack([np.lexsort((np.arange(60), -row))[:k] for row in s])
         assert np.array_equal(rank_top(s, k), expected)
+
+
+def test_item_knn_files_saved_before_candidate_pruning_keep_their_rule(tmp_path):
+    from safetensors.torch import save_file
+
+    from danlu.recommend.predict import load_state
+
+    x = _random_case()
+    model = ItemKNN(*x.shape, neighbours=5, shrinkage=1.0)
+    model.fit(x)
+    h = _random_case(seed=2, users=6)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "new.safetensors"))
+    save_file({k: v for k, v in state.items() if k != "candidate_pruned"}, str(tmp_path / "old.safetensors"))
+    new, old = ItemKNN(*x.shape, neighbours=5), ItemKNN(*x.shape, neighbours=5)
+    load_state(new, tmp_path / "new.safetensors")
+    load_state(old, tmp_path / "old.safetensors")
+    assert np.array_equal(new.score(np.zeros(6), h), model.score(np.zeros(6), h))
+    # the old rule: each known item adds its own kept neighbours' similarities
+    idx, sim = model.neighbour_index.numpy(), model.neighbour_sim.numpy()
+    s_old = np.zeros((x.shape[1], x.shape[1]), np.float32)
+    for i in range(x.shape[1]):
+        s_old[i, idx[i]] = sim[i]
+    assert np.abs(old.score(np.zeros(6), h) - h.toarray() @ s_old).max() < 1e-6
+    assert not np.allclose(old.score(np.zeros(6), h), new.score(np.zeros(6), h))

@@ -77,7 +77,12 @@ class ItemKNN(Recommender):
         self.k, self.shrinkage = min(neighbours, max(1, n_items - 1)), shrinkage
         self.register_buffer("neighbour_index", torch.zeros(n_items, self.k, dtype=torch.int64))
         self.register_buffer("neighbour_sim", torch.zeros(n_items, self.k))
+        # 1: row j holds candidate j's neighbourhood (fit since 2026-12-07); 0: row i holds known item i's
+        # neighbours, the rule runs saved before (their files lack this buffer and keep ranking as they did)
+        self.register_buffer("candidate_pruned", torch.zeros((), dtype=torch.int64))
         self._matrix: sp.csr_matrix | None = None
+
+    optional_buffers = ("candidate_pruned",)
 
     def fit(self, train: sp.csr_matrix) -> None:
         x = torch.from_numpy(binary(train).toarray())
@@ -88,14 +93,17 @@ class ItemKNN(Recommender):
         vals, idx = torch.topk(sim, self.k, dim=1)
         self.neighbour_index.copy_(idx)
         self.neighbour_sim.copy_(vals)
+        self.candidate_pruned.fill_(1)
         self._matrix = None
 
     def matrix(self) -> sp.csr_matrix:
         """S[i, j]: sim(i, j) where i is one of item j's kept neighbours, else 0 (so scores are history · S)."""
         if self._matrix is None:
-            cols = np.repeat(np.arange(self.n_items), self.k)
-            self._matrix = sp.csr_matrix((self.neighbour_sim.numpy().ravel(), (self.neighbour_index.numpy().ravel(),
-                                          cols)), shape=(self.n_items, self.n_items))
+            owners = np.repeat(np.arange(self.n_items), self.k)
+            neighbours = self.neighbour_index.numpy().ravel()
+            rows, cols = (neighbours, owners) if int(self.candidate_pruned) else (owners, neighbours)
+            self._matrix = sp.csr_matrix((self.neighbour_sim.numpy().ravel(), (rows, cols)),
+                                         shape=(self.n_items, self.n_items))
         return self._matrix
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:

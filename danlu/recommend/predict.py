@@ -29,7 +29,8 @@ def load_state(model: Any, path: Path) -> None:
                        hint="train the run again") from None
     own = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
-    missing = [k for k in [*own, *buffers] if k not in tensors]
+    optional = set(getattr(model, "optional_buffers", ()))  # added later: an older file keeps the default
+    missing = [k for k in [*own, *buffers] if k not in tensors and k not in optional]
     if missing:
         raise RunError(f"{path} lacks {missing[:3]}", hint="the weights are from another model; train the run again")
     for name, t in tensors.items():
