@@ -226,6 +226,9 @@ def test_recipes_train_evaluate_and_predict_on_generated_tones(tmp_path, cli):
                          *_quick(), "--json")
     assert code == 0, err
     run = last_json(out)["run"]
+    voices = json.loads((Path(run) / "voices.json").read_text(encoding="utf-8"))["voices"]
+    assert [v["from"] for v in voices] == ["training clips", "unlabelled clips (adaptation)"]  # data.adapt
+    assert voices[0]["centre_hz"] > voices[1]["centre_hz"]  # trained on 5 (240 Hz), adapted to 3 (120 Hz)
     clip = root / "ogg" / "ㄇㄚ3" / "3.ogg"
     code, out, err = cli("predict", run, str(clip), "--json")
     assert code == 0, err
