@@ -127,7 +127,7 @@ def _confusion(run: Path) -> list[str]:
     classes, matrix = report["classes"], report["confusion_matrix"]
     matrix = matrix.get("matrix", matrix) if isinstance(matrix, dict) else matrix
     lines = ["| true ↓ predicted → | " + " | ".join(classes) + " |", "| --- " * (len(classes) + 1) + "|"]
-    lines += [f"| {c} | " + " | ".join(str(int(v)) for v in row) + " |" for c, row in zip(classes, matrix)]
+    lines += [f"| {c} | " + " | ".join(str(int(v)) for v in row) + " |" for c, row in zip(classes, matrix, strict=True)]
     return lines
 
 
@@ -148,7 +148,8 @@ def tones(overrides: list[str]) -> None:
 
 
 def cross(overrides: list[str]) -> None:
-    print("| recipe | classes | train → test speaker | val accuracy (training voice) | test accuracy | wall s | CPU s |")
+    print("| recipe | classes | train → test speaker | val accuracy (training voice) | test accuracy | wall s "
+          "| CPU s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     confusions = []
     for neutral in ("drop", "class"):

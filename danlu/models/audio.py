@@ -31,7 +31,8 @@ class WaveAugment(nn.Module):
 
     def __init__(self, sample_rate: int, gain_db: float = 0.0, noise_snr: tuple[float, float] | None = None,
                  shift_s: float = 0.0, pitch_semitones: float = 0.0, range_scale: float = 1.0,
-                 register_semitones: float = 0.0, time_masks: int = 0, time_mask_frames: int = 10, freq_masks: int = 0, freq_mask_bins: int = 8):
+                 register_semitones: float = 0.0, time_masks: int = 0, time_mask_frames: int = 10,
+                 freq_masks: int = 0, freq_mask_bins: int = 8):
         super().__init__()
         self.sample_rate, self.gain_db, self.noise_snr = sample_rate, gain_db, noise_snr
         self.shift = int(shift_s * sample_rate)
@@ -221,10 +222,10 @@ class ToneNet(nn.Module):
     """tone_net: the pitch contour through a 1-D conv net, plus (optionally) a bc_resnet spectrogram embedding.
 
     The contour channels (PitchContour): the pitch (semitones about the clip's mean, or with
-    ``pitch_norm: voice`` a z-score about the clip's voice), slope, aperiodicity, loudness, optionally the voiced
-    duration; with ``level`` one more channel, the clip's mean pitch in semitones about ``reference_hz``: a voice's register,
-    so it helps only where the training voices are the test voices (with the spectrogram branch to tell them
-    apart, as in mandarin-tones' syllable split); across speakers it measured worse (docs/audio.md).
+    ``pitch_norm: voice`` a z-score about the clip's voice), slope, aperiodicity, loudness, optionally the
+    voiced duration; with ``level`` one more channel, the clip's mean pitch in semitones about
+    ``reference_hz``: a voice's register, so it helps only where the training voices are the test voices (with
+    the spectrogram branch to tell them apart); across speakers it measured worse (docs/audio.md).
     """
 
     def __init__(self, schema_audio: dict[str, Any], num_outputs: int, options: dict[str, Any]):
@@ -242,7 +243,7 @@ class ToneNet(nn.Module):
         self.voice_count = int(options.get("voices", 1))
         self.voice_sources: list[tuple[str, int] | None] = [None] * MAX_VOICES
         if self.pitch.norm == "voice":  # (centre, spread) in semitones per voice; rows past the fitted ones unused
-            table = torch.tensor([[UNUSED_VOICE, 1.0]]).repeat(MAX_VOICES, 1)
+            table = torch.tensor([[UNUSED_VOICE, 1.0, UNUSED_VOICE, 1.0]]).repeat(MAX_VOICES, 1)
             self.register_buffer("voices", table)
         width = options["contour_width"]
         channels = self.pitch.channels + int(self.level)
@@ -287,7 +288,8 @@ class ToneNet(nn.Module):
     @torch.no_grad()
     def adapt(self, x: torch.Tensor) -> None:
         """One more voice from unlabelled clips of one speaker (transductive: a test voice measured on its own
-        clips, labels never seen); it takes the row after the training voices."""
+        clips, labels never seen); it takes the row after the training voices. In evaluation each clip takes the
+        likeliest voice of all (fitted and adapted) by its upper pitch."""
         rows, sizes = self._measure(x, 1)
         self.voices[self.voice_count] = rows[0].to(self.voices.device)
         self.voice_sources[self.voice_count] = ("unlabelled clips (adaptation)", sizes[0])
@@ -297,12 +299,13 @@ class ToneNet(nn.Module):
         if self.pitch.norm != "voice":
             return []
         out = []
-        for i, (centre, spread) in enumerate(self.voices.tolist()):
+        for i, (centre, spread, top, top_spread) in enumerate(self.voices.tolist()):
             if centre >= UNUSED_VOICE:
                 continue
             source, clips = self.voice_sources[i] or ("saved weights", None)
             out.append({"voice": i, "centre_hz": round(100 * 2 ** (centre / 12), 2),
                         "centre_semitones": round(centre, 4), "spread_semitones": round(spread, 4),
+                        "clip_top_semitones": round(top, 4), "clip_top_spread": round(top_spread, 4),
                         "from": source, "clips": clips})
         return out
 
@@ -312,7 +315,9 @@ class ToneNet(nn.Module):
         keep = None
         if self.training and self.truncate > 0:
             keep = 1 - self.truncate * torch.rand(b, device=x.device)
-        voices = self.voices if self.pitch.norm == "voice" else None
+        voices = None
+        if self.pitch.norm == "voice":  # training: the training voices; evaluation: any fitted or adapted one
+            voices = self.voices[: self.voice_count] if self.training else self.voices
         track, level = self.pitch.features(*self.tracks(x), range_scale=self.augment.scales(b, x), keep=keep,
                                            voices=voices, shift=self.augment.registers(b, x))
         x = self.augment.wave(x)

@@ -206,16 +206,26 @@ class PitchContour(nn.Module):
 
     def semitones(self, f0: torch.Tensor, voiced: torch.Tensor, voices: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Semitones about 100 Hz with octave jumps folded back, and (with ``voices``) each clip's voice row."""
+        """Semitones about 100 Hz with octave jumps folded back, and (with ``voices``) each clip's voice row.
+
+        Frames more than 8 semitones from the clip's median are folded towards it. With ``voices`` [V, 4]
+        (centre, spread, and the mean and spread of the voice's clips' upper pitch, ``clip_top``) the clip goes
+        to the likeliest voice by its upper pitch (the high part of a clip tells a low voice from a high one
+        better than its median: a high voice's low tones reach down into a low voice's range), and frames more
+        than max(8, 2 spreads) from that voice's centre are moved by octaves towards it (YIN's octave-down error
+        on a low voice often covers a whole clip; a wide voice's real lows stay)."""
         st = 12 * torch.log2(f0 / 100.0)
         ref = _masked_median(st, voiced)
-        row = None
-        if voices is not None:  # the voice whose centre is nearest the clip's median pitch
-            row = (ref - voices[None, :, 0]).abs().argmin(-1)
-            ref = voices[row, 0][:, None]
         for _ in range(2):  # twice: a two-octave error comes back in two steps
             dev = st - ref
             st = st - 12 * torch.round(dev / 12) * (dev.abs() > 8)
+        row = None
+        if voices is not None:
+            top = clip_top(st, voiced)
+            mean, spread = voices[None, :, 2], voices[None, :, 3]
+            row = (-spread.log() - 0.5 * ((top - mean) / spread).square()).argmax(-1)
+            off = st - voices[row, 0][:, None]
+            st = st - 12 * torch.round(off / 12) * (off.abs() > (2 * voices[row, 1][:, None]).clamp_min(8.0))
         return st, row
 
     def pitch(self, f0: torch.Tensor, aper: torch.Tensor, rms: torch.Tensor, voices: torch.Tensor | None = None
@@ -276,32 +286,42 @@ class PitchContour(nn.Module):
 @torch.no_grad()
 def fit_voices(contour: PitchContour, f0: torch.Tensor, aper: torch.Tensor, rms: torch.Tensor, count: int
                ) -> tuple[torch.Tensor, list[int]]:
-    """[count, 2] (centre, spread) in semitones about 100 Hz of ``count`` voices among these clips' YIN tracks,
-    and the clips each voice has: the clips' median pitches in ``count`` groups by 1-D k-means (two speakers an
-    octave apart separate cleanly; the speaker of a clip is not needed), then per group the median and the
-    interquartile range / 1.349 (a standard deviation that a few octave errors do not inflate) of its voiced
-    frames, octave-folded towards the group's centre."""
+    """[count, 4] voices among these clips' YIN tracks (centre and spread of their pitch in semitones about
+    100 Hz, mean and spread of their clips' upper pitch) and the clips each voice has. The clips go into
+    ``count`` groups by 1-D k-means on their upper pitch (clip_top; the speaker of a clip is not needed), then
+    per group: the median and the interquartile range / 1.349 (a standard deviation that a few octave errors do
+    not inflate) of its voiced frames, octave-folded towards the group."""
     voiced, _ = contour.voiced(aper, rms)
-    st = 12 * torch.log2(f0.float() / 100.0)
-    med = _masked_median(st, voiced)[:, 0]
-    count = max(1, min(count, len(med)))
-    centres = torch.quantile(med, (torch.arange(count, dtype=torch.float32) + 0.5) / count)
-    for _ in range(50):
-        group = (med[:, None] - centres[None]).abs().argmin(-1)
-        fresh = torch.stack([med[group == j].median() if (group == j).any() else centres[j] for j in range(count)])
+    st, _ = contour.semitones(f0.float(), voiced)
+    top = clip_top(st, voiced)[:, 0]
+    count = max(1, min(count, len(top)))
+    centres = torch.quantile(top, (torch.arange(count, dtype=torch.float32) + 0.5) / count)
+    group = torch.zeros(len(top), dtype=torch.long)
+    for _ in range(100):
+        group = (top[:, None] - centres[None]).abs().argmin(-1)
+        fresh = torch.stack([top[group == j].mean() if (group == j).any() else centres[j] for j in range(count)])
         if torch.equal(fresh, centres):
             break
         centres = fresh
     rows, sizes = [], []
     for j in range(count):
         m = group == j
-        table = torch.tensor([[float(centres[j]), 1.0]])
+        top_mean, top_spread = float(top[m].mean()), max(float(top[m].std()) if m.sum() > 1 else 1.0, 1.0)
+        centre = float(_masked_median(st[m], voiced[m]).median())
+        table = torch.tensor([[centre, 1.0, top_mean, top_spread]])
         st_j, voiced_j, *_ = contour.pitch(f0[m], aper[m], rms[m], table)
-        v = st_j[voiced_j]
-        q1, q2, q3 = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75]))
-        rows.append([float(q2), max(float(q3 - q1) / 1.349, 0.5)])
+        q1, q2, q3 = torch.quantile(st_j[voiced_j], torch.tensor([0.25, 0.5, 0.75]))
+        rows.append([float(q2), max(float(q3 - q1) / 1.349, 0.5), top_mean, top_spread])
         sizes.append(int(m.sum()))
     return torch.tensor(rows, dtype=torch.float32), sizes
+
+
+def clip_top(st: torch.Tensor, voiced: torch.Tensor, q: float = 0.9) -> torch.Tensor:
+    """[B, 1] the ``q`` quantile of each clip's voiced pitch (lower interpolation; by sort, which ONNX has)."""
+    low = torch.where(voiced, st, torch.full_like(st, float("-inf"))).sort(-1).values
+    n = voiced.sum(-1, keepdim=True)
+    idx = (st.shape[-1] - n + ((n - 1).float() * q).floor().long()).clamp(0, st.shape[-1] - 1)
+    return low.gather(-1, idx)
 
 
 def _running_median(v: torch.Tensor, k: int) -> torch.Tensor:
