@@ -78,3 +78,15 @@ def test_adapt_hands_the_test_voice_over_without_labels(tmp_path):
         load(DataConfig(name="mandarin-tones", root=root, split="syllable", adapt=True), seed=0)
     with pytest.raises(ValueError, match="must be odd"):
         Recipe.model_validate({"data": {"name": "mandarin-tones"}, "model": {"name": "tone_net", "smooth": 4}})
+
+
+def test_adapt_needs_voice_normalization():
+    from danlu.errors import DanluError
+    from danlu.models.audio import ToneNet
+    from danlu.models.specs import validate_options
+
+    audio = {"sample_rate": RATE, "seconds": 0.5, "adapted_to": "test speaker's clips, without labels"}
+    with pytest.raises(DanluError, match="pitch_norm=voice"):
+        ToneNet(audio, 4, validate_options("tone_net", {"spectrogram": False}))
+    net = ToneNet(audio, 4, validate_options("tone_net", {"spectrogram": False, "pitch_norm": "voice"}))
+    assert net.fits_to_data and net.voices.shape == (8, 4)

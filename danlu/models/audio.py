@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from danlu.errors import DanluError
 from danlu.models.audio_features import LogMel, PitchContour, fit_voices, normalize_utterance
 
 
@@ -241,6 +242,9 @@ class ToneNet(nn.Module):
         self.reference = 12 * math.log2(options["reference_hz"] / 100.0)
         self._cache: TrackCache | None = None
         self.voice_count = int(options.get("voices", 1))
+        if "adapted_to" in schema_audio and self.pitch.norm != "voice":
+            raise DanluError("data.adapt measures the test voice for model.pitch_norm=voice; this tone_net "
+                             "normalizes each clip by itself", hint="add model.pitch_norm=voice or drop data.adapt")
         self.voice_sources: list[tuple[str, int] | None] = [None] * MAX_VOICES
         if self.pitch.norm == "voice":  # (centre, spread) in semitones per voice; rows past the fitted ones unused
             table = torch.tensor([[UNUSED_VOICE, 1.0, UNUSED_VOICE, 1.0]]).repeat(MAX_VOICES, 1)
