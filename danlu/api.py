@@ -75,7 +75,7 @@ def _train_recommender(recipe: Recipe, resume_path: Any, runs_dir: Path | None, 
 
     done = train_recommender(recipe, runs_dir=runs_dir, data_dir=data_dir, run_dir=run_dir, progress=progress,
                              plots=plots, callbacks=callbacks, resume=resume_path, resumable=resumable)
-    return TrainResult(done.run, done.metrics, done.wall_s, done.report, done.status)
+    return TrainResult(done.run, done.metrics, done.wall_s, done.report, done.status, done.writer)
 
 
 def _write_voices(model: Any, run: Any) -> None:
@@ -292,8 +292,9 @@ def _scarce_classes(train: Any, schema: Any, fewest: int = 5) -> list[str]:
 
 
 def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = None,
-             data_dir: Path | None = None) -> dict[str, Any]:
-    """Re-load a run's data split and best weights, and write its report."""
+             data_dir: Path | None = None, k: list[int] | None = None) -> dict[str, Any]:
+    """Re-load a run's data split and best weights, and write its report. ``k``: the ranking cut-offs of a
+    recommendation run (default: its recipe's recommend.k)."""
     from danlu.errors import DanluError
     from danlu.evaluation import evaluate as run_evaluation
     from danlu.runs.folder import RunFolder
@@ -302,9 +303,13 @@ def evaluate(run: str | Path, split: str = "test", *, runs_dir: Path | None = No
         raise DanluError(f"unknown split '{split}'", hint="valid splits: train, val, test")
     from danlu.recommend import is_recommendation_run
 
-    if is_recommendation_run(resolve_run(run, runs_dir)):
-        raise DanluError(f"{run} is a recommendation run: it was scored on its test users when trained (report.json)",
-                         hint="train the recipe again to score it anew; danlu predict RUN --user ID to use it")
+    if is_recommendation_run(resolve_run(run, runs_dir)):  # ranking metrics again (danlu/recommend/evaluate.py)
+        from danlu.recommend.evaluate import evaluate_run
+
+        return evaluate_run(resolve_run(run, runs_dir), split, k, data_dir)
+    if k is not None:
+        raise DanluError(f"--k sets the cut-offs of a recommendation run's ranking metrics; {run} is not one",
+                         hint=f"danlu evaluate {run} --split {split}")
     run_dir, recipe, saved = load_run(run, runs_dir)
     splits, schema, model = prepare(recipe, data_dir, for_inference=True)
     if saved.classes != schema.classes:

@@ -438,6 +438,10 @@ def _recipe_source(name_or_path: str) -> tuple[str, str]:
         except UnicodeDecodeError as e:
             raise RecipeError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     names = builtin_recipes()
+    if name_or_path not in names and (p.suffix or len(p.parts) > 1):  # a data path that is not there
+        raise RecipeError(f"{p} does not exist (looked in {Path.cwd()}), and no recipe has that name",
+                          hint="give an existing file or folder (danlu train PATH picks a recipe from the data), "
+                               "or a recipe name: danlu recipes lists them")
     if name_or_path not in names:
         raise unknown_name("recipe", name_or_path, names)
     text = resources.files("danlu.recipes").joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")

@@ -36,6 +36,10 @@ class RecommendConfig(BaseModel):
     refit: bool = True
     folds: int = Field(5, ge=2, le=20)  # rating task: k-fold cross-validation
     limit_users: int | None = Field(None, ge=2)  # keep the first N users (quick runs, CI)
+    # top-k at predict/serve time for MF / two-tower: exact (every item scored), faiss (an approximate inverted-
+    # file index, `pip install danlu[faiss]`), auto: faiss past 1 M items when it is installed, else exact
+    index: Literal["auto", "exact", "faiss"] = "auto"
+    index_probes: int = Field(32, ge=1)  # faiss: clusters searched per query (more: closer to exact, slower)
 
     @field_validator("implicit")
     @classmethod

@@ -154,7 +154,7 @@ def test_unreadable_paths_are_explained(cli, tmp_path):
     assert code == 2 and "cannot tell what" in err
     (tmp_path / "empty").mkdir()
     code, _, err = cli("train", tmp_path / "empty")
-    assert code == 2 and "neither an image folder nor a text folder" in err
+    assert code == 2 and "neither an image, audio nor text folder" in err
 
 
 # ---------------------------------------------------------------- end to end, no flags
@@ -267,3 +267,71 @@ def test_the_default_stays_unless_another_is_clearly_better():
     assert clearly_better(0.75, 0.5938, "accuracy", 32)  # 5 texts of 32: more than one standard error
     assert clearly_better(0.97, 0.96, "accuracy", 10_000) and not clearly_better(0.96, 0.96, "accuracy", 10_000)
     assert clearly_better(0.51, 0.50, "r2", 100) and not clearly_better(0.50, 0.50, "r2", 100)
+
+
+def _events(path: Path, header: str, users: int = 60, with_time: bool = True, sep: str = ";") -> Path:
+    """A purchase log: each user buys from one of three item groups, so there is something to learn."""
+    rng = random.Random(0)
+    rows = [header]
+    for u in range(users):
+        group = u % 3
+        for k in range(rng.randint(6, 14)):
+            item = f"SKU-{group * 20 + rng.randint(0, 19)}"
+            when = f"{sep}2024-01-{1 + k:02d} 10:00" if with_time else ""
+            rows.append(f"c{u}{sep}{item}{sep}{rng.choice(['5', '4', '', '3'])}{when}")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_interaction_tables_are_recommendation(tmp_path):
+    from danlu.recipe import load_recipe
+
+    p = inspect_data(_events(tmp_path / "log.csv", "Customer ID;Product;Stars;When"))
+    assert (p.kind, p.user_column, p.item_column, p.rating_column, p.time_column) == (
+        "interactions", "Customer ID", "Product", "Stars", "When")
+    assert p.users == 60 and p.items == 60
+    c = choose(p)
+    assert [k.name for k in c.candidates] == ["ease", "item_knn", "mf_bpr"]
+    rec = load_recipe(base=c.default.recipe)  # a valid recipe, written to the run as it is
+    assert rec.model.name == "ease" and rec.data.name == "interactions"
+    assert rec.recommend.split == "temporal" and rec.recommend.user_column == "Customer ID"
+    untimed = choose(inspect_data(_events(tmp_path / "plain.csv", "user,item,rating", with_time=False, sep=",")))
+    assert untimed.default.recipe["recommend"]["split"] == "random" and "leaking" in " ".join(untimed.reasons)
+    # a table about customers with a label column is a table, whatever its id columns are called
+    churn = tmp_path / "churn.csv"
+    churn.write_text("customer_id,product,age,income,label\n" + "".join(
+        f"c{k % 40},p{k % 7},{20 + k % 50},{1000 + k},{k % 2}\n" for k in range(200)), encoding="utf-8")
+    assert inspect_data(churn).kind == "tabular"
+    once = tmp_path / "once.csv"  # every user appears once: not a log of interactions
+    once.write_text("user_id,item_id,rating\n" + "".join(f"u{k},i{k % 9},{k % 5}\n" for k in range(100)),
+                    encoding="utf-8")
+    assert inspect_data(once).kind == "tabular"
+
+
+def test_train_interactions_without_a_recipe(cli, tmp_path):
+    code, out, err = cli("train", _events(tmp_path / "log.csv", "Customer ID;Product;Stars;When"), "--json")
+    assert code == 0, err
+    assert "user-item interactions" in err
+    result, run = _check_run(out, "auto-ease")
+    board = json.loads((run / "auto.json").read_text(encoding="utf-8"))["leaderboard"]
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    # each user's item group is learnt (EASE ~1.0 here), far above popularity (~0.3, a random top-20 of 60 items)
+    assert board[0]["val"] > 0.8 and result["metrics"]["recall@20"] > report["popularity"]["recall@20"] + 0.4
+
+
+def test_train_audio_folder_without_a_recipe(cli, tmp_path):
+    from tests.test_audio import RATE, tone, write
+
+    folder = tmp_path / "clips"
+    for i in range(8):  # synthetic test data: rising and falling chirps, 0.4-0.6 s
+        n = RATE * (4 + i % 3) // 10
+        write(folder / "up" / f"{i}.wav", tone(np.geomspace(150 + 10 * i, 400, n), seconds=n / RATE))
+        write(folder / "down" / f"{i}.flac", tone(np.geomspace(400, 150 + 10 * i, n), seconds=n / RATE))
+    p = inspect_data(folder)
+    assert (p.kind, p.classes, p.rows, p.sample_rates) == ("audio", ["down", "up"], 16, {"16000": 16})
+    assert p.clip_seconds == (0.4, 0.5, 0.6)
+    assert choose(p).default.recipe["data"]["seconds"] == 0.6
+    code, out, err = cli("train", folder, "train.epochs=2", "model.widths=[8,8]", "--json")
+    assert code == 0, err
+    assert "audio clips in 2 classes" in err
+    _check_run(out, "auto-audio-cnn")

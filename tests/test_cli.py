@@ -133,6 +133,7 @@ def test_empty_class_folder_is_a_clear_error(cli, tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (("train", "nope-recipe"), "unknown recipe"),
+    (("train", "shop/orders.csv"), "does not exist (looked in"),  # a data path with a typo is not a recipe name
     (("train", "digits-mlp", "train.optimizer=adamm"), "valid optimizers"),
     (("train", "digits-mlp", "train.epochs=-1"), "train.epochs"),
     (("train", "mnist-mlp", "data.root=/does/not/exist"), "does not exist"),

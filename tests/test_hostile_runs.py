@@ -174,7 +174,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
 
 
 def test_texts_are_cut_before_tokenizing(tmp_path):
-    from danlu.cli.inputs import MAX_LINE_CHARS, file_bytes, read_lines
+    from danlu.cli.inputs import MAX_LINE_CHARS, capped_lines, file_bytes, read_lines
     from danlu.data.text.dataset import TextEncoder
 
     enc = TextEncoder("word", 16)
@@ -187,6 +187,8 @@ def test_texts_are_cut_before_tokenizing(tmp_path):
     raw = file_bytes(long)  # read a line at a time, each cut at a character boundary
     assert len(raw) <= 4 * MAX_LINE_CHARS + 8
     assert [len(line) for line in read_lines(raw, long)] == [MAX_LINE_CHARS, 6]
+    with long.open("rb") as stdin:  # `danlu predict RUN -` reads stdin the same way, a line at a time
+        assert capped_lines(stdin) == raw
 
 
 def test_unbounded_settings_are_refused_with_their_bound():

@@ -138,6 +138,20 @@ def test_duplicates_are_merged_with_a_note(tmp_path):
     assert any("duplicate" in n for n in data.notes)
 
 
+def test_blank_ratings_are_interactions_without_a_rating_and_names_are_matched_loosely(tmp_path):
+    # a messy export: 'Customer ID' / 'Product' headers, ';' delimiter, blank and padded ratings, a duplicate
+    text = "\ufeffCustomer ID;Product;Stars\nu1;a;5\nu1;b;\nu2;a; 2 \nu2;b;NA\nu2;b;\nu3;a;4\n"
+    data = read_interactions(_write(tmp_path, text))
+    assert data.notes[0].startswith("columns: user 'Customer ID', item 'Product', rating 'Stars'")
+    assert any("3 row(s) have no rating" in n for n in data.notes)
+    rows = zip(data.users, data.items, data.ratings, strict=True)
+    rated = {(data.user_map.ids[u], data.item_map.ids[i]): r for u, i, r in rows}
+    assert rated[("u1", "a")] == 5 and rated[("u2", "a")] == 2 and rated[("u3", "a")] == 4
+    assert np.isnan(rated[("u1", "b")]) and np.isnan(rated[("u2", "b")])  # the duplicate pair stays unrated
+    with pytest.raises(DataError, match="outside the declared scale"):  # known ratings are still checked
+        read_interactions(_write(tmp_path, text.replace(" 2 ", "9")), rating_scale=(1, 5))
+
+
 @pytest.mark.parametrize("text,scale,match", [
     ("user,item,rating\n1,a,4\n1,b,7\n2,a,1\n", (1, 5), "outside the declared scale"),
     ("user,item,rating\n1,a,4\n,b,3\n2,a,1\n", None, "empty user id"),

@@ -47,7 +47,7 @@ def test_recipe_trains_and_predicts_on_a_slice(name, tmp_path, capsys):
     assert not seen & {run.items.get(r["item"]) for r in out["recommendations"]}
     assert run.recommend(items=["1", "2"], k=3)["recommendations"]
     assert "not in the training data" in run.recommend(user="no such user", k=3)["notes"][0]
-    if report["model"] in ("mf", "two_tower") and report["task"] == "recommendation":
+    if report["model"] in ("mf", "two_tower", "lightgcn") and report["task"] == "recommendation":
         from danlu.recommend.export import export_recommender
 
         done = export_recommender(result.run, say=lambda *_: None)

@@ -42,7 +42,8 @@ class Choice:
 
 def choose(profile: DataProfile) -> Choice:
     """The candidates for this data, default first."""
-    chooser = {"image": _images, "text": _texts, "tabular": _tables}[profile.kind]
+    chooser = {"image": _images, "text": _texts, "tabular": _tables, "interactions": _interactions,
+               "audio": _audio}[profile.kind]
     return chooser(profile)
 
 
@@ -179,3 +180,65 @@ def _tables(p: DataProfile) -> Choice:
         candidates.append(Candidate("mlp", mlp, [f"an MLP 256-128; epochs by early stopping (patience "
                                                  f"{PATIENCE_TABLE})"], 1.0))
     return Choice(p, candidates, reasons)
+
+
+# EASE inverts a users x users matrix (danlu.models.recommenders.EASE): 20,000 users is 3.2 GB in float64
+EASE_MAX_USERS = 20_000
+
+
+def _interactions(p: DataProfile) -> Choice:
+    """Top-k recommendation from a who-interacted-with-what table: EASE where its inverse fits, item-kNN
+    beside it, and BPR matrix factorization under a time budget; popularity is reported beside each."""
+    recommend: dict[str, Any] = {"user_column": p.user_column, "item_column": p.item_column,
+                                 "rating_column": p.rating_column, "time_column": p.time_column, "implicit": "all"}
+    if p.time_column:
+        recommend["split"] = "temporal"
+        split_why = (f"per-user temporal split on '{p.time_column}': each user's last 20 % of interactions are "
+                     "test, the 10 % before them validation (no future in training)")
+    else:
+        recommend["split"] = "random"
+        split_why = ("no time column: a random split per user (the report marks it as leaking the future; add a "
+                     "timestamp column for a temporal one)")
+    reasons = [f"user-item interactions: a user column ('{p.user_column}') and an item column "
+               f"('{p.item_column}') and no label column; recommendation (top-k), every interaction a positive"
+               + (f" ('{p.rating_column}' kept for rating thresholds: recommend.implicit='rating >= 4')"
+                  if p.rating_column else ""), split_why]
+
+    def recipe(name: str, builtin: str) -> dict[str, Any]:
+        base = _builtin(builtin)
+        base.pop("tune", None)
+        return {**base, "name": f"auto-{name}", "description": "", "data": {"name": "interactions", "path": p.path},
+                "recommend": {**base.get("recommend", {}), **recommend}}
+
+    knn = Candidate("item_knn", recipe("item-knn", "movielens-itemknn"), [
+        "item-kNN (cosine with shrinkage): cheap, and explains each pick by an item the user had"], 1.0)
+    bpr = Candidate("mf_bpr", recipe("mf-bpr", "movielens-bpr"), [
+        "matrix factorization trained for ranking, epochs picked on validation recall@20"], 2.0)
+    users = p.users or 0
+    if users <= EASE_MAX_USERS:
+        ease = Candidate("ease", recipe("ease", "movielens-ease"), [
+            f"EASE (closed form, one λ): the strongest of the fast baselines on MovieLens; {users} users fit its "
+            f"users x users inverse (up to {EASE_MAX_USERS})"], 1.0)
+        return Choice(p, [ease, knn, bpr], reasons)
+    knn.why.append(f"EASE left out: {users} users is past the {EASE_MAX_USERS} its users x users inverse fits")
+    return Choice(p, [knn, bpr], reasons)
+
+
+MAX_CLIP_SECONDS = 10.0  # a longer window costs a CPU more than it teaches a clip classifier
+
+
+def _audio(p: DataProfile) -> Choice:
+    """A folder of recordings: the audiofolder-cnn recipe (log-mel BC-ResNet) with the clip window from the
+    clips' own lengths."""
+    _, median, p90 = p.clip_seconds or (1.0, 1.0, 1.0)
+    window = round(min(MAX_CLIP_SECONDS, max(0.25, p90)), 2)
+    base = _builtin("audiofolder-cnn")
+    recipe = {**base, "name": "auto-audio-cnn", "description": "",
+              "data": {**base["data"], "root": p.path, "seconds": window}}
+    reasons = [f"clip window {window:g} s: 90 % of the sampled clips are {p90:.2f} s or shorter (median "
+               f"{median:.2f} s); longer clips are cropped at their centre, shorter ones padded"
+               + (f" (capped at {MAX_CLIP_SECONDS:g} s)" if p90 > MAX_CLIP_SECONDS else "")]
+    why = ["a small residual CNN (BC-ResNet-like) on log-mel spectrograms at 16 kHz, features and augmentation "
+           "(gain, noise, shift, pitch, SpecAugment masks) inside the model; epochs by early stopping "
+           f"(patience {base['train']['early_stop']['patience']})"]
+    return Choice(p, [Candidate("audio_cnn", recipe, why, 1.0)], reasons)

@@ -32,8 +32,8 @@ class DataProfile:
     """What ``inspect_data`` found; every field is printable and goes to auto.json in the run."""
 
     path: str
-    kind: str  # image | text | tabular
-    layout: str  # image-folder, text-file, text-folder, table-file
+    kind: str  # image | text | tabular | interactions | audio
+    layout: str  # image-folder, text-file, text-folder, table-file, interactions-file, audio-folder
     rows: int  # images, texts or table rows (all splits)
     classes: list[str] = field(default_factory=list)
     class_counts: dict[str, int] = field(default_factory=dict)
@@ -56,6 +56,16 @@ class DataProfile:
     target: str | None = None
     numeric_columns: int = 0
     other_columns: int = 0
+    # audio: clip lengths (seconds) and sample rates read from the sampled files' headers
+    clip_seconds: tuple[float, float, float] | None = None  # shortest, median, 90th percentile
+    sample_rates: dict[str, int] = field(default_factory=dict)
+    # user-item interactions (kind "interactions"): the columns found and the table's sizes
+    user_column: str | None = None
+    item_column: str | None = None
+    rating_column: str | None = None
+    time_column: str | None = None
+    users: int | None = None
+    items: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
@@ -74,6 +84,16 @@ class DataProfile:
             return (f"{self.rows} texts in {len(self.classes)} classes; {lang} (CJK share {self.cjk_fraction:.2f}); "
                     f"median {self.median_chars:.0f} characters; text column '{self.text_column}', label column "
                     f"'{self.label_column}'")
+        if self.kind == "audio":
+            lo, mid, p90 = self.clip_seconds or (0.0, 0.0, 0.0)
+            rates = ", ".join(f"{r} Hz {n}" for r, n in sorted(self.sample_rates.items()))
+            return (f"{self.rows} audio clips in {len(self.classes)} classes; lengths {lo:.2f}-{p90:.2f} s "
+                    f"(median {mid:.2f}, 90 % below {p90:.2f}); sample rates {rates}")
+        if self.kind == "interactions":
+            extra = ", ".join(f"{role} '{col}'" for role, col in (("rating", self.rating_column),
+                                                                   ("time", self.time_column)) if col)
+            return (f"{self.rows} interactions of {self.users} users with {self.items} items (user column "
+                    f"'{self.user_column}', item column '{self.item_column}'{', ' + extra if extra else ''})")
         what = (f"{len(self.classes)} classes" if self.task == "classification" else "a number (regression)")
         return (f"{self.rows} rows x {len(self.columns)} columns ({self.numeric_columns} numeric, "
                 f"{self.other_columns} other); target '{self.target}': {what}")
@@ -132,12 +152,14 @@ def _inspect_folder(root: Path) -> DataProfile:
         return profile
     from danlu.data.imagefolder import scan_image_folder
 
+    if _holds_audio(root):
+        return _audio_profile(root)
     try:
         layout = scan_image_folder(root)
     except DataError as e:
-        raise DataError(f"{root} is neither an image folder nor a text folder: {e.message}",
-                        hint="an image folder has one subfolder per class (or train/<class>/); a text folder has "
-                             "train.csv/.tsv/.jsonl (and dev/test)") from None
+        raise DataError(f"{root} is neither an image, audio nor text folder: {e.message}",
+                        hint="an image or audio folder has one subfolder per class (or train/<class>/); a text "
+                             "folder has train.csv/.tsv/.jsonl (and dev/test)") from None
     return _image_profile(root, layout)
 
 
@@ -192,11 +214,56 @@ def _is_gray(img: Any) -> bool:
     return int(np.abs(rgb[..., 0] - rgb[..., 1]).max()) <= 8 and int(np.abs(rgb[..., 1] - rgb[..., 2]).max()) <= 8
 
 
+AUDIO_SAMPLE = 400  # clip headers read to learn lengths and rates (headers only: milliseconds each)
+
+
+def _holds_audio(root: Path) -> bool:
+    """Whether the first files met two levels down (root/<class>/ or root/train/<class>/) are mostly audio."""
+    from danlu.data.audio import AUDIO_EXTENSIONS
+    from danlu.data.imagefolder import IMAGE_EXTENSIONS
+
+    audio = images = 0
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))[:20]:
+        for f in sorted(sub.rglob("*"))[:50]:
+            suffix = f.suffix.lower()
+            audio += suffix in AUDIO_EXTENSIONS
+            images += suffix in IMAGE_EXTENSIONS
+    return audio > images
+
+
+def _audio_profile(root: Path) -> DataProfile:
+    from danlu.data.audio import clip_header
+    from danlu.data.audiofolder import scan_audio_folder
+
+    classes, splits, _ = scan_audio_folder(root)
+    samples = [s for split in splits.values() for s in split]
+    counts = Counter(classes[label] for _, label in samples)
+    seconds: list[float] = []
+    rates: Counter = Counter()
+    for path, _ in samples[:: max(1, len(samples) // AUDIO_SAMPLE)][:AUDIO_SAMPLE]:
+        try:
+            rate, frames, _channels = clip_header(path)
+        except (DataError, OSError):  # unreadable clips are the loader's to list, with their names
+            continue
+        if rate > 0:
+            seconds.append(frames / rate)
+            rates[str(rate)] += 1
+    if not seconds:
+        raise DataError(f"none of the {len(samples)} audio files sampled in {root} could be read",
+                        hint="check that they are real recordings (play one)")
+    seconds.sort()
+    p90 = seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))]
+    return DataProfile(path=str(root), kind="audio", layout="audio-folder", rows=len(samples),
+                       classes=list(classes), class_counts=dict(sorted(counts.items())),
+                       clip_seconds=(round(seconds[0], 3), round(statistics.median(seconds), 3), round(p90, 3)),
+                       sample_rates=dict(rates))
+
+
 # ---------------------------------------------------------------- delimited files
 
 
-def _read_rows(p: Path) -> tuple[list[str], list[list[str]], int]:
-    """Header, up to ROW_SAMPLE evenly spread rows and the total row count of a CSV/TSV/JSONL file."""
+def _read_rows(p: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV/TSV/JSONL file."""
     from danlu.data.text.files import FORMATS, decode_text, read_bytes
 
     suffixes = [x.lower() for x in p.suffixes if x.lower() != ".gz"]
@@ -234,9 +301,12 @@ def _read_rows(p: Path) -> tuple[list[str], list[list[str]], int]:
         if not parsed:
             raise DataError(f"{p} has no rows")
         header, rows = [h.strip() for h in parsed[0]], parsed[1:]
-    total = len(rows)
-    step = max(1, total // ROW_SAMPLE)
-    return header, rows[::step][:ROW_SAMPLE], total
+    return header, rows
+
+
+def _sample(rows: list[list[str]]) -> list[list[str]]:
+    """Up to ROW_SAMPLE evenly spread rows."""
+    return rows[:: max(1, len(rows) // ROW_SAMPLE)][:ROW_SAMPLE]
 
 
 def _column(rows: list[list[str]], j: int) -> list[str]:
@@ -280,12 +350,15 @@ def _pick_label(header: list[str], rows: list[list[str]], exclude: set[int]) -> 
 
 
 def _inspect_delimited(p: Path) -> DataProfile:
-    header, rows, total = _read_rows(p)
-    if not rows:
+    header, all_rows = _read_rows(p)
+    if not all_rows:
         raise DataError(f"{p} has a header but no rows")
+    rows, total = _sample(all_rows), len(all_rows)
     cols = {j: _column(rows, j) for j in range(len(header))}
     text_cols = [j for j, v in cols.items() if _is_free_text(v)]
     others = [j for j in cols if j not in text_cols]
+    if not text_cols and (found := _interaction_profile(p, header, all_rows)) is not None:
+        return found
     # texts: one free-text column beside one label column (a review file); wider files are tables
     if len(text_cols) == 1 and len(others) == 1:
         tj, lj = text_cols[0], others[0]
@@ -319,8 +392,38 @@ def _table_profile(p: Path, header: list[str], cols: dict[int, list[str]], targe
 def _inspect_parquet(p: Path) -> DataProfile:
     from danlu.data.parquet import read_parquet
 
-    header, rows = read_parquet(p)
-    total = len(rows)
-    rows = rows[:: max(1, total // ROW_SAMPLE)][:ROW_SAMPLE]
+    header, all_rows = read_parquet(p)
+    rows, total = _sample(all_rows), len(all_rows)
     cols = {j: _column(rows, j) for j in range(len(header))}
+    if not any(_is_free_text(v) for v in cols.values()) and (
+            found := _interaction_profile(p, header, all_rows)) is not None:
+        return found
     return _table_profile(p, header, cols, _pick_label(header, rows, set()), total)
+
+
+# ---------------------------------------------------------------- interactions
+
+MAX_OTHER_COLUMNS = 1  # besides user, item, rating and time: more is a table about users or items, not events
+
+
+def _interaction_profile(p: Path, header: list[str], rows: list[Any]) -> DataProfile | None:
+    """A table of who interacted with what (a user column and an item column by their names, at most a
+    rating, a time and one more column, none named like a label, users that recur), or None."""
+    from danlu.data.interactions import pick_column
+    from danlu.data.text.files import LABEL_NAMES
+
+    role = {r: pick_column(header, "auto", r, p, required=False) for r in ("user", "item", "rating", "time")}
+    if role["user"] is None or role["item"] is None or role["user"] == role["item"]:
+        return None
+    others = [h for h in header if h not in role.values()]
+    if len(others) > MAX_OTHER_COLUMNS or any(h.lower() in LABEL_NAMES for h in others):
+        return None
+    ju, ji = header.index(role["user"]), header.index(role["item"])
+    users = {str(r[ju]).strip() for r in rows if len(r) > ju}
+    items = {str(r[ji]).strip() for r in rows if len(r) > ji}
+    if len(users) >= 0.9 * len(rows):  # users that do not recur: an id column of some other table
+        return None
+    return DataProfile(path=str(p), kind="interactions", layout="interactions-file", rows=len(rows),
+                       columns=header, task="ranking", user_column=role["user"], item_column=role["item"],
+                       rating_column=role["rating"], time_column=role["time"], users=len(users),
+                       items=len(items))

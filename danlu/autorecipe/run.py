@@ -97,16 +97,17 @@ def _deadline(deadline: float) -> Any:
 
 def clearly_better(challenger: float, incumbent: float, metric: str, samples: int | None) -> bool:
     """Whether a validation score beats the incumbent's by more than one standard error of an accuracy on
-    ``samples`` rows (sqrt(p(1-p)/n)); other metrics (R²) need only be higher. On a 32-text val split two
-    models 3 points apart are a coin toss, and the default (the cheaper, surer choice) should stay."""
-    if metric != "accuracy" or not samples:
+    ``samples`` rows (sqrt(p(1-p)/n)); recall@k counts as a hit rate over the validation interactions; other
+    metrics (R²) need only be higher. On a 32-text val split two models 3 points apart are a coin toss, and
+    the default (the cheaper, surer choice) should stay."""
+    if metric not in ("accuracy", "recall@20") or not samples:
         return challenger > incumbent
     p = min(max(incumbent, 1 / samples), 1 - 1 / samples)
     return challenger > incumbent + math.sqrt(p * (1 - p) / samples)
 
 
 def val_metric_name(task: str) -> str:
-    return "accuracy" if task == "classification" else "r2"
+    return {"classification": "accuracy", "ranking": "recall@20", "recommendation": "recall@20"}.get(task, "r2")
 
 
 def train_auto(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, time_limit: float | None = None,
@@ -147,7 +148,10 @@ def _best_val(run: Path, metric: str) -> float | None:
     from danlu.runs.files import read_json
 
     try:
-        best = read_json(run / "status.json").get("best_epoch")
+        status = read_json(run / "status.json")
+        if status.get("monitor") == f"val_{metric}" and status.get("best_val") is not None:
+            return float(status["best_val"])  # recommendation runs record their best validation score
+        best = status.get("best_epoch")
         for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             if row.get("epoch") == best and f"val_{metric}" in row:
@@ -182,8 +186,11 @@ def _search(choice: Choice, overrides: list[str], deadline: float, budget: float
             recipe = _recipe(cand, choice, [*held_out, *overrides])
             result = train(recipe, runs_dir=runs_dir, data_dir=data_dir, progress=progress,
                            callbacks=[_deadline(time.monotonic() + share)])
-            report = evaluate(result.run, "val", runs_dir=runs_dir, data_dir=data_dir)
-            val, n_val = report["metrics"].get(metric), report.get("samples")
+            if choice.profile.kind == "interactions":  # scored on validation as it trained (status.json)
+                val, n_val = _best_val(result.run, metric), (result.report or {}).get("sizes", {}).get("val")
+            else:
+                report = evaluate(result.run, "val", runs_dir=runs_dir, data_dir=data_dir)
+                val, n_val = report["metrics"].get(metric), report.get("samples")
         except DanluError as e:
             if cand is choice.candidates[0]:  # the default's failure (a bad target, a leak) is the data's: say it
                 raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 # characters of one input line kept: past what any run's max_len tokens can reach (TextEncoder.max_chars),
 # so an over-long line is cut here, before its copies (labels, output rows) and its tokenizing
@@ -34,7 +35,7 @@ def collect_inputs(a: argparse.Namespace, kind: str) -> list:
     for item in a.inputs:
         if item == "-":
             stream = getattr(sys.stdin, "buffer", None)  # bytes, decoded as files are (not the locale's way)
-            raw = stream.read() if stream is not None else sys.stdin.read().encode()
+            raw = capped_lines(stream) if stream is not None else sys.stdin.read().encode()
             inputs.extend(read_lines(raw, Path("<stdin>")))
         else:
             inputs.append(item)
@@ -51,21 +52,27 @@ def file_bytes(p: Path) -> bytes:
 
     if not p.is_file():
         return read_bytes(p)  # its error
-    limit = 4 * MAX_LINE_CHARS
-    out = []
     try:
         with p.open("rb") as f:
             if f.read(2) == b"\x1f\x8b":
                 return read_bytes(p)
             f.seek(0)
-            while line := f.readline(limit):
-                if len(line) == limit and not line.endswith(b"\n"):  # over-long: the rest of it is skipped
-                    while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
-                        pass
-                    line = _whole_characters(line) + b"\n"
-                out.append(line)
+            return capped_lines(f)
     except PermissionError:
         return read_bytes(p)  # its error
+
+
+def capped_lines(stream: BinaryIO) -> bytes:
+    """A binary stream's bytes with each line cut to 4 bytes a kept character (at a character boundary),
+    read a line at a time: a file or stdin with one 100 MB line never sits in memory whole."""
+    limit = 4 * MAX_LINE_CHARS
+    out = []
+    while line := stream.readline(limit):
+        if len(line) == limit and not line.endswith(b"\n"):  # over-long: the rest of it is skipped
+            while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            line = _whole_characters(line) + b"\n"
+        out.append(line)
     return b"".join(out)
 
 

@@ -41,7 +41,10 @@ def cmd_train(a: argparse.Namespace) -> None:
                              hint=f"danlu train --resume {a.resume}")
         overrides.insert(0, recipe)
     if a.nproc is not None:  # N worker processes through torch.distributed.run, each running this verb
+        from danlu.recommend.distributed import check_launch
         from danlu.training.launch import launch
+
+        check_launch(recipe, overrides, a.resume, a.runs_dir)  # a recommender it cannot split: refused once
 
         code = launch(a)
         if code:
@@ -64,12 +67,15 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from danlu.api import evaluate
     from danlu.evaluation import report_name
+    from danlu.recommend.evaluate import parse_ks
 
-    report = evaluate(a.run, a.split, runs_dir=a.runs_dir, data_dir=a.data_dir)
+    report = evaluate(a.run, a.split, runs_dir=a.runs_dir, data_dir=a.data_dir, k=parse_ks(a.k))
     if a.json:
-        print_json({"run": report["run"], "split": a.split, "metrics": report["metrics"]})
+        print_json({"run": report["run"], "split": a.split, "metrics": report["metrics"],
+                    **({"popularity": report["popularity"]} if "popularity" in report else {})})
     else:
-        print((Path(report["run"]) / f"{report_name(a.split)}.md").read_text(encoding="utf-8"))
+        name = report.get("report_name", report_name(a.split))  # a recommendation run's may carry its k
+        print((Path(report["run"]) / f"{name}.md").read_text(encoding="utf-8"))
 
 
 def add_train_verbs(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -92,6 +98,8 @@ def add_train_verbs(sub: argparse._SubParsersAction, common: Callable[[argparse.
     e = sub.add_parser("evaluate", help="evaluate a run on a split → report.json, report.md, plots")
     e.add_argument("run")
     e.add_argument("--split", default="test", help="train, val or test")
+    e.add_argument("--k", metavar="K[,K...]", help="recommendation runs: the ranking cut-offs, e.g. 10,20,50 "
+                   "(default: the recipe's recommend.k); other cut-offs write report[-val]-k10-20-50.json")
     e.add_argument("--json", action="store_true")
     common(e)
     e.set_defaults(func=cmd_evaluate, heavy=True)

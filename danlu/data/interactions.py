@@ -21,9 +21,12 @@ from danlu.errors import DataError
 
 # column names tried, in order, when the recipe leaves a column on "auto"
 COMMON_NAMES: dict[str, tuple[str, ...]] = {
-    "user": ("user", "userid", "user_id", "uid", "customer", "customer_id", "visitor", "visitorid", "用户", "用户id"),
-    "item": ("item", "itemid", "item_id", "iid", "movieid", "movie_id", "product", "product_id", "productid",
-             "sku", "article", "article_id", "物品", "商品", "商品id"),
+    "user": ("user", "userid", "uid", "customer", "customerid", "visitor", "visitorid", "client", "clientid",
+             "member", "memberid", "account", "accountid", "buyer", "reader", "listener", "用户", "用户id", "客户",
+             "会员"),
+    "item": ("item", "itemid", "iid", "movieid", "movie", "product", "productid", "sku", "article", "articleid",
+             "book", "bookid", "isbn", "asin", "song", "songid", "track", "trackid", "物品", "商品", "商品id",
+             "电影"),
     "rating": ("rating", "score", "stars", "value", "weight", "评分"),
     "time": ("timestamp", "time", "ts", "datetime", "date", "when", "event_time", "created_at", "时间"),
 }
@@ -160,14 +163,19 @@ def pick_column(columns: list[str], wanted: str | None, role: str, path: Path, r
         return wanted
     if wanted is None:
         return None
-    lower = {c.lower().replace(" ", ""): c for c in columns}
+    lower = {_squash(c): c for c in reversed(columns)}  # the first of two columns that squash alike wins
     for name in names[role]:
-        if name in lower:
-            return lower[name]
+        if _squash(name) in lower:
+            return lower[_squash(name)]
     if required:
         raise DataError(f"{path}: no {role} column found among {', '.join(columns)}",
                         hint=f"name it in the recipe: recommend.{role}_column=COLUMN")
     return None
+
+
+def _squash(name: str) -> str:
+    """A column name without case, spaces, '_', '-' or '.': 'Customer ID', 'customer_id' and 'CustomerId' meet."""
+    return re.sub(r"[\s_.\-]+", "", name.strip().lower())
 
 
 def _floats(values: list[Any], what: str, path: Path) -> np.ndarray:
@@ -177,6 +185,27 @@ def _floats(values: list[Any], what: str, path: Path) -> np.ndarray:
         bad = next(i for i, v in enumerate(values) if not _is_number(v))
         raise DataError(f"{path}: {what} on row {bad + 2} is {values[bad]!r}, not a number",
                         hint=f"fix or drop that row, or set the {what} column to null") from None
+
+
+def _ratings(values: list[Any], path: Path) -> tuple[np.ndarray, int]:
+    """Ratings as floats, a blank cell as NaN (an interaction without a rating), and how many were blank;
+    a cell that is not a number is an error naming its row."""
+    blank = np.fromiter((v is None or str(v).strip() in _BLANK for v in values), dtype=bool, count=len(values))
+    if not blank.any():
+        return _floats(values, "rating", path), 0
+    out = np.full(len(values), np.nan)
+    rows = np.flatnonzero(~blank)
+    try:
+        out[rows] = [float(values[i]) for i in rows]
+    except (TypeError, ValueError):
+        bad = next(i for i in rows if not _is_number(values[i]))
+        raise DataError(f"{path}: rating on row {bad + 2} is {values[bad]!r}, not a number",
+                        hint="fix or drop that row (a blank cell is read as no rating), or set the rating column "
+                             "to null") from None
+    return out, int(blank.sum())
+
+
+_BLANK = ("", "nan", "NaN", "NA", "N/A", "null", "None")
 
 
 def _is_number(v: Any) -> bool:
@@ -233,14 +262,15 @@ def read_interactions(path: Path, *, user_column: str = "auto", item_column: str
         raise DataError(f"{path}: every one of the {n} rows has a different {ucol!r}, so no user has two "
                         "interactions: this is probably not the user column",
                         hint=f"name the user column: recommend.user_column=... (columns: {', '.join(names)})")
-    ratings = _floats(cols[rcol], "rating", path) if rcol else None
+    ratings, unrated = _ratings(cols[rcol], path) if rcol else (None, 0)
     if ratings is not None:
-        if not np.isfinite(ratings).all():
-            bad = int(np.flatnonzero(~np.isfinite(ratings))[0])
+        known = ~np.isnan(ratings)
+        if not np.isfinite(ratings[known]).all():
+            bad = int(np.flatnonzero(known & ~np.isfinite(ratings))[0])
             raise DataError(f"{path}: rating on row {bad + 2} is not a finite number")
         if rating_scale is not None:
             lo, hi = rating_scale
-            out = np.flatnonzero((ratings < lo) | (ratings > hi))
+            out = np.flatnonzero(known & ((ratings < lo) | (ratings > hi)))
             if len(out):
                 raise DataError(f"{path}: {len(out)} rating(s) fall outside the declared scale [{lo:g}, {hi:g}] "
                                 f"(first: {ratings[out[0]]:g} on row {out[0] + 2})",
@@ -251,6 +281,9 @@ def read_interactions(path: Path, *, user_column: str = "auto", item_column: str
     users = np.fromiter((user_map.index[u] for u in raw_users), dtype=np.int64, count=n)
     items = np.fromiter((item_map.index[i] for i in raw_items), dtype=np.int64, count=n)
     notes = [f"columns: user {ucol!r}, item {icol!r}, rating {rcol!r}, time {tcol!r}"]
+    if unrated:
+        notes.append(f"{unrated} row(s) have no rating: kept as interactions (positives under implicit: all; "
+                     "below any rating threshold; left out of rating prediction)")
     users, items, ratings, times, dup_note = _aggregate(users, items, ratings, times)
     if dup_note:
         notes.append(dup_note)
@@ -270,8 +303,12 @@ def _aggregate(users: np.ndarray, items: np.ndarray, ratings: np.ndarray | None,
     pos[np.argsort(first)] = np.arange(len(uniq))
     group = pos[inverse]
     new_r = None
-    if ratings is not None:
-        new_r = np.bincount(group, weights=ratings, minlength=len(uniq)) / np.bincount(group, minlength=len(uniq))
+    if ratings is not None:  # the mean of the known ratings; a pair rated nowhere stays unrated (NaN)
+        known = ~np.isnan(ratings)
+        total = np.bincount(group[known], weights=ratings[known], minlength=len(uniq))
+        count = np.bincount(group[known], minlength=len(uniq))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            new_r = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     new_t = None
     if times is not None:
         new_t = np.full(len(uniq), np.iinfo(np.int64).min, dtype=np.int64)

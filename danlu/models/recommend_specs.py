@@ -46,6 +46,13 @@ class TwoTowerOptions(_Options):
     negatives: int = Field(1, ge=1)
 
 
+class LightGCNOptions(_Options):
+    dim: int = Field(64, ge=1)
+    layers: int = Field(3, ge=0)  # graph convolutions; 0 is MF
+    reg: float = Field(0.0, ge=0)
+    negatives: int = Field(1, ge=1)
+
+
 # name → (options class, one-line description)
 RECOMMENDERS: dict[str, tuple[type[_Options], str]] = {
     "popularity": (PopularityOptions, "most-interacted unseen items (the baseline beside every model)"),
@@ -53,4 +60,5 @@ RECOMMENDERS: dict[str, tuple[type[_Options], str]] = {
     "ease": (EASEOptions, "EASE: closed-form item-item ridge regression with a zero diagonal"),
     "mf": (MFOptions, "matrix factorization in PyTorch: BPR for implicit, biased MSE for ratings"),
     "two_tower": (TwoTowerOptions, "user tower × item tower on genres, year, title tokens: scores new items"),
+    "lightgcn": (LightGCNOptions, "LightGCN: MF embeddings averaged over the user-item graph's layers (BPR)"),
 }

@@ -24,6 +24,10 @@ def build(recipe: Recipe, n_users: int, n_items: int, features: dict | None = No
     if name == "mf":
         options["loss"] = "mse" if config_of(recipe).task == "rating" else (
             "bpr" if options["loss"] in ("auto", "mse") else options["loss"])
+    if name == "lightgcn":  # its own module (danlu/models/lightgcn.py)
+        from danlu.models.lightgcn import LightGCN
+
+        return LightGCN(n_users, n_items, **options)
     extra = {}
     if name == "two_tower":
         f = features or {}

@@ -38,11 +38,14 @@ def describe_interactions(recipe: Recipe, data_dir: Path | None = None) -> str:
              f"interactions per user: {_percentiles(per_user)}",
              f"interactions per item: {_percentiles(per_item)}  (items with one: {int((per_item == 1).sum())}, "
              f"{(per_item == 1).mean():.0%})"]
-    if data.ratings is not None:
-        values, counts = np.unique(data.ratings, return_counts=True)
+    rated = data.ratings[~np.isnan(data.ratings)] if data.ratings is not None else None
+    if rated is not None and len(rated):
+        values, counts = np.unique(rated, return_counts=True)
         hist = "  ".join(f"{v:g}: {c}" for v, c in zip(values, counts, strict=True)) if len(values) <= 12 else (
             f"{len(values)} distinct values")
-        lines.append(f"ratings: mean {data.ratings.mean():.3f}  sd {data.ratings.std():.3f}  histogram {hist}")
+        blank = len(data.ratings) - len(rated)
+        lines.append(f"ratings: mean {rated.mean():.3f}  sd {rated.std():.3f}  histogram {hist}"
+                     + (f"  (unrated {blank})" if blank else ""))
     if data.times is not None:
         first, last = (dt.datetime.fromtimestamp(int(t), dt.UTC).date() for t in
                        (data.times.min(), data.times.max()))

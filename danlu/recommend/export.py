@@ -47,11 +47,11 @@ def export_recommender(run_dir: Path, say: Any = print) -> dict[str, Any]:
     served = RecommenderRun(run_dir)
     model = served.model
     if not hasattr(model, "item_vectors"):
-        raise DanluError(f"ONNX export covers the embedding models (mf, two_tower); {served.recipe.model.name} "
-                         "scores from each user's whole history", hint=f"serve it from the run folder: danlu serve "
-                                                                        f"{run_dir}")
+        raise DanluError(f"ONNX export covers the embedding models (mf, two_tower, lightgcn); "
+                         f"{served.recipe.model.name} scores from each user's whole history",
+                         hint=f"serve it from the run folder: danlu serve {run_dir}")
     with torch.no_grad():
-        users = model.user.weight.detach().clone()
+        users = (model.user_table() if hasattr(model, "user_table") else model.user.weight).detach().clone()
         items = model.item_vectors().detach().clone()
         bias = model.item_bias.weight.detach().reshape(-1).clone()
     scorer = EmbeddingScorer(users, items, bias).eval()

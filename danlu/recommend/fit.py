@@ -30,7 +30,7 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
             validate: Callable[[], float | dict[str, float]] | None, patience: int = 5,
             say: Callable[[str], None] = print, loss_name: str = "bpr", monitor: str = "val",
             on_epoch: Callable[[dict[str, Any]], bool] | None = None, state_path: Path | None = None,
-            resume: bool = False) -> dict[str, Any]:
+            resume: bool = False, shard: Any = None) -> dict[str, Any]:
     """Train on (user, positive, sampled negative) triples (BPR) or on (user, positive) against the whole
     catalogue (``loss_name="softmax"``); keep the weights with the best ``validate()`` (a number, or a dict
     of validation metrics of which ``monitor`` is scored); without one, all epochs run and the last weights
@@ -38,9 +38,12 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
 
     ``on_epoch(row)`` sees each epoch's history row and returns True to stop (a search's pruner);
     ``state_path`` keeps a checkpoint after every epoch, and ``resume`` continues from it (a run killed
-    mid-fit ends exactly as an uninterrupted one)."""
+    mid-fit ends exactly as an uninterrupted one). ``shard`` (recommend/distributed.py) trains this process's
+    share of each batch and sums the gradients across processes (--nproc); only its writer saves state."""
     from danlu.recommend.checkpoint import load_fit_state, save_fit_state
 
+    if hasattr(model, "set_graph"):  # LightGCN propagates over the matrix it is trained on
+        model.set_graph(train)
     gen = torch.Generator().manual_seed(seed)
     coo = train.tocoo()
     users = torch.from_numpy(coo.row.astype(np.int64))
@@ -59,7 +62,7 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
         if done:
             break
         model.train()
-        total = _bpr_epoch(model, opt, users, items, gen, batch_size, negatives, reg, loss_name)
+        total = _bpr_epoch(model, opt, users, items, gen, batch_size, negatives, reg, loss_name, shard)
         model.eval()
         measured = validate() if validate is not None else float(epoch)
         score = measured if not isinstance(measured, dict) else measured[monitor]
@@ -72,7 +75,7 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
             best, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
             time_to_best = time.perf_counter() - t0
         done = epoch == epochs or epoch - best_epoch >= patience
-        if state_path is not None:
+        if state_path is not None and (shard is None or shard.writer):
             save_fit_state(state_path, model, opt, gen, best_state,
                            {"epoch": epoch, "done": done, "best": best, "best_epoch": best_epoch,
                             "history": history, "seconds": time.perf_counter() - t0,
@@ -88,8 +91,9 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
 
 
 def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items: torch.Tensor,
-               gen: torch.Generator, batch_size: int, negatives: int, reg: float, loss_name: str) -> float:
-    """One pass over the positives; the summed loss."""
+               gen: torch.Generator, batch_size: int, negatives: int, reg: float, loss_name: str,
+               shard: Any = None) -> float:
+    """One pass over the positives; the summed loss (with a ``shard``: over all processes)."""
     order = torch.randperm(len(users), generator=gen)
     total = 0.0
     for b in range(0, len(order), batch_size):
@@ -97,6 +101,8 @@ def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items
         u = users[idx].repeat(negatives)
         i = items[idx].repeat(negatives)
         j = torch.randint(0, model.n_items, (len(u),), generator=gen)
+        if shard is not None:  # --nproc: this process's share of the batch (recommend/distributed.py)
+            idx, u, i, j = shard.take(idx, u, i, j)
         table = model.item_tower(drop=True) if hasattr(model, "item_tower") else None
         if loss_name == "softmax":  # cross-entropy over the whole catalogue: every item a negative
             vectors = table if table is not None else model.item.weight
@@ -116,9 +122,11 @@ def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items
                 loss = loss + reg * sum((v ** 2).sum(-1).mean() for v in vecs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if shard is not None:
+            shard.reduce(model)
         opt.step()
-        total += float(loss.detach()) * len(idx)
-    return total
+        total += float(loss.detach()) * len(idx) if len(idx) else 0.0  # an empty share's mean is NaN
+    return total if shard is None else shard.total(total)
 
 
 def fit_mse(model: MF, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, *, epochs: int, batch_size: int,

@@ -65,7 +65,20 @@ class RecommenderRun:
         load_state(self.model, self.run_dir / "model.safetensors")
         self.model.eval()
         self.history = load_history(self.run_dir, len(self.items))
+        if hasattr(self.model, "set_graph"):  # LightGCN: the known interactions are its graph
+            self.model.set_graph(self.history)
         self.counts = np.asarray(self.history.sum(0)).ravel()
+        self.index = self._item_index()
+
+    def _item_index(self) -> Any:
+        """recommend.index: None (every item scored) or the faiss index over the item vectors (index.py)."""
+        from danlu.recommend import index
+        from danlu.recommend.data import config_of
+
+        cfg = config_of(self.recipe)
+        if not index.wanted(cfg.index, len(self.items), self.recipe.model.name, hasattr(self.model, "item_vectors")):
+            return None
+        return index.for_model(self.model, cfg.index_probes)
 
     def label(self, index: int) -> str:
         return item_label(self.item_info, self.items.ids, index)
@@ -114,16 +127,28 @@ class RecommenderRun:
         from danlu.recommend.metrics import rank_top
 
         scored = [a for a in asks if a.index is not None]
-        rows: dict[int, np.ndarray] = {}
+        rows: dict[int, Any] = {}  # scores over the catalogue, or (with an index) (top items, their scores)
         if scored:
             indptr = np.cumsum([0] + [len(a.history) for a in scored])
             indices = np.concatenate([a.history for a in scored])
             h = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
                               shape=(len(scored), len(self.items)))
-            scores = np.asarray(self.model.score(np.asarray([a.index for a in scored]), h), dtype=np.float64)
-            rows = {id(a): scores[j] for j, a in enumerate(scored)}
+            users = np.asarray([a.index for a in scored])
+            if self.index is not None:  # approximate top-k: only the probed clusters are scored
+                from danlu.recommend.index import top_k
+
+                vectors = self.model.user_vectors(users, h).numpy()
+                found = top_k(self.index, vectors, max(a.k for a in scored),
+                              [np.concatenate([a.history, np.asarray(a.exclude, dtype=np.int64)]) for a in scored])
+                rows = {id(a): (top[:a.k], s[:a.k]) for a, (top, s) in zip(scored, found, strict=True)}
+            else:
+                scores = np.asarray(self.model.score(users, h), dtype=np.float64)
+                rows = {id(a): scores[j] for j, a in enumerate(scored)}
         tops = []
         for a in asks:
+            if self.index is not None and a.index is not None:
+                tops.append(rows[id(a)])
+                continue
             s = rows[id(a)].copy() if a.index is not None else self.counts.astype(np.float64).copy()
             s[a.history] = -np.inf
             s[a.exclude] = -np.inf
@@ -166,6 +191,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"note: {n}" for n in result["notes"]]
     for rank, r in enumerate(result["recommendations"], 1):
         why = f"  (because you rated {safe(r['because']['title'])})" if "because" in r else ""
-        lines.append(f"{rank:>3}. {safe(r['title'])}  [{safe(r['item'])}]  {r['score']:.4f}{why}")
+        named = r["title"] != f"item {r['item']}"  # a title from the item table; else the id alone, once
+        label = f"{safe(r['title'])}  [{safe(r['item'])}]" if named else safe(r["title"])
+        lines.append(f"{rank:>3}. {label}  {r['score']:.4f}{why}")
     return "\n".join(lines)
 

@@ -79,7 +79,11 @@ def train_rating(recipe: Recipe, data: Any, *, runs_dir: Path | None, run_dir: P
     if recipe.model.name != "mf":
         raise DataError(f"recommend.task=rating takes model mf (biased MF) here, not {recipe.model.name}",
                         hint="model.name=mf; the bias baseline is always reported beside it")
-    u, i, r = data.users, data.items, data.ratings.astype(np.float64)
+    rated = ~np.isnan(data.ratings)  # interactions without a rating have nothing to fit here (noted on reading)
+    u, i, r = data.users[rated], data.items[rated], data.ratings[rated].astype(np.float64)
+    if len(r) == 0:
+        raise DataError(f"recommend.task=rating needs ratings, and every rating cell in {data.source} is blank",
+                        hint="name the rating column (recommend.rating_column=...), or use recommend.task=ranking")
     scale = cfg.rating_scale or (float(r.min()), float(r.max()))
     folds = np.random.default_rng(recipe.seed).permutation(len(r)) % cfg.folds
     schema = {"task": "rating", "model": recipe.model.name, "features": None, "explains": False}

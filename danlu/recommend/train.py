@@ -30,11 +30,12 @@ def check_recipe(recipe: Recipe) -> None:
 
 
 def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any, rebuild: Any = None, hooks: Any = None,
-              folder: Any = None, resume: bool = False) -> dict[str, Any]:
+              folder: Any = None, resume: bool = False, shard: Any = None) -> dict[str, Any]:
     """Closed form, or gradient steps with the epoch picked on the validation monitor (train.monitor, by
     default Recall@max(k)); then, with recommend.refit, ``rebuild()``'s fresh model trained that many epochs
     on train + validation. ``hooks`` sees each epoch's validation row (one row for a closed-form fit);
-    ``folder`` keeps MF / two-tower's per-epoch checkpoints, and ``resume`` continues from them."""
+    ``folder`` keeps MF / two-tower's per-epoch checkpoints, and ``resume`` continues from them; ``shard``
+    trains this process's share of each batch of a --nproc run (recommend/distributed.py)."""
     from danlu.recommend.hooks import monitor
 
     cfg = config_of(recipe)
@@ -68,7 +69,7 @@ def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any, rebuild:
     loss_name = o.get("loss") if o.get("loss") in ("bpr", "softmax") else "bpr"
     common = {"batch_size": tr.batch_size, "lr": tr.lr, "reg": o.get("reg", 0.0), "negatives": o.get("negatives", 1),
               "optimizer": tr.optimizer, "weight_decay": tr.weight_decay, "seed": recipe.seed, "loss_name": loss_name,
-              "resume": resume}
+              "resume": resume, "shard": shard}
     info = fit_bpr(model, prepared.train, epochs=int(tr.epoch_count), validate=validate, monitor=name,
                    patience=tr.early_stop.patience if tr.early_stop else 5, say=say, on_epoch=hooks,
                    state_path=folder / SELECT if folder is not None else None, **common)
@@ -113,6 +114,7 @@ class Trained:
     wall_s: float
     report: dict[str, Any]
     status: str = "done"  # or "pruned" (a search stopped it: no test metrics)
+    writer: bool = True  # False in the other processes of a --nproc run: process 0 wrote and prints the run
 
 
 def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir: Path | None = None,
@@ -134,6 +136,9 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
     t0 = time.perf_counter()
     check_recipe(recipe)
     monitor(recipe)  # a train.monitor the run never logs is refused before any file is written
+    from danlu.recommend.distributed import join
+
+    group = join(recipe)  # --nproc / torchrun: one of several processes (None in one process)
     cfg = config_of(recipe)
     say = print if progress else (lambda *_: None)
     torch.manual_seed(recipe.seed)
@@ -156,8 +161,18 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
 
     model = rebuild()
     schema = {"task": "ranking", "model": recipe.model.name, "features": features, "explains": bool(model.explains)}
-    run = store.reopen(resume, data, schema) if resume is not None else store.start(recipe, data, schema, runs_dir,
-                                                                                    run_dir)
+    def create() -> Any:
+        return store.reopen(resume, data, schema) if resume is not None else store.start(recipe, data, schema,
+                                                                                         runs_dir, run_dir)
+
+    run = create() if group is None else group.open_run(create)  # process 0 writes; the others read its path
+    shard = None
+    if group is not None:
+        from danlu.recommend.distributed import Shard
+
+        shard = Shard(group.rank, group.size)
+        if not group.writer:
+            say = lambda *_: None  # noqa: E731 - process 0 prints
     with run.lock():
         for note in prepared.notes:
             say(f"note: {note}")
@@ -171,7 +186,12 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
             run.rewrite_metrics(saved_history(run.path / SELECT) if model.trained else [])
         with phase(run, "training"):
             fit_info = fit_model(recipe, model, prepared, say, rebuild, hooks, run.path if resumable else None,
-                                 resume=resume is not None)
+                                 resume=resume is not None, shard=shard)
+            if shard is not None:
+                fit_info["distributed"] = shard.describe(group)
+                group.close()
+                if not group.writer:  # process 0 saves, scores and writes the report
+                    return Trained(run.path, {}, time.perf_counter() - t0, {}, writer=False)
             if not pruned(hooks):
                 store.save_weights(run.path, model, recipe, prepared.known_at_test)
         done = {k: v for k, v in fit_info.items() if k not in ("history", "stopped")}
@@ -181,6 +201,8 @@ def train_recommender(recipe: Recipe, *, runs_dir: Path | None = None, data_dir:
             finish_run(run, "pruned", **done)
             return Trained(run.path, {}, time.perf_counter() - t0, {}, "pruned")
         run.set_status("evaluating", **done)
+        if hasattr(model, "set_graph"):  # LightGCN at test time: the graph of everything known before test
+            model.set_graph(prepared.known_at_test)
         with phase(run, "evaluation", **done):
             report = ranking_report(recipe, model, prepared, fit_info, run, plots)
         finish_run(run, "done", **done)
