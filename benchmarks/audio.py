@@ -1,13 +1,16 @@
 """Audio: read + featurize throughput from a warm cache, and the Mandarin tone targets (issue 26).
 
     python benchmarks/audio.py throughput            # one-second clips/s: cached read, log-mel, pitch track
+    python benchmarks/audio.py serve [--run RUN]     # POST /v1/predict of a one-second WAV, 1/8/32 clients
     python benchmarks/audio.py tones [overrides...]  # mandarin-tones: four tones, syllables held out, per speaker
     python benchmarks/audio.py cross [overrides...]  # mandarin-tones-cross-speaker, both directions
     python benchmarks/audio.py all
 
-Needs gcin-voice under DANLU_DATA (or ../shared/datasets). Training time is reported as wall seconds and
-as the process's CPU seconds (user + sys): the development machines are shared, and the CPU seconds say
-what the run costs on 2 idle cores better than the wall clock of a loaded box does.
+``tones`` and ``cross`` need gcin-voice under DANLU_DATA (or ../shared/datasets); ``throughput`` and ``serve``
+make their own synthetic clips (``serve`` trains a small audiofolder-cnn run on them unless given --run).
+Training time is reported as wall seconds and as the process's CPU seconds (user + sys): the development
+machines are shared, and the CPU seconds say what the run costs on 2 idle cores better than the wall clock of a
+loaded box does.
 """
 
 from __future__ import annotations
@@ -79,7 +82,10 @@ def throughput(clips: int = 2000) -> None:
             ("warm read + log-mel + pitch", (warm[0] + mel[0] + pitch_t[0], warm[1] + mel[1] + pitch_t[1]))]
     for name, (wall, cpu) in rows:
         print(f"| {name} | {wall:.3f} | {n / wall:,.0f} | {cpu:.2f} | {n / max(cpu, 1e-9):,.0f} |")
-    print()
+    from benchmarks.common import matmul_gflops
+
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}, matmul probe after: {matmul_gflops():.0f} GFLOP/s; "
+          "target: >= 2,000 clips/s for warm read + log-mel on 2 cores\n")
 
 
 def _per_speaker(run: Path, split: str = "test") -> dict[str, float]:
@@ -164,9 +170,98 @@ def cross(overrides: list[str]) -> None:
     print()
 
 
+def _tone_folder(root: Path, per_class: int, rate: int = 16_000, seconds: float = 1.0) -> Path:
+    """Synthetic one-second clips in two classes: rising and falling harmonic glides."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    n = int(rate * seconds)
+    for i in range(per_class):
+        for label, (a, b) in (("rise", (150, 300)), ("fall", (300, 150))):
+            f = np.geomspace(a, b, n) * (1 + 0.1 * rng.standard_normal())
+            phase = 2 * np.pi * np.cumsum(f) / rate
+            x = 0.3 * sum(np.sin(k * phase) / k for k in range(1, 6)) + 0.003 * rng.standard_normal(n)
+            (root / label).mkdir(parents=True, exist_ok=True)
+            sf.write(root / label / f"{i}.wav", x.astype(np.float32), rate, subtype="PCM_16")
+    return root
+
+
+def serve(argv: list[str]) -> None:
+    """p50/p99 of POST /v1/predict with one one-second 16 kHz WAV (base64 JSON) per request, closed loop of
+    1, 8 and 32 clients, ``danlu serve`` in a subprocess (benchmarks/serve.py's harness and client)."""
+    import argparse
+    import asyncio
+    import base64
+    import json
+    import statistics
+
+    from benchmarks.common import matmul_gflops
+    from benchmarks.serve import Server, batch_stats, closed_loop, percentile, versions
+
+    p = argparse.ArgumentParser(prog="benchmarks/audio.py serve")
+    p.add_argument("--run", help="an audio run with one-second clips; default: train audiofolder-cnn on synthetic "
+                                 "clips for 2 epochs")
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--backends", default="torch,onnx")
+    p.add_argument("--requests", type=int, default=2000, help="most requests per level")
+    p.add_argument("--seconds", type=float, default=10.0, help="longest a level runs")
+    p.add_argument("--repeat", type=int, default=1, help="rounds, interleaved; medians are reported")
+    args = p.parse_args(argv)
+    print(versions(), "\n", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="danlu-audio-serve-"))
+    clips = _tone_folder(work / "clips", 40)
+    if args.run:
+        from danlu.runs.store import resolve_run
+
+        run = resolve_run(args.run)
+    else:
+        from danlu.api import train
+
+        print("training audiofolder-cnn on 80 synthetic one-second clips, 2 epochs (pass --run RUN to skip) ...",
+              flush=True)
+        run = train("audiofolder-cnn", [f"data.root={clips}", "train.epochs=2"], runs_dir=work / "runs",
+                    progress=False, plots=False).run
+    bodies = [json.dumps({"inputs": [base64.b64encode(f.read_bytes()).decode()], "top_k": 3}).encode()
+              for f in sorted(clips.glob("*/*.wav"))[:64]]
+    print(f"run {run}; request body {len(bodies[0]) / 1024:.0f} KiB (one 1 s 16-bit WAV, base64)", flush=True)
+    levels = [int(c) for c in args.clients.split(",")]
+    samples: dict[tuple, list[tuple]] = {}
+    for rnd in range(1, max(1, args.repeat) + 1):
+        for backend in args.backends.split(","):
+            server = Server(run, backend, 64)
+            try:
+                server.wait_ready()
+                for clients in levels:
+                    before = batch_stats(server.url)
+                    lat, failed, wall = asyncio.run(closed_loop(server.port, bodies, clients, args.requests,
+                                                                args.seconds))
+                    after = batch_stats(server.url)
+                    mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                    sample = (len(lat), failed, len(lat) / wall, percentile(lat, 50) * 1e3, percentile(lat, 99) * 1e3,
+                              mean_batch)
+                    samples.setdefault((backend, clients), []).append(sample)
+                    print(f"  round {rnd} {backend:<9} clients {clients:<3} {sample[2]:8.1f} req/s  "
+                          f"p50 {sample[3]:6.1f} ms  p99 {sample[4]:6.1f} ms  mean batch {mean_batch:5.1f}  "
+                          f"failed {failed}", flush=True)
+            finally:
+                server.stop()
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}, matmul probe after: {matmul_gflops():.0f} GFLOP/s\n")
+    print("| backend | clients | requests | failed | req/s | p50 ms | p99 ms | mean batch |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (backend, clients), got in samples.items():
+        med = [statistics.median(v[k] for v in got) for k in range(2, 6)]
+        print(f"| {backend} | {clients} | {sum(v[0] for v in got)} | {sum(v[1] for v in got)} | {med[0]:.1f} | "
+              f"{med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} |")
+    print("\ntarget: p99 < 50 ms at 32 clients for a one-second clip, on 2 cores (the load generator shares them)")
+
+
 def main(argv: list[str]) -> None:
     what = argv[0] if argv else "all"
     print_header(f"audio benchmark: {what} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    if what == "serve":
+        serve(argv[1:])
+        return
     if what in ("throughput", "all"):
         throughput()
     if what in ("tones", "all"):

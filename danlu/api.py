@@ -177,6 +177,11 @@ class _Job:
         try:
             # an unreachable tracking server fails the run here; rank 0 alone tracks a distributed run
             tracked = _trackers(recipe, run.path) if run.writer else []
+            if getattr(self.model, "assembles", False):  # a table ensemble: its members' trained weights
+                from danlu.training.assemble import assemble
+
+                loop = assemble(self.model, self.splits, self.schema, recipe, run, say=self.say)
+                return loop, tracked, loop
             if getattr(self.model, "fits_itself", False):  # boosted trees: LightGBM's own loop
                 from danlu.training.boosted import fit_boosted
 
@@ -224,7 +229,8 @@ def _boosting_fits(recipe: Recipe, group: Any, resume: Any) -> None:
                      (recipe.train.distill is not None, "train.distill"), (group is not None, "distributed training"),
                      (resume is not None, "--resume")):
         if on:
-            raise DanluError(f"model '{model}' (gradient-boosted trees) does not take {what}",
+            kind = "an ensemble" if model == "table_ensemble" else "gradient-boosted trees"
+            raise DanluError(f"model '{model}' ({kind}) does not take {what}",
                              hint="train it without that, or use a neural model (model.name=tabular_net or mlp)")
 
 

@@ -103,7 +103,7 @@ def export_onnx(run: str | Path, *, runs_dir: Path | None = None, data_dir: Path
     batches = _test_batches(predictor, data_dir, say)
     example = batches[0][:2]
     if hasattr(predictor.model, "to_onnx"):  # boosted trees: onnxmltools' converter, postprocessing included
-        data, exporter = _tree_graph(predictor), "onnxmltools"
+        data, exporter = _tree_graph(predictor), getattr(predictor.model, "onnx_exporter", "onnxmltools")
     else:
         wrapped = _with_postprocessing(predictor)
         data, exporter = _export_graph(wrapped, example, predictor, exporter_choice())

@@ -123,8 +123,8 @@ class Predictor:
 
     def audio_tensor(self, items: list[Any], max_seconds: float | None = None) -> torch.Tensor:
         """Paths, encoded bytes or float arrays (already at the run's rate) → float32 [N, samples], decoded
-        exactly as in training (schema.json's ``audio``)."""
-        from danlu.data.audio import MAX_SECONDS, AudioFormat, decode_audio, fit_length
+        exactly as in training (schema.json's ``audio``, and the training cache's int16 samples)."""
+        from danlu.data.audio import MAX_SECONDS, AudioFormat, decode_audio, fit_length, to_int16
 
         fmt = AudioFormat.from_dict(self.schema.audio)
         clips = []
@@ -139,7 +139,8 @@ class Predictor:
                     clip = decode_audio(item, fmt, max_seconds or MAX_SECONDS)
             except DataError as e:
                 raise DataError(f"{where}: {e.message}", hint=e.hint) from None
-            clips.append(torch.from_numpy(np.ascontiguousarray(clip)))
+            # through int16 and back, as the training cache stores clips (data.tensors): the same numbers
+            clips.append(torch.from_numpy(to_int16(clip).astype(np.float32) * (1.0 / 32768.0)))
         return torch.stack(clips)
 
     def to_tensor(self, inputs: list[Any]) -> torch.Tensor:

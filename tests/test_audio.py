@@ -236,6 +236,12 @@ def test_recipes_train_evaluate_and_predict_on_generated_tones(tmp_path, cli):
     assert code == 0, err
     top = last_json(out)["predictions"][0]["top"]
     assert top[0]["label"].startswith("tone")
+    from danlu.data.audio import decode_many
+    from danlu.predictor import Predictor
+
+    predictor = Predictor.load(run)  # a clip predicted is the same numbers as the same clip in the training cache
+    cached = torch.from_numpy(decode_many([clip], AudioFormat.from_dict(predictor.schema.audio))[0].astype(np.float32))
+    assert torch.equal(predictor.audio_tensor([clip]), cached / 32768.0)
 
     code, out, err = cli("export", run, "--json")  # features inside the graph; parity checked on the test split
     assert code == 0, err

@@ -182,3 +182,18 @@ def test_tree_shap_explains_a_boosted_row_exactly(runs):
     bias = p.model.contributions(x.numpy())[0, target, -1]
     margin = float(p.model(x)[0, target])
     assert abs(sum(v for _, v in record["features"]) + bias - margin) < 1e-4
+
+
+def test_auto_schedule_from_the_training_rows_and_explicit_options_win():
+    from danlu.models.boosting import LARGE_TABLE, boosting_schedule, idle_cores
+    from danlu.models.specs import validate_options
+
+    auto = validate_options("lightgbm", {})
+    assert (auto["learning_rate"], auto["n_estimators"], auto["refit"]) == ("auto", "auto", "auto")
+    assert boosting_schedule(auto, LARGE_TABLE - 1) == (2000, 0.05, True)
+    assert boosting_schedule(auto, LARGE_TABLE) == (1000, 0.1, False)
+    fixed = validate_options("lightgbm", {"learning_rate": 0.2, "n_estimators": 50, "refit": True})
+    assert boosting_schedule(fixed, 10 * LARGE_TABLE) == (50, 0.2, True)
+    with pytest.raises(DanluError, match="learning_rate"):
+        validate_options("lightgbm", {"learning_rate": 0})
+    assert 1 <= idle_cores() <= 512

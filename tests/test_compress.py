@@ -130,9 +130,9 @@ def test_an_int8_model_beyond_max_drop_is_refused_and_nothing_is_written(runs, t
     run = fresh(runs.mlp, tmp_path)
     real = quantize.quantize_bytes
 
-    def damaged(fp32, mode, calibration, per_channel):
+    def damaged(fp32, mode, calibration, per_channel, **options):
         """A real int8 graph whose last weight is scrambled: a quantization gone wrong."""
-        proto = onnx.load_from_string(real(fp32, mode, calibration, per_channel))
+        proto = onnx.load_from_string(real(fp32, mode, calibration, per_channel, **options))
         init = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
         arr = onnx.numpy_helper.to_array(init)
         scrambled = np.random.default_rng(0).permutation(arr.reshape(-1)).reshape(arr.shape)

@@ -49,6 +49,9 @@ def _schema(name: str) -> Schema:
 
 
 def _options(name: str) -> dict:
+    if name == "table_ensemble":  # its members are the table models, whose runs it is assembled from
+        return {"members": [{"name": "tabular_net", "weight": 0.5, "run": "net-run"},
+                            {"name": "lightgbm", "weight": 0.5, "run": "gbm-run"}]}
     return {"weights": None} if "weights" in MODELS[name][0].model_fields else {}
 
 

@@ -108,9 +108,12 @@ def test_record_button_sends_a_wav_and_shows_the_prediction(audio_run, mic_brows
                            timeout=10)
         assert again.json()["predictions"][0]["top"][0]["label"] == labels[0]
         why = httpx.post(server.url + "/v1/explain", files=[("files", ("again.wav", uploads[0][1], "audio/wav"))],
-                         timeout=10)
-        assert why.status_code == 501 and "danlu explain" in why.json()["detail"]
-        assert not browser.find_element(By.ID, "explain-toggle").is_displayed()
+                         timeout=60)
+        assert why.status_code == 200 and why.json()["explanations"][0]["map"]["shape"] == [16, 16]
+        # "Why?" on the page: the occlusion figure of the clip on screen (sent again as a data URL)
+        browser.find_element(By.ID, "explain-toggle").click()
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#explain-view img.heatmap.spectral"), timeout=60)
+        assert "Occlusion" in browser.find_element(By.ID, "explain-status").text
 
     data = uploads[0][1]
     info = sf.info(io.BytesIO(data))

@@ -210,16 +210,20 @@ def _search(choice: Choice, overrides: list[str], deadline: float, budget: float
         if clearly_better(e.val, best.val, metric, best.val_samples):
             best = e
     if choice.profile.kind == "tabular" and len(done) > 1:
-        _try_ensemble(done, best, board, metric, data_dir, progress)
+        kept = _try_ensemble(done, best, board, metric, runs_dir, data_dir, progress)
+        if kept is not None:
+            best, results["ensemble"] = kept
     out = AutoResult(results[best.candidate], choice, best.candidate, metric, board)
     _record(out, progress)
     return out
 
 
-def _try_ensemble(done: list[Entry], best: Entry, board: list[Entry], metric: str, data_dir: Path | None,
-                  progress: bool) -> None:
-    """Add the weighted ensemble of the finished candidates to the leaderboard, saying whether it beat the best
-    single candidate on validation (it is reported, not served: each member is a run of its own)."""
+def _try_ensemble(done: list[Entry], best: Entry, board: list[Entry], metric: str, runs_dir: Path | None,
+                  data_dir: Path | None, progress: bool) -> tuple[Entry, Any] | None:
+    """Fit the weights of a blend of the finished candidates on validation (Caruana's greedy selection) and, when
+    the blend beats the best single candidate by more than validation's noise, assemble it as a run of its own
+    (model table_ensemble: the members' weights copied in, the blend weights in recipe.yaml); that run's
+    (entry, TrainResult) is returned to be kept. The leaderboard says which was kept and why either way."""
     from danlu.autorecipe.ensemble import ensemble_entry
 
     t0 = time.monotonic()
@@ -227,19 +231,56 @@ def _try_ensemble(done: list[Entry], best: Entry, board: list[Entry], metric: st
         found = ensemble_entry({e.candidate: e.run for e in done}, data_dir)
     except (DanluError, ValueError) as e:
         board.append(Entry("ensemble", "failed", seconds=time.monotonic() - t0, note=str(e)[:160]))
-        return
+        return None
     if found is None:
         board.append(Entry("ensemble", "skipped", seconds=time.monotonic() - t0,
                            note=f"the selection on validation picked {best.candidate} alone"))
-        return
+        return None
     weights = " + ".join(f"{w:.2f} {n}" for n, w in found["weights"].items())
-    better = clearly_better(found["val"], best.val, metric, best.val_samples)
-    note = (f"{weights}: beats {best.candidate} on validation by more than its noise; not kept (an ensemble "
-            f"is not one run yet: predict with the members)" if better
-            else f"{weights}: not clearly better than {best.candidate} on validation")
-    board.append(Entry("ensemble", "done", val=found["val"], test=found["test"], seconds=time.monotonic() - t0,
-                       note=note))
     _say(f"weighted ensemble {weights}: val {found['val']:.4f} (best single {best.val:.4f})", progress)
+    if not clearly_better(found["val"], best.val, metric, best.val_samples):
+        board.append(Entry("ensemble", "done", val=found["val"], test=found["test"], seconds=time.monotonic() - t0,
+                           note=f"{weights}: not clearly better than {best.candidate} on validation; "
+                                f"{best.candidate} kept"))
+        return None
+    from danlu.api import evaluate, train
+
+    runs = {e.candidate: e.run for e in done}
+    try:
+        result = train(ensemble_recipe(runs, found["weights"], best.candidate), runs_dir=runs_dir, data_dir=data_dir,
+                       progress=progress)
+        val = evaluate(result.run, "val", runs_dir=runs_dir, data_dir=data_dir)["metrics"].get(metric)
+    except DanluError as e:
+        board.append(Entry("ensemble", "failed", seconds=time.monotonic() - t0, note=e.message[:160]))
+        return None
+    entry = Entry("ensemble", "done", val=val, test=result.metrics.get(metric), seconds=time.monotonic() - t0,
+                  run=str(result.run), val_samples=best.val_samples,
+                  note=f"{weights}: kept, beats {best.candidate} on validation {metric}"
+                       + (" by more than its noise" if metric == "accuracy" else "")
+                       + f" ({val:.4f} against {best.val:.4f})")
+    board.append(entry)
+    return entry, result
+
+
+def ensemble_recipe(runs: dict[str, str], weights: dict[str, float], best: str) -> Any:
+    """The table_ensemble recipe over the member runs (data and seed from the best member's recipe.yaml)."""
+    from danlu.recipe import load_recipe
+    from danlu.runs.store import read_run_recipe
+
+    members, base = [], read_run_recipe(Path(runs[best]))
+    total = sum(weights.values())
+    for name, w in weights.items():
+        model = dict(read_run_recipe(Path(runs[name]))["model"])
+        members.append({"name": model.pop("name"), "weight": w / total, "run": str(Path(runs[name]).resolve()),
+                        "options": model})
+    members[-1]["weight"] = 1.0 - sum(m["weight"] for m in members[:-1])  # exactly 1 in all
+    raw = {"name": "auto-table-ensemble", "seed": base.get("seed", 0), "data": base["data"],
+           "description": "A weighted blend of the runs " + ", ".join(f"{n} ({Path(r).name})" for n, r in runs.items()
+                                                                    if n in weights)
+                          + ", weights fitted on the val split by greedy ensemble selection (danlu train PATH "
+                            "--time-limit); the members' weights are copied into model.safetensors",
+           "model": {"name": "table_ensemble", "members": members}}
+    return load_recipe(base=raw)
 
 
 def _leaderboard_md(out: AutoResult) -> str:
@@ -259,7 +300,9 @@ def _record(out: AutoResult, progress: bool) -> None:
     from danlu.runs.files import atomic_write_text, write_json
 
     run = Path(out.result.run)
-    cand = next(c for c in out.choice.candidates if c.name == out.kept)
+    cand = next((c for c in out.choice.candidates if c.name == out.kept), None)
+    if cand is None:  # the ensemble of the candidates
+        cand = Candidate(out.kept, {}, [next(e.note for e in out.board if e.candidate == out.kept)])
     write_json(run / "auto.json", {"profile": out.choice.profile.as_json(), "reasons": out.choice.reasons,
                                    "kept": out.kept, "why": cand.why, "metric": out.metric,
                                    "candidates": [c.name for c in out.choice.candidates],

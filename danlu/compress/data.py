@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# rows per model call: a graph's intermediates grow with the batch; the pitch track's lag products in ONNX are
+# [batch, frames, lags, window], ~300 MB per 64 clips of 0.64 s (mandarin-tones-cross-speaker's test split in
+# eval batches of 512 was killed for memory)
+MAX_BATCH = 64
+
 
 @dataclass
 class TestSet:
@@ -41,7 +46,7 @@ def test_set_of(predictor: Any, test: Any, train: Any = None) -> TestSet:
                          device=torch.device("cpu"), channels_last=False)
     xs, ys = [], []
     for x, y in loader:
-        xs.append(x.contiguous())
+        xs.extend(part.contiguous() for part in x.split(MAX_BATCH))
         ys.append(y)
     return TestSet(xs, torch.cat(ys), train)
 

@@ -72,7 +72,7 @@ def _open(source: str | os.PathLike | bytes) -> Any:
         raise DataError(f"not a readable audio file ({e})", hint="send WAV, FLAC, OGG Vorbis or MP3 audio") from None
 
 
-def clip_header(source: str | os.PathLike) -> tuple[int, int, int]:
+def clip_header(source: str | os.PathLike | bytes) -> tuple[int, int, int]:
     """(sample rate, frames, channels) from a file's header, nothing decoded; a DataError if unreadable."""
     with _open(source) as f:
         return int(f.samplerate), int(f.frames), int(f.channels)

@@ -10,6 +10,7 @@ the spectrogram), unlike a gradient taken inside one of them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,12 +59,19 @@ def occlusion(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, sa
     return out
 
 
-def figure(spectrogram: np.ndarray, heat: np.ndarray, title: str, seconds: float, sample_rate: int,
-           path: Path) -> None:
-    """Two panels: the log-mel spectrogram, and the occlusion map over the same time and frequency axes."""
-    from matplotlib.figure import Figure
+def map_axes(sample_rate: int, samples: int, bands: int = BANDS, windows: int = WINDOWS) -> dict[str, list[float]]:
+    """The map's cell edges: ``bands_hz`` (bands + 1 frequencies) and ``seconds`` (windows + 1 times), as
+    occlusion cut them (STFT frames centred every N_FFT / 4 samples)."""
+    hz = _band_edges(sample_rate, bands).astype(float) * sample_rate / N_FFT
+    hz[-1] = sample_rate / 2
+    frames = samples // (N_FFT // 4) + 1
+    t_edges = np.linspace(0, frames, windows + 1).round()
+    secs = np.minimum(t_edges * (N_FFT // 4) / sample_rate, samples / sample_rate)
+    return {"bands_hz": [round(float(v), 1) for v in hz], "seconds": [round(float(v), 4) for v in secs]}
 
-    from danlu.explanations.render import _save
+
+def _figure(spectrogram: np.ndarray, heat: np.ndarray, title: str, seconds: float, sample_rate: int) -> Any:
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot(2, 1, 1)
@@ -80,4 +88,25 @@ def figure(spectrogram: np.ndarray, heat: np.ndarray, title: str, seconds: float
     fig.colorbar(im, ax=ax2, label="probability drop when removed")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
+
+
+def figure(spectrogram: np.ndarray, heat: np.ndarray, title: str, seconds: float, sample_rate: int,
+           path: Path) -> None:
+    """Two panels: the log-mel spectrogram, and the occlusion map over the same time and frequency axes."""
+    from danlu.explanations.render import _save
+
+    _save(_figure(spectrogram, heat, title, seconds, sample_rate), path)
+
+
+def figure_png(spectrogram: np.ndarray, heat: np.ndarray, title: str, seconds: float, sample_rate: int) -> bytes:
+    """The same two panels as PNG bytes (the server's answer)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = _figure(spectrogram, heat, title, seconds, sample_rate)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()

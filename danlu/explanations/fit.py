@@ -37,6 +37,8 @@ def methods_for(model_name: str, kind: str, options: dict | None = None) -> list
         fits.insert(0, fits.pop(fits.index("guided_gradcam")))
     if model_name in TREE_MODELS:
         return ["tree_shap", "shap"]
+    if model_name == "table_ensemble":  # no gradient passes its LightGBM member: the model-agnostic method only
+        return ["shap"]
     fits = [m for m in fits if m != "tree_shap"]
     if model_name == "tabular_net":  # category codes pass through embeddings: no gradient reaches them
         fits.insert(0, fits.pop(fits.index("shap")))

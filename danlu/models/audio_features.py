@@ -190,7 +190,7 @@ class PitchContour(nn.Module):
         """(f0 Hz, aperiodicity, rms) per 10 ms frame, at the reduced rate."""
         x = x.float()
         if self.decimate > 1:
-            x = F.conv1d(x[:, None], self.lowpass, padding=self.lowpass.shape[-1] // 2)[:, 0, :: self.decimate]
+            x = F.conv1d(x[:, None], self.lowpass, padding=self.lowpass.shape[-1] // 2, stride=self.decimate)[:, 0]
         return self.yin(x)
 
     def forward(self, x: torch.Tensor, range_scale: torch.Tensor | None = None,

@@ -23,6 +23,9 @@ BOOSTER_KEY = "booster"
 # onnxmltools' LightGBM converter writes at most this opset (1.16: "converter support (15)")
 ONNX_OPSET = 15
 SMALL_TABLE = 20_000  # training rows below which LightGBM runs on one thread (see lightgbm_params)
+# training rows from which the auto schedule takes lr 0.1, at most 1000 rounds and no refit: on diamonds (38,837
+# rows) lr 0.05 ran 531 rounds, then 584 more for the refit, for +0.0003 R² (benchmarks/RESULTS.md)
+LARGE_TABLE = 20_000
 
 
 class BoostedTrees(nn.Module):
@@ -89,7 +92,7 @@ class BoostedTrees(nn.Module):
             raise DanluError("this boosted model has not been trained", hint="train it: danlu train RECIPE")
         if len(x) == 0:
             return np.zeros((0, self.outputs), np.float64)
-        threads = 1 if len(x) < SMALL_TABLE else 0  # as in training: one thread for a small batch
+        threads = 1 if len(x) < SMALL_TABLE else idle_cores()  # as in training
         return np.asarray(booster.predict(x, raw_score=True, num_threads=threads))
 
     @property
@@ -115,7 +118,8 @@ class BoostedTrees(nn.Module):
         each row sums to the margin. The binary margin belongs to the second class (the first is 0)."""
         if self._booster is None:
             raise DanluError("this boosted model has not been trained")
-        contrib = np.asarray(self._booster.predict(x, pred_contrib=True, num_threads=1 if len(x) < SMALL_TABLE else 0))
+        threads = 1 if len(x) < SMALL_TABLE else idle_cores()
+        contrib = np.asarray(self._booster.predict(x, pred_contrib=True, num_threads=threads))
         f = x.shape[1] + 1
         contrib = contrib.reshape(len(x), -1, f)
         if self.schema.task == "classification" and self.outputs == 2:
@@ -191,6 +195,17 @@ def categorical_columns(schema: Schema) -> list[int]:
     return [int(j) for j in table.get("code_columns", [])]
 
 
+def boosting_schedule(options: dict[str, Any], rows: int) -> tuple[int, float, bool]:
+    """(round cap, learning rate, refit) from the options, ``auto`` ones chosen from the training rows."""
+    large = rows >= LARGE_TABLE
+    rounds = options.get("n_estimators", "auto")
+    rate = options.get("learning_rate", "auto")
+    refit = options.get("refit", "auto")
+    return (int((1000 if large else 2000) if rounds == "auto" else rounds),
+            float((0.1 if large else 0.05) if rate == "auto" else rate),
+            (not large) if refit == "auto" else bool(refit))
+
+
 def lightgbm_params(schema: Schema, options: dict[str, Any], seed: int, threads: int | None,
                     rows: int = 0) -> dict[str, Any]:
     """LightGBM's parameters for this task and the recipe's model options."""
@@ -199,7 +214,7 @@ def lightgbm_params(schema: Schema, options: dict[str, Any], seed: int, threads:
         params: dict[str, Any] = {"objective": "binary"} if k == 2 else {"objective": "multiclass", "num_class": k}
     else:
         params = {"objective": "regression"}
-    params.update(learning_rate=options["learning_rate"], num_leaves=options["num_leaves"],
+    params.update(learning_rate=boosting_schedule(options, rows)[1], num_leaves=options["num_leaves"],
                   max_depth=options["max_depth"], min_child_samples=options["min_child_samples"],
                   feature_fraction=options["feature_fraction"], bagging_fraction=options["bagging_fraction"],
                   bagging_freq=options["bagging_freq"], lambda_l2=options["lambda_l2"],
@@ -207,6 +222,23 @@ def lightgbm_params(schema: Schema, options: dict[str, Any], seed: int, threads:
                   cat_smooth=options["cat_smooth"], seed=seed, deterministic=True, force_col_wise=True,
                   verbosity=-1)
     # train.threads, else one thread for a small table: OpenMP's spin-waiting threads cost more than they
-    # share out there (penguins, 248 rows, 100 rounds on a busy 2-core machine: 4.9 s with 2 threads, 0.35 s with 1)
-    params["num_threads"] = threads or (1 if rows < SMALL_TABLE else 0)
+    # share out there (penguins, 248 rows, 100 rounds on a busy 2-core machine: 4.9 s with 2 threads, 0.35 s with 1);
+    # a big one gets the cores other work leaves idle: on that machine at load 12, diamonds' 150 rounds took
+    # 66-119 s on 2 threads and 3-4 s on 1 (most of danlu's 430 s against LightGBM's 19 s in benchmarks/tables.py)
+    params["num_threads"] = threads or (1 if rows < SMALL_TABLE else idle_cores())
     return params
+
+
+def idle_cores() -> int:
+    """The CPU cores this process may use that the 1-minute load average leaves idle (at least 1)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cores
+    return max(1, min(cores, int(cores - load + 0.5)))

@@ -26,7 +26,7 @@ PRETRAINED_INPUT: dict[str, dict[str, Any]] = {
 
 
 # tabular models that read the column plan (category codes, quantile-normalized numbers, dates, text)
-TABLE_MODELS = ("tabular_net", "lightgbm")
+TABLE_MODELS = ("tabular_net", "lightgbm", "table_ensemble")
 
 
 def _efficientnet_input() -> dict[str, Any]:
@@ -125,6 +125,12 @@ def _lightgbm(o: dict, s: Schema) -> nn.Module:
     return BoostedTrees(s, o)
 
 
+def _table_ensemble(o: dict, s: Schema) -> nn.Module:
+    from danlu.models.ensemble import TableEnsemble
+
+    return TableEnsemble(s, [(m["name"], m["weight"], BUILDERS[m["name"]](m["options"], s)) for m in o["members"]])
+
+
 def _audio(cls_name: str) -> Callable[[dict, Schema], nn.Module]:
     def build_it(o: dict, s: Schema) -> nn.Module:
         from danlu.models import audio
@@ -149,6 +155,7 @@ BUILDERS: dict[str, Callable[[dict, Schema], nn.Module]] = {
     "transformer": _text("TransformerClassifier"),
     "tabular_net": _tabular_net,
     "lightgbm": _lightgbm,
+    "table_ensemble": _table_ensemble,
     "bc_resnet": _audio("AudioResNet"),
     "tone_net": _audio("ToneNet"),
 }

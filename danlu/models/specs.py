@@ -160,12 +160,24 @@ class TabularNetOptions(_Options):
 class BoostingOptions(_Options):
     """Gradient-boosted trees (LightGBM): many rounds at a modest rate, stopped early on the val split."""
 
-    n_estimators: int = Field(2000, ge=1)  # the most boosting rounds; early stopping usually ends far sooner
-    learning_rate: float = Field(0.05, gt=0, le=1)
+    # the most boosting rounds; early stopping usually ends far sooner. auto: 2000, or 1000 from LARGE_TABLE
+    # training rows (danlu/models/boosting.py: boosting_schedule)
+    n_estimators: int | Literal["auto"] = "auto"
+    # auto: 0.05, or 0.1 from LARGE_TABLE training rows (diamonds: half the rounds for the same R²)
+    learning_rate: float | Literal["auto"] = "auto"
     early_stopping_rounds: int = Field(50, ge=0)  # rounds without a better val loss before stopping; 0: off
     # then train again on train + val for 1.1x the best round count (more data; +0.01-0.02 accuracy or R² on
-    # the small tables of benchmarks/tables.py); false keeps the early-stopped booster
-    refit: bool = True
+    # the small tables of benchmarks/tables.py); false keeps the early-stopped booster. auto: true below
+    # LARGE_TABLE training rows, false from there (val adds a ninth to the rows, and the refit doubles the time)
+    refit: bool | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _check_numbers(self) -> BoostingOptions:
+        if not isinstance(self.n_estimators, str) and self.n_estimators < 1:
+            raise ValueError("n_estimators must be at least 1 (or auto)")
+        if not isinstance(self.learning_rate, str) and not 0 < self.learning_rate <= 1:
+            raise ValueError("learning_rate must be in (0, 1] (or auto)")
+        return self
     num_leaves: int = Field(31, ge=2, le=131072)
     max_depth: int = Field(-1, ge=-1)  # -1: no limit (num_leaves bounds the trees)
     min_child_samples: int = Field(20, ge=1)
@@ -176,6 +188,31 @@ class BoostingOptions(_Options):
     min_split_gain: float = Field(0.0, ge=0)
     max_bin: int = Field(255, ge=2)
     cat_smooth: float = Field(10.0, ge=0)
+
+
+class EnsembleMember(_Options):
+    """One member of a table ensemble: a trained run of a table model, and its weight in the blend."""
+
+    name: Literal["lightgbm", "tabular_net"]
+    weight: float = Field(gt=0, le=1)
+    run: str  # the member's run folder: its model.safetensors is copied in when the ensemble is assembled
+    options: dict[str, Any] = {}  # the member run's model options (its recipe.yaml's)
+
+
+class TableEnsembleOptions(_Options):
+    """A weighted blend of trained table models (probabilities or values), weights fitted on validation by
+    ``danlu train TABLE --time-limit`` (danlu/autorecipe/ensemble.py), which writes this recipe."""
+
+    members: list[EnsembleMember] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _check_members(self) -> TableEnsembleOptions:
+        total = sum(m.weight for m in self.members)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"model.members' weights must add up to 1 (they add up to {total:g})")
+        for m in self.members:
+            m.options = validate_options(m.name, m.options)
+        return self
 
 
 class AudioAugmentOptions(_Options):
@@ -253,6 +290,7 @@ MODELS: dict[str, tuple[type[_Options], tuple[str, ...], str]] = {
     "transformer": (TransformerOptions, ("text",), "fine-tune a pretrained encoder (MiniLM offline)"),
     "tabular_net": (TabularNetOptions, ("tabular",), "category embeddings + robust numbers → MLP, for tables"),
     "lightgbm": (BoostingOptions, ("tabular",), "gradient-boosted trees (LightGBM), early-stopped on val"),
+    "table_ensemble": (TableEnsembleOptions, ("tabular",), "weighted blend of trained lightgbm / tabular_net runs"),
     "bc_resnet": (BCResNetOptions, ("audio",), "log-mel (in the model) → small broadcasted-residual CNN"),
     "tone_net": (ToneNetOptions, ("audio",), "pitch contour (YIN in the model) + log-mel CNN, for tones"),
 }
@@ -284,4 +322,5 @@ def option_help(name: str) -> str:
     from danlu.models.recommend_specs import RECOMMENDERS
 
     spec = MODELS[name][0] if name in MODELS else RECOMMENDERS[name][0]
-    return ", ".join(f"{k}={f.default!r}" for k, f in spec.model_fields.items())
+    return ", ".join(f"{k}=" + ("(required)" if f.is_required() else repr(f.default))
+                     for k, f in spec.model_fields.items())

@@ -1,7 +1,9 @@
 """POST /v1/explain: the same inputs as /v1/predict, answered with why the model said what it said.
 
 Images come back as a PNG heat map over the image (base64) and the raw signed map, pooled down to at most
-``MAP_SIDE`` pixels a side; texts as (token, score) pairs; table rows as (column, score) pairs. Inputs go
+``MAP_SIDE`` pixels a side; sound clips as the time-frequency occlusion map (bands x windows, with the cells'
+edges in Hz and seconds) and the same two-panel PNG as ``danlu explain`` draws; texts as (token, score) pairs;
+table rows as (column, score) pairs. Inputs go
 through ``parse_json`` and ``Engine.prepare``, so whatever /v1/predict refuses is refused here the same way.
 
 Attributions need gradients, so they do not join the prediction batches: each request runs in a worker
@@ -29,6 +31,9 @@ from danlu.serve.docs import ERRORS, UPLOAD_SCHEMA
 from danlu.serve.inputs import RequestError, parse_json, parse_uploads
 
 MAX_EXPLAIN_INPUTS = 8  # per request: each input costs ~32-64 forward/backward passes
+# audio: each clip costs bands x windows + 1 = 257 forward passes of the whole model (features included):
+# two clips are about the cost of eight images
+MAX_AUDIO_EXPLAIN_INPUTS = 2
 MAX_LABEL = 1000  # characters of "target" or "method": labels are names, not documents
 MAP_SIDE = 32  # the raw map in the answer is average-pooled to at most this many pixels a side
 FIELDS = ("inputs", "top_k", "method", "target")
@@ -46,7 +51,7 @@ EXPLAIN_OPENAPI = {
                         "top_k": {"type": "integer", "default": 3},
                         "method": {"type": "string", "default": "auto",
                                    "description": "auto, gradcam, guided_gradcam, ig, occlusion, saliency or shap, "
-                                                  "as fits the model"},
+                                                  "as fits the model (audio: occlusion)"},
                         "target": {"type": ["string", "null"], "default": None,
                                    "description": "the class (or regression target) to explain; default the "
                                                   "prediction"},
@@ -124,15 +129,17 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def answer_body(records: list[dict], kind: str, method: str) -> dict[str, Any]:
+def answer_body(records: list[dict], kind: str, method: str, audio: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON answer for an Explainer's records: the web pages draw it (static/explain.js), the studio's
-    "try it" answers with it too."""
+    "try it" answers with it too. ``audio``: the schema's audio format (the map's time axis)."""
     from danlu.explanations.api import public_row
 
     rows = []
     for rec in records:
         row = public_row(rec)
-        if kind == "image":
+        if kind == "audio":
+            row.update(audio_map(rec, audio or {}))
+        elif kind == "image":
             from danlu.explanations.render import display_map, overlay_png
 
             png = overlay_png(rec["pixels"], display_map(rec["map"], method))
@@ -140,6 +147,21 @@ def answer_body(records: list[dict], kind: str, method: str) -> dict[str, Any]:
             row["map"] = pooled_map(rec["map"])
         rows.append(row)
     return _clean({"method": method, "explanations": rows})
+
+
+def audio_map(rec: dict, audio: dict[str, Any]) -> dict[str, Any]:
+    """``map`` ({shape, values [bands][windows], bands_hz, seconds}: the probability drop when each
+    time-frequency cell is removed) and ``heatmap_png`` (log-mel above, the map below) for one clip."""
+    from danlu.explanations.audio import figure_png, map_axes
+    from danlu.explanations.records import caption
+
+    rate, seconds = int(audio.get("sample_rate", 16000)), float(audio.get("seconds", 1.0))
+    heat = rec["map"]
+    values = [[_finite(float(f"{v:.4g}")) for v in row] for row in heat.tolist()]
+    axes = map_axes(rate, int(audio.get("samples", round(rate * seconds))), *heat.shape)
+    png = figure_png(rec["spectrogram"], heat, caption(rec), seconds, rate)
+    return {"map": {"shape": list(heat.shape), "values": values, **axes},
+            "heatmap_png": base64.b64encode(png).decode("ascii")}
 
 
 class ExplainService:
@@ -190,9 +212,11 @@ class ExplainService:
                 records = explainer.images(x, req.labels, t, req.top_k)
             elif kind == "text":
                 records = explainer.texts(x, req.labels, [s.strip() for s in req.inputs], t, req.top_k)
+            elif kind == "audio":
+                records = explainer.clips(x, req.labels, t, req.top_k)
             else:
                 records = explainer.rows(x, req.labels, t, req.top_k)
-        return answer_body(records, kind, explainer.method)
+        return answer_body(records, kind, explainer.method, self.schema.audio)
 
 
 def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path | None,
@@ -205,18 +229,14 @@ def add_explain_route(app: FastAPI, engine: Any, max_inputs: int, data_dir: Path
     request is parsed and decoded, within --decode-threads as /v1/predict's are."""
 
     service = ExplainService(engine, data_dir)
-    limit = min(max_inputs, MAX_EXPLAIN_INPUTS)
+    limit = min(max_inputs, MAX_AUDIO_EXPLAIN_INPUTS if engine.schema.kind == "audio" else MAX_EXPLAIN_INPUTS)
 
     # response_model=None and no return annotation: the answer is built here, and a string annotation
     # (this module has postponed annotations) would break /openapi.json for the whole server
     @app.post("/v1/explain", openapi_extra=EXPLAIN_OPENAPI, responses=ERRORS, response_model=None,
-              summary="Explain predictions: image heat maps, token scores, or feature attributions "
-                      "(JSON or multipart files)")
+              summary="Explain predictions: image heat maps, time-frequency maps of sound clips, token scores, "
+                      "or feature attributions (JSON or multipart files)")
     async def explain(request: Request):
-        if engine.schema.kind == "audio":  # the table explainer would fail on a waveform (a 500 before)
-            raise RequestError("explanations of audio runs are not served yet",
-                               "run `danlu explain RUN clip.wav --out why/` for the time-frequency occlusion map",
-                               status=501)
         kind = media_type(request.headers.get("content-type", "").encode("latin-1"))
         if kind == b"multipart/form-data":  # image files, as /v1/predict takes them, plus method and target
             files, fields = await read_form(request, limit, extra=("method", "target"))

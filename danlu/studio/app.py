@@ -31,7 +31,7 @@ from danlu.errors import DanluError
 from danlu.serve.gate import JSON_ONLY, PAGE_HEADERS, GatedFastAPI
 from danlu.serve.limits import BODY_TIMEOUT_S, DecodeLimits
 from danlu.serve.refusal import RequestError
-from danlu.studio.explaining import MAX_EXPLAIN_INPUTS, Explainers, explain_body_model
+from danlu.studio.explaining import MAX_AUDIO_EXPLAIN_INPUTS, MAX_EXPLAIN_INPUTS, Explainers, explain_body_model
 from danlu.studio.folders import HISTORY_PAGE, RunsIndex
 
 STATIC = Path(__file__).parent / "static"
@@ -44,7 +44,8 @@ MAX_COMPARED = 16  # runs in one comparison
 
 class TryBody(BaseModel):
     inputs: list[str | list[float | str | None] | dict[str, float | str | None]] = Field(
-        description="data URLs or base64 images (image runs), texts (text runs), or feature rows (tabular runs)")
+        description="data URLs or base64 images (image runs) or audio clips (audio runs), texts (text runs), or "
+                    "feature rows (tabular runs)")
     top_k: int = Field(3, ge=1, le=50)
 
 
@@ -74,14 +75,34 @@ class Predictors:
             return predictor
 
 
-def _decode_image(item: Any, i: int) -> bytes:
+def _decode_base64(item: Any, i: int, kind: str = "image") -> bytes:
+    """A data URL's or base64 string's bytes; never a path (a string is not read from the server's disk)."""
     if not isinstance(item, str):
-        raise DanluError(f"input {i} is not an image", hint="send images as data URLs or base64 strings")
+        raise DanluError(f"input {i} is not an {kind}", hint=f"send {kind}s as data URLs or base64 strings")
     data = item.split(",", 1)[1] if item.startswith("data:") else item
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise DanluError(f"input {i} is not valid base64", hint="send a data URL: data:image/png;base64,...") from None
+        mime = "audio/wav" if kind == "audio clip" else "image/png"
+        raise DanluError(f"input {i} is not valid base64", hint=f"send a data URL: data:{mime};base64,...") from None
+
+
+def _audio_clips(items: list[Any]) -> list[bytes]:
+    """Audio uploads as bytes, each header read first: a clip over serve's length bound is refused before
+    it is decoded."""
+    from danlu.data.audio import clip_header
+    from danlu.serve.engine import SERVE_MAX_AUDIO_SECONDS
+
+    clips = [_decode_base64(x, i, "audio clip") for i, x in enumerate(items)]
+    for i, clip in enumerate(clips):
+        try:
+            rate, frames, _ = clip_header(clip)
+        except DanluError as e:
+            raise DanluError(f"input {i}: {e.message}", hint=e.hint) from None
+        if rate <= 0 or frames > SERVE_MAX_AUDIO_SECONDS * rate:
+            raise DanluError(f"input {i}: the clip's header claims {frames} samples at {rate} Hz; at most "
+                             f"{SERVE_MAX_AUDIO_SECONDS:g} s are taken here", hint="send a shorter clip")
+    return clips
 
 
 def create_studio_app(runs_dir: str | Path, api_key: str | None = None, *, bind_host: str = "127.0.0.1",
@@ -220,7 +241,10 @@ def _add_try_routes(app: FastAPI, index: RunsIndex, decode: DecodeLimits) -> Non
         def prepare(raw: bytes) -> tuple[Any, ...]:
             body = _parsed(ExplainTryBody, raw)
             _check_count(len(body.inputs), MAX_EXPLAIN_INPUTS, "explain")
-            return body, *_try_inputs(predictors, index, name, body, decode)
+            predictor, inputs, labels = _try_inputs(predictors, index, name, body, decode)
+            if predictor.schema.kind == "audio":  # each clip costs 257 model runs, as /v1/explain bounds it
+                _check_count(len(inputs), MAX_AUDIO_EXPLAIN_INPUTS, "explain (audio clips)")
+            return body, predictor, inputs, labels
 
         body, predictor, inputs, labels = await in_decoder(prepare, await request.body())
         return await run_in_threadpool(explainers.explain, name, predictor, inputs, labels, body.method,
@@ -271,7 +295,7 @@ def _try_inputs(predictors: Predictors, index: RunsIndex, name: str, body: TryBo
         raise DanluError(f"the run {name} is {detail['status']}, not done", hint="try a finished run")
     predictor = predictors.get(name)
     if predictor.schema.kind == "image":
-        inputs: list[Any] = [_decode_image(x, i) for i, x in enumerate(body.inputs)]
+        inputs: list[Any] = [_decode_base64(x, i) for i, x in enumerate(body.inputs)]
         labels = [f"input {i}" for i in range(len(inputs))]
         from danlu.serve.decoding import MIB, check_images
         from danlu.serve.inputs import MAX_IMAGE_PIXELS
@@ -280,6 +304,8 @@ def _try_inputs(predictors: Predictors, index: RunsIndex, name: str, body: TryBo
         check_images(inputs, labels, (h, w), int(decode.max_image_mb * MIB), int(decode.max_request_image_mb * MIB),
                      MAX_IMAGE_PIXELS).close()
         return predictor, inputs, labels
+    if predictor.schema.kind == "audio":
+        return predictor, _audio_clips(list(body.inputs)), [f"input {i}" for i in range(len(body.inputs))]
     return predictor, list(body.inputs), None
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 
 MAX_EXPLAIN_INPUTS = 8  # as /v1/explain: each input costs ~32-64 forward/backward passes
+MAX_AUDIO_EXPLAIN_INPUTS = 2  # as /v1/explain: an audio clip's occlusion map is 257 forward passes
 
 
 def explain_body_model(base: type) -> type:
@@ -42,7 +43,8 @@ class Explainers:
                 explainer = self._made[(name, method)] = _explainer(predictor, method)
             skipped: list[str] = []
             records = explainer.explain(inputs, target, top_k, skipped, labels)
-        return {**answer_body(records, predictor.schema.kind, explainer.method), "skipped": skipped}
+        return {**answer_body(records, predictor.schema.kind, explainer.method, predictor.schema.audio),
+                "skipped": skipped}
 
 
 def _explainer(predictor: Any, method: str) -> Any:

@@ -4,6 +4,7 @@
 // 16-bit PCM WAV (wav.js), the same upload as a dropped file. Uses predict, fail, topK and $ from app.js.
 
 const MAX_RECORD_S = 30;  // the server refuses uploads over 60 s; a model hears audio.seconds of it anyway
+const MAX_EXPLAIN_CLIPS = 2;  // /v1/explain's limit for sound: each clip costs 257 runs of the model
 
 function audioUpload(files) {
   const form = new FormData();
@@ -14,7 +15,6 @@ function audioUpload(files) {
 
 function setUpAudio(card) {
   $("audio-input").hidden = false;
-  $("explain-toggle").closest("label").hidden = true;  // the server explains audio with `danlu explain` only
   const drop = $("audio-drop");
   const audio = (card.input || {}).audio || {};
   const limitMb = (card.limits || {}).max_body_mb;
@@ -34,7 +34,9 @@ function setUpAudio(card) {
     player.src = URL.createObjectURL(files[0]);
     player.hidden = false;
     $("audio-name").textContent = files.length === 1 ? files[0].name : `${files[0].name} and ${files.length - 1} more`;
-    predict({ body: audioUpload(files) }, files.map((f) => f.name), null);
+    // "Why?": the time-frequency occlusion map of the first clips, sent again as data URLs
+    predict({ body: audioUpload(files) }, files.map((f) => f.name),
+      () => Promise.all(files.slice(0, MAX_EXPLAIN_CLIPS).map(readAsDataUrl)));
   };
 
   $("audio-file").addEventListener("change", (e) => send([...e.target.files]));

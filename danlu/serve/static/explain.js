@@ -7,7 +7,8 @@
     occlusion: "Occlusion", saliency: "Saliency", shap: "KernelSHAP" };
   const ABOUT = { gradcam: "where the last convolution looked",
     guided_gradcam: "the pixels behind what the last convolution looked at",
-    ig: "what moved the output away from an empty input", shap: "each column's share, by KernelSHAP" };
+    ig: "what moved the output away from an empty input", shap: "each column's share, by KernelSHAP",
+    occlusion: "how much the answer dropped with each part removed" };
 
   function shade(score, scale) {
     // green pushes toward the explained label, red away; stronger is more opaque
@@ -77,7 +78,7 @@
       item.className = "explain-item";
       if (row.heatmap_png) {
         const img = document.createElement("img");
-        img.className = "heatmap";
+        img.className = row.map && row.map.bands_hz ? "heatmap spectral" : "heatmap";  // sound: a drawn figure
         img.alt = `heat map for ${names ? names[i] : `input ${i + 1}`}`;
         img.src = `data:image/png;base64,${row.heatmap_png}`;
         item.append(img);
