@@ -39,7 +39,8 @@ def test_two_processes_train_the_one_process_model(tmp_path):
     data = _table(tmp_path)
     # 67 does not divide the positives: the last batch's shares differ in size
     args = ["data.name=interactions", f"data.path={data}", "recommend.rating_scale=[1,5]", "train.epochs=3",
-            "model.factors=8", "train.batch_size=67"]
+            "model.factors=8", "train.batch_size=67", "model.loss=bpr", "model.dropout=0", "model.negatives=4",
+            "model.reg=0.0001"]  # BPR, as the recipe was (its default is now the softmax with user dropout)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                              "MASTER_PORT", "SLURM_PROCID")}
     done = subprocess.run([sys.executable, "-m", "danlu", "train", "movielens-bpr", *args, "--nproc", "2", "--json",

@@ -148,7 +148,7 @@ def test_a_run_killed_while_refitting_resumes_from_the_refit_checkpoint(tmp_path
 
     data = _table(tmp_path, users=60, items=120, per_user=20)
     args = [*_on(data), "train.epochs=4", "model.factors=8", "train.early_stop.patience=10", "train.lr=0.005",
-            "recommend.k=[5]"]
+            "recommend.k=[5]", "model.loss=bpr", "model.dropout=0", "model.reg=0.0001"]
     whole = train("movielens-bpr", args, runs_dir=tmp_path / "a", progress=False, plots=False)
     assert whole.report["training"]["refit"]["epochs"] == 2  # so a kill can fall between the refit's epochs
     save = checkpoint.save_fit_state

@@ -34,6 +34,7 @@ class MFOptions(_Options):
     loss: Literal["auto", "bpr", "softmax", "mse"] = "auto"
     reg: float = Field(0.0, ge=0)  # L2 on the embeddings of each batch's users and items
     negatives: int = Field(1, ge=1)  # bpr: sampled negatives per positive
+    dropout: float = Field(0.0, ge=0, lt=1)  # on the user vector while training (ranking losses)
 
 
 class TwoTowerOptions(_Options):
@@ -44,6 +45,7 @@ class TwoTowerOptions(_Options):
     loss: Literal["bpr", "softmax"] = "bpr"
     reg: float = Field(0.0, ge=0)
     negatives: int = Field(1, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)  # on the user vector while training
 
 
 class LightGCNOptions(_Options):

@@ -62,7 +62,10 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
         if done:
             break
         model.train()
-        total = _bpr_epoch(model, opt, users, items, gen, batch_size, negatives, reg, loss_name, shard)
+        if loss_name == "softmax" and shard is None:
+            total = _softmax_epoch(model, opt, train, gen, batch_size, reg)
+        else:  # BPR; and the softmax under --nproc, whose shares split each batch's positives
+            total = _bpr_epoch(model, opt, users, items, gen, batch_size, negatives, reg, loss_name, shard)
         model.eval()
         measured = validate() if validate is not None else float(epoch)
         score = measured if not isinstance(measured, dict) else measured[monitor]
@@ -104,14 +107,19 @@ def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items
         if shard is not None:  # --nproc: this process's share of the batch (recommend/distributed.py)
             idx, u, i, j = shard.take(idx, u, i, j)
         table = model.item_tower(drop=True) if hasattr(model, "item_tower") else None
+        vectors = table if table is not None else model.item.weight
         if loss_name == "softmax":  # cross-entropy over the whole catalogue: every item a negative
-            vectors = table if table is not None else model.item.weight
-            logits = model.user(users[idx]) @ vectors.T + model.item_bias.weight.T
+            logits = _dropped(model, model.user(users[idx])) @ vectors.T + model.item_bias.weight.T
             loss = F.cross_entropy(logits, items[idx])
             if reg:
                 loss = loss + reg * ((model.user(users[idx]) ** 2).sum(-1).mean() + (vectors ** 2).sum(-1).mean())
         else:
-            if table is None:
+            if getattr(model, "dropout", 0.0):  # dropout on the user vector: MF / two-tower scored here
+                user = _dropped(model, model.user(u))
+                pos = (user * vectors[i]).sum(-1) + model.item_bias(i).squeeze(-1)
+                neg = (user * vectors[j]).sum(-1) + model.item_bias(j).squeeze(-1)
+                vecs = [model.user(u), vectors[i], vectors[j]]
+            elif table is None:
                 pos, neg = model(u, i), model(u, j)
                 vecs = [model.user(u), model.item(i), model.item(j)]
             else:
@@ -127,6 +135,49 @@ def _bpr_epoch(model: MF, opt: torch.optim.Optimizer, users: torch.Tensor, items
         opt.step()
         total += float(loss.detach()) * len(idx) if len(idx) else 0.0  # an empty share's mean is NaN
     return total if shard is None else shard.total(total)
+
+
+def _dropped(model: MF, user: torch.Tensor) -> torch.Tensor:
+    """The user vectors with the model's training dropout (none when ``model.dropout`` is 0)."""
+    rate = getattr(model, "dropout", 0.0)
+    return F.dropout(user, rate, training=True) if rate else user
+
+
+def user_batches(train: sp.csr_matrix, gen: torch.Generator, batch_size: int) -> list[np.ndarray]:
+    """The users with positives in random order, cut into groups of about ``batch_size`` positives each."""
+    counts = np.diff(train.indptr)
+    order = torch.randperm(len(counts), generator=gen).numpy()
+    order = order[counts[order] > 0]
+    step = np.cumsum(counts[order]) // max(1, batch_size)
+    cuts = np.flatnonzero(np.diff(step)) + 1
+    return [b for b in np.split(order, cuts) if len(b)]
+
+
+def _softmax_epoch(model: MF, opt: torch.optim.Optimizer, train: sp.csr_matrix, gen: torch.Generator,
+                   batch_size: int, reg: float) -> float:
+    """One pass over the positives with cross-entropy over the whole catalogue (every item a negative).
+
+    The steps take whole users: a user's positives share one softmax over the catalogue, so each of their
+    rows of logits is computed once (the loss equals the per-positive cross-entropy summed, at about
+    1/(positives per user) of its cost); ``batch_size`` counts positives per step, as for BPR."""
+    total = 0.0
+    x = train.tocsr()
+    for group in user_batches(x, gen, batch_size):
+        u = torch.from_numpy(group.astype(np.int64))
+        target = torch.from_numpy((x[group].toarray() > 0).astype(np.float32))
+        table = model.item_tower(drop=True) if hasattr(model, "item_tower") else model.item.weight
+        propagated = getattr(model, "_users", None)  # LightGCN: the user side of the same propagation
+        user = propagated[u] if propagated is not None else model.user(u)
+        logits = _dropped(model, user) @ table.T + model.item_bias.weight.T
+        n = target.sum()
+        loss = -(target * F.log_softmax(logits, dim=1)).sum() / n
+        if reg:
+            loss = loss + reg * ((user ** 2).sum(-1).mean() + (table ** 2).sum(-1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * float(n)
+    return total
 
 
 def fit_mse(model: MF, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, *, epochs: int, batch_size: int,

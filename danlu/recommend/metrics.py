@@ -45,7 +45,10 @@ def rank_top(scores: np.ndarray, k: int) -> np.ndarray:
     above = scores > kth
     ties = scores == kth
     room = k - above.sum(1, keepdims=True)
-    chosen = above | (ties & (np.cumsum(ties, axis=1) <= room))
+    if (ties.sum(1, keepdims=True) == room).all():  # every row's ties at the k-th score fit: no count needed
+        chosen = above | ties
+    else:
+        chosen = above | (ties & (np.cumsum(ties, axis=1) <= room))
     cols = np.nonzero(chosen)[1].reshape(n_rows, k)  # row-major: each row's k columns, by index
     sub = np.take_along_axis(scores, cols, axis=1)
     order = np.lexsort((cols, -sub), axis=1)

@@ -64,6 +64,7 @@ class RecommenderRun:
                                    self.item_info, len(self.items))
         load_state(self.model, self.run_dir / "model.safetensors")
         self.model.eval()
+        self.model.warm()
         self.history = load_history(self.run_dir, len(self.items))
         if hasattr(self.model, "set_graph"):  # LightGCN: the known interactions are its graph
             self.model.set_graph(self.history)
@@ -126,34 +127,41 @@ class RecommenderRun:
         """The answers to several requests, the model scoring all of them in one call (the server's batches)."""
         from danlu.recommend.metrics import rank_top
 
-        scored = [a for a in asks if a.index is not None]
-        rows: dict[int, Any] = {}  # scores over the catalogue, or (with an index) (top items, their scores)
+        n_items = len(self.items)
+        scored = [r for r, a in enumerate(asks) if a.index is not None]
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # with an index: row → (top items, their scores)
+        scores = np.zeros((len(asks), n_items), dtype=np.float64)  # one row per request, ranked together
         if scored:
-            indptr = np.cumsum([0] + [len(a.history) for a in scored])
-            indices = np.concatenate([a.history for a in scored])
-            h = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                              shape=(len(scored), len(self.items)))
-            users = np.asarray([a.index for a in scored])
+            hist = [asks[r].history for r in scored]
+            indptr = np.cumsum([0] + [len(x) for x in hist])
+            h = sp.csr_matrix((np.ones(int(indptr[-1]), dtype=np.float32), np.concatenate(hist), indptr),
+                              shape=(len(scored), n_items))
+            users = np.asarray([asks[r].index for r in scored])
             if self.index is not None:  # approximate top-k: only the probed clusters are scored
                 from danlu.recommend.index import top_k
 
                 vectors = self.model.user_vectors(users, h).numpy()
-                found = top_k(self.index, vectors, max(a.k for a in scored),
-                              [np.concatenate([a.history, np.asarray(a.exclude, dtype=np.int64)]) for a in scored])
-                rows = {id(a): (top[:a.k], s[:a.k]) for a, (top, s) in zip(scored, found, strict=True)}
+                got = top_k(self.index, vectors, max(asks[r].k for r in scored),
+                            [np.concatenate([asks[r].history, np.asarray(asks[r].exclude, dtype=np.int64)])
+                             for r in scored])
+                found = {r: (top[:asks[r].k], s[:asks[r].k]) for r, (top, s) in zip(scored, got, strict=True)}
             else:
-                scores = np.asarray(self.model.score(users, h), dtype=np.float64)
-                rows = {id(a): scores[j] for j, a in enumerate(scored)}
+                scores[scored] = self.model.score(users, h)
+        unknown = [r for r, a in enumerate(asks) if a.index is None]
+        if unknown:  # unknown users: popularity
+            scores[unknown] = self.counts
+        masked = [np.concatenate([a.history, np.asarray(a.exclude, dtype=np.int64)]) for a in asks]
+        rows = np.repeat(np.arange(len(asks)), [len(m) for m in masked])
+        scores[rows, np.concatenate(masked).astype(np.int64) if masked else rows] = -np.inf
+        ranked = rank_top(scores, max(a.k for a in asks)) if asks else np.zeros((0, 0), dtype=np.int64)
         tops = []
-        for a in asks:
-            if self.index is not None and a.index is not None:
-                tops.append(rows[id(a)])
+        for r, a in enumerate(asks):  # top-k by (score, lower index) is a prefix of the top-kmax
+            if r in found:
+                tops.append(found[r])
                 continue
-            s = rows[id(a)].copy() if a.index is not None else self.counts.astype(np.float64).copy()
-            s[a.history] = -np.inf
-            s[a.exclude] = -np.inf
-            top = np.asarray([i for i in rank_top(s[None, :], a.k)[0] if np.isfinite(s[i])], dtype=np.int64)
-            tops.append((top, s[top]))
+            top = ranked[r, :a.k]
+            top = top[np.isfinite(scores[r, top])]
+            tops.append((top, scores[r, top]))
         pairs = [(a, top) for a, (top, _) in zip(asks, tops, strict=True)
                  if self.model.explains and len(a.history) and a.index is not None]  # "because you rated X"
         why = {id(a): w for (a, _), w in zip(pairs, self.model.because_many([(a.history, t) for a, t in pairs]),
