@@ -117,26 +117,57 @@ def _train(recipe: str, overrides: list[str]) -> tuple[Path, dict, float, float]
     return result.run, result.metrics, time.perf_counter() - t0, _cpu() - c0
 
 
+def _val_accuracy(run: Path) -> float:
+    """The last epoch's validation accuracy (what the recipes' settings were chosen on)."""
+    import json
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return [r["val_accuracy"] for r in rows if "val_accuracy" in r][-1]
+
+
+def _confusion(run: Path) -> list[str]:
+    """The test confusion matrix as markdown rows (true class down, predicted across)."""
+    import json
+
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    classes, matrix = report["classes"], report["confusion_matrix"]
+    matrix = matrix.get("matrix", matrix) if isinstance(matrix, dict) else matrix
+    lines = ["| true ↓ predicted → | " + " | ".join(classes) + " |", "| --- " * (len(classes) + 1) + "|"]
+    lines += [f"| {c} | " + " | ".join(str(int(v)) for v in row) + " |" for c, row in zip(classes, matrix, strict=True)]
+    return lines
+
+
 def tones(overrides: list[str]) -> None:
-    print("| recipe | classes | test accuracy | speaker 3 | speaker 5 | wall s | CPU s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| recipe | classes | val accuracy | test accuracy | speaker 3 | speaker 5 | wall s | CPU s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    confusions = []
     for neutral in ("drop", "class"):
         run, metrics, wall, cpu = _train("mandarin-tones", [f"data.neutral={neutral}", *overrides])
         per = _per_speaker(run)
-        print(f"| mandarin-tones {' '.join(overrides)} | {4 if neutral == 'drop' else 5} | {metrics['accuracy']:.4f} | "
-              f"{per.get('3', float('nan')):.4f} | {per.get('5', float('nan')):.4f} | {wall:.0f} | {cpu:.0f} |",
-              flush=True)
+        print(f"| mandarin-tones {' '.join(overrides)} | {4 if neutral == 'drop' else 5} | {_val_accuracy(run):.4f} | "
+              f"{metrics['accuracy']:.4f} | {per.get('3', float('nan')):.4f} | {per.get('5', float('nan')):.4f} | "
+              f"{wall:.0f} | {cpu:.0f} |", flush=True)
+        confusions.append((f"mandarin-tones, {4 if neutral == 'drop' else 5} classes", _confusion(run)))
+    for title, rows in confusions:
+        print(f"\n{title}:\n" + "\n".join(rows))
+    print()
 
 
 def cross(overrides: list[str]) -> None:
-    print("| recipe | classes | train → test speaker | test accuracy | wall s | CPU s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| recipe | classes | train → test speaker | val accuracy (training voice) | test accuracy | wall s "
+          "| CPU s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    confusions = []
     for neutral in ("drop", "class"):
         for a, b in (("3", "5"), ("5", "3")):
             run, metrics, wall, cpu = _train("mandarin-tones-cross-speaker",
                                              [f"data.speaker={a}", f"data.neutral={neutral}", *overrides])
             print(f"| cross-speaker {' '.join(overrides)} | {4 if neutral == 'drop' else 5} | {a} → {b} | "
-                  f"{metrics['accuracy']:.4f} | {wall:.0f} | {cpu:.0f} |", flush=True)
+                  f"{_val_accuracy(run):.4f} | {metrics['accuracy']:.4f} | {wall:.0f} | {cpu:.0f} |", flush=True)
+            confusions.append((f"{a} → {b}, {4 if neutral == 'drop' else 5} classes", _confusion(run)))
+    for title, rows in confusions:
+        print(f"\n{title}:\n" + "\n".join(rows))
+    print()
 
 
 def _tone_folder(root: Path, per_class: int, rate: int = 16_000, seconds: float = 1.0) -> Path:

@@ -78,6 +78,17 @@ def _train_recommender(recipe: Recipe, resume_path: Any, runs_dir: Path | None, 
     return TrainResult(done.run, done.metrics, done.wall_s, done.report, done.status, done.writer)
 
 
+def _write_voices(model: Any, run: Any) -> None:
+    """voices.json: tone_net's per-voice pitch statistics (pitch_norm=voice), beside the weights that hold them."""
+    table = model.voice_table() if hasattr(model, "voice_table") else []
+    if table and run.writer:
+        import json
+
+        from danlu.runs.files import atomic_write_text
+
+        atomic_write_text(run.path / "voices.json", json.dumps({"voices": table}, indent=2) + "\n")
+
+
 def _resolve_recipe(recipe: Any, overrides: list[str], resume: Any, runs_dir: Path | None) -> tuple[Recipe, Any]:
     """The recipe to train, with paths made absolute; a resumed run's own (and its folder)."""
     from danlu.errors import DanluError
@@ -179,10 +190,13 @@ class _Job:
                 return loop, tracked, loop  # the loop knows its best round, as the nets' recorder its best epoch
             cbs = standard_callbacks(recipe, self.schema, len(self.splits.val) > 0, run, resume=resumed,
                                      progress=self.progress, extra=[*callbacks, *tracked], resumable=resumable)
+            if not resumed and self.splits.unlabelled is not None and hasattr(self.model, "adapt"):
+                self.model.adapt(self.splits.unlabelled)  # measured on inputs without labels (data.adapt)
             loop = build_loop(self.model, self.splits, self.schema, recipe, cbs)
             if self.teacher is not None:
                 loop.step = self.teacher.wrap(loop.step, loop.device)
             fit(group.wrap(loop) if group else loop)
+            _write_voices(self.model, run)
         except BaseException as e:
             e = group.explain(e, run) if group else e  # a peer that died: say how to resume
             fail_run(run, e, "training")

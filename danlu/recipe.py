@@ -110,6 +110,9 @@ class DataConfig(_Strict):
     split: Literal["syllable", "speaker"] | None = None  # mandarin-tones: hold out syllables or a speaker
     speaker: str | None = None  # mandarin-tones with split=speaker: the training speaker (3 or 5)
     neutral: Literal["class", "drop"] = "drop"  # mandarin-tones: the neutral tone as a fifth class, or dropped
+    # mandarin-tones with split=speaker: hand the model the test speaker's clips WITHOUT labels, so tone_net
+    # (pitch_norm=voice) measures that voice's pitch centre and spread (transductive; docs/audio.md)
+    adapt: bool = False
 
     @field_validator("speaker", mode="before")
     @classmethod

@@ -222,10 +222,15 @@ def test_recipes_train_evaluate_and_predict_on_generated_tones(tmp_path, cli):
     run = last_json(out)["run"]
     report = (Path(run) / "report.md").read_text(encoding="utf-8")
     assert "tone3" in report
+    voices = json.loads((Path(run) / "voices.json").read_text(encoding="utf-8"))["voices"]
+    assert sorted(round(v["centre_hz"] / 60) for v in voices) == [2, 4]  # the 120 Hz and 240 Hz voices
     code, out, err = cli("train", "mandarin-tones-cross-speaker", f"data.root={root}", "data.speaker=5",
-                         *_quick(), "--json")
+                         "data.adapt=true", "model.pitch_norm=voice", *_quick(), "--json")
     assert code == 0, err
-    run = last_json(out)["run"]
+    run = last_json(out)["run"]  # exported and served below: the voice table travels with the weights
+    voices = json.loads((Path(run) / "voices.json").read_text(encoding="utf-8"))["voices"]
+    assert [v["from"] for v in voices] == ["training clips", "unlabelled clips (adaptation)"]  # data.adapt
+    assert voices[0]["centre_hz"] > voices[1]["centre_hz"]  # trained on 5 (240 Hz), adapted to 3 (120 Hz)
     clip = root / "ogg" / "ㄇㄚ3" / "3.ogg"
     code, out, err = cli("predict", run, str(clip), "--json")
     assert code == 0, err

@@ -5,6 +5,8 @@ Two speakers only, so splits are by what a model must generalize over, never ran
   held out for validation and test, so no test syllable was heard in training in any tone or voice;
 - data.split=speaker (recipe mandarin-tones-cross-speaker): train (and validate, on held-out syllables) on
   data.speaker, test on every clip of the other voice.
+With data.adapt (split=speaker only) the test speaker's clips go to the model without labels before
+training (Splits.unlabelled), so tone_net's voice normalization is measured on the test voice: transductive.
 The folder's tone digit: none = tone 1, 2-4 = tones 2-4, 1 = the neutral tone (13 syllables), kept as a
 fifth class with data.neutral=class or dropped (data.neutral=drop).
 """
@@ -107,4 +109,14 @@ def load_mandarin_tones(cfg: DataConfig, seed: int, data_dir: Path | None) -> tu
     extra = {"speakers": speakers, "split": split}
     if split == "speaker":
         extra["train_speaker"] = train_speaker
-    return to_splits(parts, classes, fmt, f"mandarin-tones:{root}", notes, extra)
+    elif cfg.adapt:
+        raise DataError("data.adapt needs data.split=speaker (a test voice to adapt to)",
+                        hint="the syllable split trains on both voices; drop data.adapt")
+    if cfg.adapt:
+        extra["adapted_to"] = "test speaker's clips, without labels (transductive)"
+        notes.append(f"data.adapt: the model measured the test speaker's pitch on its {len(parts['test'][0])} "
+                     "clips without labels before training (transductive adaptation)")
+    splits, schema = to_splits(parts, classes, fmt, f"mandarin-tones:{root}", notes, extra)
+    if cfg.adapt:
+        splits.unlabelled = splits.test.x  # the waveforms only: labels stay with the test split
+    return splits, schema

@@ -19,6 +19,9 @@ class Splits:
     # files the run folder must carry to preprocess new inputs (vocab.json, tokenizer/): name → writer(run_dir)
     artifacts: dict[str, Callable[[Path], None]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)  # loader facts for `danlu data describe`
+    # inputs without labels a model may measure before training (a test voice's clips: data.adapt), never
+    # trained on; None = none
+    unlabelled: Any = None
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}

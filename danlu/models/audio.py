@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from danlu.models.audio_features import LogMel, PitchContour, normalize_utterance
+from danlu.errors import DanluError
+from danlu.models.audio_features import LogMel, PitchContour, fit_voices, normalize_utterance
 
 
 class WaveAugment(nn.Module):
@@ -31,11 +32,12 @@ class WaveAugment(nn.Module):
 
     def __init__(self, sample_rate: int, gain_db: float = 0.0, noise_snr: tuple[float, float] | None = None,
                  shift_s: float = 0.0, pitch_semitones: float = 0.0, range_scale: float = 1.0,
-                 time_masks: int = 0, time_mask_frames: int = 10, freq_masks: int = 0, freq_mask_bins: int = 8):
+                 register_semitones: float = 0.0, time_masks: int = 0, time_mask_frames: int = 10,
+                 freq_masks: int = 0, freq_mask_bins: int = 8):
         super().__init__()
         self.sample_rate, self.gain_db, self.noise_snr = sample_rate, gain_db, noise_snr
         self.shift = int(shift_s * sample_rate)
-        self.pitch, self.range_scale = pitch_semitones, range_scale
+        self.pitch, self.range_scale, self.register = pitch_semitones, range_scale, register_semitones
         self.time_masks, self.time_mask_frames = time_masks, time_mask_frames
         self.freq_masks, self.freq_mask_bins = freq_masks, freq_mask_bins
 
@@ -84,6 +86,10 @@ class WaveAugment(nn.Module):
         r = math.log(self.range_scale)
         return torch.exp(self._uniform(b, -r, r, like))
 
+    def registers(self, b: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The contour's register moved by up to ± ``register`` semitones (voice-normalized contours only)."""
+        return self._uniform(b, -self.register, self.register, like) if self.training and self.register else None
+
     def masks(self, spec: torch.Tensor) -> torch.Tensor:
         """SpecAugment (Park et al. 2019): zero random time and frequency stripes of [B, F, T] (to the mean)."""
         if not self.training or not (self.time_masks or self.freq_masks):
@@ -107,7 +113,8 @@ def augment_from(options: dict[str, Any], sample_rate: int) -> WaveAugment:
     snr = a.get("noise_snr")
     return WaveAugment(sample_rate, gain_db=a.get("gain_db", 0.0), noise_snr=tuple(snr) if snr else None,
                        shift_s=a.get("shift_s", 0.0), pitch_semitones=a.get("pitch_semitones", 0.0),
-                       range_scale=a.get("range_scale", 1.0), time_masks=a.get("time_masks", 0),
+                       range_scale=a.get("range_scale", 1.0),
+                       register_semitones=a.get("register_semitones", 0.0), time_masks=a.get("time_masks", 0),
                        time_mask_frames=a.get("time_mask_frames", 10), freq_masks=a.get("freq_masks", 0),
                        freq_mask_bins=a.get("freq_mask_bins", 8))
 
@@ -185,6 +192,10 @@ class AudioResNet(nn.Module):
         return self.head(self.features(spec))
 
 
+MAX_VOICES = 8  # rows of tone_net's voice table (a fixed shape, so saved weights load into any build)
+UNUSED_VOICE = 1e4  # an unused row's centre: never the nearest voice
+
+
 class TrackCache:
     """YIN tracks of training clips, computed once: the contour branch reads the clean clip (its augmentation
     happens on the contour), so in training every epoch would recompute the same tracks. Keyed by a fixed
@@ -211,10 +222,11 @@ class TrackCache:
 class ToneNet(nn.Module):
     """tone_net: the pitch contour through a 1-D conv net, plus (optionally) a bc_resnet spectrogram embedding.
 
-    The contour channels (PitchContour): semitones about the clip's mean, slope, aperiodicity, loudness; with
-    ``level`` a fifth channel, the clip's mean pitch in semitones about ``reference_hz``: a voice's register,
-    so it helps only where the training voices are the test voices (with the spectrogram branch to tell them
-    apart, as in mandarin-tones' syllable split); across speakers it measured worse (docs/audio.md).
+    The contour channels (PitchContour): the pitch (semitones about the clip's mean, or with
+    ``pitch_norm: voice`` a z-score about the clip's voice), slope, aperiodicity, loudness, optionally the
+    voiced duration; with ``level`` one more channel, the clip's mean pitch in semitones about
+    ``reference_hz``: a voice's register, so it helps only where the training voices are the test voices (with
+    the spectrogram branch to tell them apart); across speakers it measured worse (docs/audio.md).
     """
 
     def __init__(self, schema_audio: dict[str, Any], num_outputs: int, options: dict[str, Any]):
@@ -224,11 +236,21 @@ class ToneNet(nn.Module):
         self.points, self.level = options["points"], options["level"]
         self.truncate = float((options.get("augment") or {}).get("truncate", 0.0))
         self.pitch = PitchContour(rate, rate // 100, points=self.points, f_min=options["f_min"],
-                                  f_max=options["f_max"])
+                                  f_max=options["f_max"], voicing=options.get("voicing", 0.35),
+                                  threshold=options.get("yin_threshold", 0.15), smooth=options.get("smooth", 1),
+                                  norm=options.get("pitch_norm", "utterance"), duration=options.get("duration", False))
         self.reference = 12 * math.log2(options["reference_hz"] / 100.0)
         self._cache: TrackCache | None = None
+        self.voice_count = int(options.get("voices", 1))
+        if "adapted_to" in schema_audio and self.pitch.norm != "voice":
+            raise DanluError("data.adapt measures the test voice for model.pitch_norm=voice; this tone_net "
+                             "normalizes each clip by itself", hint="add model.pitch_norm=voice or drop data.adapt")
+        self.voice_sources: list[tuple[str, int] | None] = [None] * MAX_VOICES
+        if self.pitch.norm == "voice":  # (centre, spread) in semitones per voice; rows past the fitted ones unused
+            table = torch.tensor([[UNUSED_VOICE, 1.0, UNUSED_VOICE, 1.0]]).repeat(MAX_VOICES, 1)
+            self.register_buffer("voices", table)
         width = options["contour_width"]
-        channels = 4 + int(self.level)
+        channels = self.pitch.channels + int(self.level)
         self.contour = nn.Sequential(
             nn.Conv1d(channels, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(),
             nn.Conv1d(width, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(),
@@ -248,13 +270,60 @@ class ToneNet(nn.Module):
             self._cache = TrackCache(x.shape[-1])
         return self._cache.get(x, self.pitch.track)
 
+    @property
+    def fits_to_data(self) -> bool:
+        """With pitch_norm=voice the training clips' voices are measured once before the first step."""
+        return self.pitch.norm == "voice"
+
+    def _measure(self, x: torch.Tensor, count: int) -> tuple[torch.Tensor, list[int]]:
+        if not x.is_floating_point():  # int16 waveforms straight from a split
+            x = x.float() / 32768.0
+        tracks = [self.pitch.track(x[i:i + 256].float()) for i in range(0, len(x), 256)]
+        f0, aper, rms = (torch.cat([t[k] for t in tracks]) for k in range(3))
+        return fit_voices(self.pitch, f0, aper, rms, count)
+
+    @torch.no_grad()
+    def fit_to_data(self, x: torch.Tensor) -> None:
+        """The training clips' ``voices`` voices (their speakers need not be known: see fit_voices)."""
+        rows, sizes = self._measure(x, self.voice_count)
+        self.voices[: len(rows)] = rows.to(self.voices.device)
+        self.voice_sources[: len(rows)] = [("training clips", n) for n in sizes]
+
+    @torch.no_grad()
+    def adapt(self, x: torch.Tensor) -> None:
+        """One more voice from unlabelled clips of one speaker (transductive: a test voice measured on its own
+        clips, labels never seen); it takes the row after the training voices. In evaluation each clip takes the
+        likeliest voice of all (fitted and adapted) by its upper pitch."""
+        rows, sizes = self._measure(x, 1)
+        self.voices[self.voice_count] = rows[0].to(self.voices.device)
+        self.voice_sources[self.voice_count] = ("unlabelled clips (adaptation)", sizes[0])
+
+    def voice_table(self) -> list[dict[str, Any]]:
+        """The fitted voices for the run folder's voices.json."""
+        if self.pitch.norm != "voice":
+            return []
+        out = []
+        for i, (centre, spread, top, top_spread) in enumerate(self.voices.tolist()):
+            if centre >= UNUSED_VOICE:
+                continue
+            source, clips = self.voice_sources[i] or ("saved weights", None)
+            out.append({"voice": i, "centre_hz": round(100 * 2 ** (centre / 12), 2),
+                        "centre_semitones": round(centre, 4), "spread_semitones": round(spread, 4),
+                        "clip_top_semitones": round(top, 4), "clip_top_spread": round(top_spread, 4),
+                        "from": source, "clips": clips})
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = len(x)
         semitones = self.augment.semitones(b, x)
         keep = None
         if self.training and self.truncate > 0:
             keep = 1 - self.truncate * torch.rand(b, device=x.device)
-        track, level = self.pitch.features(*self.tracks(x), range_scale=self.augment.scales(b, x), keep=keep)
+        voices = None
+        if self.pitch.norm == "voice":  # training: the training voices; evaluation: any fitted or adapted one
+            voices = self.voices[: self.voice_count] if self.training else self.voices
+        track, level = self.pitch.features(*self.tracks(x), range_scale=self.augment.scales(b, x), keep=keep,
+                                           voices=voices, shift=self.augment.registers(b, x))
         x = self.augment.wave(x)
         if self.level:
             lv = level - self.reference + (semitones if semitones is not None else 0)

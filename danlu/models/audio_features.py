@@ -154,23 +154,28 @@ class Yin(nn.Module):
 
 
 class PitchContour(nn.Module):
-    """Waveforms → (tone features [B, 4, points], mean pitch [B] in semitones about 100 Hz).
+    """Waveforms → (tone features [B, C, points], mean pitch [B] in semitones about 100 Hz).
 
-    The features: the voiced stretch of each clip resampled to ``points`` steps, as semitones about the
-    clip's own mean (pitch level removed, range kept), its slope, YIN's aperiodicity and loudness (dB below
-    the clip's peak). YIN runs at 8 kHz (F0 below 500 Hz needs no more; 4x less work). Octave errors (YIN's
-    usual failure) are folded back towards the clip's median; unvoiced frames inside the voiced stretch take
-    the last voiced value. ``range_scale`` [B] multiplies the contour (augmentation); ``keep`` [B] in (0, 1]
-    keeps only the first part of the voiced stretch (contour-shape augmentation: a dipping tone that loses
-    its rise, as many speakers say tone 3).
+    The features: the voiced stretch of each clip resampled to ``points`` steps (onset consonant and silence
+    left out, so they do not shift the contour), as semitones about the clip's own mean (``norm="utterance"``:
+    level removed, range kept) or as a z-score about its voice (``norm="voice"``: the nearest voice of
+    ``voices`` [V, 2] (centre, scale) in semitones, so a speaker's register and range both drop out but the
+    tone's height within the voice stays); then its slope, YIN's aperiodicity, loudness (dB below the clip's
+    peak) and, with ``duration``, the voiced stretch's length. YIN runs at 8 kHz (F0 below 500 Hz needs no
+    more; 4x less work). Octave errors (YIN's usual failure) are folded back towards the clip's median (or
+    its voice's centre); unvoiced frames inside the voiced stretch take the last voiced value, and a running
+    median over ``smooth`` frames removes single-frame jumps. ``range_scale`` [B] multiplies the contour,
+    ``shift`` [B] (semitones) moves it and ``keep`` [B] in (0, 1] keeps only the first part of
+    the voiced stretch (augmentation).
     """
 
     def __init__(self, sample_rate: int, hop: int, points: int = 24, f_min: float = 60.0, f_max: float = 500.0,
-                 voicing: float = 0.35, silence_db: float = -35.0):
+                 voicing: float = 0.35, silence_db: float = -35.0, threshold: float = 0.15, smooth: int = 1,
+                 norm: str = "utterance", duration: bool = False):
         super().__init__()
         self.decimate = sample_rate // 8000 if sample_rate % 8000 == 0 and sample_rate > 8000 else 1
         rate = sample_rate // self.decimate
-        self.yin = Yin(rate, max(1, hop // self.decimate), f_min, f_max)
+        self.yin = Yin(rate, max(1, hop // self.decimate), f_min, f_max, threshold)
         if self.decimate > 1:  # windowed-sinc low-pass at 0.9 x the new Nyquist frequency
             taps = 16 * self.decimate + 1
             n = torch.arange(taps, dtype=torch.float64) - taps // 2
@@ -178,6 +183,8 @@ class PitchContour(nn.Module):
             h = cutoff * torch.sinc(cutoff * n) * torch.hann_window(taps, periodic=False, dtype=torch.float64)
             self.register_buffer("lowpass", (h / h.sum()).float().view(1, 1, -1), persistent=False)
         self.points, self.voicing, self.silence_db = points, voicing, silence_db
+        self.smooth, self.norm, self.duration = smooth, norm, duration
+        self.channels = 4 + int(duration)
 
     def track(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(f0 Hz, aperiodicity, rms) per 10 ms frame, at the reduced rate."""
@@ -190,27 +197,71 @@ class PitchContour(nn.Module):
                 keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.features(*self.track(x), range_scale=range_scale, keep=keep)
 
-    def features(self, f0: torch.Tensor, aper: torch.Tensor, rms: torch.Tensor, range_scale: torch.Tensor | None = None,
-                 keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The tone features and mean pitch from a YIN track (see the class docstring)."""
+    def voiced(self, aper: torch.Tensor, rms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(voiced mask, loudness in dB below the clip's peak); a clip with no voiced frame counts all."""
         loud = 20 * torch.log10(rms.clamp_min(1e-6))
         loud = loud - loud.amax(-1, keepdim=True)
         voiced = (aper < self.voicing) & (loud > self.silence_db)
-        voiced = voiced | ~voiced.any(-1, keepdim=True)  # a clip with no voiced frame: use all rather than none
+        return voiced | ~voiced.any(-1, keepdim=True), loud
+
+    def semitones(self, f0: torch.Tensor, voiced: torch.Tensor, voices: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Semitones about 100 Hz with octave jumps folded back, and (with ``voices``) each clip's voice row.
+
+        Frames more than 8 semitones from the clip's median are folded towards it. With ``voices`` [V, 4]
+        (centre, spread, and the mean and spread of the voice's clips' upper pitch, ``clip_top``) the clip goes
+        to the likeliest voice by its upper pitch (the high part of a clip tells a low voice from a high one
+        better than its median: a high voice's low tones reach down into a low voice's range), and frames more
+        than max(8, 2 spreads) from that voice's centre are moved by octaves towards it (YIN's octave-down error
+        on a low voice often covers a whole clip; a wide voice's real lows stay)."""
         st = 12 * torch.log2(f0 / 100.0)
-        dev = st - _masked_median(st, voiced)
-        st = st - 12 * torch.round(dev / 12) * (dev.abs() > 8)  # fold octave jumps back towards the median
-        vf = voiced.float()
-        level = (st * vf).sum(-1) / vf.sum(-1)
-        contour = st - level[:, None]
-        if range_scale is not None:
-            contour = contour * range_scale[:, None]
+        ref = _masked_median(st, voiced)
+        for _ in range(2):  # twice: a two-octave error comes back in two steps
+            dev = st - ref
+            st = st - 12 * torch.round(dev / 12) * (dev.abs() > 8)
+        row = None
+        if voices is not None:
+            top = clip_top(st, voiced)
+            mean, spread = voices[None, :, 2], voices[None, :, 3]
+            row = (-spread.log() - 0.5 * ((top - mean) / spread).square()).argmax(-1)
+            off = st - voices[row, 0][:, None]
+            st = st - 12 * torch.round(off / 12) * (off.abs() > (2 * voices[row, 1][:, None]).clamp_min(8.0))
+        return st, row
+
+    def pitch(self, f0: torch.Tensor, aper: torch.Tensor, rms: torch.Tensor, voices: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, ...]:
+        """(semitones filled and smoothed, voiced mask, loudness, last voiced frame index, first voiced frame,
+        voice row or None) from a YIN track."""
+        voiced, loud = self.voiced(aper, rms)
+        st, row = self.semitones(f0, voiced, voices)
         t = torch.arange(st.shape[-1], device=st.device).expand_as(st)
         n = st.shape[-1]  # the last voiced frame at or before each frame (a [T, T] mask: cummax has no ONNX op)
         earlier = torch.ones(n, n, dtype=torch.bool, device=st.device).tril()
         last = torch.where(voiced[:, None, :] & earlier, t[:, None, :], torch.full_like(t[:, None, :], -1))
-        last = last.amax(-1).clamp_min(0)
-        start = torch.where(voiced, t, torch.full_like(t, 1 << 30)).amin(-1).float()
+        last = last.amax(-1)
+        start = torch.where(voiced, t, torch.full_like(t, 1 << 30)).amin(-1)
+        last = torch.where(last < 0, start[:, None].expand_as(last), last)  # before the first voiced frame: it
+        return _running_median(st.gather(-1, last), self.smooth), voiced, loud, last, start, row
+
+    def features(self, f0: torch.Tensor, aper: torch.Tensor, rms: torch.Tensor, range_scale: torch.Tensor | None = None,
+                 keep: torch.Tensor | None = None, voices: torch.Tensor | None = None,
+                 shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tone features and mean pitch from a YIN track (see the class docstring)."""
+        st, voiced, loud, last, start_i, row = self.pitch(f0, aper, rms, voices if self.norm == "voice" else None)
+        t = torch.arange(st.shape[-1], device=st.device).expand_as(st)
+        vf = voiced.float()
+        level = (st * vf).sum(-1) / vf.sum(-1)
+        if row is not None and voices is not None:  # z-score about the voice: 1 = one of its own spreads
+            spread = voices[row, 1]
+            contour, scale = (st - voices[row, 0][:, None]) / spread[:, None], 1.0
+        else:
+            spread = torch.ones_like(level)
+            contour, scale = st - level[:, None], 4.0
+        if range_scale is not None:
+            contour = contour * range_scale[:, None]
+        if shift is not None:  # semitones; a register shift is invisible about the clip's own mean
+            contour = contour + (shift / spread)[:, None]
+        start = start_i.float()
         stop = torch.where(voiced, t, torch.full_like(t, -1)).amax(-1).float()
         if keep is not None:
             stop = start + (stop - start) * keep
@@ -221,13 +272,67 @@ class PitchContour(nn.Module):
         frac = pos - i0.float()
 
         def sample(v: torch.Tensor) -> torch.Tensor:
-            v = v.gather(-1, last)
             return v.gather(-1, i0) * (1 - frac) + v.gather(-1, i1) * frac
 
+        filled = torch.stack([aper.clamp(0, 1), loud], 1).gather(-1, last[:, None].expand(-1, 2, -1))
         c = sample(contour)
         slope = torch.cat([torch.zeros_like(c[..., :1]), c[..., 1:] - c[..., :-1]], -1) * (self.points / 8.0)
-        feats = torch.stack([c / 4.0, slope / 4.0, sample(aper.clamp(0, 1)), sample(loud) / 20.0], dim=1)
-        return feats, level
+        chans = [c / scale, slope / scale, sample(filled[:, 0]), sample(filled[:, 1]) / 20.0]
+        if self.duration:  # the voiced stretch in 300 ms units: neutral tones are short
+            chans.append(((stop - start + 1) / 30.0)[:, None].expand(-1, self.points))
+        return torch.stack(chans, dim=1), level
+
+
+@torch.no_grad()
+def fit_voices(contour: PitchContour, f0: torch.Tensor, aper: torch.Tensor, rms: torch.Tensor, count: int
+               ) -> tuple[torch.Tensor, list[int]]:
+    """[count, 4] voices among these clips' YIN tracks (centre and spread of their pitch in semitones about
+    100 Hz, mean and spread of their clips' upper pitch) and the clips each voice has. The clips go into
+    ``count`` groups by 1-D k-means on their upper pitch (clip_top; the speaker of a clip is not needed), then
+    per group: the median and the interquartile range / 1.349 (a standard deviation that a few octave errors do
+    not inflate) of its voiced frames, octave-folded towards the group."""
+    voiced, _ = contour.voiced(aper, rms)
+    st, _ = contour.semitones(f0.float(), voiced)
+    top = clip_top(st, voiced)[:, 0]
+    count = max(1, min(count, len(top)))
+    centres = torch.quantile(top, (torch.arange(count, dtype=torch.float32) + 0.5) / count)
+    group = torch.zeros(len(top), dtype=torch.long)
+    for _ in range(100):
+        group = (top[:, None] - centres[None]).abs().argmin(-1)
+        fresh = torch.stack([top[group == j].mean() if (group == j).any() else centres[j] for j in range(count)])
+        if torch.equal(fresh, centres):
+            break
+        centres = fresh
+    rows, sizes = [], []
+    for j in range(count):
+        m = group == j
+        top_mean, top_spread = float(top[m].mean()), max(float(top[m].std()) if m.sum() > 1 else 1.0, 1.0)
+        centre = float(_masked_median(st[m], voiced[m]).median())
+        table = torch.tensor([[centre, 1.0, top_mean, top_spread]])
+        st_j, voiced_j, *_ = contour.pitch(f0[m], aper[m], rms[m], table)
+        q1, q2, q3 = torch.quantile(st_j[voiced_j], torch.tensor([0.25, 0.5, 0.75]))
+        rows.append([float(q2), max(float(q3 - q1) / 1.349, 0.5), top_mean, top_spread])
+        sizes.append(int(m.sum()))
+    return torch.tensor(rows, dtype=torch.float32), sizes
+
+
+def clip_top(st: torch.Tensor, voiced: torch.Tensor, q: float = 0.9) -> torch.Tensor:
+    """[B, 1] the ``q`` quantile of each clip's voiced pitch (lower interpolation; by sort, which ONNX has)."""
+    low = torch.where(voiced, st, torch.full_like(st, float("-inf"))).sort(-1).values
+    n = voiced.sum(-1, keepdim=True)
+    idx = (st.shape[-1] - n + ((n - 1).float() * q).floor().long()).clamp(0, st.shape[-1] - 1)
+    return low.gather(-1, idx)
+
+
+def _running_median(v: torch.Tensor, k: int) -> torch.Tensor:
+    """Median over ``k`` frames (odd; edges repeated) along the last axis; sort exports to ONNX, median does not."""
+    if k <= 1:
+        return v
+    p = k // 2
+    padded = torch.cat([v[..., :1].expand(*v.shape[:-1], p), v, v[..., -1:].expand(*v.shape[:-1], p)], -1)
+    n = v.shape[-1]
+    stacked = torch.stack([padded[..., i: i + n] for i in range(k)], -1)
+    return stacked.sort(-1).values[..., p]
 
 
 def frame_index(count: int, length: int, hop: int, device: torch.device | None = None) -> torch.Tensor:

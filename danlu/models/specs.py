@@ -223,6 +223,7 @@ class AudioAugmentOptions(_Options):
     shift_s: float = Field(0.0, ge=0, le=5)  # random time shift within ± this many seconds (zero-filled)
     pitch_semitones: float = Field(0.0, ge=0, le=12)  # random pitch shift within ± this (spectrum and contour)
     range_scale: float = Field(1.0, ge=1, le=4)  # tone_net: the contour's range times up to this or 1/this
+    register_semitones: float = Field(0.0, ge=0, le=12)  # tone_net, pitch_norm=voice: contour moved ± this
     truncate: float = Field(0.0, ge=0, lt=1)  # tone_net: drop up to this fraction of the contour's end
     time_masks: int = Field(0, ge=0, le=10)  # SpecAugment: time stripes per clip ...
     time_mask_frames: int = Field(10, ge=1)  # ... each up to this many 10 ms frames wide
@@ -255,12 +256,21 @@ class ToneNetOptions(_Options):
     n_mels: int = Field(40, ge=8, le=256)
     widths: list[Size] = Field([16, 24, 32], min_length=1)
     blocks: int = Field(1, ge=1, le=8)
+    # the pitch track (danlu/models/audio_features.py PitchContour)
+    pitch_norm: Literal["utterance", "voice"] = "utterance"  # about the clip's own mean, or z-scored per voice
+    voices: int = Field(1, ge=1, le=7)  # pitch_norm=voice: how many voices the training clips hold (speakers)
+    yin_threshold: float = Field(0.15, gt=0, le=1)  # YIN's dip threshold; higher: fewer octave-down errors
+    voicing: float = Field(0.35, gt=0, le=1)  # frames with YIN aperiodicity below this (and not silent) are voiced
+    smooth: int = Field(1, ge=1, le=11)  # running median over this many 10 ms frames (odd)
+    duration: bool = False  # one more channel: the voiced stretch's length (the neutral tone is short)
     augment: AudioAugmentOptions = AudioAugmentOptions()
 
     @model_validator(mode="after")
     def _pitch_range(self) -> ToneNetOptions:
         if self.f_min >= self.f_max:
             raise ValueError(f"model.f_min ({self.f_min:g} Hz) must be below model.f_max ({self.f_max:g} Hz)")
+        if self.smooth % 2 == 0:
+            raise ValueError(f"model.smooth must be odd (a running median is centred), got {self.smooth}")
         return self
 
 
