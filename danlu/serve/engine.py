@@ -74,6 +74,18 @@ class Engine:
             return self.predictor.audio_tensor(inputs, max_seconds=SERVE_MAX_AUDIO_SECONDS)
         return self.predictor.to_tensor(inputs)  # non-finite table values are refused there
 
+    def plain_audio(self, inputs: list[Any]) -> bool:
+        """Whether every input is a plain 16-bit PCM WAV at the run's sample rate: its decode is a copy
+        and a scale (no libsndfile, no resampling), cheap enough for the event loop."""
+        from danlu.data.audio import pcm16_wav
+
+        rate = int(self.schema.audio["sample_rate"])
+        for item in inputs:
+            got = pcm16_wav(item) if isinstance(item, bytes | bytearray) else None
+            if got is None or got[0] != rate:
+                return False
+        return True
+
     def collate(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """One batch from several requests; token ids of different lengths are right-padded with pad_id."""
         if len(parts) == 1:
