@@ -167,3 +167,36 @@ def test_served_clips_predict_as_the_files_do(tiny_audio_run, tmp_path):
             assert uploaded.status_code == 200, uploaded.text
             expected = predictor.predict([path], top_k=2)[0]["top"]
             assert served.json()["predictions"][0]["top"] == expected == uploaded.json()["predictions"][0]["top"]
+
+
+def old_base64(text: str) -> bytes | None:
+    """decode_base64_image's decoding before its strict fast path (None: refused)."""
+    import binascii
+
+    text = "".join(text.split())
+    text += "=" * (-len(text) % 4)
+    for alt in (None, b"-_"):
+        try:
+            return base64.b64decode(text, altchars=alt, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    return None
+
+
+def test_strict_base64_fast_path_decodes_and_refuses_as_before():
+    from danlu.serve.inputs import RequestError, decode_base64_image
+
+    rng = np.random.default_rng(0)
+    samples = ["", "==", "QQ", "QQ=", "QQ==", "QUJD", "QUJD=", "QUJD==", "QQ=A", "Q Q = =", "QUJ\nD", "-_-_",
+               "+/+/", "QUJDé", "Q===", "QUJD====", "=QUJ"]
+    for n in (1, 2, 3, 100, 32_044):
+        raw = base64.b64encode(rng.integers(0, 256, n, dtype=np.uint8).tobytes()).decode()
+        samples += [raw, raw.rstrip("="), raw[:-1], base64.urlsafe_b64encode(raw.encode()).decode(),
+                    "\n".join(raw[k:k + 76] for k in range(0, len(raw), 76)), raw + "A", "A" + raw]
+    for text in samples:
+        want = old_base64(text)
+        try:
+            got = decode_base64_image(text, 0)
+        except RequestError:
+            got = None
+        assert got == (want or None), text[:40]

@@ -104,6 +104,18 @@ def decode_base64_image(value: Any, i: int) -> bytes:
         if not match.group(3):
             raise RequestError(f"input {i}: the data URL is not base64-encoded", "use data:image/png;base64,...")
         text = text[match.end():]
+    try:  # the usual case, one C pass: strict accepts only what the checks below accept, and decodes it alike
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        data = _lenient_base64(text, i)
+    if not data:
+        raise RequestError(f"input {i}: the image is empty")
+    return data
+
+
+def _lenient_base64(text: str, i: int) -> bytes:
+    """Base64 with line breaks, missing padding or the URL-safe alphabet; validate=True's regex costs
+    ~0.1 ms on a one-second clip, so well-formed input skips this."""
     text = "".join(text.split())
     text += "=" * (-len(text) % 4)
     try:
@@ -114,8 +126,6 @@ def decode_base64_image(value: Any, i: int) -> bytes:
         except (binascii.Error, ValueError):
             raise RequestError(f"input {i}: not valid base64",
                                "send the image file's bytes base64-encoded, or a data URL") from None
-    if not data:
-        raise RequestError(f"input {i}: the image is empty")
     return data
 
 
