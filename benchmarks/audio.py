@@ -2,6 +2,7 @@
 
     python benchmarks/audio.py throughput            # one-second clips/s: cached read, log-mel, pitch track
     python benchmarks/audio.py serve [--run RUN]     # POST /v1/predict of a one-second WAV, 1/8/32 clients
+    python benchmarks/audio.py serve --old /tmp/old  # ... alternating with a server run from another checkout
     python benchmarks/audio.py tones [overrides...]  # mandarin-tones: four tones, syllables held out, per speaker
     python benchmarks/audio.py cross [overrides...]  # mandarin-tones-cross-speaker, both directions
     python benchmarks/audio.py all
@@ -189,7 +190,9 @@ def _tone_folder(root: Path, per_class: int, rate: int = 16_000, seconds: float 
 
 def serve(argv: list[str]) -> None:
     """p50/p99 of POST /v1/predict with one one-second 16 kHz WAV (base64 JSON) per request, closed loop of
-    1, 8 and 32 clients, ``danlu serve`` in a subprocess (benchmarks/serve.py's harness and client)."""
+    1, 8 and 32 clients, ``danlu serve`` in a subprocess (benchmarks/serve.py's harness and client), with the
+    server's and the client's CPU time per request. ``--old CHECKOUT`` alternates a server run from another
+    danlu source tree (e.g. ``git worktree add /tmp/old COMMIT``) with this one, round by round."""
     import argparse
     import asyncio
     import base64
@@ -197,7 +200,7 @@ def serve(argv: list[str]) -> None:
     import statistics
 
     from benchmarks.common import matmul_gflops
-    from benchmarks.serve import Server, batch_stats, closed_loop, percentile, versions
+    from benchmarks.serve import ROOT, Server, batch_stats, closed_loop, cpu_seconds, percentile, versions
 
     p = argparse.ArgumentParser(prog="benchmarks/audio.py serve")
     p.add_argument("--run", help="an audio run with one-second clips; default: train audiofolder-cnn on synthetic "
@@ -207,6 +210,8 @@ def serve(argv: list[str]) -> None:
     p.add_argument("--requests", type=int, default=2000, help="most requests per level")
     p.add_argument("--seconds", type=float, default=10.0, help="longest a level runs")
     p.add_argument("--repeat", type=int, default=1, help="rounds, interleaved; medians are reported")
+    p.add_argument("--workers", type=int, default=1, help="danlu serve --workers")
+    p.add_argument("--old", type=Path, help="another danlu checkout whose server runs before this one's, each round")
     args = p.parse_args(argv)
     print(versions(), "\n", flush=True)
     work = Path(tempfile.mkdtemp(prefix="danlu-audio-serve-"))
@@ -226,33 +231,43 @@ def serve(argv: list[str]) -> None:
               for f in sorted(clips.glob("*/*.wav"))[:64]]
     print(f"run {run}; request body {len(bodies[0]) / 1024:.0f} KiB (one 1 s 16-bit WAV, base64)", flush=True)
     levels = [int(c) for c in args.clients.split(",")]
+    checkouts = ([("old", args.old.resolve())] if args.old else []) + [("new" if args.old else "", ROOT)]
+    extra = ("--workers", str(args.workers)) if args.workers > 1 else ()
     samples: dict[tuple, list[tuple]] = {}
     for rnd in range(1, max(1, args.repeat) + 1):
         for backend in args.backends.split(","):
-            server = Server(run, backend, 64)
-            try:
-                server.wait_ready()
-                for clients in levels:
-                    before = batch_stats(server.url)
-                    lat, failed, wall = asyncio.run(closed_loop(server.port, bodies, clients, args.requests,
-                                                                args.seconds))
-                    after = batch_stats(server.url)
-                    mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-                    sample = (len(lat), failed, len(lat) / wall, percentile(lat, 50) * 1e3, percentile(lat, 99) * 1e3,
-                              mean_batch)
-                    samples.setdefault((backend, clients), []).append(sample)
-                    print(f"  round {rnd} {backend:<9} clients {clients:<3} {sample[2]:8.1f} req/s  "
-                          f"p50 {sample[3]:6.1f} ms  p99 {sample[4]:6.1f} ms  mean batch {mean_batch:5.1f}  "
-                          f"failed {failed}", flush=True)
-            finally:
-                server.stop()
+            for version, checkout in checkouts:
+                print(f"  round {rnd}: load average {os.getloadavg()[0]:.2f}, matmul probe {matmul_gflops():.0f} "
+                      f"GFLOP/s", flush=True)
+                server = Server(run, backend, 64, checkout, extra)
+                try:
+                    server.wait_ready()
+                    for clients in levels:
+                        before, cpu0, own0 = batch_stats(server.url), cpu_seconds(server.proc.pid), time.process_time()
+                        lat, failed, wall = asyncio.run(closed_loop(server.port, bodies, clients, args.requests,
+                                                                    args.seconds))
+                        own, cpu = time.process_time() - own0, cpu_seconds(server.proc.pid) - cpu0
+                        after = batch_stats(server.url)
+                        mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                        n = max(1, len(lat))
+                        sample = (len(lat), failed, len(lat) / wall, percentile(lat, 50) * 1e3,
+                                  percentile(lat, 99) * 1e3, mean_batch, cpu / n * 1e6, own / n * 1e6)
+                        key = (f"{backend} {version}".strip(), clients)
+                        samples.setdefault(key, []).append(sample)
+                        print(f"  round {rnd} {key[0]:<9} clients {clients:<3} {sample[2]:8.1f} req/s  "
+                              f"p50 {sample[3]:6.1f} ms  p99 {sample[4]:6.1f} ms  mean batch {mean_batch:5.1f}  "
+                              f"CPU/request server {sample[6]:5.0f} µs client {sample[7]:4.0f} µs  failed {failed}",
+                              flush=True)
+                finally:
+                    server.stop()
     print(f"\nload average after: {os.getloadavg()[0]:.2f}, matmul probe after: {matmul_gflops():.0f} GFLOP/s\n")
-    print("| backend | clients | requests | failed | req/s | p50 ms | p99 ms | mean batch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for (backend, clients), got in samples.items():
-        med = [statistics.median(v[k] for v in got) for k in range(2, 6)]
-        print(f"| {backend} | {clients} | {sum(v[0] for v in got)} | {sum(v[1] for v in got)} | {med[0]:.1f} | "
-              f"{med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} |")
+    print("| server | clients | requests | failed | req/s | p50 ms | p99 ms | mean batch | server CPU µs/req | "
+          "client CPU µs/req |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (name, clients), got in samples.items():
+        med = [statistics.median(v[k] for v in got) for k in range(2, 8)]
+        print(f"| {name} | {clients} | {sum(v[0] for v in got)} | {sum(v[1] for v in got)} | {med[0]:.1f} | "
+              f"{med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.0f} | {med[5]:.0f} |")
     print("\ntarget: p99 < 50 ms at 32 clients for a one-second clip, on 2 cores (the load generator shares them)")
 
 

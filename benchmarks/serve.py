@@ -90,11 +90,15 @@ def free_port() -> int:
 class Server:
     """``danlu serve`` in a subprocess, stopped with SIGTERM (graceful) at the end."""
 
-    def __init__(self, run: Path, backend: str, max_batch_size: int):
+    def __init__(self, run: Path, backend: str, max_batch_size: int, checkout: Path = ROOT, extra: tuple = ()):
+        """``checkout``: the danlu source tree the server runs from (another one compares versions);
+        ``extra``: more ``danlu serve`` options."""
         self.port = free_port()
         cmd = [sys.executable, "-m", "danlu", "serve", str(run), "--port", str(self.port), "--backend", backend,
-               "--max-batch-size", str(max_batch_size), "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               "--max-batch-size", str(max_batch_size), "--log-level", "warning", *extra]
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
+        self.proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 180.0) -> None:
@@ -119,6 +123,18 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (``--workers``) so far (Linux /proc)."""
+    total = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            total += sum(cpu_seconds(int(child)) for child in f.read().split())
+    return total
 
 
 def batch_stats(url: str) -> tuple[float, float]:
