@@ -210,7 +210,7 @@ def serve(argv: list[str]) -> None:
     p.add_argument("--requests", type=int, default=2000, help="most requests per level")
     p.add_argument("--seconds", type=float, default=10.0, help="longest a level runs")
     p.add_argument("--repeat", type=int, default=1, help="rounds, interleaved; medians are reported")
-    p.add_argument("--workers", type=int, default=1, help="danlu serve --workers")
+    p.add_argument("--workers", default="1", help="danlu serve --workers; several (1,2) run one after another")
     p.add_argument("--old", type=Path, help="another danlu checkout whose server runs before this one's, each round")
     args = p.parse_args(argv)
     print(versions(), "\n", flush=True)
@@ -232,11 +232,11 @@ def serve(argv: list[str]) -> None:
     print(f"run {run}; request body {len(bodies[0]) / 1024:.0f} KiB (one 1 s 16-bit WAV, base64)", flush=True)
     levels = [int(c) for c in args.clients.split(",")]
     checkouts = ([("old", args.old.resolve())] if args.old else []) + [("new" if args.old else "", ROOT)]
-    extra = ("--workers", str(args.workers)) if args.workers > 1 else ()
     samples: dict[tuple, list[tuple]] = {}
     for rnd in range(1, max(1, args.repeat) + 1):
         for backend in args.backends.split(","):
-            for version, checkout in checkouts:
+            for version, checkout, workers in [(v, c, w) for w in args.workers.split(",") for v, c in checkouts]:
+                extra = ("--workers", workers) if int(workers) > 1 else ()
                 print(f"  round {rnd}: load average {os.getloadavg()[0]:.2f}, matmul probe {matmul_gflops():.0f} "
                       f"GFLOP/s", flush=True)
                 server = Server(run, backend, 64, checkout, extra)
@@ -252,7 +252,7 @@ def serve(argv: list[str]) -> None:
                         n = max(1, len(lat))
                         sample = (len(lat), failed, len(lat) / wall, percentile(lat, 50) * 1e3,
                                   percentile(lat, 99) * 1e3, mean_batch, cpu / n * 1e6, own / n * 1e6)
-                        key = (f"{backend} {version}".strip(), clients)
+                        key = (f"{backend} {version}".strip() + (f" ×{workers}" if extra else ""), clients)
                         samples.setdefault(key, []).append(sample)
                         print(f"  round {rnd} {key[0]:<9} clients {clients:<3} {sample[2]:8.1f} req/s  "
                               f"p50 {sample[3]:6.1f} ms  p99 {sample[4]:6.1f} ms  mean batch {mean_batch:5.1f}  "
