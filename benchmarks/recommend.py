@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import SHARED, matmul_gflops, print_header  # noqa: E402
 
 RECIPES = {"popularity": "movielens-popularity", "item_knn": "movielens-itemknn", "ease": "movielens-ease",
-           "bpr": "movielens-bpr", "two_tower": "movielens-twotower"}
+           "bpr": "movielens-bpr", "ials": "movielens-ials", "two_tower": "movielens-twotower"}
 # the movielens-bpr recipe trains MF with the softmax loss by default; "mf_bpr" is the same recipe with BPR
 OVERRIDES = {"mf_bpr": ("movielens-bpr", ["model.loss=bpr", "model.negatives=4", "model.factors=128",
                                           "model.dropout=0", "model.reg=0.0001"])}

@@ -291,7 +291,7 @@ def test_interaction_tables_are_recommendation(tmp_path):
         "interactions", "Customer ID", "Product", "Stars", "When")
     assert p.users == 60 and p.items == 60
     c = choose(p)
-    assert [k.name for k in c.candidates] == ["ease", "item_knn", "mf_bpr"]
+    assert [k.name for k in c.candidates] == ["ease", "item_knn", "mf_ials"]
     rec = load_recipe(base=c.default.recipe)  # a valid recipe, written to the run as it is
     assert rec.model.name == "ease" and rec.data.name == "interactions"
     assert rec.recommend.split == "temporal" and rec.recommend.user_column == "Customer ID"

@@ -103,7 +103,8 @@ class _Crash:
         return None
 
 
-@pytest.mark.parametrize("recipe", ["movielens-bpr", "movielens-twotower", "movielens-ease", "movielens-mf-ratings"])
+@pytest.mark.parametrize("recipe", ["movielens-bpr", "movielens-twotower", "movielens-ease", "movielens-mf-ratings",
+                                    "movielens-ials"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(recipe, tmp_path, capsys):
     from safetensors.numpy import load_file
 
@@ -112,7 +113,8 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(recipe, tmp_path
     data = _table(tmp_path)
     extra = {"movielens-bpr": ["train.epochs=5", "model.factors=8", "train.early_stop.patience=10"],
              "movielens-twotower": ["train.epochs=5", "model.dim=8", "train.early_stop.patience=10"],
-             "movielens-ease": [], "movielens-mf-ratings": ["train.epochs=3", "recommend.folds=2"]}[recipe]
+             "movielens-ease": [], "movielens-mf-ratings": ["train.epochs=3", "recommend.folds=2"],
+             "movielens-ials": ["train.epochs=3", "model.factors=8"]}[recipe]
     args = [*_on(data), *extra]
     whole = train(recipe, args, runs_dir=tmp_path / "a", progress=False, plots=False)
     trained = recipe in ("movielens-bpr", "movielens-twotower")

@@ -212,8 +212,9 @@ def _interactions(p: DataProfile) -> Choice:
 
     knn = Candidate("item_knn", recipe("item-knn", "movielens-itemknn"), [
         "item-kNN (cosine with shrinkage): cheap, and explains each pick by an item the user had"], 1.0)
-    bpr = Candidate("mf_bpr", recipe("mf-bpr", "movielens-bpr"), [
-        "matrix factorization trained for ranking, epochs picked on validation recall@20"], 2.0)
+    bpr = Candidate("mf_ials", recipe("mf-ials", "movielens-ials"), [
+        "matrix factorization by weighted implicit ALS (iALS, movielens-ials's settings), epochs picked on "
+        "validation recall@20, then refit on train + validation"], 2.0)
     users = p.users or 0
     if users <= EASE_MAX_USERS:
         ease = Candidate("ease", recipe("ease", "movielens-ease"), [

@@ -30,11 +30,14 @@ class EASEOptions(_Options):
 
 class MFOptions(_Options):
     factors: int = Field(64, ge=1)
-    # auto: bpr for ranking, mse (biased MF) for ratings; softmax: cross-entropy over the whole catalogue
-    loss: Literal["auto", "bpr", "softmax", "mse"] = "auto"
-    reg: float = Field(0.0, ge=0)  # L2 on the embeddings of each batch's users and items
+    # auto: bpr for ranking, mse (biased MF) for ratings; softmax: cross-entropy over the whole catalogue;
+    # ials: weighted implicit ALS, closed-form alternating solves (danlu/recommend/ials.py)
+    loss: Literal["auto", "bpr", "softmax", "mse", "ials"] = "auto"
+    reg: float = Field(0.0, ge=0)  # L2 on the embeddings of each batch's users and items; ials: λ
     negatives: int = Field(1, ge=1)  # bpr: sampled negatives per positive
     dropout: float = Field(0.0, ge=0, lt=1)  # on the user vector while training (ranking losses)
+    alpha: float = Field(0.01, gt=0)  # ials: weight of every unobserved (user, item) pair
+    nu: float = Field(1.0, ge=0)  # ials: λ scaled by (positives + alpha × other side's size) ** nu
 
 
 class TwoTowerOptions(_Options):

@@ -66,6 +66,8 @@ def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any, rebuild:
 
     tr = recipe.train
     o = recipe.model.options
+    if o.get("loss") == "ials":
+        return _fit_ials(recipe, model, prepared, validate, name, say, rebuild, hooks, shard)
     loss_name = o.get("loss") if o.get("loss") in ("bpr", "softmax") else "bpr"
     common = {"batch_size": tr.batch_size, "lr": tr.lr, "reg": o.get("reg", 0.0), "negatives": o.get("negatives", 1),
               "optimizer": tr.optimizer, "weight_decay": tr.weight_decay, "seed": recipe.seed, "loss_name": loss_name,
@@ -86,6 +88,40 @@ def fit_model(recipe: Recipe, model: Any, prepared: Prepared, say: Any, rebuild:
         model.load_state_dict(fresh.state_dict())
         info["refit"] = {"on": "train + validation", "epochs": info["best_epoch"],
                          "seconds": round(time.perf_counter() - t1, 2)}
+    return info
+
+
+def _fit_ials(recipe: Recipe, model: Any, prepared: Prepared, validate: Any, name: str, say: Any, rebuild: Any,
+              hooks: Any, shard: Any) -> dict[str, Any]:
+    """MF by alternating least squares (danlu/recommend/ials.py): each epoch is two closed-form solves, so
+    there is no per-epoch checkpoint (a resumed run fits again, deterministically) and no --nproc split."""
+    import time as clock
+
+    import torch
+
+    from danlu.recommend.ials import fit_ials
+
+    if shard is not None:
+        raise RecipeError("model.loss=ials fits in closed form in one process; --nproc splits gradient steps",
+                          hint="drop --nproc, or use model.loss=softmax / bpr")
+    o, tr = recipe.model.options, recipe.train
+    common = {"alpha": o.get("alpha", 0.01), "reg": o.get("reg", 0.0), "nu": o.get("nu", 1.0), "seed": recipe.seed}
+    info = fit_ials(model, prepared.train, epochs=int(tr.epoch_count), validate=validate if prepared.val.nnz else None,
+                    monitor=name, patience=tr.early_stop.patience if tr.early_stop else 5, say=say, on_epoch=hooks,
+                    **common)
+    info["monitor"] = name
+    info["fit_seconds"] = info.pop("seconds")
+    if pruned(hooks):
+        return info
+    if config_of(recipe).refit and prepared.val.nnz > 0 and info["best_epoch"] > 0 and rebuild is not None:
+        t1 = clock.perf_counter()
+        torch.manual_seed(recipe.seed)
+        fresh = rebuild()
+        fit_ials(fresh, prepared.known_at_test, epochs=info["best_epoch"], validate=None, say=lambda *_: None,
+                 **common)
+        model.load_state_dict(fresh.state_dict())
+        info["refit"] = {"on": "train + validation", "epochs": info["best_epoch"],
+                         "seconds": round(clock.perf_counter() - t1, 2)}
     return info
 
 
