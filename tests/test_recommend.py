@@ -214,6 +214,46 @@ def test_two_tower_scores_a_new_item_from_its_features():
     assert new.shape == (2, 1) and torch.isfinite(new).all()
 
 
+def test_two_tower_ials_maps_features_onto_the_item_vectors():
+    """model.loss=ials for two_tower: known items keep their iALS vector exactly (id + side part), the feature
+    regression lowers its loss, and an item no one interacted with scores from its features alone."""
+    import torch
+
+    from danlu.models.recommenders import TwoTower
+    from danlu.recommend.feature_map import clear_side, map_features
+    from danlu.recommend.ials import fit_ials
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 30, 12
+    genre = rng.integers(1, 4, n_items)  # items of a genre are liked by the same users
+    x = sp.csr_matrix((rng.random((n_users, n_items)) < 0.15 + 0.6 * (genre[None, :] == 1 + np.arange(
+        n_users)[:, None] % 3)).astype(np.float32))
+    x[:, 11] = 0  # item 11: no interactions (cold)
+    x.eliminate_zeros()
+    model = TwoTower(n_users, n_items, dim=4, n_genres=4, n_years=2, n_tokens=2)
+    model.set_features((genre, np.arange(n_items)), np.zeros(n_items, dtype=np.int64),
+                       (np.zeros(n_items, dtype=np.int64), np.arange(n_items)))
+    clear_side(model)
+    fit_ials(model, x, epochs=3, alpha=0.1, reg=0.01, nu=1.0, seed=0, validate=None, say=lambda *_: None)
+    assert torch.equal(model.item_vectors(), model.item.weight)  # the side part is silent while iALS fits
+    ials = model.item.weight.detach().clone()
+    known = torch.from_numpy(np.asarray(x.sum(0)).ravel() > 0)
+    info = map_features(model, known, steps=200, lr=0.05)
+    assert info["loss"] < 0.5 * info["first_loss"] and info["loss"] < 0.5 * info["zero_loss"]
+    with torch.no_grad():
+        vectors = model.item_vectors()
+        side = model.side_vectors()
+    assert torch.allclose(vectors[known], ials[known], atol=1e-5)
+    assert torch.equal(vectors[11], side[11]) and torch.equal(model.item.weight[11], torch.zeros(4))
+    same_genre = int(np.flatnonzero(genre == genre[11])[0])  # the cold item's vector is its genre's
+    assert torch.allclose(side[11], side[same_genre], atol=1e-6)
+    users = model.user_vectors(np.arange(n_users), x)
+    fan = int(genre[11]) - 1  # users with user % 3 == genre − 1 like that genre
+    liked = users[fan::3] @ vectors[11]
+    others = users[[u for u in range(n_users) if u % 3 != fan]] @ vectors[11]
+    assert liked.mean() > others.mean()
+
+
 def test_recipe_block_is_validated():
     from danlu.recipe import load_recipe
 

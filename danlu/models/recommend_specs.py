@@ -45,10 +45,15 @@ class TwoTowerOptions(_Options):
     features: list[Literal["id", "genres", "year", "title"]] = ["id", "genres", "year", "title"]
     title_tokens: int = Field(5000, ge=10)  # vocabulary size of title tokens
     id_dropout: float = Field(0.3, ge=0, lt=1)  # items' id embedding dropped this often: the features learn alone
-    loss: Literal["bpr", "softmax"] = "bpr"
-    reg: float = Field(0.0, ge=0)
+    # ials: the id vectors by iALS (as MF's), then the side features regressed onto them (recommend/feature_map.py)
+    loss: Literal["bpr", "softmax", "ials"] = "bpr"
+    reg: float = Field(0.0, ge=0)  # ials: λ
     negatives: int = Field(1, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)  # on the user vector while training
+    alpha: float = Field(0.01, gt=0)  # ials: weight of every unobserved (user, item) pair
+    nu: float = Field(1.0, ge=0)  # ials: λ scaled by (positives + alpha × other side's size) ** nu
+    map_steps: int = Field(300, ge=0)  # ials: full-batch Adam steps of the features → item vectors regression
+    map_lr: float = Field(0.01, gt=0)  # ials: that regression's learning rate
 
 
 class LightGCNOptions(_Options):

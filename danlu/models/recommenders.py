@@ -340,6 +340,14 @@ class TwoTower(MF):
     def item_vectors(self) -> torch.Tensor:
         return self.item_tower()
 
+    def side_vectors(self) -> torch.Tensor:
+        """mix(side features) of the model's own items: a new item's whole vector, a known item's side part."""
+        side = self.side((self.genre_idx, self.genre_off), self.year_idx, (self.title_idx, self.title_off))
+        return self.mix(side) if not isinstance(side, int) else torch.zeros_like(self.item.weight)
+
+    def side_parameters(self) -> list[nn.Parameter]:
+        return [*self.genre.parameters(), *self.year.parameters(), *self.title.parameters(), *self.mix.parameters()]
+
     def forward(self, users: torch.Tensor, items: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         table = self.item_tower(drop=self.training) if table is None else table
         return (self.user(users) * table[items]).sum(-1) + self.item_bias(items).squeeze(-1)

@@ -19,7 +19,7 @@ def build(recipe: Recipe, n_users: int, n_items: int, features: dict | None = No
 
     options = dict(recipe.model.options)
     name = recipe.model.name
-    for key in ("reg", "negatives", "title_tokens", "alpha", "nu"):  # training options, not the model's shape
+    for key in ("reg", "negatives", "title_tokens", "alpha", "nu", "map_steps", "map_lr"):  # training options, not the model's shape
         options.pop(key, None)
     if name == "mf":
         options["loss"] = "mse" if config_of(recipe).task == "rating" else (

@@ -106,6 +106,15 @@ def _fit_ials(recipe: Recipe, model: Any, prepared: Prepared, validate: Any, nam
                           hint="drop --nproc, or use model.loss=softmax / bpr")
     o, tr = recipe.model.options, recipe.train
     common = {"alpha": o.get("alpha", 0.01), "reg": o.get("reg", 0.0), "nu": o.get("nu", 1.0), "seed": recipe.seed}
+    towers = hasattr(model, "side_vectors")  # two-tower: iALS fits the ids, then the features map onto them
+    if towers:
+        from danlu.recommend.feature_map import clear_side, map_features
+
+        if "id" not in model.features:
+            raise RecipeError("model.loss=ials fits the items' id vectors, but model.features has no 'id'",
+                              hint="add id to model.features, or use model.loss=softmax / bpr")
+        clear_side(model)
+        mapping = {"steps": int(o.get("map_steps", 300)), "lr": float(o.get("map_lr", 0.01)), "seed": recipe.seed}
     info = fit_ials(model, prepared.train, epochs=int(tr.epoch_count), validate=validate if prepared.val.nnz else None,
                     monitor=name, patience=tr.early_stop.patience if tr.early_stop else 5, say=say, on_epoch=hooks,
                     **common)
@@ -113,16 +122,35 @@ def _fit_ials(recipe: Recipe, model: Any, prepared: Prepared, validate: Any, nam
     info["fit_seconds"] = info.pop("seconds")
     if pruned(hooks):
         return info
-    if config_of(recipe).refit and prepared.val.nnz > 0 and info["best_epoch"] > 0 and rebuild is not None:
+    refit = config_of(recipe).refit and prepared.val.nnz > 0 and info["best_epoch"] > 0 and rebuild is not None
+    if towers and not refit:
+        info["feature_map"] = map_features(model, _seen(prepared.train), **mapping)
+        say(f"features -> item vectors: loss {info['feature_map']['first_loss']:.4f} -> "
+            f"{info['feature_map']['loss']:.4f} (zero vectors: {info['feature_map']['zero_loss']:.4f})")
+    if refit:
         t1 = clock.perf_counter()
         torch.manual_seed(recipe.seed)
         fresh = rebuild()
+        if towers:
+            clear_side(fresh)
         fit_ials(fresh, prepared.known_at_test, epochs=info["best_epoch"], validate=None, say=lambda *_: None,
                  **common)
+        if towers:
+            info["feature_map"] = map_features(fresh, _seen(prepared.known_at_test), **mapping)
+            say(f"features -> item vectors: loss {info['feature_map']['first_loss']:.4f} -> "
+                f"{info['feature_map']['loss']:.4f} (zero vectors: {info['feature_map']['zero_loss']:.4f})")
         model.load_state_dict(fresh.state_dict())
         info["refit"] = {"on": "train + validation", "epochs": info["best_epoch"],
                          "seconds": round(clock.perf_counter() - t1, 2)}
     return info
+
+
+def _seen(x: Any) -> Any:
+    """Items with at least one interaction in ``x`` (a bool tensor)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.asarray((x > 0).sum(0)).ravel() > 0)
 
 
 def checked_objective(recipe: Recipe, metric: str | None, data_dir: Any) -> str:
