@@ -215,8 +215,8 @@ def test_two_tower_scores_a_new_item_from_its_features():
 
 
 def test_two_tower_ials_maps_features_onto_the_item_vectors():
-    """model.loss=ials for two_tower: known items keep their iALS vector exactly (id + side part), the feature
-    regression lowers its loss, and an item no one interacted with scores from its features alone."""
+    """model.loss=ials for two_tower: the catalogue keeps its iALS vectors exactly (id + side part), the feature
+    regression lowers its loss, and a new item scores from its features alone (near its look-alikes)."""
     import torch
 
     from danlu.models.recommenders import TwoTower
@@ -226,10 +226,9 @@ def test_two_tower_ials_maps_features_onto_the_item_vectors():
     rng = np.random.default_rng(0)
     n_users, n_items = 30, 12
     genre = rng.integers(1, 4, n_items)  # items of a genre are liked by the same users
-    x = sp.csr_matrix((rng.random((n_users, n_items)) < 0.15 + 0.6 * (genre[None, :] == 1 + np.arange(
-        n_users)[:, None] % 3)).astype(np.float32))
-    x[:, 11] = 0  # item 11: no interactions (cold)
-    x.eliminate_zeros()
+    dense = (rng.random((n_users, n_items)) < 0.15 + 0.6 * (genre[None, :] == 1 + np.arange(n_users)[:, None] % 3))
+    dense[:, 11] = False  # item 11: no interactions (it stands for a new item)
+    x = sp.csr_matrix(dense.astype(np.float32))
     model = TwoTower(n_users, n_items, dim=4, n_genres=4, n_years=2, n_tokens=2)
     model.set_features((genre, np.arange(n_items)), np.zeros(n_items, dtype=np.int64),
                        (np.zeros(n_items, dtype=np.int64), np.arange(n_items)))
@@ -243,15 +242,15 @@ def test_two_tower_ials_maps_features_onto_the_item_vectors():
     with torch.no_grad():
         vectors = model.item_vectors()
         side = model.side_vectors()
-    assert torch.allclose(vectors[known], ials[known], atol=1e-5)
-    assert torch.equal(vectors[11], side[11]) and torch.equal(model.item.weight[11], torch.zeros(4))
-    same_genre = int(np.flatnonzero(genre == genre[11])[0])  # the cold item's vector is its genre's
+    assert torch.allclose(vectors, ials, atol=1e-5) and torch.equal(ials[11], torch.zeros(4))  # iALS's scores
+    same_genre = int(np.flatnonzero(genre == genre[11])[0])  # the item outside the fit gets its genre's vector
     assert torch.allclose(side[11], side[same_genre], atol=1e-6)
     users = model.user_vectors(np.arange(n_users), x)
-    fan = int(genre[11]) - 1  # users with user % 3 == genre − 1 like that genre
-    liked = users[fan::3] @ vectors[11]
-    others = users[[u for u in range(n_users) if u % 3 != fan]] @ vectors[11]
-    assert liked.mean() > others.mean()
+    new = model.score_new_items(users, (torch.tensor([int(genre[11])]), torch.tensor([0])), torch.tensor([0]),
+                                (torch.tensor([0]), torch.tensor([0]))).ravel()
+    assert torch.allclose(new, users @ side[11], atol=1e-5)
+    fan = int(genre[11]) - 1  # users with user % 3 == genre − 1 like that genre: the new item ranks for them
+    assert new[fan::3].mean() > new[[u for u in range(n_users) if u % 3 != fan]].mean()
 
 
 def test_recipe_block_is_validated():

@@ -22,9 +22,11 @@ def clear_side(model: Any) -> None:
 def map_features(model: Any, known: torch.Tensor | None = None, *, steps: int = 300, lr: float = 0.01,
                  weight_decay: float = 0.0, seed: int = 0) -> dict[str, Any]:
     """Fit the side part to the id vectors of the ``known`` items (a bool mask: items with interactions in the
-    fit; all when None) by full-batch MSE with Adam, then set id = target − side part for those, and 0 for
-    the others: an item no one interacted with has no collaborative vector (iALS leaves it at 0), so it
-    scores from its features alone, as a new item does.
+    fit; all when None) by full-batch MSE with Adam, then set id = iALS vector − side part for every item, so
+    the catalogue scores exactly as iALS does. Catalogue items without interactions (iALS leaves them at 0)
+    stay out of the regression and keep 0: scored from their features, on MovieLens they crowded known items
+    out of the top 20 (test Recall@20 0.103 against 0.129); an item outside the catalogue scores from its
+    features alone (``TwoTower.score_new_items``).
 
     Returns the loss (squared error per known item, summed over dimensions) before and after, the loss of
     zero vectors for scale, and the seconds; ``model.item`` must hold the iALS vectors when called."""
@@ -55,7 +57,7 @@ def map_features(model: Any, known: torch.Tensor | None = None, *, steps: int = 
     with torch.no_grad():
         side = model.side_vectors()
         final = float(((side[known] - target) ** 2).sum(1).mean())
-        model.item.weight.copy_(torch.where(known[:, None], everything - side, torch.zeros_like(side)))
+        model.item.weight.copy_(everything - side)
     baseline = float((target ** 2).sum(1).mean())  # the loss of predicting zero vectors
     return {"steps": steps, "lr": lr, "items": int(known.sum()), "first_loss": round(first, 6),
             "loss": round(final, 6), "zero_loss": round(baseline, 6), "seconds": round(time.perf_counter() - t0, 2)}
