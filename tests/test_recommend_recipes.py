@@ -28,7 +28,9 @@ def test_recipe_trains_and_predicts_on_a_slice(name, tmp_path, capsys):
     from danlu.api import train
     from danlu.recommend.predict import RecommenderRun
 
-    small = ["model.factors=32"] if load_recipe(name).model.options.get("loss") == "ials" else []  # solves ∝ d³
+    recipe = load_recipe(name)
+    small = [f"model.{'dim' if recipe.model.name == 'two_tower' else 'factors'}=32"] \
+        if recipe.model.options.get("loss") == "ials" else []  # solves ∝ d³
     result = train(name, ["recommend.limit_users=50", "train.epochs=2", *small], runs_dir=tmp_path, data_dir=SHARED,
                    progress=False, plots=name.endswith("ease"))
     report = json.loads((result.run / "report.json").read_text(encoding="utf-8"))
