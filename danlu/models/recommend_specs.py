@@ -54,6 +54,8 @@ class TwoTowerOptions(_Options):
     nu: float = Field(1.0, ge=0)  # ials: λ scaled by (positives + alpha × other side's size) ** nu
     map_steps: int = Field(300, ge=0)  # ials: full-batch Adam steps of the features → item vectors regression
     map_lr: float = Field(0.01, gt=0)  # ials: that regression's learning rate
+    # ials: its L2 (Adam's weight_decay); without it, it fit items held out of it worse than zero vectors do
+    map_weight_decay: float = Field(0.003, ge=0)
 
 
 class LightGCNOptions(_Options):

@@ -19,7 +19,8 @@ def build(recipe: Recipe, n_users: int, n_items: int, features: dict | None = No
 
     options = dict(recipe.model.options)
     name = recipe.model.name
-    for key in ("reg", "negatives", "title_tokens", "alpha", "nu", "map_steps", "map_lr"):  # training options, not the model's shape
+    training = ("reg", "negatives", "title_tokens", "alpha", "nu", "map_steps", "map_lr", "map_weight_decay")
+    for key in training:  # training options, not the model's shape
         options.pop(key, None)
     if name == "mf":
         options["loss"] = "mse" if config_of(recipe).task == "rating" else (

@@ -20,7 +20,7 @@ def clear_side(model: Any) -> None:
 
 
 def map_features(model: Any, known: torch.Tensor | None = None, *, steps: int = 300, lr: float = 0.01,
-                 weight_decay: float = 0.0, seed: int = 0) -> dict[str, Any]:
+                 weight_decay: float = 0.003, seed: int = 0) -> dict[str, Any]:
     """Fit the side part to the id vectors of the ``known`` items (a bool mask: items with interactions in the
     fit; all when None) by full-batch MSE with Adam, then set id = iALS vector − side part for every item, so
     the catalogue scores exactly as iALS does. Catalogue items without interactions (iALS leaves them at 0)
@@ -59,6 +59,7 @@ def map_features(model: Any, known: torch.Tensor | None = None, *, steps: int = 
         final = float(((side[known] - target) ** 2).sum(1).mean())
         model.item.weight.copy_(everything - side)
     baseline = float((target ** 2).sum(1).mean())  # the loss of predicting zero vectors
-    return {"steps": steps, "lr": lr, "items": int(known.sum()), "first_loss": round(first, 6),
-            "loss": round(final, 6), "zero_loss": round(baseline, 6), "seconds": round(time.perf_counter() - t0, 2)}
+    return {"steps": steps, "lr": lr, "weight_decay": weight_decay, "items": int(known.sum()),
+            "first_loss": round(first, 6), "loss": round(final, 6), "zero_loss": round(baseline, 6),
+            "seconds": round(time.perf_counter() - t0, 2)}
 

@@ -114,7 +114,8 @@ def _fit_ials(recipe: Recipe, model: Any, prepared: Prepared, validate: Any, nam
             raise RecipeError("model.loss=ials fits the items' id vectors, but model.features has no 'id'",
                               hint="add id to model.features, or use model.loss=softmax / bpr")
         clear_side(model)
-        mapping = {"steps": int(o.get("map_steps", 300)), "lr": float(o.get("map_lr", 0.01)), "seed": recipe.seed}
+        mapping = {"steps": int(o.get("map_steps", 300)), "lr": float(o.get("map_lr", 0.01)),
+                   "weight_decay": float(o.get("map_weight_decay", 0.003)), "seed": recipe.seed}
     info = fit_ials(model, prepared.train, epochs=int(tr.epoch_count), validate=validate if prepared.val.nnz else None,
                     monitor=name, patience=tr.early_stop.patience if tr.early_stop else 5, say=say, on_epoch=hooks,
                     **common)
