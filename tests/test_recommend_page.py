@@ -80,18 +80,9 @@ def browser(tmp_path_factory):
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI needs {CHROMIUM} and {CHROMEDRIVER}")
         pytest.skip("chromium/chromedriver not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from tests.test_serve_browser import headless_chrome
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chrome')}", "--window-size=1280,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP violations
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = headless_chrome(tmp_path_factory.mktemp("chrome"), browser_log=True)  # to see CSP violations
     yield driver
     driver.quit()
 

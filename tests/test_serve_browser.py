@@ -51,20 +51,29 @@ def digit_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    assert HAVE_BROWSER, f"CI needs {CHROMIUM} and {CHROMEDRIVER}"
+    driver = headless_chrome(tmp_path_factory.mktemp("chrome"))
+    yield driver
+    driver.quit()
+
+
+def headless_chrome(user_dir: Path, *flags: str, browser_log: bool = False):
+    """Headless Chromium through chromedriver, quiet (no sync, updates or first-run pages), 1280x1000;
+    ``flags`` add to it (a fake microphone), ``browser_log`` keeps the console (CSP violations)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    assert HAVE_BROWSER, f"CI needs {CHROMIUM} and {CHROMEDRIVER}"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chrome')}", "--window-size=1280,1000"):
+                 f"--user-data-dir={user_dir}", "--window-size=1280,1000", *flags):
         options.add_argument(flag)
+    if browser_log:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+    return driver
 
 
 def wait(driver, condition, timeout: float = 20):

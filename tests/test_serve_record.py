@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from tests.test_audio import RATE, tone, write
-from tests.test_serve_browser import CHROMEDRIVER, CHROMIUM, HAVE_BROWSER, wait
+from tests.test_serve_browser import CHROMEDRIVER, CHROMIUM, HAVE_BROWSER, headless_chrome, wait
 
 F0 = 440.0  # the fake microphone's pitch: the recording must peak there
 
@@ -36,22 +36,11 @@ def audio_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mic_browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     assert HAVE_BROWSER, f"CI needs {CHROMIUM} and {CHROMEDRIVER}"
     clip = write(tmp_path_factory.mktemp("mic") / "mic.wav", np.concatenate([tone(F0, 2.0)] * 2), subtype="PCM_16")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--use-file-for-fake-audio-capture={clip}",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chrome')}", "--window-size=1280,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP violations
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = headless_chrome(tmp_path_factory.mktemp("chrome"), "--use-fake-ui-for-media-stream",
+                             "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={clip}",
+                             browser_log=True)  # to see CSP violations
     yield driver
     driver.quit()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 import statistics
 from collections import Counter
@@ -224,7 +225,7 @@ def _holds_audio(root: Path) -> bool:
 
     audio = images = 0
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))[:20]:
-        for f in sorted(sub.rglob("*"))[:50]:
+        for f in itertools.islice(sub.rglob("*"), 50):  # the first files met, not a walk of a big folder
             suffix = f.suffix.lower()
             audio += suffix in AUDIO_EXTENSIONS
             images += suffix in IMAGE_EXTENSIONS

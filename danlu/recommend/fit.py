@@ -25,6 +25,17 @@ def _optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
+def epoch_row(epoch: int, train_loss: float, validate: Callable[[], float | dict[str, float]] | None,
+              monitor: str, t0: float) -> tuple[dict[str, Any], float]:
+    """An epoch's history row (its validation metrics, or the epoch number without a validate) and the score
+    that picks the best epoch: one definition for the gradient fits and iALS."""
+    measured = validate() if validate is not None else float(epoch)
+    score = measured if not isinstance(measured, dict) else measured[monitor]
+    row = {"epoch": epoch, "train_loss": train_loss, **(measured if isinstance(measured, dict) else {"val": score}),
+           "seconds": round(time.perf_counter() - t0, 2)}
+    return row, score
+
+
 def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr: float, reg: float,
             negatives: int, optimizer: str, weight_decay: float, seed: int,
             validate: Callable[[], float | dict[str, float]] | None, patience: int = 5,
@@ -67,11 +78,7 @@ def fit_bpr(model: MF, train: sp.csr_matrix, *, epochs: int, batch_size: int, lr
         else:  # BPR; and the softmax under --nproc, whose shares split each batch's positives
             total = _bpr_epoch(model, opt, users, items, gen, batch_size, negatives, reg, loss_name, shard)
         model.eval()
-        measured = validate() if validate is not None else float(epoch)
-        score = measured if not isinstance(measured, dict) else measured[monitor]
-        row = {"epoch": epoch, "train_loss": total / len(users),
-               **(measured if isinstance(measured, dict) else {"val": score}),
-               "seconds": round(time.perf_counter() - t0, 2)}
+        row, score = epoch_row(epoch, total / len(users), validate, monitor, t0)
         history.append(row)
         say(f"epoch {epoch}  loss {row['train_loss']:.4f}  {monitor} {score:.4f}")
         if score > best:

@@ -19,6 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from danlu.recommend.fit import epoch_row
+
 
 def half_step(x: sp.csr_matrix, fixed: torch.Tensor, alpha: float, reg: float, nu: float = 1.0,
               rows_per_block: int = 256) -> torch.Tensor:
@@ -80,11 +82,7 @@ def fit_ials(model: Any, train: sp.csr_matrix, *, epochs: int, alpha: float, reg
             model.user.weight.copy_(p.float())
             model.item.weight.copy_(q.float())
         model.eval()
-        measured = validate() if validate is not None else float(epoch)
-        score = measured if not isinstance(measured, dict) else measured[monitor]
-        row = {"epoch": epoch, "train_loss": _loss(x, p, q, alpha),
-               **(measured if isinstance(measured, dict) else {"val": score}),
-               "seconds": round(time.perf_counter() - t0, 2)}
+        row, score = epoch_row(epoch, _loss(x, p, q, alpha), validate, monitor, t0)
         history.append(row)
         say(f"epoch {epoch}  loss {row['train_loss']:.4f}  {monitor} {score:.4f}")
         if score > best:

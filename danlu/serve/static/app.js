@@ -310,19 +310,22 @@ function jsonBody(inputs) {
 
 // ---------------------------------------------------------------- inputs per kind
 
+// Whether a chosen file is over the server's body limit (said on the page, nothing sent): shared by the
+// image drop and the audio drop (audio.js).
+function refusedAsTooBig(files, card, hint) {
+  const limit = (card.limits || {}).max_body_mb;
+  const big = limit ? files.find((f) => f.size > limit * 1024 * 1024) : null;
+  if (big) fail(`${big.name} is over this server's ${limit} MiB limit.`, hint);
+  return Boolean(big);
+}
+
 function setUpImage(card) {
   $("image-input").hidden = false;
   const drop = $("drop");
   let last = null;
 
   const send = (files) => {
-    if (!files.length) return;
-    const limit = (card.limits || {}).max_body_mb;
-    const big = limit ? files.find((f) => f.size > limit * 1024 * 1024) : null;
-    if (big) {
-      fail(`${big.name} is over this server's ${limit} MiB limit.`, "Choose a smaller image.");
-      return;
-    }
+    if (!files.length || refusedAsTooBig(files, card, "Choose a smaller image.")) return;
     last = files;
     const preview = $("preview");
     if (preview.src) URL.revokeObjectURL(preview.src);

@@ -1,7 +1,7 @@
 "use strict";
 // The input for audio runs: a sound file dropped or chosen, or a recording from the microphone. A recording
 // is taken with the Web Audio API (an AudioWorklet collects the samples; recorder-worklet.js) and sent as a
-// 16-bit PCM WAV (wav.js), the same upload as a dropped file. Uses predict, fail, topK and $ from app.js.
+// 16-bit PCM WAV (wav.js), the same upload as a dropped file. Uses predict, fail, refusedAsTooBig, topK and $ from app.js.
 
 const MAX_RECORD_S = 30;  // the server refuses uploads over 60 s; a model hears audio.seconds of it anyway
 const MAX_EXPLAIN_CLIPS = 2;  // /v1/explain's limit for sound: each clip costs 257 runs of the model
@@ -22,12 +22,7 @@ function setUpAudio(card) {
   let last = null;
 
   const send = (files) => {
-    if (!files.length) return;
-    const big = limitMb ? files.find((f) => f.size > limitMb * 1024 * 1024) : null;
-    if (big) {
-      fail(`${big.name} is over this server's ${limitMb} MiB limit.`, "Choose a shorter clip.");
-      return;
-    }
+    if (!files.length || refusedAsTooBig(files, card, "Choose a shorter clip.")) return;
     last = files;
     const player = $("playback");
     if (player.src) URL.revokeObjectURL(player.src);
